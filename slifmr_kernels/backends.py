@@ -1,0 +1,158 @@
+"""Backend registry: which implementation of an op runs, and which one ran last.
+
+Each op folder (``slifmr_kernels/<op>/``) holds one module per backend: ``reference.py``
+(backend ``"torch"``, always present), ``numba.py``, ``triton.py``, ``cuda.py``. A backend
+module is imported only when it is selected, so a missing optional dependency never breaks
+``import slifmr_kernels``; asking for that backend by name raises :class:`BackendUnavailable`
+with what to install.
+
+Selection (``backend="auto"``, or the ``SLIFMR_BACKEND`` environment variable when set):
+CPU tensors try numba, then torch; CUDA tensors try cuda, triton, then torch. Triton runs on
+CPU tensors only when named explicitly and ``TRITON_INTERPRET=1`` is set (how CI checks it).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+
+import torch
+
+__all__ = ["BACKENDS", "BackendUnavailable", "available_backends", "last_backend", "resolve",
+           "load"]
+
+log = logging.getLogger("slifmr_kernels")
+
+BACKENDS = ("torch", "numba", "triton", "cuda")
+OPS = ("propagate", "topk", "refine")
+_MODULE_OF = {"torch": "reference", "numba": "numba", "triton": "triton", "cuda": "cuda"}
+_AUTO_ORDER = {"cpu": ("numba", "torch"), "cuda": ("cuda", "triton", "torch")}
+_INSTALL = {
+    "numba": "install it with `pip install numba` (or `pip install slifmr[cpu]`)",
+    "triton": "install it with `pip install triton`",
+    "cuda": ("build the CUDA extension: `FORCE_CUDA=1 pip install --no-build-isolation -e .` "
+             "on a machine with the CUDA toolkit"),
+}
+
+_cache: dict[tuple[str, str], object] = {}
+_errors: dict[tuple[str, str], str] = {}
+_last = threading.local()
+
+
+class BackendUnavailable(RuntimeError):
+    """An explicitly requested backend cannot run here; the message says why and what to do."""
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _device_ok(name: str, device: torch.device) -> str | None:
+    """None if backend ``name`` can run on ``device``, else the reason it cannot."""
+    kind = torch.device(device).type
+    if name == "torch":
+        return None
+    if name == "numba":
+        return None if kind == "cpu" else f"numba runs on CPU tensors only, got {kind} tensors"
+    if name == "cuda":
+        return None if kind == "cuda" else f"the cuda backend needs CUDA tensors, got {kind}"
+    if name == "triton":
+        if kind == "cuda" or _triton_interpreted():
+            return None
+        return (f"triton needs CUDA tensors (got {kind}); on CPU it runs only under "
+                f"TRITON_INTERPRET=1")
+    raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
+
+
+def load(op: str, name: str):
+    """Import and return the module of backend ``name`` for ``op``; raise BackendUnavailable."""
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    if name not in _MODULE_OF:
+        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
+    key = (op, name)
+    if key in _cache:
+        return _cache[key]
+    if key not in _errors:
+        try:
+            _cache[key] = importlib.import_module(f"slifmr_kernels.{op}.{_MODULE_OF[name]}")
+            return _cache[key]
+        except ModuleNotFoundError as exc:
+            if exc.name == f"slifmr_kernels.{op}.{_MODULE_OF[name]}":
+                _errors[key] = f"op {op!r} has no {name} implementation"
+            else:
+                _errors[key] = f"{exc}; {_INSTALL.get(name, '')}"
+        except ImportError as exc:
+            _errors[key] = f"{exc}; {_INSTALL.get(name, '')}"
+    raise BackendUnavailable(f"backend {name!r} is unavailable for {op}: {_errors[key]}")
+
+
+def resolve(op: str, backend: str, device) -> str:
+    """The backend that serves ``op`` for tensors on ``device``; records it as the last one.
+
+    ``backend="auto"`` defers to ``SLIFMR_BACKEND`` when set, then to the automatic order.
+    A named backend that cannot run raises :class:`BackendUnavailable`.
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    source = "backend"
+    if backend == "auto" and os.environ.get("SLIFMR_BACKEND", "auto") not in ("", "auto"):
+        backend, source = os.environ["SLIFMR_BACKEND"], "SLIFMR_BACKEND"
+    device = torch.device(device)
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise ValueError(f"{source} must be one of {('auto',) + BACKENDS}, got {backend!r}")
+        reason = _device_ok(backend, device)
+        if reason is not None:
+            raise BackendUnavailable(f"{source}={backend!r} cannot run {op}: {reason}")
+        load(op, backend)
+        name = backend
+    else:
+        for name in _AUTO_ORDER.get(device.type, ("torch",)):
+            try:
+                load(op, name)
+                break
+            except BackendUnavailable:
+                continue
+    _set_last(op, name)
+    return name
+
+
+def _set_last(op: str, name: str) -> None:
+    if not hasattr(_last, "by_op"):
+        _last.by_op = {}
+    _last.by_op[op] = name
+    _last.any = name
+    log.debug("slifmr_kernels: %s served by %s", op, name)
+
+
+def last_backend(op: str | None = None) -> str | None:
+    """The backend that served the last call of ``op`` (of any op when None) in this thread."""
+    if op is None:
+        return getattr(_last, "any", None)
+    return getattr(_last, "by_op", {}).get(op)
+
+
+def available_backends(device="cpu", op: str | None = None) -> list[str]:
+    """Backends that can run on ``device`` here (for ``op``, or for every op when None).
+
+    >>> "torch" in available_backends()
+    True
+    """
+    ops = OPS if op is None else (op,)
+    out = []
+    for name in BACKENDS:
+        if _device_ok(name, torch.device(device)) is not None:
+            continue
+        ok = []
+        for o in ops:
+            try:
+                load(o, name)
+                ok.append(True)
+            except BackendUnavailable:
+                ok.append(False)
+        # With no op named, a backend counts when it serves at least one op.
+        if (any(ok) if op is None else all(ok)):
+            out.append(name)
+    return out

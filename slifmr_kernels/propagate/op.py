@@ -1,0 +1,206 @@
+"""The propagate op: Y = sum_r w_r * A_r (X * E_r) over one CSR with per-edge relation ids.
+
+Defined once with ``torch.library`` (fake kernels for tracing, autograd registered at the op)
+and served by whichever backend ``backends.resolve`` picks.
+
+Backward (derivation, with v_e the edge value, r_e its relation, T = w[:, None] * E):
+    Y[i]  = sum_{e=(i,j)} v_e T[r_e] * X[j]
+    dX[j] = sum_{e=(i,j)} v_e T[r_e] * dY[i]          -> the forward kernel on A^T
+    dT[r] = sum_{e: r_e=r} v_e X[j] * dY[i]           -> folded into the A^T pass as g
+    dE = w[:, None] * dT,  dw = sum_d E * dT            (torch autograd through T = w * E)
+No float atomics anywhere: the backward is as deterministic as the backend's forward.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._checks import check_finite, check_float, check_same_device
+from ..backends import load, resolve
+from ..graph import CSRGraph
+
+__all__ = ["propagate", "propagate_layers"]
+
+
+@torch.library.custom_op("slifmr::propagate", mutates_args=())
+def _propagate_op(indptr: Tensor, indices: Tensor, values: Tensor, relation: Optional[Tensor],
+                  table: Optional[Tensor], x: Tensor, t_indptr: Tensor, t_indices: Tensor,
+                  t_values: Tensor, t_relation: Optional[Tensor], n_rows: int,
+                  backend: str) -> Tensor:
+    mod = load("propagate", backend)
+    if table is None:
+        return mod.spmm(indptr, indices, values, x, n_rows)
+    return mod.spmm_rel(indptr, indices, values, relation, table, x, n_rows)
+
+
+@_propagate_op.register_fake
+def _propagate_fake(indptr, indices, values, relation, table, x, t_indptr, t_indices, t_values,
+                    t_relation, n_rows, backend):
+    return x.new_empty(n_rows, x.shape[1])
+
+
+@torch.library.custom_op("slifmr::propagate_backward", mutates_args=())
+def _propagate_backward_op(t_indptr: Tensor, t_indices: Tensor, t_values: Tensor,
+                           t_relation: Optional[Tensor], table: Optional[Tensor], dy: Tensor,
+                           x: Tensor, num_relations: int, need_dx: bool, need_g: bool,
+                           backend: str) -> tuple[Tensor, Tensor]:
+    mod = load("propagate", backend)
+    n_cols = t_indptr.numel() - 1
+    if table is None:
+        dx = mod.spmm(t_indptr, t_indices, t_values, dy, n_cols) if need_dx else None
+        g = None
+    else:
+        dx, g = mod.spmm_rel_backward(t_indptr, t_indices, t_values, t_relation, table, dy, x,
+                                      num_relations, need_dx, need_g)
+    empty = dy.new_empty(0)
+    return (dx if dx is not None else empty), (g if g is not None else empty.clone())
+
+
+@_propagate_backward_op.register_fake
+def _propagate_backward_fake(t_indptr, t_indices, t_values, t_relation, table, dy, x,
+                             num_relations, need_dx, need_g, backend):
+    d = dy.shape[1]
+    dx = dy.new_empty(t_indptr.shape[0] - 1, d) if need_dx else dy.new_empty(0)
+    g = dy.new_empty(num_relations, d) if (need_g and table is not None) else dy.new_empty(0)
+    return dx, g
+
+
+def _setup_context(ctx, inputs, output):
+    (_, _, _, _, table, x, t_indptr, t_indices, t_values, t_relation, _, backend) = inputs
+    ctx.backend = backend
+    ctx.has_table = table is not None
+    # x is needed only for the table gradient; the plain SpMM backward keeps no activations,
+    # so stacked layers hold nothing but the graph between forward and backward.
+    keep_x = table is not None and table.requires_grad
+    ctx.keep_x = keep_x
+    ctx.num_relations = 0 if table is None else table.shape[0]
+    ctx.save_for_backward(t_indptr, t_indices, t_values, t_relation, table,
+                          x if keep_x else None)
+
+
+def _backward(ctx, dy):
+    t_indptr, t_indices, t_values, t_relation, table, x = ctx.saved_tensors
+    need_dx = ctx.needs_input_grad[5]
+    need_g = ctx.has_table and ctx.needs_input_grad[4]
+    if not (need_dx or need_g):
+        return (None,) * 12
+    if t_indptr.numel() == 0:
+        raise RuntimeError("propagate: the transposed graph was not passed to the op although a "
+                           "gradient is needed; call slifmr_kernels.propagate, not the raw op")
+    dx, g = _propagate_backward_op(t_indptr, t_indices, t_values, t_relation, table,
+                                   dy.contiguous(), x if x is not None else dy.new_empty(0, 0),
+                                   ctx.num_relations, need_dx, need_g, ctx.backend)
+    return (None, None, None, None, g if need_g else None, dx if need_dx else None,
+            None, None, None, None, None, None)
+
+
+_propagate_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
+              relation_weight: Optional[Tensor] = None, backend: str = "auto") -> Tensor:
+    """Fused heterogeneous propagation ``Y = sum_r w_r * A_r (X * E_r)`` in one CSR pass.
+
+    Args:
+        g: CSRGraph of shape (n_rows, n_cols); with ``g.relation`` its edges carry relation ids
+            (e.g. from :func:`stack_relations`).
+        x: (n_cols, d) float32/float64 node features; differentiable.
+        relation_emb: optional (num_relations, d) relation embeddings E (needs ``g.relation``);
+            differentiable.
+        relation_weight: optional (num_relations,) relation weights w; differentiable. Defaults
+            to ``g.relation_weight`` (may be None: all ones).
+        backend: "auto", "torch", "numba", "triton" or "cuda" (see ``backends``).
+
+    Returns:
+        (n_rows, d) tensor of x's dtype. Deterministic on every backend (no float atomics).
+
+    >>> import torch, slifmr_kernels as sk
+    >>> g = sk.CSRGraph.from_edges([0, 0, 1], [0, 1, 1], [1.0, 2.0, 3.0], shape=(2, 2))
+    >>> sk.propagate(g, torch.tensor([[1.0], [10.0]]), backend="torch")
+    tensor([[21.],
+            [30.]])
+    """
+    if not isinstance(g, CSRGraph):
+        raise TypeError(f"g must be a CSRGraph, got {type(g).__name__}")
+    check_float("x", x, ndim=2)
+    n_rows, n_cols = g.shape
+    if x.shape[0] != n_cols:
+        raise ValueError(f"x must have g.shape[1] = {n_cols} rows, got {x.shape[0]}")
+    w = g.relation_weight if relation_weight is None else relation_weight
+    check_same_device(graph=g.indptr, x=x, relation_emb=relation_emb, relation_weight=w)
+    R = g.num_relations
+    if relation_emb is not None:
+        if g.relation is None:
+            raise ValueError("relation_emb needs a graph with relation ids (g.relation is None)")
+        check_float("relation_emb", relation_emb, ndim=2)
+        if tuple(relation_emb.shape) != (R, x.shape[1]):
+            raise ValueError(f"relation_emb must have shape (num_relations, d) = "
+                             f"({R}, {x.shape[1]}), got {tuple(relation_emb.shape)}")
+        check_finite("relation_emb", relation_emb.detach())
+    if w is not None:
+        check_float("relation_weight", w, ndim=1)
+        if g.relation is None and relation_weight is not None:
+            raise ValueError("relation_weight needs a graph with relation ids (g.relation is None)")
+        if g.relation is not None and w.numel() != R:
+            raise ValueError(f"relation_weight must have num_relations = {R} entries, "
+                             f"got {w.numel()}")
+    name = resolve("propagate", backend, x.device)
+    x = x.contiguous()
+    values = g.values.to(x.dtype)
+    relation, table = None, None
+    if g.relation is not None:
+        if relation_emb is not None or (w is not None and w.requires_grad):
+            # Relation table T = w[:, None] * E: the kernel multiplies it in per edge, and
+            # autograd carries dT back to w and E.
+            e = relation_emb if relation_emb is not None else x.new_ones(1, x.shape[1])
+            table = (e if w is None else w.to(x.dtype)[:, None] * e).expand(R, x.shape[1])
+            table = table.to(x.dtype).contiguous()
+            relation = g.relation
+        elif w is not None:
+            # Constant relation weights fold into the edge values: plain SpMM.
+            values = values * w.to(x.dtype)[g.relation.long()]
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or (table is not None and table.requires_grad))
+    if needs_grad:
+        t = g.transpose()
+        t_indptr, t_indices = t.indptr, t.indices
+        t_values = values[t.edge_perm] if values is not g.values else t.values
+        t_relation = t.relation if table is not None else None
+    else:
+        t_indptr = t_indices = torch.empty(0, dtype=torch.int64, device=x.device)
+        t_values, t_relation = x.new_empty(0), None
+    return _propagate_op(g.indptr, g.indices, values, relation, table, x, t_indptr, t_indices,
+                         t_values, t_relation, n_rows, name)
+
+
+def propagate_layers(g: CSRGraph, x: Tensor, num_layers: int, relation_emb: Optional[Tensor] = None,
+                     relation_weight: Optional[Tensor] = None, combine: str = "mean",
+                     backend: str = "auto") -> Tensor:
+    """``num_layers`` rounds of :func:`propagate`, combined LightGCN-style.
+
+    Args:
+        g: square CSRGraph (n, n) (typically symmetric-normalised).
+        x: (n, d) layer-0 embeddings.
+        num_layers: L >= 0.
+        combine: "mean" (LightGCN: mean of x, Ax, ..., A^L x), "sum", or "last" (A^L x).
+
+    Returns:
+        (n, d). Only what autograd needs is kept between forward and backward: the plain
+        SpMM backward stores no activations, so memory does not grow with L beyond the output.
+    """
+    if combine not in ("mean", "sum", "last"):
+        raise ValueError(f"combine must be 'mean', 'sum' or 'last', got {combine!r}")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+        raise ValueError(f"num_layers must be a non-negative int, got {num_layers!r}")
+    if g.shape[0] != g.shape[1]:
+        raise ValueError(f"propagate_layers needs a square graph, got shape {g.shape}")
+    h, acc = x, x
+    for _ in range(num_layers):
+        h = propagate(g, h, relation_emb, relation_weight, backend=backend)
+        acc = acc + h
+    if combine == "last":
+        return h
+    return acc / (num_layers + 1) if combine == "mean" else acc
+

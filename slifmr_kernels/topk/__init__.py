@@ -1,0 +1,1 @@
+"""Batched top-k similarity: kNN graphs and masked full ranking; see op.py."""

@@ -1,0 +1,165 @@
+"""Batched top-k similarity: one op behind kNN graphs, masked full ranking and serving.
+
+For every row of X (N, d) the k most similar rows of Y (M, d) by inner product or cosine,
+optionally excluding the row itself (by index) and a per-row exclusion list (a CSR graph),
+sorted by score with ties broken by the lower index, in memory O(N·k + block) — never N×M.
+Not differentiable: the outputs are indices and detached scores.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._checks import check_finite, check_float, check_same_device
+from ..backends import load, resolve
+from ..graph import CSRGraph
+
+__all__ = ["topk_similarity", "knn_graph", "topk_scores", "normalize_rows"]
+
+_METRICS = ("cosine", "ip")
+
+
+@torch.library.custom_op("slifmr::topk", mutates_args=())
+def _topk_op(x: Tensor, y: Tensor, k: int, exclude_self: bool, excl_indptr: Optional[Tensor],
+             excl_indices: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
+    return load("topk", backend).topk(x, y, k, exclude_self, excl_indptr, excl_indices)
+
+
+@_topk_op.register_fake
+def _topk_fake(x, y, k, exclude_self, excl_indptr, excl_indices, backend):
+    n = x.shape[0]
+    return x.new_empty(n, k, dtype=torch.int64), x.new_empty(n, k)
+
+
+def normalize_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rows scaled to unit L2 norm; zero rows stay zero (the norm is clamped by ``eps``)."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def _check_exclude(exclude, n: int, m: int, device) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    if exclude is None:
+        return None, None
+    if not isinstance(exclude, CSRGraph):
+        raise TypeError(f"exclude must be a CSRGraph of (row, column) pairs, got "
+                        f"{type(exclude).__name__}")
+    if exclude.shape != (n, m):
+        raise ValueError(f"exclude must have shape (N, M) = ({n}, {m}), got {exclude.shape}")
+    if exclude.device != torch.device(device):
+        raise ValueError(f"exclude is on {exclude.device} but x is on {device}")
+    return exclude.indptr, exclude.indices
+
+
+def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str = "cosine",
+                    exclude_self: Optional[bool] = None, exclude: Optional[CSRGraph] = None,
+                    backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """The k most similar rows of ``y`` (default: ``x`` itself) for every row of ``x``.
+
+    Args:
+        x: (N, d) float32/float64 queries.
+        k: number of neighbours (>= 0); k larger than the candidate count is padded.
+        y: (M, d) candidates of x's dtype; None means x (a self-join).
+        metric: "cosine" (rows L2-normalised first; zero rows score 0) or "ip" (inner product).
+        exclude_self: skip j == i; default True for a self-join, False otherwise.
+        exclude: optional CSRGraph (N, M) whose (i, j) pairs may not be returned.
+        backend: "auto", "torch", "numba", "triton" or "cuda".
+
+    Returns:
+        (idx, val): (N, k) int64 indices and (N, k) scores (x's dtype), sorted by score
+        descending, ties by lower index. Missing entries (fewer than k candidates) are
+        idx = -1, val = -inf.
+
+    >>> import torch, slifmr_kernels as sk
+    >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> sk.topk_similarity(x, 1, backend="torch")[0].tolist()
+    [[1], [0], [1]]
+    """
+    check_float("x", x, ndim=2)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative int, got {k!r}")
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    self_join = y is None
+    if y is None:
+        y = x
+    else:
+        check_float("y", y, ndim=2)
+        if y.shape[1] != x.shape[1]:
+            raise ValueError(f"y must have x's dimension d = {x.shape[1]}, got {y.shape[1]}")
+        if y.dtype != x.dtype:
+            raise TypeError(f"y must have x's dtype {x.dtype}, got {y.dtype}")
+    check_same_device(x=x, y=y)
+    if exclude_self is None:
+        exclude_self = self_join
+    x, y = x.detach(), y.detach()
+    check_finite("x", x)
+    if not self_join:
+        check_finite("y", y)
+    n, m = x.shape[0], y.shape[0]
+    excl_indptr, excl_indices = _check_exclude(exclude, n, m, x.device)
+    name = resolve("topk", backend, x.device)
+    if metric == "cosine":
+        x = normalize_rows(x)
+        y = x if self_join else normalize_rows(y)
+    kk = min(k, m)
+    idx, val = _topk_op(x.contiguous(), y.contiguous(), kk, bool(exclude_self), excl_indptr,
+                        excl_indices, name)
+    if kk < k:  # more neighbours asked for than there are candidates: pad
+        idx = torch.cat([idx, idx.new_full((n, k - kk), -1)], 1)
+        val = torch.cat([val, val.new_full((n, k - kk), float("-inf"))], 1)
+    return idx, val
+
+
+def topk_as_graph(idx: Tensor, val: Tensor, n_cols: int) -> CSRGraph:
+    """A CSRGraph with one edge i -> idx[i, t] of weight val[i, t] per valid (idx >= 0) entry."""
+    n, k = idx.shape
+    valid = idx >= 0
+    counts = valid.sum(1)
+    indptr = torch.zeros(n + 1, dtype=torch.int64, device=idx.device)
+    torch.cumsum(counts, 0, out=indptr[1:])
+    # Rows come sorted by score; the container wants them sorted by column.
+    key = torch.where(valid, idx, torch.full_like(idx, n_cols))
+    order = torch.sort(key, dim=1, stable=True).indices
+    idx_s = torch.gather(idx, 1, order)
+    val_s = torch.gather(val, 1, order)
+    keep = torch.gather(valid, 1, order)
+    indices = idx_s[keep].to(torch.int32 if n_cols < 2**31 else torch.int64)
+    return CSRGraph(indptr, indices, val_s[keep].to(torch.float32), (n, n_cols), validate=False)
+
+
+def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGraph] = None,
+              backend: str = "auto") -> CSRGraph:
+    """Exact k-nearest-neighbour graph of the rows of ``x``, self excluded.
+
+    Args:
+        x: (N, d) float32/float64.
+        k: neighbours per row (rows of a catalog smaller than k + 1 get N - 1).
+        metric: "cosine" or "ip".
+        exclude: optional CSRGraph (N, N) of pairs that may not become edges.
+
+    Returns:
+        CSRGraph (N, N) with up to k edges per row, values = similarity (float32), columns
+        sorted. Not symmetric: symmetrise and normalise with ``.symmetrize().normalize()``.
+    """
+    idx, val = topk_similarity(x, k, metric=metric, exclude=exclude, backend=backend)
+    return topk_as_graph(idx, val, x.shape[0])
+
+
+def topk_scores(user_emb: Tensor, item_emb: Tensor, k: int, exclude: Optional[CSRGraph] = None,
+                backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """Full-ranking recommendation: the k best items per user by inner product.
+
+    Args:
+        user_emb: (U, d) float32/float64.
+        item_emb: (I, d) of the same dtype.
+        k: items per user.
+        exclude: optional CSRGraph (U, I): each user's training (and validation) items, never
+            returned.
+
+    Returns:
+        (idx, val): (U, k) int64 item ids and (U, k) scores, best first, ties by lower item id;
+        -1 / -inf where a user has fewer than k candidate items.
+    """
+    return topk_similarity(user_emb, k, y=item_emb, metric="ip", exclude_self=False,
+                           exclude=exclude, backend=backend)

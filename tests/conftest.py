@@ -1,0 +1,43 @@
+"""Shared fixtures: every op test runs on each (device, backend) pair this machine can run.
+
+Triton kernels are exercised on CPU through the interpreter, so TRITON_INTERPRET=1 is set
+before anything imports triton when no GPU is present.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from slifmr_kernels.backends import available_backends  # noqa: E402
+
+
+def devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def device_backend_pairs(op):
+    """(device, backend) for every backend that can serve ``op`` on every device here."""
+    return [(dev, b) for dev in devices() for b in available_backends(dev, op=op)]
+
+
+def pytest_generate_tests(metafunc):
+    op = getattr(metafunc.module, "OP", None)
+    names = metafunc.fixturenames
+    if op and "backend" in names and "device" in names:
+        pairs = device_backend_pairs(op)
+        metafunc.parametrize(("device", "backend"), pairs, ids=[f"{d}-{b}" for d, b in pairs])
+    elif "device" in names:
+        metafunc.parametrize("device", devices())
+
+
+@pytest.fixture
+def gen():
+    """A generator with a fresh seed per test, printed so that a failure can be replayed with
+    SLIFMR_TEST_SEED=<seed>."""
+    seed = int(os.environ.get("SLIFMR_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
+    print(f"SLIFMR_TEST_SEED={seed}")
+    return torch.Generator().manual_seed(seed)
