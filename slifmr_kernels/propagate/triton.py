@@ -1,0 +1,303 @@
+"""Triton backend of the fused heterogeneous propagation (KERNELS.md K2).
+
+Contract: docs/ARCHITECTURE.md, "propagate".  The op layer has validated the arguments, made
+every tensor contiguous and cast ``values`` / ``table`` to the dtype of ``x``; ``indptr`` is
+int64, ``indices`` int32 or int64, ``relation`` int32.  float32 and float64 both work.
+
+Runs on CUDA tensors, and on CPU tensors when ``TRITON_INTERPRET=1`` (how CI tests it).
+
+Design
+------
+*Segments.*  Every output row is cut into segments of at most ``CHUNK`` edges.  A light row
+(degree <= CHUNK, including empty rows) is one segment and its program writes the output row
+directly.  A heavy row is split into several fixed-size chunks; each chunk writes a partial row
+into a scratch buffer and a second kernel sums a heavy row's chunks in chunk order.  The
+split depends on the degrees only, so power-law rows are balanced and the result is
+deterministic (no atomics anywhere).
+
+*Programs.*  The segments are dealt to a fixed number of programs ``P`` by a nnz-balanced
+partition (``searchsorted`` on the cumulative segment cost); each program walks its contiguous
+range of segments in order, so "several light rows per program" falls out and one program never
+holds more than ~``TARGET_WORK`` edges of work plus one chunk.  ``P`` is a function of the
+problem size only (never of the device), so the bits do not depend on the GPU model.
+
+*Backward.*  ``spmm_rel_backward`` runs the same kernel over the transposed graph.  With
+``need_g`` every program also owns a private slice ``gpart[p, R, d]`` of per-relation partial
+sums of ``v * x[j] * dy[i]`` (read-modify-write without races because nobody else touches it);
+a last kernel sums the slices over ``p`` in increasing order.  ``P`` is capped so the slices
+stay within ``G_BUDGET_BYTES``.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:  # pragma: no cover - exercised only without triton
+    raise ImportError(
+        "the 'triton' backend needs the triton package (pip install triton); on a CPU-only "
+        "machine it also needs TRITON_INTERPRET=1"
+    ) from exc
+
+__all__ = ["spmm", "spmm_rel", "spmm_rel_backward"]
+
+#: Edges per segment; rows with more edges are split into chunks of exactly this many edges.
+CHUNK = 256
+#: Edges (plus per-segment overhead) one program aims to process.
+TARGET_WORK = 4096
+#: Fixed per-segment cost in the partition, in edge equivalents (row set-up and write).
+SEG_COST = 8
+#: Cap on the size of the per-program g partials ``[P, R, d]``.
+G_BUDGET_BYTES = 64 << 20
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _launchable(x: torch.Tensor) -> None:
+    if x.device.type != "cuda" and not _interpret():
+        raise RuntimeError(
+            "the triton backend runs on CUDA tensors; for CPU tensors set TRITON_INTERPRET=1 "
+            "(interpreter, for tests only)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def _seg_kernel(
+    INDPTR, INDICES, VALUES, RELATION, TABLE, X,  # graph and dense input (X = x or dy)
+    XG,  # backward only: the x whose rows are fixed per transposed row (g = v * XG[j] * X[i])
+    SEG_ROW, SEG_START, SEG_END, SEG_SLOT,  # segment table
+    PROG_PTR,  # [P + 1] segment range of each program
+    Y,  # [n_rows, d] output (light rows)
+    HPART,  # [n_heavy_chunks, d] partial rows of heavy rows
+    GPART,  # [P, R, d] private per-program partials of g
+    D, R,
+    HAS_VALUES: tl.constexpr, HAS_TABLE: tl.constexpr, WRITE_Y: tl.constexpr,
+    NEED_G: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < D
+    lane_e = tl.arange(0, BLOCK_E)
+    s_begin = tl.load(PROG_PTR + pid)
+    s_end = tl.load(PROG_PTR + pid + 1)
+    for s in range(s_begin, s_end):
+        row = tl.load(SEG_ROW + s)
+        e_begin = tl.load(SEG_START + s)
+        e_end = tl.load(SEG_END + s)
+        slot = tl.load(SEG_SLOT + s)
+        acc = tl.zeros([BLOCK_D], dtype=X.dtype.element_ty)
+        if NEED_G:
+            # x[j] is fixed for the whole transposed row j = row.
+            xg = tl.load(XG + row * D + cols, mask=cmask, other=0.0)
+        for e0 in range(e_begin, e_end, BLOCK_E):
+            eidx = e0 + lane_e
+            emask = eidx < e_end
+            nbr = tl.load(INDICES + eidx, mask=emask, other=0).to(tl.int64)
+            m2 = emask[:, None] & cmask[None, :]
+            xv = tl.load(X + nbr[:, None] * D + cols[None, :], mask=m2, other=0.0)
+            if HAS_VALUES:
+                v = tl.load(VALUES + eidx, mask=emask, other=0.0)
+                xv = xv * v[:, None]
+            if HAS_TABLE or NEED_G:
+                rel = tl.load(RELATION + eidx, mask=emask, other=0)
+            if HAS_TABLE:
+                tv = tl.load(TABLE + rel[:, None].to(tl.int64) * D + cols[None, :], mask=m2,
+                             other=0.0)
+                acc += tl.sum(xv * tv, axis=0)
+            else:
+                acc += tl.sum(xv, axis=0)
+            if NEED_G:
+                # Per-relation sums of v * dy[i] over this edge block, only for the relations
+                # present in it (rows usually carry few relations), folded into the program's
+                # private slice: no other program writes it, so no atomics are needed.
+                r_lo = tl.min(tl.where(emask, rel, R), axis=0)
+                r_hi = tl.max(tl.where(emask, rel, -1), axis=0)
+                for r in range(r_lo, r_hi + 1):
+                    sel = (rel == r) & emask
+                    part = tl.sum(tl.where(sel[:, None], xv, 0.0), axis=0)
+                    gp = GPART + (pid * R + r) * D + cols
+                    gold = tl.load(gp, mask=cmask, other=0.0)
+                    tl.store(gp, gold + part * xg, mask=cmask)
+        if WRITE_Y:
+            if slot < 0:
+                tl.store(Y + row * D + cols, acc, mask=cmask)
+            else:
+                tl.store(HPART + slot * D + cols, acc, mask=cmask)
+
+
+@triton.jit
+def _heavy_reduce_kernel(HEAVY_ROW, HEAVY_PTR, HPART, Y, D, BLOCK_D: tl.constexpr):
+    """Y[heavy_row[h]] = sum of the chunk partials of heavy row h, in chunk order."""
+    h = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < D
+    row = tl.load(HEAVY_ROW + h)
+    c0 = tl.load(HEAVY_PTR + h)
+    c1 = tl.load(HEAVY_PTR + h + 1)
+    acc = tl.zeros([BLOCK_D], dtype=Y.dtype.element_ty)
+    for c in range(c0, c1):
+        acc += tl.load(HPART + c * D + cols, mask=cmask, other=0.0)
+    tl.store(Y + row * D + cols, acc, mask=cmask)
+
+
+@triton.jit
+def _ordered_sum_kernel(PART, OUT, P, RD, BLOCK: tl.constexpr):
+    """OUT[f] = sum_p PART[p, f] in increasing p (fixed order: deterministic)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < RD
+    acc = tl.zeros([BLOCK], dtype=OUT.dtype.element_ty)
+    for p in range(0, P):
+        acc += tl.load(PART + p * RD + offs, mask=mask, other=0.0)
+    tl.store(OUT + offs, acc, mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# planning (degrees only; device-side torch ops plus two host reads for grid sizes)
+# ---------------------------------------------------------------------------------------------
+class _Plan:
+    """Segments of a CSR and their partition over programs.
+
+    Attributes (all on the device of ``indptr``): ``seg_row/start/end`` int64 [S];
+    ``seg_slot`` int64 [S] (-1 for a whole row, else its chunk's row in the heavy scratch);
+    ``prog_ptr`` int64 [P + 1]; ``heavy_row`` int64 [H]; ``heavy_ptr`` int64 [H + 1];
+    ``n_chunks`` (python int) heavy chunks in total; ``n_progs`` = P.
+    """
+
+    def __init__(self, indptr: torch.Tensor, n_rows: int, max_progs: int | None = None):
+        dev = indptr.device
+        deg = indptr[1:] - indptr[:-1]
+        nseg = torch.clamp((deg + CHUNK - 1) // CHUNK, min=1)  # empty rows: one empty segment
+        seg_ptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(nseg, 0, out=seg_ptr[1:])
+        n_seg = int(seg_ptr[-1]) if n_rows else 0
+        row_of = torch.repeat_interleave(torch.arange(n_rows, device=dev), nseg,
+                                         output_size=n_seg)
+        k_in_row = torch.arange(n_seg, device=dev) - seg_ptr[:-1][row_of]
+        self.seg_row = row_of
+        self.seg_start = indptr[:-1][row_of] + k_in_row * CHUNK
+        self.seg_end = torch.minimum(self.seg_start + CHUNK, indptr[1:][row_of])
+        heavy = nseg[row_of] > 1
+        # scratch row of each heavy chunk, in segment order (= row order, then chunk order)
+        slot = torch.cumsum(heavy.to(torch.int64), 0) - 1
+        self.seg_slot = torch.where(heavy, slot, torch.full_like(slot, -1))
+        self.n_chunks = int(heavy.sum()) if n_seg else 0
+        heavy_rows = torch.nonzero(nseg > 1).flatten()
+        self.heavy_row = heavy_rows
+        self.heavy_ptr = torch.zeros(heavy_rows.numel() + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(nseg[heavy_rows], 0, out=self.heavy_ptr[1:])
+        # nnz-balanced partition of segments over programs (a function of the sizes only)
+        cost = (self.seg_end - self.seg_start) + SEG_COST
+        cum = torch.cumsum(cost, 0)
+        total = int(cum[-1]) if n_seg else 0
+        p = max(1, -(-total // TARGET_WORK)) if n_seg else 0
+        if max_progs is not None:
+            p = min(p, max(1, max_progs))
+        self.n_progs = p
+        if p:
+            cuts = torch.arange(1, p, device=dev, dtype=torch.int64) * total // p
+            inner = torch.searchsorted(cum, cuts, right=True)
+            self.prog_ptr = torch.cat([
+                torch.zeros(1, dtype=torch.int64, device=dev), inner,
+                torch.full((1,), n_seg, dtype=torch.int64, device=dev)])
+        else:
+            self.prog_ptr = torch.zeros(1, dtype=torch.int64, device=dev)
+
+
+def _block_d(d: int) -> int:
+    return max(16, min(128, triton.next_power_of_2(max(d, 1))))
+
+
+def _run(indptr, indices, values, relation, table, x, n_rows, *, xg=None, num_relations=0,
+         write_y=True, need_g=False):
+    """Shared driver: returns (y or None, g or None)."""
+    _launchable(x)
+    d = x.shape[1]
+    dev, dt = x.device, x.dtype
+    y = torch.empty((n_rows, d), dtype=dt, device=dev) if write_y else None
+    g = torch.zeros((num_relations, d), dtype=dt, device=dev) if need_g else None
+    if n_rows == 0 or d == 0:
+        if y is not None:
+            y.zero_()
+        return y, g
+    max_progs = None
+    if need_g:
+        max_progs = max(1, G_BUDGET_BYTES // max(1, num_relations * d * x.element_size()))
+    plan = _Plan(indptr, n_rows, max_progs)
+    bd = _block_d(d)
+    grid = (plan.n_progs, triton.cdiv(d, bd))
+    hpart = torch.empty((max(plan.n_chunks, 1), d), dtype=dt, device=dev)
+    gpart = (torch.zeros((plan.n_progs, num_relations, d), dtype=dt, device=dev)
+             if need_g else x.new_empty(1))
+    has_values = values is not None
+    has_table = table is not None
+    dummy = x.new_empty(1)
+    _seg_kernel[grid](
+        indptr, indices, values if has_values else dummy,
+        relation if relation is not None else indices, table if has_table else dummy, x,
+        xg if need_g else dummy,
+        plan.seg_row, plan.seg_start, plan.seg_end, plan.seg_slot, plan.prog_ptr,
+        y if write_y else dummy, hpart, gpart, d, max(num_relations, 1),
+        HAS_VALUES=has_values, HAS_TABLE=has_table, WRITE_Y=write_y, NEED_G=need_g,
+        BLOCK_E=32, BLOCK_D=bd,
+    )
+    if write_y and plan.heavy_row.numel():
+        _heavy_reduce_kernel[(plan.heavy_row.numel(), triton.cdiv(d, bd))](
+            plan.heavy_row, plan.heavy_ptr, hpart, y, d, BLOCK_D=bd)
+    if need_g and num_relations:
+        rd = num_relations * d
+        _ordered_sum_kernel[(triton.cdiv(rd, 256),)](gpart, g, plan.n_progs, rd, BLOCK=256)
+    return y, g
+
+
+# ---------------------------------------------------------------------------------------------
+# backend contract
+# ---------------------------------------------------------------------------------------------
+def spmm(indptr, indices, values, x, n_rows):
+    """y[i] = sum_{e in row i} values[e] * x[indices[e]].
+
+    indptr int64 [n_rows + 1]; indices int32/int64 [nnz]; values [nnz] (dtype of x, or None for
+    all ones); x [n_cols, d] float32/float64.  Returns y [n_rows, d], dtype of x.
+    Deterministic (fixed segmentation, fixed-order reductions, no atomics).
+    """
+    y, _ = _run(indptr, indices, values, None, None, x, int(n_rows))
+    return y
+
+
+def spmm_rel(indptr, indices, values, relation, table, x, n_rows):
+    """y[i] = sum_e values[e] * table[relation[e]] * x[indices[e]] (elementwise in d).
+
+    relation int32 [nnz]; table [R, d] dtype of x; otherwise as :func:`spmm`.
+    Returns y [n_rows, d], dtype of x.  Deterministic.
+    """
+    y, _ = _run(indptr, indices, values, relation, table, x, int(n_rows))
+    return y
+
+
+def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, num_relations,
+                      need_dx, need_g):
+    """Gradients of :func:`spmm_rel`, computed over the transposed graph A^T.
+
+    indptr_t int64 [n_x + 1] (n_x = x.shape[0]); indices_t [nnz] = forward output row of each
+    edge; values_t [nnz]; relation_t int32 [nnz]; table [R, d]; dy [n_rows, d]; x [n_x, d].
+    Returns ``(dx, g)``: dx [n_x, d] (or None unless need_dx), g [R, d] (or None unless
+    need_g), both dtype of x, with
+    ``dx[j] = sum_e values_t[e] * table[relation_t[e]] * dy[indices_t[e]]`` and
+    ``g[r] = sum_{e: relation_t[e] = r} values_t[e] * x[j(e)] * dy[indices_t[e]]``.
+    Deterministic: g is summed from per-program partials in program order.
+    """
+    num_relations = int(num_relations)
+    if not need_dx and not need_g:
+        return None, None
+    dx, g = _run(indptr_t, indices_t, values_t, relation_t, table, dy, int(x.shape[0]),
+                 xg=x, num_relations=num_relations, write_y=bool(need_dx),
+                 need_g=bool(need_g))
+    return (dx if need_dx else None), (g if need_g else None)

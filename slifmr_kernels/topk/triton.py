@@ -1,0 +1,209 @@
+"""Triton backend of the batched top-k similarity (KERNELS.md K1).
+
+Contract: docs/ARCHITECTURE.md, "topk".  ``x`` [N, d] and ``y`` [M, d] share a float dtype
+(float32 or float64); scores are inner products (the op layer normalised the rows for cosine).
+
+Runs on CUDA tensors, and on CPU tensors when ``TRITON_INTERPRET=1`` (how CI tests it).
+
+Design
+------
+One program owns ``BLOCK_M`` query rows and sweeps every column tile of ``y``:
+
+* the score tile ``x_blk @ y_tile^T`` comes from ``tl.dot`` in full precision (``ieee``: the
+  selection must be exact, so TF32 is not used) and never leaves registers;
+* each row keeps its running top-k as an unsorted list of ``KP = next_pow2(k)`` slots (slots
+  ``>= k`` are disabled) and a threshold = the list's worst entry;
+* a tile costs one compare per score against the row thresholds; only when some score beats
+  its row's threshold does the program enter the merge loop, which extracts the best beating
+  candidate of every row at once, checks it against the row's exclusion list, replaces the
+  row's worst slot and re-filters the tile against the new threshold.  In the steady state
+  almost no tile has hits (expected inserts per row ~ k (1 + ln(M / k))), so there is no sort
+  of every tile;
+* order is lexicographic on (score desc, index asc) everywhere, so ties break by the lower
+  index and the result does not depend on the tiling or on the tile visiting order;
+* the tile holding the block's diagonal is visited first, so for kNN graphs (y = x) the
+  thresholds start high and later tiles rarely merge;
+* at the end the list is written out in sorted order by ``k`` extractions; rows with fewer
+  than k allowed candidates are padded with (-1, -inf).
+
+Memory: O(N * k) for the outputs plus one tile per program; the N x M score matrix is never
+materialised.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:  # pragma: no cover - exercised only without triton
+    raise ImportError(
+        "the 'triton' backend needs the triton package (pip install triton); on a CPU-only "
+        "machine it also needs TRITON_INTERPRET=1"
+    ) from exc
+
+__all__ = ["topk"]
+
+#: Index sentinel of an empty slot: larger than any real index, so it loses every tie.
+_EMPTY = 2 ** 62
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@triton.jit
+def _beats(s, j, thr_v, thr_j):
+    """(s, j) is better than the row threshold (thr_v, thr_j): higher score, or equal score
+    and lower index."""
+    return (s > thr_v[:, None]) | ((s == thr_v[:, None]) & (j < thr_j[:, None]))
+
+
+@triton.jit
+def _worst(lv, lj, real):
+    """Worst entry of each row's list: lowest score, ties -> highest index."""
+    inf = float("inf")
+    thr_v = tl.min(tl.where(real, lv, inf), axis=1)
+    thr_j = tl.max(tl.where(real & (lv == thr_v[:, None]), lj, -1), axis=1)
+    return thr_v, thr_j
+
+
+@triton.jit
+def _topk_kernel(
+    X, Y, OUT_I, OUT_V, EXP, EXI,
+    N, M, D, K,
+    EXCL_SELF: tl.constexpr, HAS_EXCL: tl.constexpr, DIAG_FIRST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, KP: tl.constexpr,
+    BLOCK_X: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    inf = float("inf")
+    EMPTY: tl.constexpr = 2 ** 62
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    rows64 = rows.to(tl.int64)
+    slots = tl.arange(0, KP)
+    real = (slots < K)[None, :] & rmask[:, None]  # [BM, KP]: usable slots
+    lv = tl.full([BLOCK_M, KP], -inf, X.dtype.element_ty)
+    lj = tl.full([BLOCK_M, KP], EMPTY, tl.int64)
+    thr_v, thr_j = _worst(lv, lj, real)
+    # padding rows (rows >= N) never accept anything
+    thr_v = tl.where(rmask, thr_v, inf)
+    thr_j = tl.where(rmask, thr_j, -1)
+
+    if HAS_EXCL:
+        ex_lo = tl.load(EXP + rows64, mask=rmask, other=0)
+        ex_len = tl.load(EXP + rows64 + 1, mask=rmask, other=0) - ex_lo
+        ex_max = tl.max(ex_len, axis=0)
+
+    n_tiles = tl.cdiv(M, BLOCK_N)
+    t0 = 0
+    if DIAG_FIRST:
+        t0 = tl.minimum((pid * BLOCK_M) // BLOCK_N, n_tiles - 1)
+    for t in range(0, n_tiles):
+        tt = (t + t0) % n_tiles
+        cols = tt * BLOCK_N + tl.arange(0, BLOCK_N)
+        cmask = cols < M
+        cols64 = cols.to(tl.int64)
+        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=X.dtype.element_ty)
+        for k0 in range(0, D, BLOCK_K):
+            kk = k0 + tl.arange(0, BLOCK_K)
+            kmask = kk < D
+            xa = tl.load(X + rows64[:, None] * D + kk[None, :],
+                         mask=rmask[:, None] & kmask[None, :], other=0.0)
+            yb = tl.load(Y + cols64[:, None] * D + kk[None, :],
+                         mask=cmask[:, None] & kmask[None, :], other=0.0)
+            s += tl.dot(xa, tl.trans(yb), input_precision="ieee")
+        ok = rmask[:, None] & cmask[None, :]
+        if EXCL_SELF:
+            ok = ok & (cols64[None, :] != rows64[:, None])
+        beat = ok & _beats(s, cols64[None, :], thr_v, thr_j)
+        n_hit = tl.max(tl.sum(beat.to(tl.int32), axis=1), axis=0)
+        while n_hit > 0:
+            # best beating candidate of every row (score desc, index asc)
+            cv = tl.max(tl.where(beat, s, -inf), axis=1)
+            cj = tl.min(tl.where(beat & (s == cv[:, None]), cols64[None, :], EMPTY), axis=1)
+            take = cj < EMPTY
+            beat = beat & (cols64[None, :] != cj[:, None])
+            if HAS_EXCL:
+                # Only candidates that would enter the list are checked against the row's
+                # exclusion list: O(list length) per insertion, never per score.
+                hit = tl.zeros([BLOCK_M], dtype=tl.int32)
+                for l0 in range(0, ex_max, BLOCK_X):
+                    ll = l0 + tl.arange(0, BLOCK_X)
+                    lm = (ll[None, :] < ex_len[:, None]) & take[:, None]
+                    ex = tl.load(EXI + ex_lo[:, None] + ll[None, :], mask=lm, other=-1)
+                    hit += tl.sum((lm & (ex.to(tl.int64) == cj[:, None])).to(tl.int32),
+                                  axis=1)
+                take = take & (hit == 0)
+            # replace the worst slot (the lowest slot number among equal worst entries)
+            is_worst = real & (lv == thr_v[:, None]) & (lj == thr_j[:, None])
+            pos = tl.min(tl.where(is_worst, slots[None, :], KP), axis=1)
+            upd = take[:, None] & (slots[None, :] == pos[:, None])
+            lv = tl.where(upd, cv[:, None], lv)
+            lj = tl.where(upd, cj[:, None], lj)
+            nthr_v, nthr_j = _worst(lv, lj, real)
+            thr_v = tl.where(rmask, nthr_v, inf)
+            thr_j = tl.where(rmask, nthr_j, -1)
+            beat = beat & _beats(s, cols64[None, :], thr_v, thr_j)
+            n_hit = tl.max(tl.sum(beat.to(tl.int32), axis=1), axis=0)
+
+    # write the list sorted by (score desc, index asc); empty slots become (-1, -inf)
+    avail = real
+    for p in range(0, K):
+        bv = tl.max(tl.where(avail, lv, -inf), axis=1)
+        bj = tl.min(tl.where(avail & (lv == bv[:, None]), lj, EMPTY + 1), axis=1)
+        chosen = avail & (lv == bv[:, None]) & (lj == bj[:, None])
+        pos = tl.min(tl.where(chosen, slots[None, :], KP), axis=1)
+        avail = avail & (slots[None, :] != pos[:, None])
+        empty = bj >= EMPTY
+        tl.store(OUT_I + rows64 * K + p, tl.where(empty, -1, bj), mask=rmask)
+        tl.store(OUT_V + rows64 * K + p, tl.where(empty, -inf, bv), mask=rmask)
+
+
+def _config(d: int, k: int):
+    kp = max(2, triton.next_power_of_2(k))
+    # Keep the [BLOCK_M, KP] list registers modest as k grows.
+    block_m = 32 if kp <= 64 else 16
+    block_k = max(16, min(64, triton.next_power_of_2(max(d, 1))))
+    return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=block_k, KP=kp, BLOCK_X=32)
+
+
+def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
+    """k largest inner products <x[i], y[j]> per row i, sorted (score desc, index asc).
+
+    x [N, d] and y [M, d] float32/float64 (same dtype); k int (1 <= k <= M, or 0);
+    exclude_self: drop j == i; excl_indptr int64 [N + 1] / excl_indices int32/int64: per-row
+    disallowed columns (or None).  Returns idx int64 [N, k] and val [N, k] (dtype of x); rows
+    with fewer than k allowed candidates are padded with idx -1 and val -inf.
+    Deterministic; ties by lower index; memory O(N * k + tile).
+    """
+    if x.device.type != "cuda" and not _interpret():
+        raise RuntimeError(
+            "the triton backend runs on CUDA tensors; for CPU tensors set TRITON_INTERPRET=1 "
+            "(interpreter, for tests only)"
+        )
+    n, d = x.shape
+    m = y.shape[0]
+    k = int(k)
+    idx = torch.empty((n, k), dtype=torch.int64, device=x.device)
+    val = torch.empty((n, k), dtype=x.dtype, device=x.device)
+    if n == 0 or k == 0:
+        return idx, val
+    if m == 0:
+        idx.fill_(-1)
+        val.fill_(float("-inf"))
+        return idx, val
+    has_excl = excl_indptr is not None
+    cfg = _config(d, k)
+    grid = (triton.cdiv(n, cfg["BLOCK_M"]),)
+    _topk_kernel[grid](
+        x, y, idx, val,
+        excl_indptr if has_excl else idx, excl_indices if has_excl else idx,
+        n, m, d, k,
+        EXCL_SELF=bool(exclude_self), HAS_EXCL=has_excl,
+        DIAG_FIRST=True, **cfg,
+    )
+    return idx, val

@@ -1,0 +1,316 @@
+"""Triton kernels (propagate, topk) under TRITON_INTERPRET=1 against dense float64 math.
+
+The interpreter runs every program in Python, so the shapes here are small; they still hit
+every code path: empty rows, isolated nodes, one heavy row split into several chunks, rows
+spread over several programs, d not a power of two and wider than one d-block, ties, k larger
+than the candidates, exclusion lists, float32 and float64.
+"""
+import os
+
+# Before triton is imported: the kernels must run on CPU tensors through the interpreter.
+if not os.environ.get("TRITON_INTERPRET") and not (
+        __import__("torch").cuda.is_available()):
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from slifmr_kernels.propagate import triton as tprop  # noqa: E402
+from slifmr_kernels.topk import triton as ttopk  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers: random CSR graphs with the awkward structures, and dense float64 references
+# ---------------------------------------------------------------------------------------------
+def _graph(gen, n_rows, n_cols, degrees, idx_dtype=torch.int64, num_relations=3):
+    """CSR with the given per-row degrees (duplicates allowed: they must be summed)."""
+    deg = torch.as_tensor(degrees, dtype=torch.int64)
+    assert deg.numel() == n_rows
+    indptr = torch.zeros(n_rows + 1, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(deg, 0)
+    nnz = int(indptr[-1])
+    indices = torch.randint(0, max(n_cols, 1), (nnz,), generator=gen).to(idx_dtype)
+    relation = torch.randint(0, num_relations, (nnz,), generator=gen).to(torch.int32)
+    values = torch.rand(nnz, generator=gen, dtype=torch.float64) + 0.1
+    return indptr, indices, values, relation
+
+
+def _dense(indptr, indices, values, relation, n_rows, n_cols, num_relations):
+    """Per-relation dense matrices A_r in float64, shape [R, n_rows, n_cols]."""
+    a = torch.zeros(num_relations, n_rows, n_cols, dtype=torch.float64)
+    rows = torch.repeat_interleave(torch.arange(n_rows), indptr[1:] - indptr[:-1])
+    a.index_put_((relation.long(), rows, indices.long()), values.double(), accumulate=True)
+    return a
+
+
+def _transpose(indptr, indices, values, relation, n_rows, n_cols):
+    rows = torch.repeat_interleave(torch.arange(n_rows), indptr[1:] - indptr[:-1])
+    perm = torch.argsort(indices.long() * max(n_rows, 1) + rows, stable=True)
+    indptr_t = torch.zeros(n_cols + 1, dtype=torch.int64)
+    indptr_t[1:] = torch.cumsum(torch.bincount(indices.long(), minlength=n_cols), 0)
+    return indptr_t, rows[perm].to(indices.dtype), values[perm], relation[perm]
+
+
+def _close(got, ref, dtype):
+    """Elementwise check with the absolute tolerance scaled by the reference's magnitude:
+    sums over hundreds of edges cancel, so a pure relative test is unfair to float32; the
+    norm-wise relative error must also be far under 1e-3 (METHOD.md)."""
+    got = got.cpu().double()
+    scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
+    tol = TOL[dtype]
+    torch.testing.assert_close(got, ref, rtol=tol["rtol"], atol=tol["atol"] * scale)
+    if ref.numel() and float(ref.norm()) > 0:
+        assert float((got - ref).norm() / ref.norm()) < 10 * tol["rtol"]
+
+
+def _to(dev, dt, *ts):
+    out = []
+    for t in ts:
+        if t is None:
+            out.append(None)
+        elif t.is_floating_point():
+            out.append(t.to(dev, dt).contiguous())
+        else:
+            out.append(t.to(dev).contiguous())
+    return out
+
+
+CASES = {
+    # name: (n_rows, n_cols, degrees, d)
+    "empty_rows_isolated_cols": (7, 9, [0, 3, 0, 1, 2, 0, 4], 5),
+    "one_heavy_row": (5, 40, [1, 700, 0, 3, 2], 8),  # 700 > CHUNK: three chunks
+    "many_programs": (300, 250, None, 19),  # several programs, odd d
+    "wide_d": (6, 6, [2, 1, 0, 3, 1, 2], 130),  # two d-blocks
+    "no_edges": (4, 3, [0, 0, 0, 0], 4),
+}
+
+
+def _case(name, gen):
+    n_rows, n_cols, deg, d = CASES[name]
+    if deg is None:  # power-law degrees plus one heavy row
+        deg = (torch.rand(n_rows, generator=gen) ** 4 * 30).long().tolist()
+        deg[17] = 600
+    return n_rows, n_cols, deg, d
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("idx_dtype", [torch.int32, torch.int64])
+def test_propagate_forward(case, dtype, idx_dtype):
+    gen = torch.Generator().manual_seed(hash((case, str(dtype), str(idx_dtype))) % 2**31)
+    n_rows, n_cols, deg, d = _case(case, gen)
+    R = 3
+    indptr, indices, values, relation = _graph(gen, n_rows, n_cols, deg, idx_dtype, R)
+    x = torch.randn(n_cols, d, generator=gen, dtype=torch.float64)
+    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    a = _dense(indptr, indices, values, relation, n_rows, n_cols, R)
+    ref_plain = a.sum(0) @ x
+    ref_rel = torch.einsum("rij,jd,rd->id", a, x, table)
+    ip, ix, v, rel, xx, tb = _to(DEVICE, dtype, indptr, indices, values, relation, x, table)
+    y = tprop.spmm(ip, ix, v, xx, n_rows)
+    assert y.shape == (n_rows, d) and y.dtype == dtype
+    _close(y, ref_plain, dtype)
+    y = tprop.spmm_rel(ip, ix, v, rel, tb, xx, n_rows)
+    assert y.shape == (n_rows, d) and y.dtype == dtype
+    _close(y, ref_rel, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["empty_rows_isolated_cols", "one_heavy_row", "many_programs",
+                                  "wide_d"])
+def test_propagate_backward(case, dtype):
+    gen = torch.Generator().manual_seed(hash((case, str(dtype), "bwd")) % 2**31)
+    n_rows, n_cols, deg, d = _case(case, gen)
+    R = 4
+    indptr, indices, values, relation = _graph(gen, n_rows, n_cols, deg, torch.int64, R)
+    x = torch.randn(n_cols, d, generator=gen, dtype=torch.float64)
+    dy = torch.randn(n_rows, d, generator=gen, dtype=torch.float64)
+    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    a = _dense(indptr, indices, values, relation, n_rows, n_cols, R)
+    # y = sum_r A_r (x * table_r)  =>  dx = sum_r (A_r^T dy) * table_r,
+    # g_r = sum_i sum_j A_r[i, j] x[j] * dy[i]
+    ref_dx = torch.einsum("rij,id,rd->jd", a, dy, table)
+    ref_g = torch.einsum("rij,jd,id->rd", a, x, dy)
+    t = _transpose(indptr, indices, values, relation, n_rows, n_cols)
+    ip, ix, v, rel, tb, dyy, xx = _to(DEVICE, dtype, *t, table, dy, x)
+    dx, g = tprop.spmm_rel_backward(ip, ix, v, rel, tb, dyy, xx, R, True, True)
+    _close(dx, ref_dx, dtype)
+    _close(g, ref_g, dtype)
+    assert dx.dtype == dtype and g.dtype == dtype and g.shape == (R, d)
+    dx2, g2 = tprop.spmm_rel_backward(ip, ix, v, rel, tb, dyy, xx, R, False, True)
+    assert dx2 is None and torch.equal(g2, g)  # deterministic, independent of need_dx
+    dx3, g3 = tprop.spmm_rel_backward(ip, ix, v, rel, tb, dyy, xx, R, True, False)
+    assert g3 is None and torch.equal(dx3, dx)
+
+
+def test_propagate_g_program_cap(monkeypatch):
+    """A small g budget forces fewer, fatter programs: same math (within rounding)."""
+    gen = torch.Generator().manual_seed(5)
+    n_rows, n_cols, deg, d = _case("many_programs", gen)
+    R = 2
+    indptr, indices, values, relation = _graph(gen, n_rows, n_cols, deg, torch.int64, R)
+    x = torch.randn(n_cols, d, generator=gen, dtype=torch.float64)
+    dy = torch.randn(n_rows, d, generator=gen, dtype=torch.float64)
+    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    t = _transpose(indptr, indices, values, relation, n_rows, n_cols)
+    args = _to(DEVICE, torch.float64, *t, table, dy, x)
+    _, g_ref = tprop.spmm_rel_backward(*args, R, False, True)
+    monkeypatch.setattr(tprop, "G_BUDGET_BYTES", R * d * 8 * 2)  # at most 2 programs
+    plan = tprop._Plan(args[0], n_cols, 2)
+    assert plan.n_progs <= 2
+    _, g = tprop.spmm_rel_backward(*args, R, False, True)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_plan_partition_covers_every_segment_once():
+    gen = torch.Generator().manual_seed(11)
+    deg = (torch.rand(500, generator=gen) ** 6 * 2000).long()
+    indptr = torch.zeros(501, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(deg, 0)
+    plan = tprop._Plan(indptr, 500)
+    ptr = plan.prog_ptr
+    assert int(ptr[0]) == 0 and int(ptr[-1]) == plan.seg_row.numel()
+    assert bool((ptr[1:] >= ptr[:-1]).all())
+    seg_len = plan.seg_end - plan.seg_start
+    assert int(seg_len.max()) <= tprop.CHUNK and int(seg_len.sum()) == int(deg.sum())
+    # per-row segments tile the row exactly, in order
+    per_row = torch.zeros(500, dtype=torch.int64).index_add_(0, plan.seg_row, seg_len)
+    assert torch.equal(per_row, deg)
+    heavy = deg > tprop.CHUNK
+    assert torch.equal(plan.heavy_row, torch.nonzero(heavy).flatten())
+    assert plan.n_chunks == int(((deg[heavy] + tprop.CHUNK - 1) // tprop.CHUNK).sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# topk
+# ---------------------------------------------------------------------------------------------
+def _topk_ref(x, y, k, exclude_self, excl_indptr, excl_indices):
+    """Dense float64 reference with the contract's tie rule and padding."""
+    s = x.double() @ y.double().T
+    n, m = s.shape
+    allowed = torch.ones(n, m, dtype=torch.bool)
+    if exclude_self:
+        r = torch.arange(min(n, m))
+        allowed[r, r] = False
+    if excl_indptr is not None:
+        rows = torch.repeat_interleave(torch.arange(n), excl_indptr[1:] - excl_indptr[:-1])
+        allowed[rows, excl_indices.long()] = False
+    idx = torch.full((n, k), -1, dtype=torch.int64)
+    val = torch.full((n, k), float("-inf"), dtype=torch.float64)
+    for i in range(n):
+        cand = [(-float(s[i, j]), j) for j in range(m) if allowed[i, j]]
+        cand.sort()
+        for p, (ns, j) in enumerate(cand[:k]):
+            idx[i, p] = j
+            val[i, p] = -ns
+    return idx, val
+
+
+def _check_topk(x, y, k, exclude_self=False, excl=None, dtype=torch.float64, exact_idx=True):
+    ep, ei = excl if excl is not None else (None, None)
+    ref_i, ref_v = _topk_ref(x, y, k, exclude_self, ep, ei)
+    xx, yy = _to(DEVICE, dtype, x, y)
+    epd, eid = _to(DEVICE, dtype, ep, ei) if excl is not None else (None, None)
+    idx, val = ttopk.topk(xx, yy, k, exclude_self, epd, eid)
+    assert idx.shape == (x.shape[0], k) and idx.dtype == torch.int64 and val.dtype == dtype
+    idx, val = idx.cpu(), val.cpu().double()
+    pad = ref_i == -1
+    assert torch.equal(idx == -1, pad)
+    assert torch.isneginf(val[pad]).all()
+    tol = TOL[dtype]
+    torch.testing.assert_close(val[~pad], ref_v[~pad], **tol)
+    if exact_idx:
+        assert torch.equal(idx, ref_i)
+    else:  # float32 scores may reorder near-ties: the returned ids must score like the ref's
+        s = x.double() @ y.double().T
+        got = torch.gather(s, 1, idx.clamp(min=0))
+        torch.testing.assert_close(got[~pad], ref_v[~pad], rtol=1e-5, atol=1e-5)
+    # sorted: score descending, ties by index ascending
+    v = val
+    for p in range(k - 1):
+        a, b = v[:, p], v[:, p + 1]
+        live = idx[:, p + 1] >= 0
+        assert bool((a[live] >= b[live]).all())
+        tie = live & (a == b)
+        assert bool((idx[tie, p] < idx[tie, p + 1]).all())
+    return idx, val
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,m,d,k", [(37, 150, 7, 5), (20, 70, 33, 10), (65, 65, 16, 3)])
+def test_topk_random(n, m, d, k, dtype):
+    gen = torch.Generator().manual_seed(n * 1000 + m + d + k)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    _check_topk(x, y, k, dtype=dtype, exact_idx=dtype == torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_topk_knn_self_excluded_with_duplicates(dtype):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(90, 12, generator=gen, dtype=torch.float64)
+    x[40] = x[3]  # a duplicate item is a valid neighbour; only the row itself is excluded
+    x = x / x.norm(dim=1, keepdim=True)
+    idx, _ = _check_topk(x, x, 6, exclude_self=True, dtype=dtype,
+                         exact_idx=dtype == torch.float64)
+    assert not bool((idx == torch.arange(90)[:, None]).any())
+    assert int(idx[3, 0]) == 40 and int(idx[40, 0]) == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_topk_ties_break_by_lower_index(dtype):
+    # integer-valued vectors: many exactly equal scores, exact in both dtypes
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randint(-2, 3, (33, 5), generator=gen).double()
+    y = torch.randint(-2, 3, (140, 5), generator=gen).double()
+    y[100:] = y[:40]  # exact duplicate columns, crossing tile boundaries
+    _check_topk(x, y, 9, dtype=dtype, exact_idx=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_topk_k_at_least_candidates_and_exclusions(dtype):
+    gen = torch.Generator().manual_seed(6)
+    n, m = 18, 11
+    x = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(m, 4, generator=gen, dtype=torch.float64)
+    # per-row exclusion lists of varying length (row 0 excludes every column; row 5 none;
+    # the list is unsorted and has a duplicate)
+    lists = [list(range(m))] + [
+        torch.randperm(m, generator=gen)[: int(torch.randint(0, 8, (1,), generator=gen))]
+        .tolist() for _ in range(n - 1)]
+    lists[5] = []
+    lists[7] = [3, 3, 9, 0]
+    ep = torch.zeros(n + 1, dtype=torch.int64)
+    ep[1:] = torch.cumsum(torch.tensor([len(a) for a in lists]), 0)
+    ei = torch.tensor([j for a in lists for j in a], dtype=torch.int32)
+    idx, val = _check_topk(x, y, m, exclude_self=True, excl=(ep, ei), dtype=dtype,
+                           exact_idx=dtype == torch.float64)
+    assert bool((idx[0] == -1).all()) and bool(torch.isneginf(val[0]).all())
+    for i, a in enumerate(lists):
+        got = set(idx[i][idx[i] >= 0].tolist())
+        assert got == set(range(m)) - set(a) - {i}
+
+
+def test_topk_long_exclusion_list_int64():
+    gen = torch.Generator().manual_seed(8)
+    n, m = 16, 200
+    x = torch.randn(n, 6, generator=gen, dtype=torch.float64)
+    y = torch.randn(m, 6, generator=gen, dtype=torch.float64)
+    # exclude each row's 70 best columns: longer than one exclusion block, and exactly the
+    # candidates that would otherwise win
+    best = torch.topk(x @ y.T, 70, dim=1).indices
+    ep = torch.arange(0, n * 70 + 1, 70, dtype=torch.int64)
+    _check_topk(x, y, 4, excl=(ep, best.flatten().to(torch.int64)))
+
+
+def test_topk_k_zero_and_empty():
+    x = torch.randn(5, 3, dtype=torch.float64)
+    idx, val = ttopk.topk(*_to(DEVICE, torch.float64, x, x), 0, False, None, None)
+    assert idx.shape == (5, 0) and val.shape == (5, 0)
+    idx, val = ttopk.topk(*_to(DEVICE, torch.float64, x[:0], x), 2, False, None, None)
+    assert idx.shape == (0, 2)
