@@ -1,0 +1,12 @@
+"""SLIF-MR: self-loop iterative fusion of interactions, a knowledge graph and multimodal item
+features, on the ``slifmr_kernels`` sparse kernels.
+
+Modules follow the data flow: :mod:`slifmr.data` (layouts, synthetic) -> :mod:`slifmr.graphs`
+(graph assembly + feedback insertion) -> :mod:`slifmr.model` (SLIF-MR, LightGCN) ->
+:mod:`slifmr.train` / :mod:`slifmr.evaluate` -> :mod:`slifmr.cli`.
+"""
+from .config import Config, load_config
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "load_config", "__version__"]

@@ -1,0 +1,186 @@
+"""The ``slifmr`` command: ``train``, ``evaluate``, ``recommend`` (SPEC §2.5).
+
+Examples::
+
+    slifmr train --output runs/quickstart                      # synthetic data
+    slifmr train --data ml-1m-kg-mm --output runs/ml1m --epochs 40
+    slifmr train --data ml-1m-kg-mm --output runs/ml1m-static --no-feedback
+    slifmr train --data ml-1m-kg-mm --output runs/lgcn --model lightgcn
+    slifmr evaluate --output runs/ml1m                          # test metrics of best.pt
+    slifmr recommend --output runs/ml1m --users 0 1 2 --k 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .config import Config, _parse_value, load_config
+from .data import DataFormatError
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None,
+                   help="dataset directory or name under $SLIFMR_DATA (default: synthetic data)")
+    p.add_argument("--output", required=True, help="run directory (checkpoints, logs, metrics.json)")
+    p.add_argument("--config", default=None, help="YAML or JSON configuration file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one configuration key (repeatable), e.g. --set lr=0.002")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="slifmr", description="SLIF-MR multimodal graph recommender")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model, evaluate it on test, write OUTPUT/metrics.json")
+    _add_common(t)
+    t.add_argument("--model", choices=["slifmr", "lightgcn"], default=None)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    t.add_argument("--no-feedback", action="store_true", help="static graphs (no self-loop)")
+    t.add_argument("--no-kg", action="store_true", help="drop the knowledge-graph view")
+    t.add_argument("--no-modalities", action="store_true", help="drop every modality view")
+    t.add_argument("--modalities", default=None,
+                   help="comma-separated modality names to use (e.g. image,text)")
+    t.add_argument("--no-consistency", action="store_true", help="drop the semantic-consistency loss")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("evaluate", help="test metrics of OUTPUT/best.pt")
+    e.add_argument("--output", required=True)
+    e.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
+    e.add_argument("--split", choices=["test", "valid"], default="test")
+
+    r = sub.add_parser("recommend", help="top-k items for some users from OUTPUT/best.pt")
+    r.add_argument("--output", required=True)
+    r.add_argument("--data", default=None, help="dataset (default: the one the run was trained on)")
+    r.add_argument("--users", type=int, nargs="+", required=True)
+    r.add_argument("--k", type=int, default=10)
+    r.add_argument("--include-seen", action="store_true", help="do not exclude known items")
+    return ap
+
+
+def _overrides(args) -> dict:
+    ov = {}
+    for item in args.set:
+        if "=" not in item:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        ov[k.strip()] = _parse_value(v)
+    for key in ("model", "epochs", "seed"):
+        if getattr(args, key, None) is not None:
+            ov[key] = getattr(args, key)
+    if getattr(args, "no_feedback", False):
+        ov["feedback"] = False
+    if getattr(args, "no_kg", False):
+        ov["use_kg"] = False
+    if getattr(args, "no_modalities", False):
+        ov["modalities"] = []
+    if getattr(args, "modalities", None) is not None:
+        ov["modalities"] = [m for m in args.modalities.split(",") if m]
+    if getattr(args, "no_consistency", False):
+        ov["sc_weight"] = 0.0
+    if getattr(args, "quiet", False):
+        ov["progress"] = False
+    return ov
+
+
+def _load_run(output: str, data: Optional[str]):
+    """Config, dataset and best checkpoint of a finished run."""
+    from .train import prepare_data
+    cpath = os.path.join(output, "config.json")
+    bpath = os.path.join(output, "best.pt")
+    for p in (cpath, bpath):
+        if not os.path.isfile(p):
+            raise SystemExit(f"{p} not found: train a model into {output} first")
+    with open(cpath, encoding="utf-8") as f:
+        saved = json.load(f)
+    cfg = Config(**saved["config"])
+    ds = prepare_data(cfg, data if data is not None else saved.get("data"))
+    best = torch.load(bpath, map_location="cpu", weights_only=False)
+    if best["user"].shape[0] != ds.num_users or best["item"].shape[0] != ds.num_items:
+        raise SystemExit(f"{bpath}: embeddings for {best['user'].shape[0]} users / "
+                         f"{best['item'].shape[0]} items do not match the dataset "
+                         f"({ds.num_users} / {ds.num_items})")
+    return cfg, ds, best
+
+
+def _cmd_train(args) -> int:
+    from .train import Trainer, prepare_data
+    try:
+        cfg = load_config(args.config, _overrides(args))
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ds = prepare_data(cfg, args.data)
+    trainer = Trainer(cfg, ds, args.output, data_source=args.data)
+    m = trainer.fit(resume=args.resume)
+    print(json.dumps({k: m[k] for k in m if "@" in k or k in ("best_epoch", "epochs_run",
+                                                               "seconds_per_epoch", "rebuild_share")},
+                     indent=2, sort_keys=True))
+    print(f"wrote {os.path.join(args.output, 'metrics.json')}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import rank_metrics
+    from .train import write_json_atomic
+    cfg, ds, best = _load_run(args.output, args.data)
+    train = ds.interaction_matrix("train")
+    if args.split == "test":
+        truth, exclude = ds.interaction_matrix("test"), (train + ds.interaction_matrix("valid")).tocsr()
+    else:
+        truth, exclude = ds.interaction_matrix("valid"), train
+    m = rank_metrics(best["user"], best["item"], truth, exclude, cfg.eval_ks, backend=cfg.backend)
+    m.update({"model": cfg.model, "best_epoch": int(best["epoch"]), "split": args.split})
+    out = os.path.join(args.output, "metrics.json" if args.split == "test" else "metrics_valid.json")
+    if args.split == "test" and os.path.isfile(out):
+        # keep the run statistics that training wrote next to the metrics
+        with open(out, encoding="utf-8") as f:
+            old = json.load(f)
+        old.update(m)
+        m = old
+    write_json_atomic(m, out)
+    print(json.dumps({k: v for k, v in m.items() if "@" in k}, indent=2, sort_keys=True))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_recommend(args) -> int:
+    from .evaluate import recommend
+    cfg, ds, best = _load_run(args.output, args.data)
+    users = np.asarray(args.users, dtype=np.int64)
+    bad = users[(users < 0) | (users >= ds.num_users)]
+    if bad.size:
+        print(f"error: --users: ids out of range [0, {ds.num_users}): {bad.tolist()}", file=sys.stderr)
+        return 2
+    if args.k < 1:
+        print("error: --k must be >= 1", file=sys.stderr)
+        return 2
+    exclude = None if args.include_seen else (ds.interaction_matrix("train") + ds.interaction_matrix("valid")).tocsr()
+    items, scores = recommend(best["user"], best["item"], users, args.k, exclude, backend=cfg.backend)
+    for u, it, sc in zip(users.tolist(), items, scores):
+        keep = it >= 0
+        print(json.dumps({"user": u, "items": it[keep].tolist(),
+                          "scores": [round(float(s), 5) for s in sc[keep]]}))
+    return 0
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _cmd_train, "evaluate": _cmd_evaluate, "recommend": _cmd_recommend}[args.command](args)
+    except (FileNotFoundError, DataFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The graphs SLIF-MR propagates over, and the per-epoch feedback insertion (SPEC §1).
+
+Static parts (built once): the user-item interactions R, the modality kNN graphs kNN_k(F_m),
+the KG triples (with inverse relations). Per epoch, :meth:`GraphBuilder.build` takes the
+feedback graph S(t) = kNN_k(H(t-1)) over the previous epoch's item representations and returns
+
+* ``adj``      A(t)   (U+I) x (U+I): sym-normalised [[0, R], [R^T, gamma * S(t)]]
+* ``modality`` A_m(t) I x I per modality: (1 - beta) * kNN_k(F_m) + beta * S(t)
+* ``kg``       KG(t)  E x E with relation ids: triples h -> t (relation r), inverses t -> h
+  (relation r + R_kg) and the feedback relation r_fb = 2 R_kg: i -> j for j in kNN_k(H)(i),
+  weight = similarity; each row normalised to sum 1 (mean aggregation over the neighbours,
+  feedback edges weighted by similarity).
+* ``user_item`` R~     U x I row-normalised R (users read item-side views through it)
+
+Assembly is linear in the number of edges (scipy CSR addition, counting-sort CSR construction):
+no dense N x N matrix and no Python loop over nodes, so it scales to millions of items.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+import slifmr_kernels as sk
+
+from .data import Dataset
+
+__all__ = ["Graphs", "GraphBuilder", "sym_normalize", "row_normalize", "to_csr_graph",
+           "knn_scipy", "feedback_knn"]
+
+
+def _row_ids(m: sp.csr_matrix) -> np.ndarray:
+    return np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+
+
+def sym_normalize(m: sp.csr_matrix) -> sp.csr_matrix:
+    """D_r^{-1/2} M D_c^{-1/2} (row/column sums of the values); zero-degree nodes stay zero."""
+    m = m.tocsr()
+    rs = np.asarray(m.sum(1)).ravel()
+    cs = np.asarray(m.sum(0)).ravel()
+    with np.errstate(divide="ignore"):
+        ir = np.where(rs > 0, 1.0 / np.sqrt(np.maximum(rs, 1e-30)), 0.0)
+        ic = np.where(cs > 0, 1.0 / np.sqrt(np.maximum(cs, 1e-30)), 0.0)
+    out = m.copy()
+    out.data = (m.data * ir[_row_ids(m)] * ic[m.indices]).astype(np.float32)
+    return out
+
+
+def row_normalize(m: sp.csr_matrix) -> sp.csr_matrix:
+    """D_r^{-1} M; empty rows stay empty."""
+    m = m.tocsr()
+    rs = np.asarray(m.sum(1)).ravel()
+    inv = np.where(rs > 0, 1.0 / np.maximum(rs, 1e-30), 0.0)
+    out = m.copy()
+    out.data = (m.data * inv[_row_ids(m)]).astype(np.float32)
+    return out
+
+
+def to_csr_graph(m: sp.csr_matrix, device="cpu") -> sk.CSRGraph:
+    """scipy CSR -> CSRGraph without re-sorting (duplicates summed, columns sorted in place)."""
+    m = m.tocsr()
+    m.sum_duplicates()  # also sorts the column indices of every row
+    idx_dtype = torch.int32 if m.shape[1] < 2 ** 31 else torch.int64
+    g = sk.CSRGraph(torch.from_numpy(m.indptr.astype(np.int64)),
+                    torch.from_numpy(m.indices).to(idx_dtype),
+                    torch.from_numpy(m.data.astype(np.float32)), shape=m.shape, validate=False)
+    return g.to(device) if str(device) != "cpu" else g
+
+
+def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
+              previous: Optional[sk.CSRGraph] = None) -> tuple:
+    """Cosine kNN graph of the rows of ``x`` (N, d), self excluded.
+
+    Returns ``(S, raw, raw_graph)``: ``S`` the scipy CSR (N, N) with negative similarities
+    clipped to 0, symmetrised (S + S^T) and symmetric-normalised; ``raw`` the directed kNN
+    similarities (scipy, negatives clipped); ``raw_graph`` the directed kNN CSRGraph as the
+    kernel returned it, kept to seed the next incremental refresh. With ``previous`` and
+    ``sk.knn_refine`` available the graph is refreshed incrementally instead of recomputed.
+    """
+    x = x.detach().float().contiguous()
+    k = int(min(k, max(x.shape[0] - 1, 0)))
+    if k <= 0:
+        n = x.shape[0]
+        empty = sp.csr_matrix((n, n), dtype=np.float32)
+        return empty, empty, to_csr_graph(empty)
+    if previous is not None and hasattr(sk, "knn_refine"):
+        raw = sk.knn_refine(x, previous, k, backend=backend)
+    else:
+        raw = sk.knn_graph(x, k, metric="cosine", backend=backend)
+    m = raw.to("cpu").to_scipy().astype(np.float32)
+    m.data = np.maximum(m.data, 0.0)  # a negative cosine is "unrelated", not an edge weight
+    m.eliminate_zeros()
+    return sym_normalize(m + m.T), m, raw
+
+
+def feedback_knn(h: torch.Tensor, k: int, backend: str = "auto",
+                 previous: Optional[sk.CSRGraph] = None) -> tuple:
+    """The feedback graph S(t) from item representations H (I, d) (an alias of :func:`knn_scipy`
+    that documents the role)."""
+    return knn_scipy(h, k, backend=backend, previous=previous)
+
+
+@dataclasses.dataclass
+class Graphs:
+    """The graphs of one epoch (see module docstring); ``None`` for a switched-off view."""
+    adj: sk.CSRGraph
+    user_item: sk.CSRGraph
+    modality: dict
+    kg: Optional[sk.CSRGraph]
+    feedback_edges: int = 0
+
+
+class GraphBuilder:
+    """Holds the static structures of a dataset and assembles the per-epoch graphs.
+
+    Args:
+        ds: the dataset (its ``train`` split defines R).
+        modalities: names of the features to build kNN graphs for.
+        use_kg: include the KG view.
+        knn_k: neighbours per item in the modality kNN graphs.
+        beta: weight of S(t) in the modality graphs.
+        gamma: weight of S(t) in the interaction graph (item-item block).
+        feedback_in: subset of {"interaction", "kg", "modality"} that receive S(t).
+        device: where the graphs live.
+        backend: kernel backend for the kNN graphs.
+    """
+
+    def __init__(self, ds: Dataset, modalities=(), use_kg: bool = True, knn_k: int = 10,
+                 beta: float = 0.3, gamma: float = 0.1,
+                 feedback_in=("interaction", "kg", "modality"), device="cpu", backend="auto"):
+        self.num_users, self.num_items = ds.num_users, ds.num_items
+        self.device, self.backend = device, backend
+        self.beta, self.gamma = float(beta), float(gamma)
+        self.feedback_in = set(feedback_in)
+        bad = self.feedback_in - {"interaction", "kg", "modality"}
+        if bad:
+            raise ValueError(f"feedback_in: unknown targets {sorted(bad)}")
+        U, I = self.num_users, self.num_items
+        R = ds.interaction_matrix("train")
+        self.R = R
+        # [[0, R], [R^T, 0]] once; the feedback block is added per epoch.
+        self._bip = sp.bmat([[None, R], [R.T, None]], format="csr",
+                            dtype=np.float32) if U + I else sp.csr_matrix((0, 0), dtype=np.float32)
+        if self._bip.shape != (U + I, U + I):  # bmat drops all-empty blocks' sizes when U or I is 0
+            self._bip = sp.csr_matrix((U + I, U + I), dtype=np.float32)
+        self._adj_static = to_csr_graph(sym_normalize(self._bip), device)
+        self.user_item = to_csr_graph(row_normalize(R), device)
+
+        self.modality_knn = {}
+        for m in modalities:
+            feat = torch.from_numpy(ds.features[m])
+            self.modality_knn[m] = knn_scipy(feat, knn_k, backend=backend)[0]
+        self._modality_static = {m: to_csr_graph(g, device) for m, g in self.modality_knn.items()}
+
+        self.use_kg = bool(use_kg and ds.has_kg)
+        self.num_entities = ds.num_entities
+        self.num_kg_relations = ds.num_relations
+        # Relations of the KG view: R_kg forward, R_kg inverse, one feedback relation.
+        self.num_view_relations = 2 * ds.num_relations + 1
+        if self.use_kg:
+            h, r, t = ds.kg[:, 0], ds.kg[:, 1], ds.kg[:, 2]
+            self._kg_src = np.concatenate([h, t])
+            self._kg_dst = np.concatenate([t, h])
+            self._kg_rel = np.concatenate([r, r + ds.num_relations])
+            self._kg_static = self._kg_graph(None)
+
+    # ------------------------------------------------------------------ pieces
+    def _kg_graph(self, raw_fb: Optional[sp.csr_matrix]) -> sk.CSRGraph:
+        src, dst, rel = self._kg_src, self._kg_dst, self._kg_rel
+        w = np.ones(src.size, np.float32)
+        if raw_fb is not None and raw_fb.nnz:
+            fb = raw_fb.tocoo()
+            src = np.concatenate([src, fb.row.astype(np.int64)])
+            dst = np.concatenate([dst, fb.col.astype(np.int64)])
+            rel = np.concatenate([rel, np.full(fb.nnz, 2 * self.num_kg_relations, np.int64)])
+            w = np.concatenate([w, fb.data.astype(np.float32)])
+        E = self.num_entities
+        g = sk.CSRGraph.from_edges(torch.from_numpy(src), torch.from_numpy(dst),
+                                   torch.from_numpy(w), relation=torch.from_numpy(rel),
+                                   shape=(E, E), num_relations=self.num_view_relations)
+        g = g.normalize("row")
+        return g.to(self.device) if str(self.device) != "cpu" else g
+
+    def _pad_items(self, s: sp.csr_matrix) -> sp.csr_matrix:
+        """Place an I x I matrix in the item-item block of a (U+I) x (U+I) one (no copy of the
+        user rows: their indptr entries are all zero)."""
+        U = self.num_users
+        indptr = np.concatenate([np.zeros(U, s.indptr.dtype), s.indptr])
+        return sp.csr_matrix((s.data, s.indices + U, indptr), shape=(U + self.num_items,) * 2)
+
+    # ------------------------------------------------------------------ per epoch
+    def build(self, S: Optional[sp.csr_matrix] = None, raw: Optional[sp.csr_matrix] = None) -> Graphs:
+        """Assemble the graphs of one epoch.
+
+        Args:
+            S: I x I sym-normalised feedback graph (from :func:`feedback_knn`), or ``None``
+               (no feedback: the static graphs).
+            raw: the directed kNN similarities behind S (scipy, I x I, negatives clipped), for
+               the KG feedback relation; defaults to S.
+        """
+        if S is None:
+            return Graphs(self._adj_static, self.user_item, dict(self._modality_static),
+                          self._kg_static if self.use_kg else None, 0)
+        if S.shape != (self.num_items, self.num_items):
+            raise ValueError(f"S must be num_items x num_items = {self.num_items}, got {S.shape}")
+        if "interaction" in self.feedback_in and self.gamma > 0:
+            adj = to_csr_graph(sym_normalize(self._bip + self._pad_items(self.gamma * S)), self.device)
+        else:
+            adj = self._adj_static
+        modality = {}
+        for m, base in self.modality_knn.items():
+            if "modality" in self.feedback_in and self.beta > 0:
+                modality[m] = to_csr_graph((1.0 - self.beta) * base + self.beta * S, self.device)
+            else:
+                modality[m] = self._modality_static[m]
+        kg = None
+        if self.use_kg:
+            kg = self._kg_graph(raw if raw is not None else S) if "kg" in self.feedback_in else self._kg_static
+        return Graphs(adj, self.user_item, modality, kg, int(S.nnz))
+
+    def feedback(self, h: torch.Tensor, k: int, previous: Optional[sk.CSRGraph] = None):
+        """S(t) from item representations ``h`` (I, d): returns (S, raw_scipy, raw_graph, seconds)."""
+        t0 = time.perf_counter()
+        S, raw, raw_graph = feedback_knn(h, k, backend=self.backend, previous=previous)
+        return S, raw, raw_graph, time.perf_counter() - t0

@@ -1,0 +1,406 @@
+"""Training: BPR with vectorised negative sampling, the per-epoch self-loop, early stopping,
+atomic checkpoints with resume, a JSON-lines metrics log and an SVG of the learning curves.
+
+Output directory layout::
+
+    config.json      the effective configuration and data source
+    metrics.jsonl    one record per epoch (loss parts, seconds, rebuild seconds, valid metrics)
+    curves.svg       training loss and validation Recall/NDCG@20 per epoch
+    last.pt          everything needed to resume (model, optimiser, feedback state, history)
+    best.pt          the best-on-validation model and its final user/item embeddings
+    metrics.json     test metrics of the best model (+ run statistics)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .config import Config
+from .data import Dataset, load_dataset, make_synthetic
+from .evaluate import rank_metrics
+from .graphs import GraphBuilder, knn_scipy
+from .losses import bpr_loss, info_nce, l2_reg
+from .model import build_model
+
+__all__ = ["prepare_data", "Trainer", "sample_negatives", "atomic_save", "write_json_atomic",
+           "write_curves_svg"]
+
+
+# --------------------------------------------------------------------------- data
+def prepare_data(cfg: Config, data: Optional[str] = None) -> Dataset:
+    """The dataset of a run: ``data`` (a directory or a name under $SLIFMR_DATA) or the
+    synthetic generator with ``cfg.synthetic``; validation carved from train (seeded) if absent."""
+    if data:
+        ds = load_dataset(data, modalities=None, seed=cfg.seed)
+    else:
+        params = dict(cfg.synthetic or {})
+        params.setdefault("seed", cfg.seed)
+        try:
+            ds = make_synthetic(**params)
+        except TypeError as exc:
+            raise ValueError(f"synthetic: {exc}") from None
+    return ds.with_validation(cfg.valid_fraction, cfg.seed)
+
+
+def sample_negatives(users: np.ndarray, train_keys: np.ndarray, num_items: int,
+                     rng: np.random.Generator, max_rounds: int = 20) -> np.ndarray:
+    """One item per user, uniformly among the items the user has not interacted with in train.
+
+    ``train_keys``: sorted int64 user * num_items + item of the training pairs. Rejection
+    sampling, vectorised: every round redraws only the collisions (a user who has seen all
+    items keeps the last draw after ``max_rounds``).
+    """
+    neg = rng.integers(0, num_items, size=users.size)
+    todo = np.arange(users.size)
+    for _ in range(max_rounds):
+        if todo.size == 0 or train_keys.size == 0:
+            break
+        keys = users[todo] * num_items + neg[todo]
+        pos = np.minimum(np.searchsorted(train_keys, keys), train_keys.size - 1)
+        clash = train_keys[pos] == keys
+        todo = todo[clash]
+        neg[todo] = rng.integers(0, num_items, size=todo.size)
+    return neg
+
+
+# --------------------------------------------------------------------------- files
+def atomic_save(obj, path: str) -> None:
+    """torch.save to ``path`` through a temporary file and os.replace (never a torn file)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(obj, path: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _polyline(xs, ys, x0, y0, w, h, xmin, xmax, ymin, ymax, color):
+    if not xs:
+        return ""
+    sx = w / max(xmax - xmin, 1e-12)
+    sy = h / max(ymax - ymin, 1e-12)
+    pts = " ".join(f"{x0 + (x - xmin) * sx:.1f},{y0 + h - (y - ymin) * sy:.1f}" for x, y in zip(xs, ys))
+    return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>'
+
+
+def write_curves_svg(history: list, path: str) -> None:
+    """Two panels: training loss, and validation Recall@20 / NDCG@20, against the epoch."""
+    W, H, pad = 360, 220, 40
+    panels = [("training loss", [("loss", "#1f77b4")]),
+              ("validation", [("valid_recall@20", "#d62728"), ("valid_ndcg@20", "#2ca02c")])]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" '
+             f'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
+    for p, (title, series) in enumerate(panels):
+        ox = p * W
+        data = [(name, color, [(r["epoch"], r[name]) for r in history
+                               if r.get(name) is not None and math.isfinite(r[name])]) for name, color in series]
+        pts = [pt for _, _, d in data for pt in d]
+        parts.append(f'<text x="{ox + W / 2}" y="14" text-anchor="middle">{title}</text>')
+        x0, y0, w, h = ox + pad, 22, W - pad - 10, H - 22 - pad + 10
+        parts.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#888"/>')
+        if not pts:
+            continue
+        xmin, xmax = min(x for x, _ in pts), max(x for x, _ in pts)
+        ymin, ymax = min(y for _, y in pts), max(y for _, y in pts)
+        if ymax - ymin < 1e-12:
+            ymin, ymax = ymin - 0.5, ymax + 0.5
+        for frac in (0.0, 0.5, 1.0):
+            yv = ymin + frac * (ymax - ymin)
+            parts.append(f'<text x="{x0 - 3}" y="{y0 + h - frac * h + 4:.1f}" text-anchor="end">{yv:.4g}</text>')
+        parts.append(f'<text x="{x0}" y="{y0 + h + 14}">{xmin}</text>')
+        parts.append(f'<text x="{x0 + w}" y="{y0 + h + 14}" text-anchor="end">epoch {xmax}</text>')
+        for k, (name, color, d) in enumerate(data):
+            parts.append(_polyline([x for x, _ in d], [y for _, y in d], x0, y0, w, h, xmin, xmax, ymin, ymax, color))
+            parts.append(f'<text x="{x0 + 6}" y="{y0 + 14 + 13 * k}" fill="{color}">{name}</text>')
+    parts.append("</svg>")
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts) + "\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- trainer
+class Trainer:
+    """Trains one model on one dataset into ``output`` (see module docstring).
+
+    Args:
+        cfg: the configuration.
+        ds: dataset with a validation split (``prepare_data`` makes one).
+        output: output directory (created).
+        data_source: how to reload the data later (written to config.json), e.g. a path.
+        log: function receiving human-readable progress lines.
+    """
+
+    def __init__(self, cfg: Config, ds: Dataset, output: str, data_source: Optional[str] = None,
+                 log: Callable[[str], None] = print):
+        self.cfg = cfg.resolved()
+        self.ds = ds
+        if ds.valid is None:
+            raise ValueError("the dataset needs a validation split (use prepare_data or Dataset.with_validation)")
+        self.output = output
+        self.log = log
+        os.makedirs(output, exist_ok=True)
+        self.data_source = data_source
+        if self.cfg.num_threads:
+            torch.set_num_threads(self.cfg.num_threads)
+        torch.manual_seed(self.cfg.seed)
+        self.device = torch.device(self.cfg.device)
+        mods = self.cfg.modalities
+        mods = sorted(ds.features) if mods is None else [m for m in mods if m in ds.features]
+        missing = [m for m in (self.cfg.modalities or []) if m not in ds.features]
+        if missing and self.cfg.model != "lightgcn":
+            log(f"note: modalities {missing} not in the dataset; using {mods or 'none'}")
+        self.cfg = dataclasses.replace(self.cfg, modalities=mods)
+        t0 = time.perf_counter()
+        self.builder = GraphBuilder(ds, modalities=mods, use_kg=self.cfg.use_kg, knn_k=self.cfg.knn_k,
+                                    beta=self.cfg.feedback_beta, gamma=self.cfg.feedback_gamma,
+                                    feedback_in=self.cfg.feedback_in, device=self.device,
+                                    backend=self.cfg.backend)
+        self.static_graph_s = time.perf_counter() - t0
+        self.model = build_model(self.cfg, ds, self.builder.num_view_relations).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        self.train_keys = np.sort(ds.train[:, 0] * ds.num_items + ds.train[:, 1])
+        self.train_csr = ds.interaction_matrix("train")
+        self.valid_csr = ds.interaction_matrix("valid")
+        self.test_csr = ds.interaction_matrix("test")
+        # state that a resume restores
+        self.epoch = 0
+        self.history: list = []
+        self.best = {"recall@20": -1.0, "epoch": -1}
+        self.bad_epochs = 0
+        self.h_prev: Optional[torch.Tensor] = None   # H(t-1): item representations
+        self.raw_prev = None                          # previous kNN graph (for knn_refine)
+
+    # ------------------------------------------------------------------ paths
+    def _p(self, name: str) -> str:
+        return os.path.join(self.output, name)
+
+    # ------------------------------------------------------------------ feedback
+    def _initial_feedback_source(self) -> Optional[torch.Tensor]:
+        """S(0) source: the mean of the L2-normalised modality features (concatenated / sqrt(M)
+        gives cosine = mean of per-modality cosines), or None."""
+        if self.cfg.feedback_init != "features" or not self.cfg.modalities:
+            return None
+        feats = [torch.nn.functional.normalize(torch.from_numpy(self.ds.features[m]), dim=1)
+                 for m in self.cfg.modalities]
+        return torch.cat(feats, 1) / math.sqrt(len(feats))
+
+    def _graphs_for_epoch(self):
+        if not self.cfg.feedback:
+            return self.builder.build(None), 0.0
+        t0 = time.perf_counter()
+        src = self.h_prev if self.h_prev is not None else self._initial_feedback_source()
+        if src is None:
+            return self.builder.build(None), time.perf_counter() - t0
+        previous = self.raw_prev if (self.cfg.feedback_refine and self.h_prev is not None) else None
+        S, raw, raw_graph, _ = self.builder.feedback(src.to(self.device), self.cfg.feedback_k, previous)
+        self.raw_prev = raw_graph
+        graphs = self.builder.build(S, raw)
+        return graphs, time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ one epoch
+    def _train_epoch(self, graphs, epoch: int) -> dict:
+        cfg, ds = self.cfg, self.ds
+        rng = np.random.default_rng([cfg.seed, epoch])
+        n = ds.train.shape[0]
+        perm = rng.permutation(n)
+        n_batches = max(1, math.ceil(n / cfg.batch_size))
+        sums = {"loss": 0.0, "bpr": 0.0, "sc": 0.0, "reg": 0.0}
+        self.model.train()
+        it = range(n_batches)
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+            bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=1.0,
+                       file=sys.stderr, dynamic_ncols=True)
+            it = bar
+        for b in it:
+            idx = perm[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+            users = ds.train[idx, 0]
+            pos = ds.train[idx, 1]
+            neg = sample_negatives(users, self.train_keys, ds.num_items, rng)
+            u = torch.from_numpy(users).to(self.device)
+            ip = torch.from_numpy(pos).to(self.device)
+            ineg = torch.from_numpy(neg).to(self.device)
+            out = self.model(graphs)
+            zu, zi = out["user"], out["item"]
+            eu = zu[u]
+            bpr = bpr_loss((eu * zi[ip]).sum(1), (eu * zi[ineg]).sum(1))
+            reg = l2_reg(self.model.user_emb[u], self.model.item_emb[ip], self.model.item_emb[ineg])
+            loss = bpr + cfg.reg_weight * reg
+            sc = torch.zeros((), device=self.device)
+            if cfg.sc_weight > 0 and out["views"]:
+                sc = self._consistency(out, users, pos, rng)
+                loss = loss + cfg.sc_weight * sc
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            sums["loss"] += float(loss)
+            sums["bpr"] += float(bpr)
+            sums["sc"] += float(sc)
+            sums["reg"] += float(reg)
+            if bar is not None:
+                bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        return {k: v / n_batches for k, v in sums.items()}
+
+    def _consistency(self, out: dict, users: np.ndarray, items: np.ndarray, rng) -> torch.Tensor:
+        """InfoNCE between every auxiliary view and the interaction view, and between modality
+        pairs, on (at most ``sc_max_batch``) distinct batch users and items."""
+        cap = self.cfg.sc_max_batch
+        uu = np.unique(users)
+        ii = np.unique(items)
+        if uu.size > cap:
+            uu = rng.choice(uu, cap, replace=False)
+        if ii.size > cap:
+            ii = rng.choice(ii, cap, replace=False)
+        tu = torch.from_numpy(uu).to(self.device)
+        ti = torch.from_numpy(ii).to(self.device)
+        tau = self.cfg.sc_temperature
+        zu_cf, zi_cf = out["cf"]
+        terms = []
+        names = list(out["views"])
+        for name in names:
+            vu, vi = out["views"][name]
+            terms.append(info_nce(vi[ti], zi_cf[ti], tau))
+            terms.append(info_nce(vu[tu], zu_cf[tu], tau))
+        mods = [n for n in names if n != "kg"]
+        for a in range(len(mods)):
+            for b in range(a + 1, len(mods)):
+                terms.append(info_nce(out["views"][mods[a]][1][ti], out["views"][mods[b]][1][ti], tau))
+        return torch.stack(terms).mean()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
+                "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
+                "h_prev": None if self.h_prev is None else self.h_prev.cpu(),
+                "config": self.cfg.to_dict()}
+
+    def _load_state(self, st: dict) -> None:
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.epoch = int(st["epoch"])
+        self.history = list(st["history"])
+        self.best = dict(st["best"])
+        self.bad_epochs = int(st["bad_epochs"])
+        self.h_prev = None if st["h_prev"] is None else st["h_prev"].to(self.device)
+
+    def _write_log(self) -> None:
+        tmp = self._p("metrics.jsonl") + f".tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in self.history:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+        os.replace(tmp, self._p("metrics.jsonl"))
+        write_curves_svg(self.history, self._p("curves.svg"))
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self, resume: bool = False) -> dict:
+        """Train (or resume) until ``epochs`` or early stopping; evaluate the best model on test;
+        write metrics.json. Returns the test metrics dict."""
+        cfg = self.cfg
+        write_json_atomic({"config": cfg.to_dict(), "data": self.data_source,
+                           "dataset": self.ds.summary()}, self._p("config.json"))
+        if resume and os.path.isfile(self._p("last.pt")):
+            st = torch.load(self._p("last.pt"), map_location=self.device, weights_only=False)
+            saved = {k: v for k, v in st["config"].items() if k not in ("epochs", "progress", "patience")}
+            now = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "progress", "patience")}
+            if saved != now:
+                diff = sorted(k for k in now if saved.get(k) != now[k])
+                raise ValueError(f"--resume: the checkpoint in {self.output} was trained with a "
+                                 f"different configuration (keys {diff})")
+            self._load_state(st)
+            self.log(f"resumed from {self._p('last.pt')} after epoch {self.epoch}")
+        elif resume:
+            self.log(f"--resume: no checkpoint in {self.output}, starting from scratch")
+        self.log(self.ds.summary())
+        self.log(f"model {cfg.model}: views {['cf'] + self.model.view_names}, feedback "
+                 f"{'on' if cfg.feedback else 'off'}, sc_weight {cfg.sc_weight}; "
+                 f"{sum(p.numel() for p in self.model.parameters())} parameters; static graphs "
+                 f"{self.static_graph_s:.2f}s")
+        stopped = False
+        while self.epoch < cfg.epochs and not stopped:
+            epoch = self.epoch
+            t0 = time.perf_counter()
+            graphs, rebuild_s = self._graphs_for_epoch()
+            t1 = time.perf_counter()
+            parts = self._train_epoch(graphs, epoch)
+            t2 = time.perf_counter()
+            # One forward without gradient: H(t) for the next feedback graph and the validation
+            # embeddings.
+            self.model.eval()
+            with torch.no_grad():
+                out = self.model(graphs)
+            self.h_prev = out["item"].detach()
+            rec = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in parts.items()},
+                   "train_s": round(t2 - t1, 3), "rebuild_s": round(rebuild_s, 3),
+                   "feedback_edges": graphs.feedback_edges}
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                vm = rank_metrics(out["user"], out["item"], self.valid_csr, self.train_csr,
+                                  cfg.eval_ks, backend=cfg.backend)
+                for k in cfg.eval_ks:
+                    rec[f"valid_recall@{k}"] = round(vm[f"recall@{k}"], 6)
+                    rec[f"valid_ndcg@{k}"] = round(vm[f"ndcg@{k}"], 6)
+                score = vm.get("recall@20", vm[f"recall@{max(cfg.eval_ks)}"])
+                if score > self.best["recall@20"]:
+                    self.best = {"recall@20": score, "epoch": epoch + 1}
+                    self.bad_epochs = 0
+                    atomic_save({"model": self.model.state_dict(), "epoch": epoch + 1,
+                                 "user": out["user"].detach().cpu(), "item": out["item"].detach().cpu(),
+                                 "config": cfg.to_dict()}, self._p("best.pt"))
+                else:
+                    self.bad_epochs += 1
+                    if cfg.patience and self.bad_epochs >= cfg.patience:
+                        stopped = True
+            rec["epoch_s"] = round(time.perf_counter() - t0, 3)
+            self.history.append(rec)
+            self.epoch = epoch + 1
+            atomic_save(self._state(), self._p("last.pt"))
+            self._write_log()
+            v = rec.get("valid_recall@20")
+            self.log(f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} (bpr {parts['bpr']:.4f}, sc "
+                     f"{parts['sc']:.4f})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
+                     f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
+                     f"(rebuild {rebuild_s:.2f}s)")
+        if stopped:
+            self.log(f"early stop: no better validation recall@20 for {cfg.patience} evaluations "
+                     f"(best at epoch {self.best['epoch']})")
+        return self.test()
+
+    def test(self) -> dict:
+        """Test metrics of the best checkpoint (train + validation items excluded); writes
+        metrics.json and returns it."""
+        best = torch.load(self._p("best.pt"), map_location="cpu", weights_only=False)
+        exclude = (self.train_csr + self.valid_csr).tocsr()
+        m = rank_metrics(best["user"], best["item"], self.test_csr, exclude, self.cfg.eval_ks,
+                         backend=self.cfg.backend)
+        epochs = [r for r in self.history if "epoch_s" in r]
+        train_s = [r["train_s"] for r in epochs]
+        rebuild = [r["rebuild_s"] for r in epochs]
+        tot = [r["epoch_s"] for r in epochs]
+        m.update({"model": self.cfg.model, "best_epoch": int(best["epoch"]), "epochs_run": len(epochs),
+                  "seconds_per_epoch": float(np.mean(tot)) if tot else 0.0,
+                  "train_seconds_per_epoch": float(np.mean(train_s)) if train_s else 0.0,
+                  "rebuild_seconds_per_epoch": float(np.mean(rebuild)) if rebuild else 0.0,
+                  "rebuild_share": float(np.sum(rebuild) / max(np.sum(tot), 1e-12)) if tot else 0.0,
+                  "dataset": self.ds.name, "feedback": self.cfg.feedback, "use_kg": self.model.use_kg,
+                  "modalities": list(self.model.modalities), "sc_weight": self.cfg.sc_weight})
+        write_json_atomic(m, self._p("metrics.json"))
+        ks = ", ".join(f"{n}@{k} {m[f'{n}@{k}']:.4f}" for k in self.cfg.eval_ks
+                       for n in ("recall", "ndcg", "precision", "hit"))
+        self.log(f"test ({m['num_users']} users, best epoch {m['best_epoch']}): {ks}")
+        return m
