@@ -1,0 +1,127 @@
+"""SLIF-MR / LightGCN forward against dense formulas, switches, gradients; the losses."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slifmr.config import Config
+from slifmr.data import make_synthetic
+from slifmr.graphs import GraphBuilder
+from slifmr.losses import bpr_loss, info_nce, l2_reg
+from slifmr.model import LightGCN, SLIFMR, build_model
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return make_synthetic(40, 30, num_clusters=3, mean_interactions=6, min_interactions=2,
+                          modalities={"image": 6, "text": 5}, kg_relations=2, seed=3)
+
+
+def _graphs(ds, mods=("image", "text"), use_kg=True, feedback=True):
+    b = GraphBuilder(ds, modalities=list(mods), use_kg=use_kg, knn_k=4)
+    if not feedback:
+        return b, b.build(None)
+    S, raw, _, _ = b.feedback(torch.randn(ds.num_items, 5, generator=torch.Generator().manual_seed(1)), 3)
+    return b, b.build(S, raw)
+
+
+def test_forward_matches_dense_definition(ds):
+    torch.manual_seed(0)
+    cfg = Config(embed_dim=8, num_layers=2, kg_layers=2, modality_layers=1, view_weight=0.3)
+    b, g = _graphs(ds)
+    model = SLIFMR(ds.num_users, ds.num_items, cfg, num_entities=ds.num_entities,
+                   num_view_relations=b.num_view_relations, features=ds.features)
+    out = model(g)
+    U, I = ds.num_users, ds.num_items
+    A = g.adj.to_dense().double()
+    x = torch.cat([model.user_emb, model.item_emb]).double()
+    layers = [x, A @ x, A @ (A @ x)]
+    z = sum(layers) / 3
+    torch.testing.assert_close(out["cf"][0].double(), z[:U], rtol=1e-4, atol=1e-5)
+    # KG: e_h <- sum_e w_e * (E_r[e] * x_t[e]) per edge, mean over layers
+    kg = g.kg
+    rows, cols, rel, w = kg.row_ids(), kg.indices.long(), kg.relation.long(), kg.values.double()
+    e = model.entity_emb.double()
+    E = model.relation_emb.double()
+    acc, h = e, e
+    for _ in range(2):
+        msg = w[:, None] * E[rel] * h[cols]
+        h = torch.zeros_like(h).index_add_(0, rows, msg)
+        acc = acc + h
+    zkg = (acc / 3)[:I]
+    torch.testing.assert_close(out["views"]["kg"][1].double(), zkg, rtol=1e-4, atol=1e-5)
+    Rt = g.user_item.to_dense().double()
+    torch.testing.assert_close(out["views"]["kg"][0].double(), Rt @ zkg, rtol=1e-4, atol=1e-5)
+    for m in ("image", "text"):
+        f = F.normalize(torch.as_tensor(ds.features[m]), dim=1)
+        hm = model.proj[m](f).double()
+        Am = g.modality[m].to_dense().double()
+        torch.testing.assert_close(out["views"][m][1].double(), (hm + Am @ hm) / 2, rtol=1e-4, atol=1e-5)
+    fused = out["cf"][1] + sum(model.alpha[k] * F.normalize(out["views"][n][1], dim=1)
+                               for k, n in enumerate(model.view_names))
+    torch.testing.assert_close(out["item"], fused)
+    assert model.view_names == ["kg", "image", "text"]
+
+
+def test_every_parameter_gets_a_gradient(ds):
+    cfg = Config(embed_dim=8)
+    b, g = _graphs(ds)
+    model = build_model(cfg, ds, b.num_view_relations)
+    out = model(g)
+    loss = (out["user"][:5] @ out["item"][:7].t()).sum()
+    for _, (vu, vi) in out["views"].items():
+        loss = loss + vi.pow(2).sum() + vu.pow(2).sum()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("use_kg, mods", [(True, []), (False, ["image"]), (False, ["text", "image"]),
+                                          (False, []), (True, ["text"])])
+def test_any_subset_of_views(ds, use_kg, mods):
+    cfg = Config(embed_dim=4, use_kg=use_kg, modalities=mods)
+    b, g = _graphs(ds, mods=mods, use_kg=use_kg)
+    model = build_model(cfg, ds, b.num_view_relations)
+    out = model(g)
+    assert set(out["views"]) == ({"kg"} if use_kg else set()) | set(mods)
+    assert out["user"].shape == (ds.num_users, 4) and out["item"].shape == (ds.num_items, 4)
+    assert torch.isfinite(out["item"]).all()
+
+
+def test_lightgcn_is_the_interaction_view_only(ds):
+    cfg = Config(embed_dim=4, num_layers=3)
+    b, g = _graphs(ds, feedback=False)
+    lg = LightGCN(ds.num_users, ds.num_items, cfg)
+    assert lg.view_names == [] and not lg.use_kg and lg.modalities == []
+    out = lg(g)
+    torch.testing.assert_close(out["user"], out["cf"][0])
+    assert build_model(cfg.updated(model="lightgcn"), ds, b.num_view_relations).view_names == []
+    assert cfg.updated(model="lightgcn").resolved().feedback is False
+
+
+def test_features_must_match_items(ds):
+    with pytest.raises(ValueError, match="features"):
+        SLIFMR(ds.num_users, ds.num_items, Config(modalities=["image"]),
+               features={"image": np.zeros((3, 2), np.float32)})
+
+
+def test_losses():
+    pos = torch.tensor([2.0, 0.0, -1.0])
+    neg = torch.tensor([1.0, 0.0, 1.0])
+    expect = -np.mean([math.log(1 / (1 + math.exp(-d))) for d in (1.0, 0.0, -2.0)])
+    assert abs(float(bpr_loss(pos, neg)) - expect) < 1e-6
+    with pytest.raises(ValueError, match="same shape"):
+        bpr_loss(pos, neg[:2])
+    a = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    aligned = info_nce(a, a * 3.0, 0.2)
+    shuffled = info_nce(a, a[torch.randperm(16, generator=torch.Generator().manual_seed(1))], 0.2)
+    assert aligned < shuffled
+    logits = F.normalize(a, dim=1) @ F.normalize(a, dim=1).t() / 0.2
+    ref = F.cross_entropy(logits, torch.arange(16))
+    torch.testing.assert_close(aligned, ref)
+    assert float(info_nce(a[:0], a[:0])) == 0.0
+    x, y = torch.ones(4, 2), torch.ones(4, 3)
+    assert float(l2_reg(x, y)) == pytest.approx(0.5 * (8 + 12) / 4)
