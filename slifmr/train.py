@@ -30,7 +30,7 @@ from .graphs import GraphBuilder, knn_scipy
 from .losses import bpr_loss, info_nce, l2_reg
 from .model import build_model
 
-__all__ = ["prepare_data", "Trainer", "sample_negatives", "atomic_save", "write_json_atomic",
+__all__ = ["prepare_data", "Trainer", "NegativeSampler", "sample_negatives", "atomic_save", "write_json_atomic",
            "write_curves_svg"]
 
 
@@ -50,25 +50,48 @@ def prepare_data(cfg: Config, data: Optional[str] = None) -> Dataset:
     return ds.with_validation(cfg.valid_fraction, cfg.seed)
 
 
-def sample_negatives(users: np.ndarray, train_keys: np.ndarray, num_items: int,
-                     rng: np.random.Generator, max_rounds: int = 20) -> np.ndarray:
-    """One item per user, uniformly among the items the user has not interacted with in train.
+class NegativeSampler:
+    """Uniform negatives among the items a user has *not* interacted with in train — exact and
+    vectorised, no rejection loop.
 
-    ``train_keys``: sorted int64 user * num_items + item of the training pairs. Rejection
-    sampling, vectorised: every round redraws only the collisions (a user who has seen all
-    items keeps the last draw after ``max_rounds``).
+    With the user's seen items sorted, s_0 < s_1 < ..., the r-th unseen item is r + j where j is
+    the number of k with s_k - k <= r. ``s_k - k`` is non-decreasing within a user, so one
+    global sorted key ``user * (I + 1) + s_k - k`` answers every draw with one searchsorted:
+    O(B log n) per batch, memory linear in the training pairs.
+
+    Args:
+        train: int64 (n, 2) unique (user, item) pairs.
+        num_users, num_items: id space sizes.
     """
-    neg = rng.integers(0, num_items, size=users.size)
-    todo = np.arange(users.size)
-    for _ in range(max_rounds):
-        if todo.size == 0 or train_keys.size == 0:
-            break
-        keys = users[todo] * num_items + neg[todo]
-        pos = np.minimum(np.searchsorted(train_keys, keys), train_keys.size - 1)
-        clash = train_keys[pos] == keys
-        todo = todo[clash]
-        neg[todo] = rng.integers(0, num_items, size=todo.size)
-    return neg
+
+    def __init__(self, train: np.ndarray, num_users: int, num_items: int):
+        self.num_items = int(num_items)
+        order = np.argsort(train[:, 0] * num_items + train[:, 1], kind="stable")
+        u, i = train[order, 0], train[order, 1]
+        self.deg = np.bincount(u, minlength=num_users).astype(np.int64)
+        self.start = np.zeros(num_users + 1, np.int64)
+        np.cumsum(self.deg, out=self.start[1:])
+        rank = np.arange(u.size, dtype=np.int64) - self.start[u]
+        self.key = u * (self.num_items + 1) + (i - rank)
+
+    def __call__(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """int64 (B,) one negative item per entry of ``users``. A user who has seen every item
+        gets a uniformly random item (there is no negative to give)."""
+        users = np.asarray(users, dtype=np.int64)
+        free = self.num_items - self.deg[users]
+        r = np.floor(rng.random(users.size) * np.maximum(free, 1)).astype(np.int64)
+        j = np.searchsorted(self.key, users * (self.num_items + 1) + r, side="right") - self.start[users]
+        out = r + j
+        full = free <= 0
+        if full.any():
+            out[full] = rng.integers(0, self.num_items, int(full.sum()))
+        return out
+
+
+def sample_negatives(users: np.ndarray, train: np.ndarray, num_users: int, num_items: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """One-off convenience wrapper around :class:`NegativeSampler`."""
+    return NegativeSampler(train, num_users, num_items)(users, rng)
 
 
 # --------------------------------------------------------------------------- files
@@ -172,7 +195,7 @@ class Trainer:
         self.static_graph_s = time.perf_counter() - t0
         self.model = build_model(self.cfg, ds, self.builder.num_view_relations).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
-        self.train_keys = np.sort(ds.train[:, 0] * ds.num_items + ds.train[:, 1])
+        self.sampler = NegativeSampler(ds.train, ds.num_users, ds.num_items)
         self.train_csr = ds.interaction_matrix("train")
         self.valid_csr = ds.interaction_matrix("valid")
         self.test_csr = ds.interaction_matrix("test")
@@ -231,7 +254,7 @@ class Trainer:
             idx = perm[b * cfg.batch_size: (b + 1) * cfg.batch_size]
             users = ds.train[idx, 0]
             pos = ds.train[idx, 1]
-            neg = sample_negatives(users, self.train_keys, ds.num_items, rng)
+            neg = self.sampler(users, rng)
             u = torch.from_numpy(users).to(self.device)
             ip = torch.from_numpy(pos).to(self.device)
             ineg = torch.from_numpy(neg).to(self.device)
@@ -248,10 +271,10 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            sums["loss"] += float(loss)
-            sums["bpr"] += float(bpr)
-            sums["sc"] += float(sc)
-            sums["reg"] += float(reg)
+            sums["loss"] += loss.item()
+            sums["bpr"] += bpr.item()
+            sums["sc"] += sc.item()
+            sums["reg"] += reg.item()
             if bar is not None:
                 bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", refresh=False)
         if bar is not None:

@@ -1,0 +1,93 @@
+"""The slifmr command: train / evaluate / recommend, configuration files and flags."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from slifmr.cli import _overrides, build_parser, main
+from slifmr.config import Config, load_config
+
+TINY = '{"num_users": 80, "num_items": 60, "num_clusters": 3, "mean_interactions": 8, "modalities": {"text": 6}, "kg_relations": 1}'
+
+
+def test_train_evaluate_recommend(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--output", str(out), "--epochs", "2", "--quiet", "--set", f"synthetic={TINY}",
+               "--set", "embed_dim=8", "--set", "batch_size=128"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"recall@20", "ndcg@20", "recall@10", "ndcg@10"} <= set(metrics)
+    assert metrics["epochs_run"] == 2
+    capsys.readouterr()
+    assert main(["evaluate", "--output", str(out)]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["recall@20"] == pytest.approx(metrics["recall@20"])
+    assert main(["evaluate", "--output", str(out), "--split", "valid"]) == 0
+    assert (out / "metrics_valid.json").is_file()
+    capsys.readouterr()
+    assert main(["recommend", "--output", str(out), "--users", "0", "5", "--k", "4"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [r["user"] for r in lines] == [0, 5] and all(len(r["items"]) == 4 for r in lines)
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in lines)
+    assert main(["recommend", "--output", str(out), "--users", "100000"]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_evaluate_without_run_fails_clearly(tmp_path):
+    with pytest.raises(SystemExit, match="train a model"):
+        main(["evaluate", "--output", str(tmp_path / "none")])
+
+
+def test_flags_map_to_config_switches():
+    p = build_parser()
+    a = p.parse_args(["train", "--output", "x", "--no-feedback", "--no-kg", "--no-consistency",
+                      "--modalities", "image", "--model", "slifmr", "--epochs", "3",
+                      "--set", "lr=0.01", "--set", "feedback_in=[\"kg\"]"])
+    ov = _overrides(a)
+    assert ov == {"feedback": False, "use_kg": False, "sc_weight": 0.0, "modalities": ["image"],
+                  "model": "slifmr", "epochs": 3, "lr": 0.01, "feedback_in": ["kg"]}
+    assert _overrides(p.parse_args(["train", "--output", "x", "--no-modalities"]))["modalities"] == []
+
+
+def test_config_files(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("model: lightgcn\nepochs: 7\nmodalities: [text]\n")
+    cfg = load_config(str(y), {"epochs": 9})
+    assert cfg.model == "lightgcn" and cfg.epochs == 9 and cfg.modalities == ["text"]
+    assert cfg.resolved().use_kg is False and cfg.resolved().sc_weight == 0.0
+    j = tmp_path / "c.json"
+    j.write_text('{"lr": 0.5}')
+    assert load_config(str(j)).lr == 0.5
+    y.write_text("epochs: 3\nbogus: 1\n")
+    with pytest.raises(ValueError, match=r"c.yaml: unknown configuration key 'bogus'"):
+        load_config(str(y))
+    y.write_text("epochs: [1\n")
+    with pytest.raises(ValueError, match=r"c.yaml:\d+: invalid YAML"):
+        load_config(str(y))
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        load_config(None, {"epochs": 0})
+    with pytest.raises(ValueError, match="feedback_in"):
+        Config(feedback_in=["kg", "x"])
+    y.write_text("epochs: 3\nbogus: 1\n")
+    assert main(["train", "--output", str(tmp_path / "o"), "--config", str(y)]) == 2
+
+
+def test_repository_configs_load():
+    import glob
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = glob.glob(os.path.join(root, "configs", "*.yaml"))
+    assert files
+    for f in files:
+        load_config(f)
+
+
+def test_bad_data_dir_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--output", str(tmp_path / "o"), "--data", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_python_dash_m_help():
+    r = subprocess.run([sys.executable, "-m", "slifmr", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "train" in r.stdout and "recommend" in r.stdout

@@ -1,0 +1,166 @@
+"""Negative sampling, ranking metrics, the training loop (files, resume, early stopping)."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from slifmr.config import Config
+from slifmr.evaluate import metrics_from_topk, rank_metrics
+from slifmr.train import NegativeSampler, Trainer, prepare_data, sample_negatives
+
+SMALL = {"num_users": 120, "num_items": 90, "num_clusters": 4, "mean_interactions": 10,
+         "modalities": {"image": 8, "text": 6}, "kg_relations": 2}
+
+
+def test_negative_sampler_is_exact_and_uniform():
+    rng = np.random.default_rng(0)
+    U, I = 30, 12
+    from slifmr.data import unique_pairs
+    train = unique_pairs(np.stack([rng.integers(0, U, 250), rng.integers(0, I, 250)], 1), I)
+    full_user = np.stack([np.full(I, U), np.arange(I)], 1)  # user U has seen every item
+    train = np.concatenate([train, full_user])
+    sampler = NegativeSampler(train, U + 1, I)
+    batch = np.repeat(np.arange(U + 1), 400)
+    neg = sampler(batch, np.random.default_rng(1))
+    seen = set((train[:, 0] * I + train[:, 1]).tolist())
+    assert neg.min() >= 0 and neg.max() < I
+    assert not [1 for u, i in zip(batch, neg) if u < U and u * I + i in seen]
+    for u in (0, 7, 19):  # uniform over the user's unseen items
+        unseen = [i for i in range(I) if u * I + i not in seen]
+        counts = np.bincount(neg[batch == u], minlength=I)[unseen]
+        assert counts.sum() == 400 and counts.min() > 400 / len(unseen) * 0.4
+    assert np.array_equal(sample_negatives(batch, train, U + 1, I, np.random.default_rng(1)), neg)
+
+
+def _brute_metrics(top, users, truth, ks):
+    out = {}
+    for k in ks:
+        rec, nd, pr, hit = [], [], [], []
+        for row, u in zip(top, users):
+            rel = set(truth[u].indices.tolist())
+            got = [i for i in row[:k]]
+            h = [1.0 if (i >= 0 and i in rel) else 0.0 for i in got]
+            rec.append(sum(h) / len(rel))
+            pr.append(sum(h) / k)
+            hit.append(float(sum(h) > 0))
+            dcg = sum(x / math.log2(j + 2) for j, x in enumerate(h))
+            idcg = sum(1 / math.log2(j + 2) for j in range(min(len(rel), k)))
+            nd.append(dcg / idcg)
+        out.update({f"recall@{k}": np.mean(rec), f"ndcg@{k}": np.mean(nd),
+                    f"precision@{k}": np.mean(pr), f"hit@{k}": np.mean(hit)})
+    return out
+
+
+def test_metrics_match_brute_force():
+    rng = np.random.default_rng(5)
+    U, I = 25, 40
+    truth = sp.random(U, I, density=0.1, random_state=2, format="csr")
+    truth.data[:] = 1
+    users = np.nonzero(np.diff(truth.indptr))[0]
+    top = np.stack([rng.permutation(I)[:20] for _ in users])
+    top[0, 15:] = -1  # padding never counts
+    m = metrics_from_topk(top, users, truth, [10, 20])
+    ref = _brute_metrics(top, users, truth, [10, 20])
+    for k, v in ref.items():
+        assert m[k] == pytest.approx(v, abs=1e-12), k
+    assert m["num_users"] == users.size
+    with pytest.raises(ValueError, match="cut-off"):
+        metrics_from_topk(top[:, :5], users, truth, [10])
+
+
+def test_rank_metrics_excludes_and_copes_with_empty_users():
+    # 4 users: 0 normal, 1 with test items but no training items, 2 with nothing, 3 train only
+    U, I = 4, 6
+    train = sp.csr_matrix((np.ones(3), ([0, 0, 3], [0, 1, 2])), shape=(U, I))
+    test = sp.csr_matrix((np.ones(3), ([0, 1, 1], [2, 0, 5])), shape=(U, I))
+    ue = torch.tensor([[1.0, 0], [0, 1], [1, 1], [0.5, 0.5]])
+    ie = torch.tensor([[3.0, 0], [2.5, 0], [2, 0], [1, 0], [0, 1], [0, 2]])
+    m = rank_metrics(ue, ie, test, train, ks=[1, 2])
+    assert m["num_users"] == 2
+    # user 0: items 0, 1 excluded -> ranks 2 first: hit; user 1: ranks 5 first: hit
+    assert m["recall@1"] == pytest.approx((1.0 + 0.5) / 2)
+    assert m["hit@1"] == 1.0
+    empty = rank_metrics(ue, ie, sp.csr_matrix((U, I)), train, ks=[1])
+    assert empty["num_users"] == 0 and empty["recall@1"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def small_ds():
+    cfg = Config(synthetic=SMALL, seed=3)
+    return prepare_data(cfg)
+
+
+def _cfg(**kw):
+    base = dict(embed_dim=16, batch_size=256, epochs=3, lr=0.01, progress=False, synthetic=SMALL,
+                seed=3, knn_k=5, feedback_k=5, patience=0)
+    base.update(kw)
+    return Config(**base)
+
+
+def test_fit_writes_outputs_and_learns(tmp_path, small_ds):
+    out = tmp_path / "run"
+    lines = []
+    m = Trainer(_cfg(), small_ds, str(out), log=lines.append).fit()
+    for f in ("config.json", "metrics.jsonl", "curves.svg", "best.pt", "last.pt", "metrics.json"):
+        assert (out / f).is_file(), f
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["recall@20"] == pytest.approx(m["recall@20"])
+    for key in ("recall@10", "ndcg@10", "precision@20", "hit@20", "seconds_per_epoch", "rebuild_share"):
+        assert key in saved
+    log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert all(r["feedback_edges"] > 0 for r in log) and all(r["rebuild_s"] >= 0 for r in log)
+    assert (out / "curves.svg").read_text().startswith("<svg")
+    assert not [f for f in os.listdir(out) if ".tmp" in f]        # atomic writes leave no temp files
+    # well above a random ranking (expected recall@20 = 20 / 90)
+    assert m["recall@20"] > 1.5 * 20 / 90
+    assert any("test (" in x for x in lines)
+
+
+def test_resume_continues_bit_identically(tmp_path, small_ds):
+    straight = Trainer(_cfg(epochs=3), small_ds, str(tmp_path / "a"), log=lambda s: None)
+    ma = straight.fit()
+    part = Trainer(_cfg(epochs=2), small_ds, str(tmp_path / "b"), log=lambda s: None)
+    part.fit()
+    again = Trainer(_cfg(epochs=3), small_ds, str(tmp_path / "b"), log=lambda s: None)
+    mb = again.fit(resume=True)
+    la = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+    assert ma["recall@20"] == mb["recall@20"]
+    with pytest.raises(ValueError, match="different configuration"):
+        Trainer(_cfg(epochs=4, lr=0.5), small_ds, str(tmp_path / "b"), log=lambda s: None).fit(resume=True)
+
+
+def test_early_stopping(tmp_path, small_ds):
+    # lr ~ 0 and static graphs: validation never improves after the first evaluation
+    m = Trainer(_cfg(epochs=10, lr=1e-12, patience=2, feedback=False), small_ds, str(tmp_path / "es"),
+                log=lambda s: None).fit()
+    assert m["epochs_run"] == 3 and m["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("overrides", [dict(model="lightgcn"), dict(feedback=False),
+                                       dict(use_kg=False, modalities=["text"], sc_weight=0.0)])
+def test_baselines_and_ablations_train(tmp_path, small_ds, overrides):
+    m = Trainer(_cfg(epochs=1, **overrides), small_ds, str(tmp_path / "x"), log=lambda s: None).fit()
+    assert 0.0 <= m["recall@20"] <= 1.0
+    if overrides.get("model") == "lightgcn" or overrides.get("feedback") is False:
+        log = json.loads((tmp_path / "x" / "metrics.jsonl").read_text().splitlines()[0])
+        assert log["feedback_edges"] == 0
+
+
+def test_dataset_without_kg_or_features(tmp_path):
+    cfg = _cfg(epochs=1, synthetic={**SMALL, "modalities": {}, "kg_relations": 0})
+    ds = prepare_data(cfg)
+    m = Trainer(cfg, ds, str(tmp_path / "bare"), log=lambda s: None).fit()
+    assert m["modalities"] == [] and m["use_kg"] is False
+
+
+def test_trainer_needs_validation(tmp_path, small_ds):
+    import dataclasses
+    with pytest.raises(ValueError, match="validation"):
+        Trainer(_cfg(), dataclasses.replace(small_ds, valid=None), str(tmp_path / "v"))
