@@ -1,0 +1,208 @@
+// Torch binding of the CUDA propagation kernels (propagate.cu): plans the work with ATen ops,
+// launches through the extern "C" launchers, registers the ops with the dispatcher under the
+// namespace `slifmr_cuda` (the Python ops of the package live in `slifmr`).
+//
+// Includes only torch headers (no ATen/cuda, no CUDA runtime): the stream arrives as an int64
+// from Python (torch.cuda.current_stream().cuda_stream) and travels as void*.
+//
+//   slifmr_cuda::propagate(indptr, indices, values?, relation?, table?, x, n_rows, stream) -> y
+//   slifmr_cuda::propagate_backward(indptr_t, indices_t, values_t?, relation_t, table, dy, x,
+//                                   num_relations, need_dx, need_g, stream) -> (dx, g)
+// (dx / g are empty [0, d] tensors when not requested.)
+#include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <optional>
+
+extern "C" {
+int slifmr_propagate_rows(int dtype, int idx64, const int64_t* indptr, const void* col,
+                          const void* val, const int32_t* rel, const void* table, const void* x,
+                          void* y, int64_t n_rows, int64_t d, int64_t chunk, void* stream);
+int slifmr_propagate_chunks(int dtype, int idx64, const int64_t* indptr, const void* col,
+                            const void* val, const int32_t* rel, const void* table,
+                            const void* x, const int64_t* heavy_row, const int64_t* heavy_ptr,
+                            int64_t n_heavy, int64_t n_chunks, void* part, int64_t d,
+                            int64_t chunk, void* stream);
+int slifmr_ordered_reduce(int dtype, const void* part, const int64_t* ptr,
+                          const int64_t* seg_out, int64_t n_seg, int64_t d, void* out,
+                          void* stream);
+int slifmr_propagate_g_partials(int dtype, int idx64, const int64_t* perm, const int64_t* src,
+                                const void* col, const void* val, const void* x,
+                                const void* dy, const int64_t* rel_ptr, const int64_t* gptr,
+                                int64_t n_rel, int64_t n_chunks, void* part, int64_t d,
+                                int64_t chunk, void* stream);
+const char* slifmr_cuda_error_string(int code);
+}
+
+namespace slifmr_cuda {
+namespace {
+
+// Edges per chunk: rows with more edges are split, and g is reduced in chunks of this size.
+constexpr int64_t kChunk = 512;
+
+void check_launch(int code, const char* what) {
+  TORCH_CHECK(code == 0, "slifmr_cuda::", what, ": CUDA error ", code, " (",
+              slifmr_cuda_error_string(code), ")");
+}
+
+int dtype_code(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
+              " must be float32 or float64, got ", x.scalar_type());
+  return x.scalar_type() == at::kFloat ? 0 : 1;
+}
+
+void check_cuda(const at::Tensor& t, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+  TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), ", got ",
+              t.device());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+const void* opt_ptr(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr() : nullptr;
+}
+
+void* as_stream(int64_t s) { return reinterpret_cast<void*>(static_cast<intptr_t>(s)); }
+
+// y = sum over each row's edges of values * table[relation] * x[indices] (table optional).
+void spmm_into(const at::Tensor& indptr, const at::Tensor& indices,
+               const std::optional<at::Tensor>& values, const std::optional<at::Tensor>& relation,
+               const std::optional<at::Tensor>& table, const at::Tensor& x, at::Tensor& y,
+               int64_t n_rows, void* st) {
+  const int dt = dtype_code(x, "x");
+  const int idx64 = indices.scalar_type() == at::kLong ? 1 : 0;
+  const int64_t d = x.size(1);
+  if (n_rows == 0 || d == 0) return;
+  const int32_t* rel = relation.has_value() && relation->defined()
+                           ? relation->data_ptr<int32_t>() : nullptr;
+  check_launch(slifmr_propagate_rows(dt, idx64, indptr.data_ptr<int64_t>(), indices.data_ptr(),
+                                     opt_ptr(values), rel, opt_ptr(table), x.data_ptr(),
+                                     y.data_ptr(), n_rows, d, kChunk, st),
+               "propagate rows");
+  const at::Tensor deg = indptr.slice(0, 1, n_rows + 1) - indptr.slice(0, 0, n_rows);
+  const at::Tensor heavy_row = at::nonzero(deg > kChunk).flatten();
+  const int64_t n_heavy = heavy_row.numel();
+  if (n_heavy == 0) return;
+  const at::Tensor n_ch = at::floor_divide(deg.index_select(0, heavy_row) + (kChunk - 1), kChunk);
+  const at::Tensor heavy_ptr = at::cat({at::zeros({1}, n_ch.options()), at::cumsum(n_ch, 0)});
+  const int64_t n_chunks = heavy_ptr[n_heavy].item<int64_t>();
+  at::Tensor part = at::empty({n_chunks, d}, x.options());
+  check_launch(slifmr_propagate_chunks(dt, idx64, indptr.data_ptr<int64_t>(), indices.data_ptr(),
+                                       opt_ptr(values), rel, opt_ptr(table), x.data_ptr(),
+                                       heavy_row.data_ptr<int64_t>(),
+                                       heavy_ptr.data_ptr<int64_t>(), n_heavy, n_chunks,
+                                       part.data_ptr(), d, kChunk, st),
+               "propagate heavy chunks");
+  check_launch(slifmr_ordered_reduce(dt, part.data_ptr(), heavy_ptr.data_ptr<int64_t>(),
+                                     heavy_row.data_ptr<int64_t>(), n_heavy, d, y.data_ptr(), st),
+               "propagate heavy reduce");
+}
+
+void check_graph(const at::Tensor& indptr, const at::Tensor& indices,
+                 const std::optional<at::Tensor>& values, const at::Tensor& x) {
+  check_cuda(indptr, x, "indptr");
+  check_cuda(indices, x, "indices");
+  TORCH_CHECK(indptr.scalar_type() == at::kLong, "indptr must be int64");
+  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
+              "indices must be int32 or int64");
+  if (values.has_value() && values->defined()) {
+    check_cuda(*values, x, "values");
+    TORCH_CHECK(values->scalar_type() == x.scalar_type(), "values must have the dtype of x");
+  }
+  check_cuda(x, x, "x");
+  TORCH_CHECK(x.dim() == 2, "x must be 2-D");
+}
+
+at::Tensor propagate(const at::Tensor& indptr, const at::Tensor& indices,
+                     const std::optional<at::Tensor>& values,
+                     const std::optional<at::Tensor>& relation,
+                     const std::optional<at::Tensor>& table, const at::Tensor& x, int64_t n_rows,
+                     int64_t stream) {
+  check_graph(indptr, indices, values, x);
+  TORCH_CHECK(indptr.numel() == n_rows + 1, "indptr must have n_rows + 1 entries");
+  const bool has_table = table.has_value() && table->defined();
+  if (has_table) {
+    check_cuda(*table, x, "table");
+    TORCH_CHECK(table->scalar_type() == x.scalar_type() && table->dim() == 2 &&
+                    table->size(1) == x.size(1), "table must be (R, d) with the dtype of x");
+    TORCH_CHECK(relation.has_value() && relation->defined(), "relation is required with table");
+    check_cuda(*relation, x, "relation");
+    TORCH_CHECK(relation->scalar_type() == at::kInt, "relation must be int32");
+  }
+  c10::DeviceGuard guard(x.device());
+  at::Tensor y = at::zeros({n_rows, x.size(1)}, x.options());
+  spmm_into(indptr, indices, values, relation, table, x, y, n_rows, as_stream(stream));
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> propagate_backward(
+    const at::Tensor& indptr_t, const at::Tensor& indices_t,
+    const std::optional<at::Tensor>& values_t, const at::Tensor& relation_t,
+    const at::Tensor& table, const at::Tensor& dy, const at::Tensor& x, int64_t num_relations,
+    bool need_dx, bool need_g, int64_t stream) {
+  check_graph(indptr_t, indices_t, values_t, dy);
+  check_cuda(relation_t, dy, "relation_t");
+  check_cuda(table, dy, "table");
+  check_cuda(x, dy, "x");
+  TORCH_CHECK(relation_t.scalar_type() == at::kInt, "relation_t must be int32");
+  TORCH_CHECK(x.scalar_type() == dy.scalar_type() && table.scalar_type() == dy.scalar_type(),
+              "x, table and dy must share a dtype");
+  const int64_t n_x = x.size(0), d = x.size(1);
+  TORCH_CHECK(indptr_t.numel() == n_x + 1, "indptr_t must have x.shape[0] + 1 entries");
+  c10::DeviceGuard guard(x.device());
+  void* st = as_stream(stream);
+  at::Tensor dx = at::empty({0, d}, x.options());
+  at::Tensor g = at::empty({0, d}, x.options());
+  if (need_dx) {
+    dx = at::zeros({n_x, d}, x.options());
+    spmm_into(indptr_t, indices_t, values_t, relation_t, table, dy, dx, n_x, st);
+  }
+  if (need_g) {
+    g = at::zeros({num_relations, d}, x.options());
+    const int64_t nnz = indices_t.numel();
+    if (nnz == 0 || num_relations == 0 || d == 0) return {dx, g};
+    const int dt = dtype_code(x, "x");
+    const int idx64 = indices_t.scalar_type() == at::kLong ? 1 : 0;
+    // src[e]: the transposed row (= forward column j) of edge e; perm: edges stably sorted by
+    // relation, so each relation's edges are one contiguous run reduced in a fixed order.
+    const at::Tensor deg = indptr_t.slice(0, 1, n_x + 1) - indptr_t.slice(0, 0, n_x);
+    const at::Tensor src = at::repeat_interleave(deg);
+    const at::Tensor perm = std::get<1>(at::sort(relation_t, /*stable=*/true, 0, false));
+    const at::Tensor counts = at::bincount(relation_t.to(at::kLong), {}, num_relations);
+    const at::Tensor zero = at::zeros({1}, counts.options());
+    const at::Tensor rel_ptr = at::cat({zero, at::cumsum(counts, 0)});
+    const at::Tensor gptr =
+        at::cat({zero, at::cumsum(at::floor_divide(counts + (kChunk - 1), kChunk), 0)});
+    const int64_t n_chunks = gptr[num_relations].item<int64_t>();
+    at::Tensor part = at::empty({n_chunks, d}, x.options());
+    check_launch(slifmr_propagate_g_partials(
+                     dt, idx64, perm.data_ptr<int64_t>(), src.data_ptr<int64_t>(),
+                     indices_t.data_ptr(), opt_ptr(values_t), x.data_ptr(), dy.data_ptr(),
+                     rel_ptr.data_ptr<int64_t>(), gptr.data_ptr<int64_t>(), num_relations,
+                     n_chunks, part.data_ptr(), d, kChunk, st),
+                 "propagate g partials");
+    check_launch(slifmr_ordered_reduce(dt, part.data_ptr(), gptr.data_ptr<int64_t>(), nullptr,
+                                       num_relations, d, g.data_ptr(), st),
+                 "propagate g reduce");
+  }
+  return {dx, g};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(slifmr_cuda, m) {
+  m.def("propagate(Tensor indptr, Tensor indices, Tensor? values, Tensor? relation, "
+        "Tensor? table, Tensor x, int n_rows, int stream) -> Tensor");
+  m.def("propagate_backward(Tensor indptr_t, Tensor indices_t, Tensor? values_t, "
+        "Tensor relation_t, Tensor table, Tensor dy, Tensor x, int num_relations, "
+        "bool need_dx, bool need_g, int stream) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(slifmr_cuda, CUDA, m) {
+  m.impl("propagate", &propagate);
+  m.impl("propagate_backward", &propagate_backward);
+}
+
+}  // namespace slifmr_cuda

@@ -1,0 +1,218 @@
+// Batched top-k similarity with the selection fused into the tiled GEMM (KERNELS.md K1).
+//
+// For every row i of x [N, d]: the k largest s(i, j) = <x[i], y[j]> over the allowed columns j
+// of y [M, d], sorted by (score desc, index asc); disallowed: j == i (exclude_self) and the
+// columns listed in the row's CSR exclusion list. Rows with fewer than k allowed candidates are
+// padded with (-1, -inf). Memory O(N * k + one tile per block): the N x M scores never leave
+// shared memory.
+//
+// Needs only the CUDA runtime (extern "C" launcher with raw pointers and a stream as void*);
+// binding.cpp wraps it for the torch dispatcher.
+//
+// Design
+// * A block owns BM = 32 query rows and sweeps the column tiles of y (BN = 64 columns), the
+//   tile holding the block's diagonal first so that for kNN graphs (y = x) the thresholds start
+//   high. The score tile is a CUDA-core FMA GEMM through shared memory in the input precision
+//   (exact fp32 / fp64 results: no TF32 rounding can reorder near-ties).
+// * Each warp owns four rows for the whole sweep and keeps their thresholds (the k-th best
+//   (score, index) so far) in registers. Per tile a lane compares its two scores per row with
+//   the threshold: one compare per score. Only when a warp vote finds a hit does the warp
+//   handle it: the warp checks the exclusion list cooperatively (32 entries per step), then
+//   inserts into the row's sorted list, which lives in the output arrays (global memory, so k
+//   is not limited by shared memory; the few hit rows stay in L1/L2). Expected inserts per row
+//   ~ k (1 + ln(M / k)), so in the steady state a tile costs its GEMM plus one compare per
+//   score.
+// * Order is lexicographic on (score desc, index asc) everywhere, so ties break by the lower
+//   index and the result does not depend on the tiling or on the visiting order.
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace {
+
+constexpr int kBM = 32;       // query rows per block
+constexpr int kBN = 64;       // columns per tile
+constexpr int kBK = 16;       // depth step of the smem GEMM
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRowsPerWarp = kBM / kWarps;  // 4
+constexpr int64_t kEmpty = INT64_MAX;
+
+// -inf without std::numeric_limits (a host constexpr function in device code).
+template <typename T> __device__ __forceinline__ T neg_infinity();
+template <> __device__ __forceinline__ float neg_infinity<float>() { return -CUDART_INF_F; }
+template <> __device__ __forceinline__ double neg_infinity<double>() { return -CUDART_INF; }
+
+template <typename T>
+__device__ __forceinline__ bool better(T v1, int64_t j1, T v2, int64_t j2) {
+  return v1 > v2 || (v1 == v2 && j1 < j2);
+}
+
+// Insert (v, j) into the row's list (sorted, `k` entries, in global memory), dropping the last
+// entry. The warp finds the position with ballots and shifts the tail 32 entries at a time from
+// the end (each step reads before it writes, so no entry is lost).
+template <typename T>
+__device__ void warp_insert(T* lv, int64_t* lj, int k, T v, int64_t j, int lane) {
+  int pos = 0;  // number of entries better than the candidate
+  for (int base = 0; base < k; base += 32) {
+    const int q = base + lane;
+    const bool b = q < k && better(lv[q], lj[q], v, j);
+    const unsigned m = __ballot_sync(0xffffffffu, b);
+    pos += __popc(m);
+    if (m != 0xffffffffu) break;  // the list is sorted: nothing better beyond
+  }
+  for (int top = k - 1; top > pos; top -= 32) {
+    const int q = top - lane;  // moves entry q - 1 -> q for q in (pos, top]
+    T mv{};
+    int64_t mj = 0;
+    const bool act = q > pos;
+    if (act) { mv = lv[q - 1]; mj = lj[q - 1]; }
+    __syncwarp();
+    if (act) { lv[q] = mv; lj[q] = mj; }
+    __syncwarp();
+  }
+  if (lane == 0) { lv[pos] = v; lj[pos] = j; }
+  __syncwarp();
+}
+
+template <typename T, typename AccT, typename ExT>
+__global__ void __launch_bounds__(kThreads)
+topk_kernel(const T* __restrict__ x, const T* __restrict__ y, int64_t n, int64_t m, int64_t d,
+            int k, bool exclude_self, const int64_t* __restrict__ ex_ptr,
+            const ExT* __restrict__ ex_idx, int64_t* __restrict__ out_i, T* __restrict__ out_v) {
+  __shared__ T xs[kBM][kBK];
+  __shared__ T ys[kBN][kBK + 1];  // +1: the 8 threads of a row read 8 different banks
+  __shared__ AccT ss[kBM][kBN + 1];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const T neg_inf = neg_infinity<T>();
+
+  // initialise the lists of this block's rows
+  for (int64_t t = tid; t < static_cast<int64_t>(kBM) * k; t += kThreads) {
+    const int64_t r = row0 + t / k;
+    if (r < n) { out_v[r * k + t % k] = neg_inf; out_i[r * k + t % k] = kEmpty; }
+  }
+  T thr_v[kRowsPerWarp];
+  int64_t thr_j[kRowsPerWarp];
+#pragma unroll
+  for (int q = 0; q < kRowsPerWarp; ++q) { thr_v[q] = neg_inf; thr_j[q] = kEmpty; }
+  __syncthreads();
+
+  const int64_t n_tiles = (m + kBN - 1) / kBN;
+  const int64_t t0 = min(row0 / kBN, n_tiles - 1);
+  // GEMM thread layout: thread -> row tr, columns tc + 8 q (q = 0..7)
+  const int tr = tid / 8, tc = tid % 8;
+  for (int64_t t = 0; t < n_tiles; ++t) {
+    const int64_t col0 = ((t + t0) % n_tiles) * kBN;
+    AccT acc[8];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) acc[q] = AccT(0);
+    for (int64_t k0 = 0; k0 < d; k0 += kBK) {
+      for (int e = tid; e < kBM * kBK; e += kThreads) {
+        const int r = e / kBK, c = e % kBK;
+        const int64_t gr = row0 + r, gc = k0 + c;
+        xs[r][c] = (gr < n && gc < d) ? x[gr * d + gc] : T(0);
+      }
+      for (int e = tid; e < kBN * kBK; e += kThreads) {
+        const int r = e / kBK, c = e % kBK;
+        const int64_t gr = col0 + r, gc = k0 + c;
+        ys[r][c] = (gr < m && gc < d) ? y[gr * d + gc] : T(0);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int c = 0; c < kBK; ++c) {
+        const AccT a = xs[tr][c];
+#pragma unroll
+        for (int q = 0; q < 8; ++q) acc[q] += a * static_cast<AccT>(ys[tc + 8 * q][c]);
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int q = 0; q < 8; ++q) ss[tr][tc + 8 * q] = acc[q];
+    __syncthreads();
+
+    // selection: warp `warp` owns rows warp * 4 + q; lane l looks at columns l and l + 32
+#pragma unroll
+    for (int q = 0; q < kRowsPerWarp; ++q) {
+      const int lr = warp * kRowsPerWarp + q;
+      const int64_t gi = row0 + lr;
+      if (gi >= n) continue;  // warp-uniform
+      T* lv = out_v + gi * k;
+      int64_t* lj = out_i + gi * k;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int lc = lane + 32 * half;
+        const int64_t gj = col0 + lc;
+        const T s = static_cast<T>(ss[lr][lc]);
+        bool hit = gj < m && !(exclude_self && gj == gi) && better(s, gj, thr_v[q], thr_j[q]);
+        unsigned mask = __ballot_sync(0xffffffffu, hit);
+        while (mask) {
+          const int src = __ffs(mask) - 1;
+          mask &= mask - 1;
+          const T cv = __shfl_sync(0xffffffffu, s, src);
+          const int64_t cj = col0 + 32 * half + src;
+          if (!better(cv, cj, thr_v[q], thr_j[q])) continue;  // threshold rose meanwhile
+          if (ex_ptr != nullptr) {
+            const int64_t a = ex_ptr[gi], b = ex_ptr[gi + 1];
+            bool found = false;
+            for (int64_t p = a; p < b && !found; p += 32) {
+              const bool eq = p + lane < b && static_cast<int64_t>(ex_idx[p + lane]) == cj;
+              found = __any_sync(0xffffffffu, eq);
+            }
+            if (found) continue;
+          }
+          warp_insert<T>(lv, lj, k, cv, cj, lane);
+          thr_v[q] = lv[k - 1];
+          thr_j[q] = lj[k - 1];
+        }
+      }
+    }
+    __syncthreads();  // ss is rewritten by the next tile
+  }
+  // empty slots -> index -1 (their value is already -inf)
+  for (int64_t t = tid; t < static_cast<int64_t>(kBM) * k; t += kThreads) {
+    const int64_t r = row0 + t / k;
+    if (r < n && out_i[r * k + t % k] == kEmpty) out_i[r * k + t % k] = -1;
+  }
+}
+
+template <typename T, typename AccT>
+cudaError_t launch(const T* x, const T* y, int64_t n, int64_t m, int64_t d, int k,
+                   bool exclude_self, const int64_t* ex_ptr, const void* ex_idx, int ex_idx64,
+                   int64_t* out_i, T* out_v, cudaStream_t st) {
+  const unsigned nb = static_cast<unsigned>((n + kBM - 1) / kBM);
+  if (ex_idx64)
+    topk_kernel<T, AccT, int64_t><<<nb, kThreads, 0, st>>>(
+        x, y, n, m, d, k, exclude_self, ex_ptr, static_cast<const int64_t*>(ex_idx), out_i, out_v);
+  else
+    topk_kernel<T, AccT, int32_t><<<nb, kThreads, 0, st>>>(
+        x, y, n, m, d, k, exclude_self, ex_ptr, static_cast<const int32_t*>(ex_idx), out_i, out_v);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+extern "C" {
+
+// dtype: 0 = float32, 1 = float64. x [n, d], y [m, d] contiguous; out_i int64 [n, k], out_v
+// [n, k] (dtype). ex_ptr int64 [n + 1] and ex_idx (int64 if ex_idx64 else int32) may be null.
+// Requires 1 <= k <= m, n >= 1 (the binding handles the degenerate cases). Returns a
+// cudaError_t (0 = success).
+int slifmr_topk(int dtype, const void* x, const void* y, int64_t n, int64_t m, int64_t d, int k,
+                int exclude_self, const int64_t* ex_ptr, const void* ex_idx, int ex_idx64,
+                int64_t* out_i, void* out_v, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (n <= 0 || k <= 0) return cudaSuccess;
+  if (dtype == 0)
+    return launch<float, float>(static_cast<const float*>(x), static_cast<const float*>(y), n, m,
+                                d, k, exclude_self != 0, ex_ptr, ex_idx, ex_idx64, out_i,
+                                static_cast<float*>(out_v), st);
+  return launch<double, double>(static_cast<const double*>(x), static_cast<const double*>(y), n,
+                                m, d, k, exclude_self != 0, ex_ptr, ex_idx, ex_idx64, out_i,
+                                static_cast<double*>(out_v), st);
+}
+
+}  // extern "C"
