@@ -120,6 +120,8 @@ def resolve(op: str, backend: str, device) -> str:
 
 
 def _set_last(op: str, name: str) -> None:
+    if torch.compiler.is_compiling():  # traced code records nothing; the eager call did
+        return
     if not hasattr(_last, "by_op"):
         _last.by_op = {}
     _last.by_op[op] = name

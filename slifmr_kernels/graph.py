@@ -11,6 +11,7 @@ carries the edge permutation (``edge_perm``) so relation ids and values stay ali
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import torch
@@ -102,6 +103,7 @@ class CSRGraph:
                                 else _as_tensor("relation_weight", relation_weight))
         self._transpose: CSRGraph | None = None
         self.edge_perm: torch.Tensor | None = None
+        self._valid_at = None
         if validate:
             self.validate()
 
@@ -133,6 +135,21 @@ class CSRGraph:
                 f"device={self.device})")
 
     # ------------------------------------------------------------------ validation
+    def _versions(self):
+        return tuple((t.data_ptr(), t._version) if t is not None else None
+                     for t in (self.indptr, self.indices, self.values, self.relation))
+
+    def ensure_valid(self) -> "CSRGraph":
+        """:meth:`validate` unless nothing changed since the last successful check.
+
+        Kernels call this before every launch: a graph built without validation, or whose
+        arrays were modified in place, is checked (O(nnz)) before any index is dereferenced;
+        an unchanged graph costs nothing.
+        """
+        if self._valid_at != self._versions():
+            self.validate()
+        return self
+
     def validate(self) -> "CSRGraph":
         """Check every invariant; raise ValueError/TypeError/IndexError naming the field."""
         n_rows, n_cols = self.shape
@@ -172,6 +189,7 @@ class CSRGraph:
             if self.relation_weight.numel() != self.num_relations:
                 raise ValueError(f"relation_weight must have num_relations = "
                                  f"{self.num_relations} entries, got {self.relation_weight.numel()}")
+        self._valid_at = self._versions()
         return self
 
     # ------------------------------------------------------------------ constructors
@@ -438,7 +456,7 @@ def stack_relations(graphs: Mapping[str, CSRGraph], weights: Mapping[str, float]
                              f"{items[0][0]!r}")
         src.append(g.row_ids())
         dst.append(g.indices.to(torch.int64))
-        val.append(g.values.to(torch.float32))
+        val.append(g.values)
         if g.relation is None:
             rel.append(torch.full((g.nnz,), offset, dtype=torch.int64, device=g.device))
             names.append(name)
@@ -471,6 +489,7 @@ def stack_relations(graphs: Mapping[str, CSRGraph], weights: Mapping[str, float]
                                  f"got {len(weights)}")
             per_part = {n: float(wt) for (n, _), wt in zip(items, weights)}
         w = torch.tensor([per_part[p] for p in part_of], dtype=torch.float32, device=device)
-    return CSRGraph.from_edges(torch.cat(src), torch.cat(dst), torch.cat(val),
+    dtype = functools.reduce(torch.promote_types, (v.dtype for v in val))
+    return CSRGraph.from_edges(torch.cat(src), torch.cat(dst), torch.cat(val).to(dtype),
                                relation=torch.cat(rel), shape=shape, num_relations=offset,
-                               relation_names=names, relation_weight=w)
+                               relation_names=names, relation_weight=w.to(dtype), dtype=dtype)

@@ -15,7 +15,7 @@ __all__ = ["power_law_ids", "random_graph", "bipartite_adjacency"]
 def power_law_ids(n_ids: int, count: int, alpha: float = 1.2, generator=None) -> torch.Tensor:
     """(count,) int64 ids in [0, n_ids) drawn with P(id) ∝ (id + 1)^-alpha, then shuffled so
     that popular ids are scattered over the id range (as in real catalogs)."""
-    if n_ids <= 0:
+    if n_ids <= 0 or count <= 0:
         return torch.empty(0, dtype=torch.int64)
     p = (torch.arange(1, n_ids + 1, dtype=torch.float64) ** -alpha)
     ids = torch.multinomial(p, count, replacement=True, generator=generator)

@@ -124,6 +124,10 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
     """
     if not isinstance(g, CSRGraph):
         raise TypeError(f"g must be a CSRGraph, got {type(g).__name__}")
+    if not torch.compiler.is_compiling():
+        # Traced code keeps the graph as a constant checked when built; eager calls recheck it
+        # whenever its arrays changed since the last check.
+        g.ensure_valid()
     check_float("x", x, ndim=2)
     n_rows, n_cols = g.shape
     if x.shape[0] != n_cols:

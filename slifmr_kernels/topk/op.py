@@ -48,6 +48,8 @@ def _check_exclude(exclude, n: int, m: int, device) -> tuple[Optional[Tensor], O
         raise ValueError(f"exclude must have shape (N, M) = ({n}, {m}), got {exclude.shape}")
     if exclude.device != torch.device(device):
         raise ValueError(f"exclude is on {exclude.device} but x is on {device}")
+    if not torch.compiler.is_compiling():
+        exclude.ensure_valid()
     return exclude.indptr, exclude.indices
 
 
