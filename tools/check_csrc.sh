@@ -7,6 +7,7 @@
 #                                     # against libtorch + libcudart and load it in Python:
 #                                     # proves the extern "C" launchers resolve and that every
 #                                     # op schema registers with the dispatcher
+#   bash tools/check_csrc.sh --link --keep DIR   # and leave the library at DIR/_C.so
 #
 # Exits non-zero on any failure. Without nvcc it prints SKIP and exits 0 (set
 # SLIFMR_REQUIRE_NVCC=1 to make that a failure). Compiles run one at a time: the machine is
@@ -15,12 +16,15 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LINK=0
-for a in "$@"; do
-  case "$a" in
+KEEP=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
     --link) LINK=1 ;;
+    --keep) KEEP="${2:?--keep needs a directory}"; shift ;;
     -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "check_csrc: unknown argument $a" >&2; exit 2 ;;
+    *) echo "check_csrc: unknown argument $1" >&2; exit 2 ;;
   esac
+  shift
 done
 
 NVCC="${NVCC:-$(command -v nvcc || true)}"
@@ -92,6 +96,7 @@ if [[ $LINK == 1 && $FAIL == 0 ]]; then
        -L"$CUDA_LIB" -lcudart -Wl,-rpath,"$TL" -Wl,-rpath,"$CUDA_LIB" \
        -o "$TMP/_C.so"  # unresolved symbols surface when Python loads it (RTLD_NOW)
   if [[ $FAIL == 0 ]]; then
+    if [[ -n "$KEEP" ]]; then mkdir -p "$KEEP" && cp "$TMP/_C.so" "$KEEP/_C.so"; fi
     step "load _C.so and find every op schema" "$PY" - "$TMP/_C.so" <<'PY'
 import sys
 import torch

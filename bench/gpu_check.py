@@ -1,0 +1,491 @@
+"""One-shot GPU check of the GPU backends (triton, cuda) against references and peers.
+
+On a CUDA machine, in one run (< 5 minutes on an H100):
+
+1. ceilings: device-to-device copy bandwidth, GEMM rate (fp32 with TF32, fp16);
+2. propagate on a power-law graph (default 20M edges, 1M nodes, d = 64, 3 relations):
+   correctness of every GPU backend against the torch reference in float64 (fresh random
+   inputs, outputs poisoned first), then forward spmm / spmm_rel and backward (dx + g) timed
+   against ``torch.sparse.mm`` (cuSPARSE), one ``torch.sparse.mm`` per relation (the unfused
+   way), and cuSPARSE through CuPy when CuPy is importable;
+3. kNN top-k (k = 10, d = 64, cosine, self excluded) at N = 256k and N = 1M: every backend
+   checked against chunked ``X @ X.T`` + ``torch.topk`` (recall with ties in mind) and timed
+   against it and against FAISS GPU (``IndexFlatIP``) when importable.  The 1M run of a
+   backend is skipped when its 256k time predicts more than ``--max-knn-s`` seconds.
+
+Prints a table (ms, GB/s or TFLOP/s, ratio to the named peer, fraction of the measured copy
+bandwidth / GEMM rate) and writes it as markdown and JSON under ``--out``.
+
+The CUDA extension is used when installed; else ``SLIFMR_CUDA_LIB`` names a built library;
+else (``--build``, the default) it is JIT-built from ``csrc/`` with
+``torch.utils.cpp_extension.load``.  Without a GPU the script only parses its arguments
+(``--help``); its non-GPU parts (graph generator, byte and FLOP models, recall, report
+writer) are tested in tests/test_csrc.py.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+# ---------------------------------------------------------------------------------------------
+# non-GPU parts (tested on CPU)
+# ---------------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="gpu_check_out",
+                   help="directory for gpu_check.md and gpu_check.json (created)")
+    p.add_argument("--edges", type=int, default=20_000_000, help="propagate: edges")
+    p.add_argument("--nodes", type=int, default=1_000_000, help="propagate: nodes")
+    p.add_argument("--relations", type=int, default=3, help="propagate: relations")
+    p.add_argument("--dim", type=int, default=64, help="embedding size d (both ops)")
+    p.add_argument("--knn", type=str, default="262144,1000000",
+                   help="comma-separated kNN sizes N")
+    p.add_argument("--k", type=int, default=10, help="kNN: neighbours per row")
+    p.add_argument("--backends", default="cuda,triton", help="GPU backends to check")
+    p.add_argument("--max-knn-s", type=float, default=45.0,
+                   help="skip a backend's kNN size when the smaller size predicts more")
+    p.add_argument("--no-build", dest="build", action="store_false",
+                   help="do not JIT-build the CUDA extension when it is not installed")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (a smoke run: 2M edges, kNN 32k)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda",
+                   help="cuda; 'cpu' runs the whole script on tiny sizes (with triton under "
+                        "TRITON_INTERPRET=1): a test of the script, not a measurement")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.edges, a.nodes, a.knn = 2_000_000, 200_000, "32768"
+    if a.device == "cpu":
+        a.edges, a.nodes, a.knn, a.dim = min(a.edges, 400), min(a.nodes, 100), "48,96", 16
+    a.knn_sizes = [int(s) for s in a.knn.split(",") if s.strip()]
+    a.backend_list = [s.strip() for s in a.backends.split(",") if s.strip()]
+    return a
+
+
+def power_law_csr(n_nodes, n_edges, n_rel, device="cpu", alpha=1.2, seed=0,
+                  dtype=torch.float32):
+    """Random CSR (n_nodes x n_nodes) with Zipf-like row and column popularity.
+
+    Returns (indptr int64 [n + 1], indices int32 [nnz], values [nnz], relation int32 [nnz]);
+    nnz == n_edges exactly (duplicates are kept: kernels must sum them).  Row ids are drawn
+    from a Zipf(alpha) law over a random permutation, so a few rows are very heavy and many
+    are empty, as in interaction graphs.
+    """
+    g = torch.Generator(device=device).manual_seed(seed)
+    ranks = torch.arange(1, n_nodes + 1, device=device, dtype=torch.float64)
+    w = ranks.pow(-alpha)
+    perm_r = torch.randperm(n_nodes, generator=g, device=device)
+    perm_c = torch.randperm(n_nodes, generator=g, device=device)
+    rows = perm_r[torch.multinomial(w, n_edges, replacement=True, generator=g)]
+    cols = perm_c[torch.multinomial(w.sqrt(), n_edges, replacement=True, generator=g)]
+    rows, order = torch.sort(rows, stable=True)
+    cols = cols[order]
+    indptr = torch.zeros(n_nodes + 1, dtype=torch.int64, device=device)
+    indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n_nodes), 0)
+    values = torch.rand(n_edges, generator=g, device=device, dtype=dtype) + 0.5
+    relation = torch.randint(0, n_rel, (n_edges,), generator=g, device=device,
+                             dtype=torch.int32)
+    return indptr, cols.to(torch.int32), values, relation
+
+
+def transpose_csr(indptr, indices, values, relation, n_cols):
+    """CSR of A^T with values / relation carried along (stable counting order)."""
+    n_rows = indptr.numel() - 1
+    rows = torch.repeat_interleave(torch.arange(n_rows, device=indptr.device),
+                                   indptr[1:] - indptr[:-1])
+    perm = torch.sort(indices.long(), stable=True).indices
+    indptr_t = torch.zeros(n_cols + 1, dtype=torch.int64, device=indptr.device)
+    indptr_t[1:] = torch.cumsum(torch.bincount(indices.long(), minlength=n_cols), 0)
+    return indptr_t, rows[perm].to(indices.dtype), values[perm], relation[perm]
+
+
+def propagate_bytes(n_rows, n_cols, nnz, d, itemsize=4, with_relation=True, idx_bytes=4):
+    """Byte models of one forward pass: (compulsory, with every edge re-reading its x row).
+
+    compulsory = indptr + indices + values (+ relation) + x read once + y written once;
+    gathered   = the same with x read once per edge (no cache reuse)."""
+    graph = 8 * (n_rows + 1) + nnz * (idx_bytes + itemsize + (4 if with_relation else 0))
+    y = n_rows * d * itemsize
+    return graph + n_cols * d * itemsize + y, graph + nnz * d * itemsize + y
+
+
+def knn_flops(n, m, d):
+    """Multiply-adds of the full score matrix, counted as 2 FLOP."""
+    return 2.0 * n * m * d
+
+
+def recall_with_ties(idx, val, ref_idx, ref_val, atol=1e-5):
+    """(tie-aware recall, exact-id recall) of a top-k result against a reference.
+
+    Tie-aware: the fraction of returned entries that are real neighbours (idx >= 0) scoring at
+    least the reference's k-th score minus ``atol``, so ids that swap within equal scores still
+    count (ids are a set within equal scores).  Exact: the fraction of reference ids returned.
+    """
+    kth = ref_val[:, -1:]
+    tie = ((val >= kth - atol) & (idx >= 0)).double().mean().item() if idx.numel() else 1.0
+    hits = sum(len(set(a) & set(b)) for a, b in zip(idx.tolist(), ref_idx.tolist()))
+    exact = hits / max(1, ref_idx.numel())
+    return tie, exact
+
+
+def knn_chunk_rows(n, budget_elems=1 << 30):
+    """Rows per chunk of the reference's score matrix (at most ``budget_elems`` scores)."""
+    return int(min(8192, max(256, budget_elems // max(n, 1))))
+
+
+def median_ms(samples):
+    return statistics.median(samples) if samples else float("nan")
+
+
+def format_table(rows):
+    """Markdown table of result rows (dicts with the keys below)."""
+    head = ["section", "impl", "ms", "rate", "vs peer", "of ceiling", "check"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ms = r.get("ms")
+        out.append("| " + " | ".join([
+            r.get("section", ""), r.get("impl", ""),
+            "" if ms is None else (f"{ms:.3f}" if ms < 100 else f"{ms:.0f}"),
+            r.get("rate_str", ""),
+            "" if r.get("vs_peer") is None else f"{r['vs_peer']:.2f}x",
+            "" if r.get("of_ceiling") is None else f"{100 * r['of_ceiling']:.0f}%",
+            r.get("check", ""),
+        ]) + " |")
+    return "\n".join(out)
+
+
+def write_report(out_dir, meta, rows):
+    os.makedirs(out_dir, exist_ok=True)
+    md = ["# gpu_check", "", "```", json.dumps(meta, indent=1), "```", "", format_table(rows), ""]
+    with open(os.path.join(out_dir, "gpu_check.md"), "w") as f:
+        f.write("\n".join(md))
+    with open(os.path.join(out_dir, "gpu_check.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1, default=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU parts
+# ---------------------------------------------------------------------------------------------
+def time_ms(fn, warmup=2, reps=10, max_s=20.0, device="cuda"):
+    """Median milliseconds of fn() with CUDA events (a synchronize before each read); on
+    ``device="cpu"`` with the host clock."""
+    samples = []
+    t_start = time.perf_counter()
+    if device == "cpu":  # a smoke test of the script: one untimed-quality run
+        for _ in range(1):
+            t = time.perf_counter()
+            fn()
+            samples.append(1e3 * (time.perf_counter() - t))
+        return median_ms(samples)
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    for _ in range(reps):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        samples.append(a.elapsed_time(b))
+        if time.perf_counter() - t_start > max_s:
+            break
+    return median_ms(samples)
+
+
+def ensure_cuda_extension(build: bool, log):
+    """Make torch.ops.slifmr_cuda available: installed _C, SLIFMR_CUDA_LIB, or a JIT build."""
+    from slifmr_kernels import _cuda
+    try:
+        _cuda.load_ops()
+        return "installed" if not os.environ.get("SLIFMR_CUDA_LIB") else "SLIFMR_CUDA_LIB"
+    except ImportError as exc:
+        if not build:
+            raise
+        log(f"extension not loaded ({exc}); JIT-building csrc/ ...")
+    from torch.utils.cpp_extension import load
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"{major}{minor}"
+    sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True)
+                     + glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))
+    t0 = time.perf_counter()
+    load(name="slifmr_cuda_jit", sources=sources, is_python_module=False, verbose=False,
+         extra_cflags=["-O2"],
+         extra_cuda_cflags=["-O3", "-lineinfo", f"-gencode=arch=compute_{arch},code=sm_{arch}"])
+    log(f"built in {time.perf_counter() - t0:.0f} s")
+    _cuda._ops = torch.ops.slifmr_cuda
+    return "jit"
+
+
+def measure_ceilings(log, dev="cuda"):
+    tm = lambda fn, reps: time_ms(fn, reps=reps, device=dev)  # noqa: E731
+    n = 1 << 28 if dev == "cuda" else 1 << 20  # 1 GiB of fp32 on the GPU
+    a = torch.empty(n, dtype=torch.float32, device=dev).uniform_()
+    b = torch.empty_like(a)
+    ms = tm(lambda: b.copy_(a), 20)
+    copy_gbs = 2 * a.numel() * 4 / ms / 1e6
+    del a, b
+    res = {"copy_GBs": copy_gbs}
+    m = 8192 if dev == "cuda" else 256
+    for name, dt, tf32 in (("gemm_tf32_TFLOPs", torch.float32, True),
+                           ("gemm_fp32_TFLOPs", torch.float32, False),
+                           ("gemm_fp16_TFLOPs", torch.float16, False)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        x = torch.randn(m, m, device=dev, dtype=dt)
+        y = torch.randn(m, m, device=dev, dtype=dt)
+        ms = tm(lambda: x @ y, 10)
+        res[name] = 2 * m ** 3 / ms / 1e9
+    torch.backends.cuda.matmul.allow_tf32 = False
+    # the kNN-shaped GEMM (N x N x 64) in fp16, the floor of a tensor-core kNN
+    nk = 16384 if dev == "cuda" else 512
+    x = torch.randn(nk, 64, device=dev, dtype=torch.float16 if dev == "cuda" else torch.float32)
+    ms = tm(lambda: x @ x.T, 10)
+    res["gemm_nxnx64_fp16_TFLOPs"] = 2 * nk ** 2 * 64 / ms / 1e9
+    log(" ".join(f"{k}={v:.1f}" for k, v in res.items()))
+    return res
+
+
+def check_propagate(args, backends, ceil, rows, log):
+    from slifmr_kernels.backends import load
+    dev = args.device
+    n, nnz, R, d = args.nodes, args.edges, args.relations, args.dim
+    indptr, indices, values, relation = power_law_csr(n, nnz, R, dev, seed=args.seed)
+    deg = indptr[1:] - indptr[:-1]
+    log(f"graph: {n} nodes, {nnz} edges, max degree {int(deg.max())}, "
+        f"empty rows {int((deg == 0).sum())}")
+    x = torch.randn(n, d, device=dev)
+    table = torch.randn(R, d, device=dev)
+    dy = torch.randn(n, d, device=dev)
+    t = transpose_csr(indptr, indices, values, relation, n)
+    ref = load("propagate", "torch")
+    y_ref = ref.spmm_rel(indptr, indices, values.double(), relation, table.double(),
+                         x.double(), n)
+    y_ref_plain = ref.spmm(indptr, indices, values.double(), x.double(), n)
+    dx_ref, g_ref = ref.spmm_rel_backward(*t[:2], t[2].double(), t[3], table.double(),
+                                          dy.double(), x.double(), R, True, True)
+    comp, gath = propagate_bytes(n, n, nnz, d)
+    comp_plain, _ = propagate_bytes(n, n, nnz, d, with_relation=False)
+
+    def time_ms_(fn, **kw):
+        return time_ms(fn, device=dev, **kw)
+
+    def rel_err(a, b):
+        return float((a.double() - b).norm() / b.norm().clamp_min(1e-30))
+
+    # peers
+    a_csr = torch.sparse_csr_tensor(indptr, indices.long(), values, (n, n),
+                                    check_invariants=False)
+    peer_ms = time_ms_(lambda: torch.sparse.mm(a_csr, x))
+    rows.append(dict(section="propagate spmm", impl="torch.sparse.mm (cuSPARSE)", ms=peer_ms,
+                     rate_str=f"{comp_plain / peer_ms / 1e6:.0f} GB/s",
+                     of_ceiling=comp_plain / peer_ms / 1e6 / ceil["copy_GBs"], check="peer"))
+    per_rel = []
+    for r in range(R):
+        m_r = relation == r
+        rows_r = torch.repeat_interleave(torch.arange(n, device=dev), deg)[m_r]
+        per_rel.append(torch.sparse_coo_tensor(torch.stack([rows_r, indices[m_r].long()]),
+                                               values[m_r], (n, n)).coalesce().to_sparse_csr())
+    unfused_ms = time_ms_(lambda: sum(torch.sparse.mm(per_rel[r], x * table[r])
+                                     for r in range(R)))
+    rows.append(dict(section="propagate spmm_rel", impl=f"{R} x torch.sparse.mm (unfused)",
+                     ms=unfused_ms, rate_str=f"{comp / unfused_ms / 1e6:.0f} GB/s",
+                     of_ceiling=comp / unfused_ms / 1e6 / ceil["copy_GBs"], check="peer"))
+    try:
+        import cupy
+        import cupyx.scipy.sparse as cps
+        a_cp = cps.csr_matrix((cupy.from_dlpack(values), cupy.from_dlpack(indices),
+                               cupy.from_dlpack(indptr)), shape=(n, n))
+        x_cp = cupy.from_dlpack(x)
+        cp_ms = time_ms_(lambda: a_cp @ x_cp)
+        rows.append(dict(section="propagate spmm", impl="cupy cuSPARSE", ms=cp_ms,
+                         rate_str=f"{comp_plain / cp_ms / 1e6:.0f} GB/s",
+                         vs_peer=peer_ms / cp_ms, check="peer"))
+    except Exception as exc:  # optional peer
+        log(f"cupy peer skipped: {exc}")
+
+    for name in backends:
+        try:
+            mod = load("propagate", name)
+        except Exception as exc:
+            rows.append(dict(section="propagate", impl=name, check=f"unavailable: {exc}"))
+            continue
+        # correctness first (fresh inputs above; outputs are freshly allocated by the kernels,
+        # so poison a copy path: run twice and compare bits for determinism too)
+        y1 = mod.spmm_rel(indptr, indices, values, relation, table, x, n)
+        y2 = mod.spmm_rel(indptr, indices, values, relation, table, x, n)
+        yp = mod.spmm(indptr, indices, values, x, n)
+        dx, g = mod.spmm_rel_backward(*t, table, dy, x, R, True, True)
+        errs = dict(spmm=rel_err(yp, y_ref_plain), spmm_rel=rel_err(y1, y_ref),
+                    dx=rel_err(dx, dx_ref), g=rel_err(g, g_ref))
+        ok = all(e < 1e-5 for e in errs.values()) and bool(torch.isfinite(y1).all())
+        det = torch.equal(y1, y2)
+        chk = ("ok" if ok else "FAIL") + (" det" if det else " NONDET") + " " + \
+            " ".join(f"{k}={v:.1e}" for k, v in errs.items())
+        ms = time_ms_(lambda: mod.spmm(indptr, indices, values, x, n))
+        rows.append(dict(section="propagate spmm", impl=name, ms=ms,
+                         rate_str=f"{comp_plain / ms / 1e6:.0f} GB/s", vs_peer=peer_ms / ms,
+                         of_ceiling=comp_plain / ms / 1e6 / ceil["copy_GBs"], check=chk))
+        ms = time_ms_(lambda: mod.spmm_rel(indptr, indices, values, relation, table, x, n))
+        rows.append(dict(section="propagate spmm_rel", impl=name, ms=ms,
+                         rate_str=f"{comp / ms / 1e6:.0f} GB/s (gathered model "
+                                  f"{gath / ms / 1e6:.0f})",
+                         vs_peer=unfused_ms / ms, of_ceiling=comp / ms / 1e6 / ceil["copy_GBs"],
+                         check=chk))
+        ms = time_ms_(lambda: mod.spmm_rel_backward(*t, table, dy, x, R, True, True))
+        rows.append(dict(section="propagate backward dx+g", impl=name, ms=ms,
+                         rate_str=f"{2 * comp / ms / 1e6:.0f} GB/s (2 passes model)",
+                         vs_peer=2 * unfused_ms / ms, check=chk))
+        log(f"propagate {name}: {chk}")
+
+
+def _knn_reference(xn, k, rows=None):
+    """Exact top-k by chunked xn @ xn.T (fp32, no TF32) + torch.topk, self masked."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    n = xn.shape[0]
+    chunk = knn_chunk_rows(n)
+    sel = torch.arange(n, device=xn.device) if rows is None else rows
+    out_i, out_v = [], []
+    for a in range(0, sel.numel(), chunk):
+        r = sel[a:a + chunk]
+        s = xn[r] @ xn.T
+        s[torch.arange(r.numel(), device=xn.device), r] = float("-inf")
+        v, i = torch.topk(s, k, dim=1)
+        out_i.append(i)
+        out_v.append(v)
+    return torch.cat(out_i), torch.cat(out_v)
+
+
+def check_knn(args, backends, ceil, rows, log):
+    from slifmr_kernels.backends import load
+    k, d, dev = args.k, args.dim, args.device
+    predicted = {}
+    warm = False  # after the first size, every kernel is compiled: time one run, no warm-up
+    for n in args.knn_sizes:
+        x = torch.randn(n, d, device=dev)
+        xn = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        flops = knn_flops(n, n, d)
+        reps = 3 if n <= 300_000 else 1
+        wu = 0 if warm else 1
+        peer_ms = time_ms(lambda: _knn_reference(xn, k), warmup=wu, reps=reps, max_s=60,
+                          device=dev)
+        rows.append(dict(section=f"kNN N={n} d={d} k={k}", impl="X@X.T chunks + torch.topk",
+                         ms=peer_ms, rate_str=f"{flops / peer_ms / 1e9:.1f} TFLOP/s",
+                         of_ceiling=flops / peer_ms / 1e9 / ceil["gemm_fp32_TFLOPs"],
+                         check="peer"))
+        check_rows = torch.randperm(n, device=dev)[:4096]
+        ref_i, ref_v = _knn_reference(xn, k, check_rows)
+        try:
+            import faiss
+            if hasattr(faiss, "StandardGpuResources"):
+                res = faiss.StandardGpuResources()
+                xc = xn.cpu().numpy()
+                index = faiss.GpuIndexFlatIP(res, d)
+                index.add(xc)
+                t0 = time.perf_counter()
+                index.search(xc, k + 1)
+                f_ms = 1e3 * (time.perf_counter() - t0)  # includes host<->device copies
+                rows.append(dict(section=f"kNN N={n} d={d} k={k}",
+                                 impl="faiss GpuIndexFlatIP (host arrays)", ms=f_ms,
+                                 rate_str=f"{flops / f_ms / 1e9:.1f} TFLOP/s",
+                                 vs_peer=peer_ms / f_ms, check="peer"))
+        except Exception as exc:
+            log(f"faiss peer skipped: {exc}")
+        for name in backends:
+            key = name
+            if key in predicted and predicted[key] > args.max_knn_s:
+                rows.append(dict(section=f"kNN N={n} d={d} k={k}", impl=name,
+                                 check=f"skipped: predicted {predicted[key]:.0f} s"))
+                continue
+            try:
+                mod = load("topk", name)
+            except Exception as exc:
+                rows.append(dict(section=f"kNN N={n}", impl=name, check=f"unavailable: {exc}"))
+                continue
+            sub_i, sub_v = mod.topk(xn[check_rows], xn, k, False, None, None)
+            # self exclusion by index needs the global row ids: check it on the full run
+            out = {}
+
+            def run():
+                out["r"] = mod.topk(xn, xn, k, True, None, None)
+
+            ms = time_ms(run, warmup=wu, reps=reps, max_s=60, device=dev)
+            idx, val = out["r"]
+            rec, exact = recall_with_ties(idx[check_rows].cpu(), val[check_rows].cpu(),
+                                          ref_i.cpu(), ref_v.cpu())
+            self_ok = not bool((idx == torch.arange(n, device=dev)[:, None]).any())
+            sub_ok = bool((sub_i[:, 0] == check_rows).all())  # without exclusion: itself
+            chk = f"recall {rec:.4f} (exact ids {exact:.4f})" + \
+                ("" if self_ok else " SELF-LEAK") + ("" if sub_ok else " NO-SELF-FIRST")
+            rows.append(dict(section=f"kNN N={n} d={d} k={k}", impl=name, ms=ms,
+                             rate_str=f"{flops / ms / 1e9:.1f} TFLOP/s", vs_peer=peer_ms / ms,
+                             of_ceiling=flops / ms / 1e9 / ceil["gemm_fp32_TFLOPs"], check=chk))
+            log(f"kNN {n} {name}: {ms:.0f} ms {chk}")
+            nxt = [s for s in args.knn_sizes if s > n]
+            if nxt:  # the work grows as N^2
+                predicted[key] = ms / 1e3 * (nxt[0] / n) ** 2
+        warm = True
+        del x, xn
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here; nothing to measure (see --help)")
+        return 2
+    t0 = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
+
+    torch.manual_seed(args.seed)
+    on_gpu = args.device == "cuda"
+    meta = dict(device=torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
+                capability=torch.cuda.get_device_capability() if on_gpu else None,
+                torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
+                args={k: v for k, v in vars(args).items() if k not in ("knn_sizes",)})
+    try:
+        import triton
+        meta["triton"] = triton.__version__
+    except ImportError:
+        pass
+    backends = list(args.backend_list)
+    if "cuda" in backends and on_gpu:
+        try:
+            meta["cuda_extension"] = ensure_cuda_extension(args.build, log)
+        except Exception as exc:
+            log(f"cuda extension unavailable: {exc}")
+            meta["cuda_extension"] = f"unavailable: {exc}"
+    rows = []
+    ceil = measure_ceilings(log, args.device)
+    meta["ceilings"] = ceil
+    for section, fn in (("propagate", check_propagate), ("knn", check_knn)):
+        try:
+            fn(args, backends, ceil, rows, log)
+        except Exception as exc:  # keep what was measured
+            log(f"{section} aborted: {type(exc).__name__}: {exc}")
+            rows.append(dict(section=section, impl="-", check=f"aborted: {exc}"))
+        write_report(args.out, meta, rows)
+    meta["total_s"] = time.perf_counter() - t0
+    write_report(args.out, meta, rows)
+    print(format_table(rows))
+    print(f"wrote {args.out}/gpu_check.md and .json in {meta['total_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
