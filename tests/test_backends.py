@@ -41,24 +41,40 @@ def test_named_backend_that_cannot_run_raises():
 
 
 def test_missing_dependency_message_says_what_to_install(monkeypatch):
-    import builtins
+    real = importlib.import_module
 
-    real_import = builtins.__import__
+    def numba_missing(name, *args, **kwargs):
+        if name.endswith(".numba"):
+            err = ModuleNotFoundError("No module named 'numba'")
+            err.name = "numba"
+            raise err
+        return real(name, *args, **kwargs)
 
-    def no_numba(name, *args, **kwargs):
-        if name == "numba" or name.startswith("numba."):
-            raise ImportError("No module named 'numba'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_numba)
+    monkeypatch.setattr(backends.importlib, "import_module", numba_missing)
     monkeypatch.setattr(backends, "_cache", {})
     monkeypatch.setattr(backends, "_errors", {})
-    import sys
-    monkeypatch.delitem(sys.modules, "slifmr_kernels.propagate.numba", raising=False)
     with pytest.raises(sk.BackendUnavailable, match="pip install numba"):
         backends.resolve("propagate", "numba", "cpu")
+    assert "numba" not in sk.available_backends(op="propagate")
     # auto falls back quietly
     assert backends.resolve("propagate", "auto", "cpu") == "torch"
+
+
+def test_op_without_a_backend_module_says_so(monkeypatch):
+    real = importlib.import_module
+
+    def absent(name, *args, **kwargs):
+        if name == "slifmr_kernels.topk.cuda":
+            err = ModuleNotFoundError(f"No module named {name!r}")
+            err.name = name
+            raise err
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(backends.importlib, "import_module", absent)
+    monkeypatch.setattr(backends, "_cache", {})
+    monkeypatch.setattr(backends, "_errors", {})
+    with pytest.raises(sk.BackendUnavailable, match="has no cuda implementation"):
+        backends.load("topk", "cuda")
 
 
 @pytest.mark.parametrize("module", ["slifmr_kernels.propagate.op", "slifmr_kernels.topk.op",
