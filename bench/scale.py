@@ -1,0 +1,432 @@
+"""Scale benchmark: full SLIF-MR epochs on a generated catalog of N items, on one machine.
+
+One command::
+
+    python bench/scale.py --items 1000000
+
+generates a synthetic catalog (by default 2N users, 20N interactions, 5N KG triples, a 64-d
+``image`` and a 384-d ``text`` feature), builds the static graphs, and runs ``--epochs`` full
+SLIF-MR epochs through the real library: ``slifmr.train.Trainer`` (its graph builder, model,
+negative sampler and ``_train_epoch``), the per-epoch feedback refresh
+(``Trainer._graphs_for_epoch`` -> ``sk.knn_graph`` or ``sk.knn_refine``), and a full-ranking
+evaluation of a user sample (``slifmr.evaluate.recommend`` -> ``sk.topk_scores``).
+
+It prints one line per phase (seconds, resident memory now, peak resident memory so far) and,
+as its last line, one JSON object with ``items``, ``epoch_seconds``, ``refresh_seconds``,
+``peak_rss_gib`` and the full per-phase breakdown.
+
+Phases of an epoch:
+
+* ``refresh``      feedback graph S(t) from H(t-1) (kNN or incremental refine) + rebuild of
+                   A(t), A_m(t), KG(t)  (``Trainer._graphs_for_epoch``)
+* ``propagation``  the model's forward passes inside the training steps (all views)
+* ``loss_backward`` the rest of the steps: BPR + consistency + L2, backward, Adam
+* ``h_forward``    one forward without gradient: H(t) for the next refresh and the eval embeddings
+* ``eval``         Recall/NDCG@{10,20} of ``--eval-users`` sampled validation users, full ranking
+
+``epoch_seconds`` is the sum of the five. Peak memory is ``ru_maxrss`` of this process (the
+whole run, data generation included); ``rss_by_phase`` says which phase set it.
+
+Exact kNN is O(N^2 d): at a million items it takes hours on two cores. ``--static-knn`` and
+``--refresh`` choose how the modality graphs (built once) and the feedback graph (every
+epoch) are computed; ``auto`` picks exact up to ``--exact-max`` items and the approximate
+path above (see ``bucket_knn``; refined with ``sk.knn_refine`` when the library has it).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script from a checkout without installing
+    sys.path.insert(0, ROOT)
+
+import slifmr_kernels as sk  # noqa: E402
+from slifmr import graphs as sgraphs  # noqa: E402
+from slifmr.config import Config  # noqa: E402
+from slifmr.data import make_synthetic  # noqa: E402
+from slifmr.evaluate import metrics_from_topk, recommend  # noqa: E402
+from slifmr.train import Trainer  # noqa: E402
+
+__all__ = ["make_catalog", "bucket_knn", "MemoryMeter", "run", "main", "catalog_args"]
+
+GIB = float(2 ** 30)
+
+
+# --------------------------------------------------------------------------- memory
+class MemoryMeter:
+    """Resident memory now (/proc/self/statm) and the process peak (``ru_maxrss``), per phase.
+
+    ``ru_maxrss`` only grows, so the phase during which it last grew is the one that set the
+    peak; :meth:`mark` records both numbers after each phase.
+    """
+
+    def __init__(self):
+        self.records: list = []
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def rss_gib(self) -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page / GIB
+        except OSError:
+            return float("nan")
+
+    @staticmethod
+    def peak_gib() -> float:
+        # Linux reports ru_maxrss in KiB (macOS in bytes).
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return r / GIB if sys.platform == "darwin" else r * 1024 / GIB
+
+    def mark(self, phase: str, seconds: float, log=print) -> dict:
+        rec = {"phase": phase, "seconds": round(seconds, 3), "rss_gib": round(self.rss_gib(), 3),
+               "peak_gib": round(self.peak_gib(), 3)}
+        self.records.append(rec)
+        log(f"  {phase:<26s} {seconds:9.2f} s   rss {rec['rss_gib']:7.2f} GiB   "
+            f"peak {rec['peak_gib']:7.2f} GiB")
+        return rec
+
+
+# --------------------------------------------------------------------------- data
+def catalog_args(p: argparse.ArgumentParser) -> None:
+    """Catalog-size options shared with bench/peer_dense.py."""
+    p.add_argument("--items", type=int, default=10000, help="number of items N")
+    p.add_argument("--users", type=int, default=None, help="users (default 2N)")
+    p.add_argument("--interactions", type=int, default=None,
+                   help="target interactions before the splits (default 20N)")
+    p.add_argument("--triples", type=int, default=None, help="KG triples (default 5N)")
+    p.add_argument("--dims", default="64,384", help="modality feature dims: image,text")
+    p.add_argument("--clusters", type=int, default=None,
+                   help="planted clusters (default max(20, N // 1000))")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--embed-dim", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=2 ** 16, help="BPR batch size")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--knn-k", type=int, default=10, help="neighbours in modality/feedback graphs")
+    p.add_argument("--eval-users", type=int, default=10000, help="users in the evaluation sample")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+
+
+def make_catalog(items: int, users: Optional[int] = None, interactions: Optional[int] = None,
+                 triples: Optional[int] = None, dims=(64, 384), clusters: Optional[int] = None,
+                 seed: int = 0):
+    """The synthetic catalog of the scale run (``slifmr.data.make_synthetic``).
+
+    Interactions are drawn per user (mean ``interactions / users``, power-law activity) and
+    deduplicated, so the realised count is a little under the target; the generator holds out
+    20 % per user as test. KG triples: one per item and relation, ``round(triples / items)``
+    relations. Returns the Dataset (no validation split yet).
+    """
+    users = 2 * items if users is None else users
+    interactions = 20 * items if interactions is None else interactions
+    triples = 5 * items if triples is None else triples
+    clusters = max(20, items // 1000) if clusters is None else clusters
+    clusters = min(clusters, items)
+    dims = tuple(int(d) for d in dims)
+    mods = {"image": dims[0], "text": dims[1]} if len(dims) == 2 else \
+        {f"m{i}": d for i, d in enumerate(dims)}
+    return make_synthetic(num_users=users, num_items=items, num_clusters=clusters,
+                          mean_interactions=interactions / users,
+                          min_interactions=1, kg_relations=max(0, round(triples / items)),
+                          modalities=mods, seed=seed, name=f"scale-{items}")
+
+
+# --------------------------------------------------------------------------- approximate kNN
+def bucket_knn(x: torch.Tensor, k: int, block: int = 2048, bits: int = 16, seed: int = 0,
+               backend: str = "auto") -> sk.CSRGraph:
+    """Approximate cosine kNN graph: exact kNN (``sk.knn_graph``) inside blocks of similar rows.
+
+    Rows are ordered by a random-hyperplane hash (``bits`` sign bits, then the first
+    projection as a tie-break), so rows with a small angle between them tend to land in the
+    same run of the order; the order is cut into blocks of ``block`` rows and each block gets
+    an exact kNN. Cost O(N * block * d) instead of O(N^2 d); memory O(block^2 + N k).
+    It is a seed for ``sk.knn_refine`` (neighbour-of-neighbour refinement), and a stand-in
+    for it while the library has none. Returns a directed CSRGraph (N, N), k edges per row.
+    """
+    x = sk.normalize_rows(x.detach().float())
+    n = x.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    planes = torch.randn(x.shape[1], bits, generator=gen)
+    proj = x @ planes
+    code = ((proj > 0).to(torch.int64) << torch.arange(bits, dtype=torch.int64)).sum(1)
+    # Sort by (hash code, first projection): int64 key, code in the high bits.
+    p0 = proj[:, 0]
+    rank0 = torch.empty(n, dtype=torch.int64)
+    rank0[torch.argsort(p0)] = torch.arange(n)
+    order = torch.argsort(code * n + rank0)
+    del proj, code, rank0
+    src_parts, dst_parts, val_parts = [], [], []
+    nblocks = max(1, math.ceil(n / block))
+    bounds = np.linspace(0, n, nblocks + 1).astype(np.int64)  # equal blocks, none tiny
+    for b in range(nblocks):
+        ids = order[bounds[b]: bounds[b + 1]]
+        kk = min(k, ids.numel() - 1)
+        if kk <= 0:
+            continue
+        idx, val = sk.topk_similarity(x[ids], kk, metric="ip", backend=backend)
+        ok = idx >= 0
+        src_parts.append(ids[:, None].expand(-1, kk)[ok])
+        dst_parts.append(ids[idx.clamp_min(0)][ok])
+        val_parts.append(val[ok])
+    src, dst, val = torch.cat(src_parts), torch.cat(dst_parts), torch.cat(val_parts)
+    return sk.CSRGraph.from_edges(src, dst, val, shape=(n, n))
+
+
+def knn_recall(x: torch.Tensor, graph: sk.CSRGraph, k: int, sample: int = 256,
+               seed: int = 0) -> float:
+    """Recall@k of ``graph``'s rows against exact cosine kNN, on ``sample`` random rows."""
+    n = x.shape[0]
+    rows = torch.from_numpy(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
+    xn = sk.normalize_rows(x.detach().float())
+    scores = xn[rows] @ xn.T
+    scores[torch.arange(rows.numel()), rows] = -float("inf")
+    exact = torch.topk(scores, min(k, n - 1), dim=1).indices
+    hit = 0
+    for r, row in enumerate(rows.tolist()):
+        got = set(graph.indices[graph.indptr[row]: graph.indptr[row + 1]].tolist())
+        hit += len(got & set(exact[r].tolist()))
+    return hit / max(exact.numel(), 1)
+
+
+class _StaticKnn:
+    """Stands in for ``slifmr.graphs.knn_scipy`` while the Trainer builds its static modality
+    graphs, so that they can be built approximately at sizes where exact kNN takes hours.
+    Keeps each modality's directed graph (the first one seeds the feedback refresh)."""
+
+    def __init__(self, mode: str, k: int, backend: str, log=print):
+        self.mode, self.k, self.backend, self.log = mode, k, backend, log
+        self.raw_graphs: list = []
+        self.recall: list = []
+        self._orig = sgraphs.knn_scipy
+
+    def __call__(self, x, k, backend="auto", previous=None):
+        if self.mode == "exact" or previous is not None:
+            out = self._orig(x, k, backend=backend, previous=previous)
+        else:
+            seed = bucket_knn(x, k, backend=backend)
+            if hasattr(sk, "knn_refine"):
+                out = self._orig(x, k, backend=backend, previous=seed)
+            else:
+                m = seed.to_scipy().astype(np.float32)
+                m.data = np.maximum(m.data, 0.0)
+                m.eliminate_zeros()
+                out = (sgraphs.sym_normalize(m + m.T), m, seed)
+            self.recall.append(round(knn_recall(x, out[2], k), 4))
+        self.raw_graphs.append(out[2])
+        return out
+
+    @contextlib.contextmanager
+    def installed(self):
+        sgraphs.knn_scipy = self
+        try:
+            yield self
+        finally:
+            sgraphs.knn_scipy = self._orig
+
+
+# --------------------------------------------------------------------------- the run
+def _refresh_mode(args, n: int) -> str:
+    if args.refresh != "auto":
+        return args.refresh
+    if hasattr(sk, "knn_refine"):
+        return "refine"
+    return "exact" if n <= args.exact_max else "bucket"
+
+
+class _BucketFeedback:
+    """``--refresh bucket``: the builder's feedback kNN through :func:`bucket_knn`, for when
+    the library has no incremental refresh and exact kNN is too slow (labelled in the JSON)."""
+
+    def __init__(self, builder, k):
+        self.builder, self.k = builder, k
+        self._orig = builder.feedback
+
+    def __call__(self, h, k, previous=None):
+        t0 = time.perf_counter()
+        raw_graph = bucket_knn(h, k, backend=self.builder.backend)
+        m = raw_graph.to_scipy().astype(np.float32)
+        m.data = np.maximum(m.data, 0.0)
+        m.eliminate_zeros()
+        return sgraphs.sym_normalize(m + m.T), m, raw_graph, time.perf_counter() - t0
+
+
+def warmup(backend: str = "auto") -> float:
+    """One tiny epoch through every code path, so that JIT compilation (Numba) and first-call
+    costs are not charged to the measured phases. Returns its seconds."""
+    t0 = time.perf_counter()
+    ds = make_catalog(300, dims=(8, 12)).with_validation(0.1, 0)
+    cfg = Config(batch_size=4096, epochs=1, progress=False, feedback_refine=False,
+                 modalities=sorted(ds.features), backend=backend)
+    tr = Trainer(cfg, ds, tempfile.mkdtemp(prefix="slifmr-warmup-"), log=lambda s: None)
+    graphs, _ = tr._graphs_for_epoch()
+    tr._train_epoch(graphs, 0)
+    tr.model.eval()
+    with torch.no_grad():
+        out = tr.model(graphs)
+    users = np.arange(min(50, ds.num_users))
+    recommend(out["user"], out["item"], users, 20, tr.train_csr, backend=backend)
+    bucket_knn(out["item"], 5, block=64, backend=backend)
+    if hasattr(sk, "knn_refine"):
+        sk.knn_refine(out["item"].detach(), tr.raw_prev, 5, backend=backend)
+    return time.perf_counter() - t0
+
+
+def run(args, log=print) -> dict:
+    """Generate, build, train ``args.epochs`` epochs; returns the result dict (see module doc)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mem = MemoryMeter()
+    mem.mark("warmup (JIT, tiny epoch)", warmup(), log)
+    result: dict = {"items": args.items, "implementation": "slifmr"}
+    log(f"slifmr scale run: {args.items} items  (torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.machine()})")
+
+    t0 = time.perf_counter()
+    ds = make_catalog(args.items, args.users, args.interactions, args.triples,
+                      args.dims.split(","), args.clusters, args.seed)
+    ds = ds.with_validation(0.1, args.seed)
+    mem.mark("generate", time.perf_counter() - t0, log)
+    n_inter = ds.train.shape[0] + ds.valid.shape[0] + ds.test.shape[0]
+    result.update(users=ds.num_users, interactions=int(n_inter), train=int(ds.train.shape[0]),
+                  triples=int(ds.kg.shape[0]) if ds.has_kg else 0,
+                  dims={m: int(f.shape[1]) for m, f in ds.features.items()})
+    log(f"  {ds.summary()}")
+
+    static_mode = args.static_knn if args.static_knn != "auto" else \
+        ("exact" if args.items <= args.exact_max else "bucket")
+    refresh = _refresh_mode(args, args.items)
+    cfg = Config(model="slifmr", embed_dim=args.embed_dim, batch_size=args.batch_size,
+                 epochs=args.epochs, progress=False, knn_k=args.knn_k, feedback_k=args.knn_k,
+                 feedback_refine=(refresh == "refine"), eval_ks=[10, 20], seed=args.seed,
+                 num_threads=args.threads, modalities=sorted(ds.features))
+    out_dir = tempfile.mkdtemp(prefix="slifmr-scale-")  # config.json only; no checkpoints
+    static = _StaticKnn(static_mode, args.knn_k, cfg.backend, log)
+    t0 = time.perf_counter()
+    with static.installed():
+        trainer = Trainer(cfg, ds, out_dir, log=lambda s: None)
+    mem.mark("static_graphs+model", time.perf_counter() - t0, log)
+    result.update(static_knn=static_mode, refresh_mode=refresh, batch_size=args.batch_size,
+                  embed_dim=args.embed_dim, knn_k=args.knn_k,
+                  static_graphs_seconds=round(trainer.static_graph_s, 3))
+    if static.recall:
+        result["static_knn_recall"] = static.recall
+    model = trainer.model
+    if refresh == "bucket":
+        trainer.builder.feedback = _BucketFeedback(trainer.builder, args.knn_k)
+    if refresh in ("refine", "bucket") and static_mode != "exact":
+        # Steady state from the first epoch: H(-1) = the initial model's item representations,
+        # the previous graph = the first modality's kNN graph (a cheap, sensible seed); the
+        # trainer's own epoch 0 would run an exact kNN over the concatenated features.
+        t0 = time.perf_counter()
+        graphs0 = trainer.builder.build(None)
+        model.eval()
+        with torch.no_grad():
+            trainer.h_prev = model(graphs0)["item"].detach()
+        trainer.raw_prev = static.raw_graphs[0] if static.raw_graphs else None
+        del graphs0
+        mem.mark("seed H(-1)", time.perf_counter() - t0, log)
+
+    # Time the model's forward inside the real training steps.
+    acc = {"forward": 0.0, "steps": 0}
+    orig_forward = model.forward
+
+    def timed_forward(*a, **kw):
+        t = time.perf_counter()
+        out = orig_forward(*a, **kw)
+        acc["forward"] += time.perf_counter() - t
+        acc["steps"] += 1
+        return out
+    model.forward = timed_forward
+
+    rng = np.random.default_rng(args.seed)
+    valid_users = np.nonzero(np.diff(trainer.valid_csr.indptr) > 0)[0]
+    eval_users = np.sort(rng.choice(valid_users, min(args.eval_users, valid_users.size),
+                                    replace=False))
+    epochs = []
+    for epoch in range(args.epochs):
+        log(f"epoch {epoch + 1}")
+        rec: dict = {"epoch": epoch + 1}
+        t0 = time.perf_counter()
+        graphs, _ = trainer._graphs_for_epoch()
+        rec["refresh"] = time.perf_counter() - t0
+        rec["feedback_edges"] = graphs.feedback_edges
+        mem.mark("refresh", rec["refresh"], log)
+
+        acc["forward"], acc["steps"] = 0.0, 0
+        t0 = time.perf_counter()
+        parts = trainer._train_epoch(graphs, epoch)
+        train_s = time.perf_counter() - t0
+        rec["propagation"] = acc["forward"]
+        rec["loss_backward"] = train_s - acc["forward"]
+        rec["steps"] = acc["steps"]
+        rec["loss"] = round(parts["loss"], 5)
+        mem.mark(f"train ({acc['steps']} steps)", train_s, log)
+        log(f"    of which propagation {rec['propagation']:.2f} s, loss/backward/step "
+            f"{rec['loss_backward']:.2f} s; loss {parts['loss']:.4f}")
+
+        t0 = time.perf_counter()
+        model.eval()
+        with torch.no_grad():
+            out = orig_forward(graphs)
+        trainer.h_prev = out["item"].detach()
+        rec["h_forward"] = time.perf_counter() - t0
+        mem.mark("h_forward", rec["h_forward"], log)
+
+        t0 = time.perf_counter()
+        top, _ = recommend(out["user"], out["item"], eval_users, 20, trainer.train_csr,
+                           backend=cfg.backend)
+        m = metrics_from_topk(top, eval_users, trainer.valid_csr, [10, 20])
+        rec["eval"] = time.perf_counter() - t0
+        rec["recall@20"] = round(m["recall@20"], 5)
+        rec["ndcg@20"] = round(m["ndcg@20"], 5)
+        mem.mark(f"eval ({eval_users.size} users)", rec["eval"], log)
+        del out, graphs
+        rec["epoch"] = epoch + 1
+        rec["epoch_seconds"] = sum(rec[k] for k in ("refresh", "propagation", "loss_backward",
+                                                   "h_forward", "eval"))
+        log(f"  epoch {epoch + 1}: {rec['epoch_seconds']:.1f} s, refresh "
+            f"{rec['refresh']:.1f} s ({100 * rec['refresh'] / rec['epoch_seconds']:.1f} %), "
+            f"recall@20 {rec['recall@20']:.4f}")
+        epochs.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()})
+    model.forward = orig_forward
+
+    last = epochs[-1]
+    result.update(epochs=epochs, epoch_seconds=last["epoch_seconds"],
+                  refresh_seconds=last["refresh"],
+                  refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
+                  peak_rss_gib=round(mem.peak_gib(), 3), rss_by_phase=mem.records,
+                  threads=torch.get_num_threads(), backend=sk.last_backend())
+    return result
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    catalog_args(p)
+    p.add_argument("--static-knn", choices=("auto", "exact", "bucket"), default="auto",
+                   help="modality kNN graphs (built once): exact or bucketed (+ knn_refine)")
+    p.add_argument("--refresh", choices=("auto", "exact", "refine", "bucket"), default="auto",
+                   help="per-epoch feedback kNN: exact sk.knn_graph, sk.knn_refine seeded by "
+                        "the previous epoch's graph, or bucket_knn")
+    p.add_argument("--exact-max", type=int, default=200000,
+                   help="'auto' uses exact kNN up to this many items")
+    args = p.parse_args(argv)
+    result = run(args)
+    print(json.dumps(result, sort_keys=True))
+    return result
+
+
+if __name__ == "__main__":
+    main()
