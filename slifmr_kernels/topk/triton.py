@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without triton
 __all__ = ["topk"]
 
 #: Index sentinel of an empty slot: larger than any real index, so it loses every tie.
-_EMPTY = 2 ** 62
+_EMPTY = tl.constexpr(2 ** 62)
 
 
 def _interpret() -> bool:
@@ -80,7 +80,7 @@ def _topk_kernel(
 ):
     pid = tl.program_id(0)
     inf = float("inf")
-    EMPTY: tl.constexpr = 2 ** 62
+    EMPTY = _EMPTY
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
     rows64 = rows.to(tl.int64)
