@@ -1,0 +1,475 @@
+"""Propagation on CPU: the Numba backend against its peers, measured in one run.
+
+Prints (and writes, ``--output``) a table of median times, the ratio of every peer's time to
+ours, and GB/s from the byte model below. Run the numbers you report under the exclusive CPU
+lock::
+
+    flock -x /tmp/slifmr-cpu.lock python bench/compare_propagate.py
+
+Tasks (float32, d = 64 by default):
+
+* ``lightgcn``: the symmetric-normalised bipartite adjacency of a power-law user-item graph
+  (50k users, 20k items, 1M interactions -> 2M nnz over 70k nodes). Forward: our kernel
+  (int32 and int64 indices, and through ``sk.propagate``) against ``torch.sparse.mm`` on a CSR
+  tensor and scipy ``csr @ dense``. Forward+backward: ``sk.propagate`` with autograd against
+  autograd through ``torch.sparse.mm``.
+* ``hetero``: three relation graphs on one node space (users + items + entities): the
+  interaction adjacency, an item-item kNN graph (k = 20) and item-entity KG edges (both
+  directions), with relation weights. Ours: one fused call over the stacked CSR. Peers: three
+  ``torch.sparse.mm`` calls plus the weighted additions; the same with scipy.
+* ``kg``: a knowledge graph with 20 relations and 1M triples over 100k entities, aggregated
+  with relation embeddings (``e_h = sum w_hrt * (e_r * e_t)``). Forward and forward+backward
+  (gradients for entity and relation embeddings): ``sk.propagate(..., relation_emb=E)``
+  against the gather-multiply-``index_add_`` formulation (KGIN style) with autograd. Peak
+  extra memory of each is measured in a fresh child process (``ru_maxrss`` growth).
+
+Byte model (what one call must stream; every X row is re-read once per edge that gathers it,
+from cache or DRAM): ``indptr 8·(n_rows+1) + indices (4|8)·nnz + values 4·nnz
+(+ relation 4·nnz) + gathered rows 4·d·nnz (+ 4·d·nnz for the relation-table row, read from
+L1) + y 4·n_rows·d``. The backward adds the same over the transpose plus x read once for g.
+GB/s = model bytes / median time. The copy bandwidth (``dst.copy_(src)`` of 256 MiB, counted
+as read + write) is measured in the same run as the ceiling to compare with.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+# ---------------------------------------------------------------------------
+# graphs
+# ---------------------------------------------------------------------------
+
+def power_law_pairs(rng, n_a, n_b, n_pairs, alpha_a=0.6, alpha_b=0.9):
+    """``n_pairs`` distinct (a, b) pairs with Zipf-like marginals; ids shuffled so hot rows
+    are scattered over the id range as in real datasets."""
+    pa = np.arange(1, n_a + 1, dtype=np.float64) ** -alpha_a
+    pb = np.arange(1, n_b + 1, dtype=np.float64) ** -alpha_b
+    draw = int(n_pairs * 1.4) + 1000
+    a = rng.choice(n_a, draw, p=pa / pa.sum())
+    b = rng.choice(n_b, draw, p=pb / pb.sum())
+    key = np.unique(a.astype(np.int64) * n_b + b)
+    if key.size < n_pairs:
+        raise RuntimeError("power_law_pairs: too few distinct pairs; raise the draw factor")
+    key = rng.permutation(key)[:n_pairs]
+    return rng.permutation(n_a)[key // n_b], rng.permutation(n_b)[key % n_b]
+
+
+def sym_normalize(a: sp.csr_matrix) -> sp.csr_matrix:
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    with np.errstate(divide="ignore"):
+        dinv = np.where(deg > 0, deg ** -0.5, 0.0)
+    out = (sp.diags(dinv) @ a @ sp.diags(dinv)).tocsr().astype(np.float32)
+    out.sort_indices()
+    return out
+
+
+def lightgcn_adjacency(rng, n_users=50_000, n_items=20_000, n_inter=1_000_000):
+    u, i = power_law_pairs(rng, n_users, n_items, n_inter)
+    r = sp.csr_matrix((np.ones(u.size, np.float32), (u, i)), shape=(n_users, n_items))
+    return sym_normalize(sp.bmat([[None, r], [r.T, None]]).tocsr())
+
+
+def hetero_graphs(rng, n_users=50_000, n_items=20_000, n_entities=30_000, n_inter=1_000_000,
+                  knn_k=20, n_kg=500_000):
+    """Three relation graphs over one node space [users | items | entities] (N = 100k)."""
+    n = n_users + n_items + n_entities
+    u, i = power_law_pairs(rng, n_users, n_items, n_inter)
+    r = sp.csr_matrix((np.ones(u.size, np.float32), (u, i + n_users)), shape=(n, n))
+    inter = sym_normalize((r + r.T).tocsr())
+    # kNN over items: k neighbours per item row, similarity-like positive weights.
+    rows = np.repeat(np.arange(n_items), knn_k) + n_users
+    cols = (rng.integers(0, n_items - 1, rows.size) + (rows - n_users) + 1) % n_items + n_users
+    knn = sym_normalize(sp.csr_matrix((rng.random(rows.size).astype(np.float32) + 0.1,
+                                       (rows, cols)), shape=(n, n)))
+    h, t = power_law_pairs(rng, n_items, n_entities, n_kg, 0.3, 0.8)
+    kg = sp.csr_matrix((np.ones(h.size, np.float32), (h + n_users, t + n_users + n_items)),
+                       shape=(n, n))
+    kg = sym_normalize((kg + kg.T).tocsr())
+    return {"interaction": inter, "knn": knn, "kg": kg}
+
+
+def kg_triples(rng, n_entities=100_000, n_relations=20, n_triples=1_000_000):
+    """(head, relation, tail) with power-law entity degrees and skewed relation frequencies."""
+    h, t = power_law_pairs(rng, n_entities, n_entities, n_triples, 0.7, 0.7)
+    pr = np.arange(1, n_relations + 1, dtype=np.float64) ** -1.0
+    rel = rng.choice(n_relations, h.size, p=pr / pr.sum()).astype(np.int32)
+    return h, rel, t
+
+
+# ---------------------------------------------------------------------------
+# timing and byte model
+# ---------------------------------------------------------------------------
+
+def median_time(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def spmm_bytes(n_rows, nnz, d, index_bytes=4, relation=False, elem=4):
+    """Bytes one forward call streams (see the module docstring)."""
+    b = 8 * (n_rows + 1) + index_bytes * nnz + elem * nnz + elem * d * nnz + elem * n_rows * d
+    if relation:
+        b += 4 * nnz
+    return b
+
+
+def copy_bandwidth(repeats):
+    src = torch.rand(64 * 1024 * 1024)           # 256 MiB of fp32
+    dst = torch.empty_like(src)
+    t = median_time(lambda: dst.copy_(src), repeats)
+    return 2 * src.numel() * 4 / t / 1e9
+
+
+# ---------------------------------------------------------------------------
+# tasks
+# ---------------------------------------------------------------------------
+
+def _csr_tensor(a: sp.csr_matrix) -> torch.Tensor:
+    return torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(np.int64)),
+                                   torch.from_numpy(a.indices.astype(np.int64)),
+                                   torch.from_numpy(a.data.astype(np.float32)), a.shape)
+
+
+def _kernel_args(a: sp.csr_matrix, index_dtype):
+    return (torch.from_numpy(a.indptr.astype(np.int64)),
+            torch.from_numpy(a.indices.astype(np.int64)).to(index_dtype),
+            torch.from_numpy(a.data.astype(np.float32)))
+
+
+def task_lightgcn(args, rows, nbk, sk):
+    rng = np.random.default_rng(args.seed)
+    a = lightgcn_adjacency(rng, n_inter=args.inter)
+    n, nnz, d = a.shape[0], a.nnz, args.dim
+    x = torch.randn(n, d)
+    xn = x.numpy()
+    t_csr = _csr_tensor(a)
+    ip, ix32, v = _kernel_args(a, torch.int32)
+    ix64 = ix32.long()
+    group = f"lightgcn fwd (N={n}, nnz={nnz}, d={d})"
+    fwd = spmm_bytes(n, nnz, d)
+    rows.append((group, "numba kernel, int32 idx", median_time(
+        lambda: nbk.spmm(ip, ix32, v, x, n), args.repeats), fwd, True))
+    rows.append((group, "numba kernel, int64 idx", median_time(
+        lambda: nbk.spmm(ip, ix64, v, x, n), args.repeats), spmm_bytes(n, nnz, d, 8), False))
+    if sk is not None:
+        g = sk.CSRGraph.from_scipy(a)
+        rows.append((group, "sk.propagate(numba)", median_time(
+            lambda: sk.propagate(g, x, backend="numba"), args.repeats), fwd, False))
+    rows.append((group, "torch.sparse.mm (CSR)", median_time(
+        lambda: torch.sparse.mm(t_csr, x), args.repeats), spmm_bytes(n, nnz, d, 8), False))
+    rows.append((group, "scipy csr @ dense", median_time(
+        lambda: a @ xn, args.repeats), fwd, False))
+
+    group = f"lightgcn fwd+bwd (N={n}, nnz={nnz}, d={d})"
+    dy = torch.randn(n, d)
+    both = 2 * fwd
+
+    def torch_fb():
+        xr = x.detach().requires_grad_()
+        torch.sparse.mm(t_csr, xr).backward(dy)
+
+    if sk is not None:
+        def ours_fb():
+            xr = x.detach().requires_grad_()
+            sk.propagate(g, xr, backend="numba").backward(dy)
+        g.transpose()          # built once per graph and cached: not part of a training step
+        rows.append((group, "sk.propagate(numba) + autograd", median_time(
+            ours_fb, args.repeats), both, True))
+    rows.append((group, "torch.sparse.mm + autograd", median_time(
+        torch_fb, args.repeats), 2 * spmm_bytes(n, nnz, d, 8), False))
+
+
+def task_hetero(args, rows, nbk, sk):
+    rng = np.random.default_rng(args.seed + 1)
+    graphs = hetero_graphs(rng, n_inter=args.inter)
+    weights = {"interaction": 1.0, "knn": 0.5, "kg": 0.25}
+    names = list(graphs)
+    n = graphs[names[0]].shape[0]
+    d = args.dim
+    x = torch.randn(n, d)
+    xn = x.numpy()
+    # The stacked CSR: rows merged, relation id per edge (what sk.stack_relations builds).
+    coo = [graphs[k].tocoo() for k in names]
+    r_all = np.concatenate([c.row for c in coo])
+    c_all = np.concatenate([c.col for c in coo])
+    v_all = np.concatenate([c.data for c in coo]).astype(np.float32)
+    rel_all = np.concatenate([np.full(c.nnz, r, np.int32) for r, c in enumerate(coo)])
+    order = np.lexsort((c_all, r_all))
+    r_all, c_all, v_all, rel_all = r_all[order], c_all[order], v_all[order], rel_all[order]
+    nnz = r_all.size
+    indptr = np.zeros(n + 1, np.int64)
+    np.add.at(indptr, r_all + 1, 1)
+    ip = torch.from_numpy(np.cumsum(indptr))
+    ix = torch.from_numpy(c_all.astype(np.int32))
+    v = torch.from_numpy(v_all)
+    rel = torch.from_numpy(rel_all)
+    w = torch.tensor([weights[k] for k in names])
+    table = w[:, None].expand(len(names), d).contiguous()
+    v_folded = v * w[rel.long()]
+    group = f"hetero 3 relations fwd (N={n}, nnz={nnz}, d={d})"
+    fwd = spmm_bytes(n, nnz, d)
+    rows.append((group, "numba spmm, weights folded", median_time(
+        lambda: nbk.spmm(ip, ix, v_folded, x, n), args.repeats), fwd, True))
+    rows.append((group, "numba spmm_rel, weight table", median_time(
+        lambda: nbk.spmm_rel(ip, ix, v, rel, table, x, n), args.repeats),
+        spmm_bytes(n, nnz, d, relation=True), False))
+    if sk is not None:
+        stacked = sk.stack_relations({k: sk.CSRGraph.from_scipy(graphs[k]) for k in names},
+                                     weights=[weights[k] for k in names])
+        rows.append((group, "sk.propagate(numba) stacked", median_time(
+            lambda: sk.propagate(stacked, x, backend="numba"), args.repeats), fwd, False))
+    tensors = [_csr_tensor(graphs[k]) for k in names]
+    sep_bytes = sum(spmm_bytes(n, graphs[k].nnz, d, 8) for k in names) + 2 * 3 * n * d * 4
+
+    def torch_three():
+        y = torch.sparse.mm(tensors[0], x)
+        for k, t in zip(names[1:], tensors[1:]):
+            y.add_(torch.sparse.mm(t, x), alpha=weights[k])
+        return y
+
+    def scipy_three():
+        y = graphs[names[0]] @ xn
+        for k in names[1:]:
+            y += weights[k] * (graphs[k] @ xn)
+        return y
+
+    rows.append((group, "3x torch.sparse.mm + adds", median_time(torch_three, args.repeats),
+                 sep_bytes, False))
+    rows.append((group, "3x scipy csr @ dense + adds", median_time(scipy_three, args.repeats),
+                 sep_bytes, False))
+
+
+def _kg_setup(args):
+    rng = np.random.default_rng(args.seed + 2)
+    h, rel, t = kg_triples(rng, args.entities, args.relations, args.triples)
+    n = args.entities
+    deg = np.bincount(h, minlength=n).astype(np.float32)
+    w = (1.0 / np.maximum(deg, 1))[h]               # w_hrt = 1 / |N(h)| (mean aggregation)
+    return h, rel, t, w, n
+
+
+def kg_peer_fb(h, rel, t, w, x, e, dy):
+    """KGIN-style: gather tails, multiply by relation embeddings, index_add_ into heads."""
+    msg = x[t] * e[rel] * w[:, None]
+    y = torch.zeros(x.shape[0], x.shape[1], dtype=x.dtype).index_add_(0, h, msg)
+    if dy is not None:
+        y.backward(dy)
+    return y
+
+
+def task_kg(args, rows, nbk, sk):
+    hn, reln, tn, wn, n = _kg_setup(args)
+    d, R, nnz = args.dim, args.relations, hn.size
+    h, rel, t, w = (torch.from_numpy(hn), torch.from_numpy(reln).long(), torch.from_numpy(tn),
+                    torch.from_numpy(wn))
+    x0 = torch.randn(n, d) * 0.1
+    e0 = torch.randn(R, d)
+    dy = torch.randn(n, d)
+    fwd = spmm_bytes(n, nnz, d, relation=True) + 4 * d * nnz
+    # backward: dx over A^T (same bytes) + x read once for g
+    both = 2 * fwd + 4 * n * d
+    group = f"kg R={R} fwd (N={n}, triples={nnz}, d={d})"
+    g = None
+    if sk is not None:
+        g = sk.CSRGraph.from_edges(h, t, weight=w, relation=torch.from_numpy(reln), shape=(n, n),
+                                   num_relations=R)
+        rows.append((group, "sk.propagate(numba, relation_emb)", median_time(
+            lambda: sk.propagate(g, x0, relation_emb=e0, backend="numba"), args.repeats),
+            fwd, True))
+    else:
+        a = sp.csr_matrix((wn, (hn, tn)), shape=(n, n))   # relation ids follow via a permutation
+        order = np.lexsort((tn, hn))
+        ip = np.zeros(n + 1, np.int64)
+        np.add.at(ip, hn + 1, 1)
+        args_k = (torch.from_numpy(np.cumsum(ip)), torch.from_numpy(tn[order].astype(np.int32)),
+                  torch.from_numpy(wn[order]), torch.from_numpy(reln[order]))
+        del a
+        rows.append((group, "numba spmm_rel kernel", median_time(
+            lambda: nbk.spmm_rel(*args_k, e0, x0, n), args.repeats), fwd, True))
+    rows.append((group, "gather * E[r] + index_add_", median_time(
+        lambda: kg_peer_fb(h, rel, t, w, x0, e0, None), args.repeats), fwd, False))
+    if sk is None:
+        return
+    group = f"kg R={R} fwd+bwd (N={n}, triples={nnz}, d={d})"
+    g.transpose()
+
+    def ours():
+        x = x0.detach().requires_grad_()
+        e = e0.detach().requires_grad_()
+        sk.propagate(g, x, relation_emb=e, backend="numba").backward(dy)
+
+    def peer():
+        x = x0.detach().requires_grad_()
+        e = e0.detach().requires_grad_()
+        kg_peer_fb(h, rel, t, w, x, e, dy)
+
+    mem = {m: child_peak_memory(args, m) for m in ("ours", "peer")}
+    rows.append((group, f"sk.propagate(numba) + autograd [peak +{mem['ours']:.0f} MiB]",
+                 median_time(ours, args.repeats), both, True))
+    rows.append((group, f"gather/index_add_ + autograd [peak +{mem['peer']:.0f} MiB]",
+                 median_time(peer, args.repeats), both, False))
+
+
+def child_peak_memory(args, which):
+    """Peak RSS growth (MiB) of one KG forward+backward, in a fresh process.
+
+    The child lowers glibc's mmap threshold so every large block is returned to the OS when
+    freed; a thread samples the resident set every 0.2 ms during the call, so the number is
+    the high-water mark of that call alone (outputs and gradients included), not of setup.
+    """
+    cmd = [sys.executable, __file__, "--child-kg-memory", which, "--entities", str(args.entities),
+           "--relations", str(args.relations), "--triples", str(args.triples),
+           "--dim", str(args.dim), "--seed", str(args.seed)]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _child_kg_memory(args):
+    import threading
+
+    import slifmr_kernels as sk
+    hn, reln, tn, wn, n = _kg_setup(args)
+    d, R = args.dim, args.relations
+    h, rel, t, w = (torch.from_numpy(hn), torch.from_numpy(reln).long(), torch.from_numpy(tn),
+                    torch.from_numpy(wn))
+    x = (torch.randn(n, d) * 0.1).requires_grad_()
+    e = torch.randn(R, d).requires_grad_()
+    dy = torch.randn(n, d)
+    g = sk.CSRGraph.from_edges(h, t, weight=w, relation=torch.from_numpy(reln), shape=(n, n),
+                               num_relations=R)
+    g.transpose()
+    # Warm the JIT on a tiny graph so compilation memory is not counted.
+    tiny = sk.CSRGraph.from_edges(h[:10] % 5, t[:10] % 5, relation=torch.from_numpy(reln[:10]),
+                                  shape=(5, 5), num_relations=R)
+    xt = torch.randn(5, d, requires_grad=True)
+    sk.propagate(tiny, xt, relation_emb=e, backend="numba").sum().backward()
+    kg_peer_fb(h[:10] % 5, rel[:10], t[:10] % 5, w[:10], xt, e, torch.randn(5, d))
+    del xt
+    e.grad = None
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0002)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    if args.child_kg_memory == "ours":
+        sk.propagate(g, x, relation_emb=e, backend="numba").backward(dy)
+    else:
+        kg_peer_fb(h, rel, t, w, x, e, dy)
+    done.set()
+    th.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    print((peak[0] - base) / 2 ** 20)
+
+
+TASKS = {"lightgcn": task_lightgcn, "hetero": task_hetero, "kg": task_kg}
+
+
+# ---------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------
+
+def format_table(rows, copy_gbs):
+    lines = ["| task | implementation | median ms | ours is × faster | GB/s (model) | % of copy |",
+             "|---|---|---:|---:|---:|---:|"]
+    groups = []
+    for r in rows:
+        if r[0] not in groups:
+            groups.append(r[0])
+    for grp in groups:
+        members = [r for r in rows if r[0] == grp]
+        ours = next((r for r in members if r[4]), members[0])
+        for g_, name, t, nbytes, is_ours in members:
+            ratio = "—" if is_ours else f"{t / ours[2]:.2f}"
+            gbs = nbytes / t / 1e9
+            lines.append(f"| {grp} | {'**' + name + '**' if is_ours else name} | {t * 1e3:.2f} | "
+                         f"{ratio} | {gbs:.1f} | {100 * gbs / copy_gbs:.0f} % |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="lightgcn,hetero,kg")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--inter", type=int, default=1_000_000, help="user-item interactions")
+    p.add_argument("--entities", type=int, default=100_000)
+    p.add_argument("--relations", type=int, default=20)
+    p.add_argument("--triples", type=int, default=1_000_000)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for torch and numba (default: all cores)")
+    p.add_argument("--output", default=str(ROOT / "runs" / "compare_propagate.md"))
+    p.add_argument("--child-kg-memory", choices=["ours", "peer"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child_kg_memory:
+        _child_kg_memory(args)
+        return
+    import numba
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    # (slifmr_kernels.propagate is also the name of the public function: import by module path)
+    nbk = importlib.import_module("slifmr_kernels.propagate.numba")
+    try:
+        import slifmr_kernels as sk
+    except ImportError:      # the public op is optional for kernel-only runs
+        sk = None
+    rows = []
+    copy_gbs = copy_bandwidth(args.repeats)
+    for name in args.tasks.split(","):
+        TASKS[name](args, rows, nbk, sk)
+    env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba "
+           f"{numba.__version__} ({numba.get_num_threads()} threads), scipy {sp.__name__ and __import__('scipy').__version__}; "
+           f"copy bandwidth {copy_gbs:.1f} GB/s")
+    table = format_table(rows, copy_gbs)
+    text = f"{env}\n\n{table}\n"
+    print(text)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"env": env, "copy_gbs": copy_gbs,
+         "rows": [dict(task=r[0], impl=r[1], median_s=r[2], bytes=r[3], ours=r[4])
+                  for r in rows]}, indent=1))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
