@@ -39,13 +39,13 @@ class Config:
     # --- losses
     sc_weight: float = 0.05               # lambda_sc, semantic consistency (InfoNCE)
     sc_temperature: float = 0.2
-    sc_max_batch: int = 1024              # InfoNCE on at most this many batch users/items
+    sc_max_batch: int = 256               # InfoNCE on at most this many batch users/items
     reg_weight: float = 1e-4
     # --- optimisation
     lr: float = 1e-3
     batch_size: int = 4096
-    epochs: int = 100
-    patience: int = 10                    # epochs without a better valid recall@20 (0: off)
+    epochs: int = 30
+    patience: int = 5                     # epochs without a better valid recall@20 (0: off)
     eval_every: int = 1
     valid_fraction: float = 0.1           # carved from train when there is no valid split
     seed: int = 2025

@@ -98,10 +98,14 @@ class SLIFMR(nn.Module):
         """
         zu_cf, zi_cf = self.cf_view(g)
         views = {}
-        for name in self.view_names:
-            zi = self.kg_view(g) if name == "kg" else self.modality_view(g, name)
-            zu = sk.propagate(g.user_item, zi, backend=self.cfg.backend)
-            views[name] = (zu, zi)
+        item_views = [self.kg_view(g) if name == "kg" else self.modality_view(g, name)
+                      for name in self.view_names]
+        if item_views:
+            # Users read every item-side view through R~ in ONE pass over the interaction
+            # edges (views side by side as one (I, V*d) matrix) instead of V passes.
+            zu_all = sk.propagate(g.user_item, torch.cat(item_views, 1), backend=self.cfg.backend)
+            for name, zi, zu in zip(self.view_names, item_views, zu_all.split(zi_cf.shape[1], dim=1)):
+                views[name] = (zu, zi)
         zu, zi = zu_cf, zi_cf
         for k, name in enumerate(self.view_names):
             vu, vi = views[name]
