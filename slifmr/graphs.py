@@ -71,6 +71,17 @@ def to_csr_graph(m: sp.csr_matrix, device="cpu") -> sk.CSRGraph:
     return g.to(device) if str(device) != "cpu" else g
 
 
+def _knn_refine_fn():
+    """``knn_refine`` of the kernels (public name, else its op module), or None if absent."""
+    fn = getattr(sk, "knn_refine", None)
+    if fn is None:
+        try:
+            from slifmr_kernels.refine.op import knn_refine as fn
+        except ImportError:
+            fn = None
+    return fn
+
+
 def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
               previous: Optional[sk.CSRGraph] = None) -> tuple:
     """Cosine kNN graph of the rows of ``x`` (N, d), self excluded.
@@ -87,8 +98,9 @@ def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
         n = x.shape[0]
         empty = sp.csr_matrix((n, n), dtype=np.float32)
         return empty, empty, to_csr_graph(empty)
-    if previous is not None and hasattr(sk, "knn_refine"):
-        raw = sk.knn_refine(x, previous, k, backend=backend)
+    refine = _knn_refine_fn() if previous is not None else None
+    if refine is not None:
+        raw = refine(x, previous, k, backend=backend)
     else:
         raw = sk.knn_graph(x, k, metric="cosine", backend=backend)
     m = raw.to("cpu").to_scipy().astype(np.float32)

@@ -138,3 +138,19 @@ def test_builder_without_kg_or_features_and_cold_users():
     assert g.kg is None and g.modality == {}
     dense = g.adj.to_dense()
     assert torch.isfinite(dense).all() and dense[30:33].abs().sum() == 0
+
+
+def test_incremental_refresh_tracks_exact_knn():
+    from slifmr.graphs import _knn_refine_fn
+    if _knn_refine_fn() is None:
+        pytest.skip("slifmr_kernels knn_refine not available")
+    gen = torch.Generator().manual_seed(4)
+    h0 = torch.randn(300, 8, generator=gen)
+    _, _, raw0 = feedback_knn(h0, 6)
+    h1 = h0 + 0.05 * torch.randn(300, 8, generator=gen)   # one epoch of drift
+    S_ref, raw_ref, _ = feedback_knn(h1, 6)
+    S_inc, raw_inc, _ = feedback_knn(h1, 6, previous=raw0)
+    exact = raw_ref.toarray() > 0
+    got = raw_inc.toarray() > 0
+    assert (exact & got).sum() / exact.sum() > 0.95
+    assert np.allclose(S_inc.toarray(), S_inc.toarray().T, atol=1e-6)

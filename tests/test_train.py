@@ -164,3 +164,10 @@ def test_trainer_needs_validation(tmp_path, small_ds):
     import dataclasses
     with pytest.raises(ValueError, match="validation"):
         Trainer(_cfg(), dataclasses.replace(small_ds, valid=None), str(tmp_path / "v"))
+
+
+def test_incremental_feedback_refresh_trains(tmp_path, small_ds):
+    m = Trainer(_cfg(epochs=2, feedback_refine=True), small_ds, str(tmp_path / "r"), log=lambda s: None).fit()
+    log = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(r["feedback_edges"] > 0 for r in log)
+    assert 0.0 <= m["recall@20"] <= 1.0
