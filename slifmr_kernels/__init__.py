@@ -15,11 +15,12 @@ from .backends import BackendUnavailable, available_backends, last_backend
 from .graph import CSRGraph, stack_relations
 from .propagate.op import propagate, propagate_layers
 from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity
+from .refine.op import knn_refine
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CSRGraph", "stack_relations", "propagate", "propagate_layers", "topk_similarity",
     "knn_graph", "topk_scores", "normalize_rows", "available_backends", "last_backend",
-    "BackendUnavailable",
+    "BackendUnavailable", "knn_refine",
 ]
