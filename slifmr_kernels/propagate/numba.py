@@ -64,6 +64,10 @@ MIN_TARGET = 4096
 # At most about this many tasks (plus heavy-row segments), so the [tasks, R, d]
 # partials of the backward stay small: O(MAX_TASKS * R * d).
 MAX_TASKS = 512
+# Tasks a thread takes from the shared queue at a time. Dynamic scheduling keeps
+# both cores busy when tasks differ in cache behaviour or a core is shared with
+# another process; which thread runs a task never changes its result.
+SCHED_CHUNK = 4
 # How many edges ahead of the current one the gathered rows are prefetched.
 PREFETCH_DISTANCE = 8
 
@@ -73,27 +77,28 @@ PREFETCH_DISTANCE = 8
 # ---------------------------------------------------------------------------
 
 @intrinsic
-def _prefetch_row(typingctx, arr, row):
-    """Issue ``llvm.prefetch`` (read, keep in all cache levels) for ``arr[row, 0]``.
+def _prefetch(typingctx, arr, row, col):
+    """Issue ``llvm.prefetch`` (read, keep in all cache levels) for ``&arr[row, col]``.
 
     Numba exposes no prefetch; the hardware prefetcher cannot predict the
     gathered rows of a sparse matrix, so the edge loop asks for the rows a few
     edges ahead itself.  A prefetch never faults, but callers still only pass
-    in-range rows.
+    in-range addresses.
     """
-    if not (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(row, types.Integer)):
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(row, types.Integer)
+            and isinstance(col, types.Integer)):
         return None
-    sig = types.void(arr, row)
+    sig = types.void(arr, row, col)
 
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        idx = context.cast(builder, args[1], signature.args[1], types.intp)
-        zero = context.get_constant(types.intp, 0)
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        k = context.cast(builder, args[2], signature.args[2], types.intp)
         ptr = cgutils.get_item_pointer2(
             context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
             strides=cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
-            inds=[idx, zero], wraparound=False, boundscheck=False)
+            inds=[i, k], wraparound=False, boundscheck=False)
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
@@ -104,6 +109,14 @@ def _prefetch_row(typingctx, arr, row):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _prefetch_row(x, row):
+    """Prefetch every cache line of row ``row`` of the C-contiguous 2-D array ``x``."""
+    step = max(1, 64 // x.itemsize)
+    for k in range(0, x.shape[1], step):
+        _prefetch(x, row, k)
 
 
 # ---------------------------------------------------------------------------
@@ -295,15 +308,13 @@ def _spmm_kernel(indptr, indices, values, x, out, tasks, seg_slot, heavy, seg_bu
     n_tasks = tasks.shape[0]
     for t in prange(n_tasks):
         acc = np.empty(d, dtype=out.dtype)
-        r0 = tasks[t, 0]
-        r1 = tasks[t, 1]
         s = seg_slot[t]
         if s >= 0:
             _row_plain(indices, values, x, tasks[t, 2], tasks[t, 3], acc)
             for k in range(d):
                 seg_buf[s, k] = acc[k]
         else:
-            for i in range(r0, r1):
+            for i in range(tasks[t, 0], tasks[t, 1]):
                 _row_plain(indices, values, x, indptr[i], indptr[i + 1], acc)
                 for k in range(d):
                     out[i, k] = acc[k]
@@ -317,15 +328,13 @@ def _spmm_rel_kernel(indptr, indices, values, relation, table, x, out, tasks, se
     n_tasks = tasks.shape[0]
     for t in prange(n_tasks):
         acc = np.empty(d, dtype=out.dtype)
-        r0 = tasks[t, 0]
-        r1 = tasks[t, 1]
         s = seg_slot[t]
         if s >= 0:
             _row_rel(indices, values, relation, table, x, tasks[t, 2], tasks[t, 3], acc)
             for k in range(d):
                 seg_buf[s, k] = acc[k]
         else:
-            for i in range(r0, r1):
+            for i in range(tasks[t, 0], tasks[t, 1]):
                 _row_rel(indices, values, relation, table, x, indptr[i], indptr[i + 1], acc)
                 for k in range(d):
                     out[i, k] = acc[k]
@@ -350,6 +359,31 @@ def _reduce_heavy(heavy, seg_buf, out):
                 out[row, k] = out[row, k] + seg_buf[s, k]
 
 
+@njit(cache=True, inline="always")
+def _row_dx_g(indices_t, values_t, relation_t, table, dy, x, j, e0, e1, acc, gp, need_dx):
+    """One row j of A^T: acc = sum_e v_e table[r_e] dy[i_e] (if need_dx) and
+    gp[r_e] += v_e * x[j] * dy[i_e] for every edge, in edge order.
+
+    dy[i_e] is gathered once for both results.
+    """
+    d = dy.shape[1]
+    if need_dx:
+        for k in range(d):
+            acc[k] = 0
+    for e in range(e0, e1):
+        i = indices_t[e]
+        r = relation_t[e]
+        v = values_t[e]
+        p = e + PREFETCH_DISTANCE
+        if p < e1:
+            _prefetch_row(dy, indices_t[p])
+        if need_dx:
+            for k in range(d):
+                acc[k] = acc[k] + v * table[r, k] * dy[i, k]
+        for k in range(d):
+            gp[r, k] = gp[r, k] + v * x[j, k] * dy[i, k]
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def _backward_kernel(indptr_t, indices_t, values_t, relation_t, table, dy, x, dx, g_part,
                      need_dx, need_g, tasks, seg_slot, heavy, seg_buf):
@@ -363,36 +397,24 @@ def _backward_kernel(indptr_t, indices_t, values_t, relation_t, table, dy, x, dx
     for t in prange(n_tasks):
         acc = np.empty(d, dtype=dy.dtype)
         gp = g_part[t]
-        r0 = tasks[t, 0]
-        r1 = tasks[t, 1]
         s = seg_slot[t]
         if need_g:
             for r in range(gp.shape[0]):
                 for k in range(d):
                     gp[r, k] = 0
-        for j in range(r0, r1):
+        for j in range(tasks[t, 0], tasks[t, 1]):
             if s >= 0:
                 e0 = tasks[t, 2]
                 e1 = tasks[t, 3]
             else:
                 e0 = indptr_t[j]
                 e1 = indptr_t[j + 1]
-            if need_dx:
-                for k in range(d):
-                    acc[k] = 0
-            for e in range(e0, e1):
-                i = indices_t[e]
-                r = relation_t[e]
-                v = values_t[e]
-                p = e + PREFETCH_DISTANCE
-                if p < e1:
-                    _prefetch_row(dy, indices_t[p])
-                if need_dx:
-                    for k in range(d):
-                        acc[k] = acc[k] + v * table[r, k] * dy[i, k]
-                if need_g:
-                    for k in range(d):
-                        gp[r, k] = gp[r, k] + v * x[j, k] * dy[i, k]
+            if need_g:
+                _row_dx_g(indices_t, values_t, relation_t, table, dy, x, j, e0, e1, acc, gp,
+                          need_dx)
+            else:
+                # dx alone is the forward kernel on the transpose.
+                _row_rel(indices_t, values_t, relation_t, table, dy, e0, e1, acc)
             if need_dx:
                 if s >= 0:
                     for k in range(d):
@@ -422,6 +444,20 @@ def _sum_partials(g_part, g):
 # ---------------------------------------------------------------------------
 # torch wrappers (the backend contract)
 # ---------------------------------------------------------------------------
+
+class _chunked_schedule:
+    """Dynamic prange scheduling, SCHED_CHUNK tasks per grab, for the calls in its block.
+
+    Set from Python around the call: a ``with numba.parallel_chunksize`` block inside the
+    jitted function would make it uncachable.
+    """
+
+    def __enter__(self):
+        self.old = numba.set_parallel_chunksize(SCHED_CHUNK)
+
+    def __exit__(self, *exc):
+        numba.set_parallel_chunksize(self.old)
+
 
 def _np(t: torch.Tensor) -> np.ndarray:
     """Zero-copy numpy view of a contiguous CPU tensor."""
@@ -463,8 +499,9 @@ def spmm(indptr, indices, values, x, n_rows):
     ip = _np(indptr)
     xn = _np(x)
     tasks, seg_slot, heavy, seg_buf = _partition(ip, d, xn.dtype)
-    _spmm_kernel(ip, _np(indices), _values_np(values, indices.shape[0], xn.dtype), xn,
-                 _np(out), tasks, seg_slot, heavy, seg_buf)
+    with _chunked_schedule():
+        _spmm_kernel(ip, _np(indices), _values_np(values, indices.shape[0], xn.dtype), xn,
+                     _np(out), tasks, seg_slot, heavy, seg_buf)
     return out
 
 
@@ -490,8 +527,9 @@ def spmm_rel(indptr, indices, values, relation, table, x, n_rows):
     ip = _np(indptr)
     xn = _np(x)
     tasks, seg_slot, heavy, seg_buf = _partition(ip, d, xn.dtype)
-    _spmm_rel_kernel(ip, _np(indices), _values_np(values, indices.shape[0], xn.dtype),
-                     _np(relation), _np(table), xn, _np(out), tasks, seg_slot, heavy, seg_buf)
+    with _chunked_schedule():
+        _spmm_rel_kernel(ip, _np(indices), _values_np(values, indices.shape[0], xn.dtype),
+                         _np(relation), _np(table), xn, _np(out), tasks, seg_slot, heavy, seg_buf)
     return out
 
 
@@ -539,9 +577,11 @@ def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, n
     xn = _np(x) if need_g else dyn[:0]
     rel = _np(relation_t)
     tab = _np(table)
-    _backward_kernel(ip, _np(indices_t), _values_np(values_t, indices_t.shape[0], dyn.dtype),
-                     rel, tab, dyn, xn, dx_np, g_part, need_dx, need_g, tasks, seg_slot, heavy,
-                     seg_buf)
+    with _chunked_schedule():
+        _backward_kernel(ip, _np(indices_t),
+                         _values_np(values_t, indices_t.shape[0], dyn.dtype),
+                         rel, tab, dyn, xn, dx_np, g_part, need_dx, need_g, tasks, seg_slot, heavy,
+                         seg_buf)
     if need_g:
         _sum_partials(g_part, _np(g))
     return dx, g
