@@ -5,14 +5,20 @@
 * The loaded library's op schemas are driven through the Python backend modules
   (slifmr_kernels/{propagate,topk}/cuda.py) with stand-in CPU kernels: the arguments the
   wrappers pass must match the C++ schemas exactly.
+* The CUDA kernels themselves run on the CPU through csrc/emu/cuda_emu.h (every CUDA thread an
+  OS thread, real barriers and warp collectives), behind the real bindings and the Python
+  wrappers, and are compared with the float64 references: forward, backward, top-k with ties,
+  exclusions, padding, heavy rows, vectorised and scalar paths.
 * The loader's error path: a clear ImportError when the extension is absent.
 * CuPy/DLPack interop (importable without CuPy) and the non-GPU parts of bench/gpu_check.py.
 """
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -136,6 +142,224 @@ def test_wrappers_match_the_cpp_schemas(built_library, fresh_cuda_modules, monke
         assert i.shape == (2, 2) and seen["topk"] == (2, True, True)
     finally:
         lib._destroy()
+
+
+# ---------------------------------------------------------------------------------------------
+# the CUDA kernels on the CPU (csrc/emu/cuda_emu.h)
+# ---------------------------------------------------------------------------------------------
+def _rewrite_launches(src: str) -> str:
+    """``kernel<<<cfg>>>(args)`` -> ``emu::launch(cfg, [&]() { kernel(args); })``."""
+    pat = re.compile(r"([A-Za-z_]\w*(?:<[^<>;]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
+    out, pos = [], 0
+    while True:
+        m = pat.search(src, pos)
+        if not m:
+            out.append(src[pos:])
+            return "".join(out)
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(src[i], 0)
+            i += 1
+        out.append(src[pos:m.start()])
+        out.append(f"emu::launch({m.group(2)}, [&]() {{ {m.group(1)}({src[m.end():i - 1]}); }})")
+        pos = i
+
+
+def test_rewrite_launches():
+    src = "a<T, 4><<<nb, 256, 0, st>>>(p, f(q), r);\nk<<<1, 2>>>();"
+    assert _rewrite_launches(src) == (
+        "emu::launch(nb, 256, 0, st, [&]() { a<T, 4>(p, f(q), r); });\n"
+        "emu::launch(1, 2, [&]() { k(); });")
+
+
+@pytest.fixture(scope="module")
+def emu_ops(tmp_path_factory):
+    """The real bindings + the .cu kernels compiled as C++ against the emulation header,
+    registered for CPU tensors; yields the two Python backend modules wired to them."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    import torch.utils.cpp_extension as cpp
+
+    out = tmp_path_factory.mktemp("emu")
+    emu_dir = os.path.join(ROOT, "csrc", "emu")
+    inc = [f"-I{p}" for p in cpp.include_paths()]
+    flags = ["g++", "-std=c++20", "-O1", "-fPIC", "-pthread", "-Wno-unknown-pragmas"]
+    objs = []
+    for rel in ("csrc/propagate/propagate.cu", "csrc/topk/topk.cu"):
+        with open(os.path.join(ROOT, rel)) as f:
+            text = _rewrite_launches(f.read())
+        assert "<<<" not in text
+        cpp_file = out / (rel.replace("/", "_") + ".cpp")
+        cpp_file.write_text(text)
+        objs.append(str(cpp_file) + ".o")
+        subprocess.run(flags + [f"-I{emu_dir}", "-include", os.path.join(emu_dir, "cuda_emu.h"),
+                                "-c", str(cpp_file), "-o", objs[-1]], check=True, timeout=600)
+    for rel in ("csrc/propagate/binding.cpp", "csrc/topk/binding.cpp"):
+        objs.append(str(out / (rel.replace("/", "_") + ".o")))
+        subprocess.run(flags + ["-DSLIFMR_CUDA_EMULATION"] + inc +
+                       [f"-I{sysconfig.get_paths()['include']}", "-c", os.path.join(ROOT, rel),
+                        "-o", objs[-1]], check=True, timeout=600)
+    tl = os.path.join(os.path.dirname(torch.__file__), "lib")
+    so = str(out / "_C_emu.so")
+    subprocess.run(["g++", "-shared", "-pthread"] + objs + [f"-L{tl}", "-ltorch", "-ltorch_cpu",
+                    "-lc10", f"-Wl,-rpath,{tl}", "-o", so], check=True, timeout=300)
+
+    from slifmr_kernels import _cuda
+    names = ["slifmr_kernels.propagate.cuda", "slifmr_kernels.topk.cuda"]
+    saved = {n: sys.modules.pop(n) for n in names if n in sys.modules}
+    saved_ops, saved_env = _cuda._ops, os.environ.get("SLIFMR_CUDA_LIB")
+    _cuda._ops = None
+    os.environ["SLIFMR_CUDA_LIB"] = so
+    try:
+        from slifmr_kernels.propagate import cuda as pc
+        from slifmr_kernels.topk import cuda as tc
+        for mod in (pc, tc):
+            mod.stream_of = lambda t: 0  # no CUDA stream on the CPU
+        yield pc, tc
+    finally:
+        for n in names:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved)
+        _cuda._ops = saved_ops
+        if saved_env is None:
+            os.environ.pop("SLIFMR_CUDA_LIB", None)
+        else:
+            os.environ["SLIFMR_CUDA_LIB"] = saved_env
+
+
+def _graph(gen, n_rows, n_cols, degrees, idx_dtype, R):
+    deg = torch.as_tensor(degrees, dtype=torch.int64)
+    indptr = torch.zeros(n_rows + 1, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(deg, 0)
+    nnz = int(indptr[-1])
+    indices = torch.randint(0, n_cols, (nnz,), generator=gen).to(idx_dtype)
+    values = torch.rand(nnz, generator=gen, dtype=torch.float64) + 0.1
+    relation = torch.randint(0, R, (nnz,), generator=gen).to(torch.int32)
+    relation[relation == 2] = 1  # relation 2 has no edges: its g row must be zero
+    return indptr, indices, values, relation
+
+
+def _dense(indptr, indices, values, relation, n_rows, n_cols, R):
+    a = torch.zeros(R, n_rows, n_cols, dtype=torch.float64)
+    rows = torch.repeat_interleave(torch.arange(n_rows), indptr[1:] - indptr[:-1])
+    a.index_put_((relation.long(), rows, indices.long()), values, accumulate=True)
+    return a
+
+
+def _rel_err(got, ref):
+    return float((got.double() - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+# degrees: empty rows, one row over the 512-edge chunk (split in three), light rows
+_DEG = [0, 3, 1300, 0, 7, 1, 0, 2, 30, 5, 0, 9]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [8, 5, 132])  # vector path, scalar path, > 32 lanes of vectors
+@pytest.mark.parametrize("idx_dtype", [torch.int32, torch.int64])
+def test_emulated_cuda_propagate(emu_ops, dtype, d, idx_dtype):
+    pc, _ = emu_ops
+    gen = torch.Generator().manual_seed(d * 7 + (dtype == torch.float64) + 2 * (
+        idx_dtype == torch.int64))
+    n, m, R = len(_DEG), 23, 4
+    indptr, indices, values, relation = _graph(gen, n, m, _DEG, idx_dtype, R)
+    x = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    dy = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    a = _dense(indptr, indices, values, relation, n, m, R)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    cast = dict(dtype=dtype)
+    y = pc.spmm(indptr, indices, values.to(**cast), x.to(**cast), n)
+    assert y.dtype == dtype and y.shape == (n, d)
+    assert _rel_err(y, a.sum(0) @ x) < tol
+    y = pc.spmm_rel(indptr, indices, values.to(**cast), relation, table.to(**cast),
+                    x.to(**cast), n)
+    assert _rel_err(y, torch.einsum("rij,jd,rd->id", a, x, table)) < tol
+    assert bool((y[torch.tensor(_DEG) == 0] == 0).all())
+    y2 = pc.spmm_rel(indptr, indices, values.to(**cast), relation, table.to(**cast),
+                     x.to(**cast), n)
+    assert torch.equal(y, y2)  # no atomics: the same bits every run
+    # backward over the transpose
+    rows = torch.repeat_interleave(torch.arange(n), indptr[1:] - indptr[:-1])
+    perm = torch.sort(indices.long(), stable=True).indices
+    indptr_t = torch.zeros(m + 1, dtype=torch.int64)
+    indptr_t[1:] = torch.cumsum(torch.bincount(indices.long(), minlength=m), 0)
+    t = (indptr_t, rows[perm].to(idx_dtype), values[perm].to(**cast), relation[perm])
+    dx, g = pc.spmm_rel_backward(*t, table.to(**cast), dy.to(**cast), x.to(**cast), R,
+                                 True, True)
+    assert _rel_err(dx, torch.einsum("rij,id,rd->jd", a, dy, table)) < tol
+    g_ref = torch.einsum("rij,jd,id->rd", a, x, dy)
+    assert g.shape == (R, d) and _rel_err(g, g_ref) < tol
+    assert bool((g[2] == 0).all())
+    dx2, g2 = pc.spmm_rel_backward(*t, table.to(**cast), dy.to(**cast), x.to(**cast), R,
+                                   False, True)
+    assert dx2 is None and torch.equal(g2, g)
+
+
+def test_emulated_cuda_propagate_without_values(emu_ops):
+    """values may be None at the C++ level (all ones)."""
+    gen = torch.Generator().manual_seed(3)
+    indptr, indices, values, relation = _graph(gen, 12, 9, _DEG, torch.int64, 3)
+    x = torch.randn(9, 4, generator=gen)
+    y = torch.ops.slifmr_cuda.propagate(indptr, indices, None, None, None, x, 12, 0)
+    ref = _dense(indptr, indices, torch.ones_like(values), relation, 12, 9, 3).sum(0) @ \
+        x.double()
+    assert _rel_err(y, ref) < 1e-6
+
+
+def _topk_ref(x, y, k, exclude_self, lists=None):
+    s = x.double() @ y.double().T
+    n, m = s.shape
+    idx = torch.full((n, k), -1, dtype=torch.int64)
+    val = torch.full((n, k), float("-inf"), dtype=torch.float64)
+    for i in range(n):
+        banned = set(lists[i]) if lists is not None else set()
+        cand = sorted((-float(s[i, j]), j) for j in range(m)
+                      if j not in banned and not (exclude_self and j == i))
+        for p, (ns, j) in enumerate(cand[:k]):
+            idx[i, p], val[i, p] = j, -ns
+    return idx, val
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_emulated_cuda_topk_ties_self_and_padding(emu_ops, dtype):
+    _, tc = emu_ops
+    gen = torch.Generator().manual_seed(21)
+    # integer vectors: exact scores in both dtypes, many exact ties; duplicate columns in a
+    # later tile, visited first by the second row block (diagonal tile first)
+    x = torch.randint(-2, 3, (70, 5), generator=gen).double()
+    y = x.clone()
+    y[64:70] = y[0:6]
+    k = 40  # > 32: the warp shifts the sorted list in several steps
+    idx, val = tc.topk(x.to(dtype), y.to(dtype), k, True, None, None)
+    ri, rv = _topk_ref(x, y, k, True)
+    assert torch.equal(idx, ri) and torch.equal(val.double(), rv)
+    # k >= candidates: 70 columns minus self = 69 allowed, one pad per row
+    idx, val = tc.topk(x.to(dtype), y.to(dtype), 70, True, None, None)
+    ri, rv = _topk_ref(x, y, 70, True)
+    assert torch.equal(idx, ri) and torch.equal(val.double(), rv)
+    assert bool((idx[:, -1] == -1).all()) and bool(torch.isneginf(val[:, -1]).all())
+
+
+@pytest.mark.parametrize("ex_dtype", [torch.int32, torch.int64])
+def test_emulated_cuda_topk_exclusions(emu_ops, ex_dtype):
+    _, tc = emu_ops
+    gen = torch.Generator().manual_seed(22)
+    n, m, k = 40, 150, 6
+    x = torch.randn(n, 9, generator=gen, dtype=torch.float64)
+    y = torch.randn(m, 9, generator=gen, dtype=torch.float64)
+    best = torch.topk(x @ y.T, 45, dim=1).indices  # exclude the winners: > 32 per row
+    lists = [best[i, : int(torch.randint(0, 45, (1,), generator=gen))].tolist()
+             for i in range(n)]
+    lists[0] = list(range(m))  # everything excluded: all padding
+    ep = torch.zeros(n + 1, dtype=torch.int64)
+    ep[1:] = torch.cumsum(torch.tensor([len(a) for a in lists]), 0)
+    ei = torch.tensor([j for a in lists for j in a], dtype=ex_dtype)
+    idx, val = tc.topk(x, y, k, False, ep, ei)
+    ri, rv = _topk_ref(x, y, k, False, lists)
+    assert torch.equal(idx, ri)
+    torch.testing.assert_close(val, rv, rtol=1e-13, atol=1e-13)
+    assert bool((idx[0] == -1).all())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,15 @@ int slifmr_propagate_g_partials(int dtype, int idx64, const int64_t* perm, const
 const char* slifmr_cuda_error_string(int code);
 }
 
+// SLIFMR_CUDA_EMULATION is defined only by the test build that runs the kernels on the CPU
+// through csrc/emu/cuda_emu.h (tests/test_csrc.py): the ops are then registered for CPU
+// tensors. Extension builds register them for CUDA.
+#ifdef SLIFMR_CUDA_EMULATION
+#define SLIFMR_DISPATCH_KEY CPU
+#else
+#define SLIFMR_DISPATCH_KEY CUDA
+#endif
+
 namespace slifmr_cuda {
 namespace {
 
@@ -54,7 +63,9 @@ int dtype_code(const at::Tensor& x, const char* name) {
 }
 
 void check_cuda(const at::Tensor& t, const at::Tensor& like, const char* name) {
+#ifndef SLIFMR_CUDA_EMULATION
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+#endif
   TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), ", got ",
               t.device());
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
@@ -200,7 +211,7 @@ TORCH_LIBRARY_FRAGMENT(slifmr_cuda, m) {
         "bool need_dx, bool need_g, int stream) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(slifmr_cuda, CUDA, m) {
+TORCH_LIBRARY_IMPL(slifmr_cuda, SLIFMR_DISPATCH_KEY, m) {
   m.impl("propagate", &propagate);
   m.impl("propagate_backward", &propagate_backward);
 }

@@ -20,11 +20,22 @@ int slifmr_topk(int dtype, const void* x, const void* y, int64_t n, int64_t m, i
 const char* slifmr_cuda_error_string(int code);
 }
 
+// SLIFMR_CUDA_EMULATION is defined only by the test build that runs the kernels on the CPU
+// through csrc/emu/cuda_emu.h (tests/test_csrc.py): the ops are then registered for CPU
+// tensors. Extension builds register them for CUDA.
+#ifdef SLIFMR_CUDA_EMULATION
+#define SLIFMR_DISPATCH_KEY CPU
+#else
+#define SLIFMR_DISPATCH_KEY CUDA
+#endif
+
 namespace slifmr_cuda {
 namespace {
 
 void check_cuda(const at::Tensor& t, const at::Tensor& like, const char* name) {
+#ifndef SLIFMR_CUDA_EMULATION
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+#endif
   TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), ", got ",
               t.device());
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
@@ -80,7 +91,7 @@ TORCH_LIBRARY_FRAGMENT(slifmr_cuda, m) {
         "Tensor? excl_indices, int stream) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(slifmr_cuda, CUDA, m) {
+TORCH_LIBRARY_IMPL(slifmr_cuda, SLIFMR_DISPATCH_KEY, m) {
   m.impl("topk", &topk);
 }
 
