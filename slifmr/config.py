@@ -24,6 +24,7 @@ class Config:
     kg_layers: int = 2                    # relation-aware layers on KG(t)
     modality_layers: int = 1              # layers on A_m(t)
     use_kg: bool = True
+    share_item_entity: bool = True        # item rows of the entity table = item ID embeddings
     modalities: Optional[list] = field(default_factory=lambda: ["image", "text"])  # None: all present
     view_weight: float = 0.2              # alpha_v (initial value when learned)
     learn_view_weight: bool = True

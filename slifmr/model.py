@@ -49,8 +49,13 @@ class SLIFMR(nn.Module):
         self.user_emb = nn.Parameter(torch.randn(self.num_users, d) * 0.1)
         self.item_emb = nn.Parameter(torch.randn(self.num_items, d) * 0.1)
         self.use_kg = bool(cfg.use_kg and num_entities > 0 and num_view_relations > 0)
+        self.share_item_entity = bool(cfg.share_item_entity)
         if self.use_kg:
-            self.entity_emb = nn.Parameter(torch.randn(int(num_entities), d) * 0.1)
+            # Items are entities 0..I-1. Shared: those rows ARE the item ID embeddings and only
+            # the non-item entities get their own table (KGAT's reading; no second free vector
+            # per item). Not shared: a separate (E, d) entity table.
+            n_own = int(num_entities) - (self.num_items if self.share_item_entity else 0)
+            self.entity_emb = nn.Parameter(torch.randn(max(n_own, 0), d) * 0.1)
             # Start near plain mean aggregation (e_r ~ 1); training specialises each relation.
             self.relation_emb = nn.Parameter(1.0 + 0.1 * torch.randn(int(num_view_relations), d))
         features = features or {}
@@ -78,8 +83,14 @@ class SLIFMR(nn.Module):
         z = sk.propagate_layers(g.adj, x, self.cfg.num_layers, backend=self.cfg.backend)
         return z[: self.num_users], z[self.num_users:]
 
+    def entities(self) -> torch.Tensor:
+        """(E, d) layer-0 entity embeddings (item rows first)."""
+        if self.share_item_entity:
+            return torch.cat([self.item_emb, self.entity_emb], 0)
+        return self.entity_emb
+
     def kg_view(self, g: Graphs) -> torch.Tensor:
-        x = self.entity_emb
+        x = self.entities()
         acc = x
         for _ in range(self.cfg.kg_layers):
             x = sk.propagate(g.kg, x, relation_emb=self.relation_emb, backend=self.cfg.backend)

@@ -43,7 +43,8 @@ def test_forward_matches_dense_definition(ds):
     # KG: e_h <- sum_e w_e * (E_r[e] * x_t[e]) per edge, mean over layers
     kg = g.kg
     rows, cols, rel, w = kg.row_ids(), kg.indices.long(), kg.relation.long(), kg.values.double()
-    e = model.entity_emb.double()
+    e = model.entities().double()
+    assert torch.equal(e[:I], model.item_emb.double())  # items are entities 0..I-1 (shared rows)
     E = model.relation_emb.double()
     acc, h = e, e
     for _ in range(2):
@@ -65,8 +66,9 @@ def test_forward_matches_dense_definition(ds):
     assert model.view_names == ["kg", "image", "text"]
 
 
-def test_every_parameter_gets_a_gradient(ds):
-    cfg = Config(embed_dim=8)
+@pytest.mark.parametrize("shared", [True, False])
+def test_every_parameter_gets_a_gradient(ds, shared):
+    cfg = Config(embed_dim=8, share_item_entity=shared)
     b, g = _graphs(ds)
     model = build_model(cfg, ds, b.num_view_relations)
     out = model(g)
