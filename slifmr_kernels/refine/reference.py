@@ -1,9 +1,11 @@
 """Pure-torch backend of the kNN refresh: simple, vectorised, runs on any device.
 
-The same idea as the Numba kernel without its bookkeeping: every round, each row's candidates
-are its current list, its neighbours' lists (k² ids) and a few random ids; the k best of them
-(ties by lower index) become the new list. No "new/old" flags and no reverse lists, so a
-round costs N·(k + k² + r)·d multiply-adds; memory stays O(block) by scoring row blocks.
+The same idea as the Numba kernel without its bookkeeping: every round, each row's joined
+list J(u) is its current k neighbours plus up to ``max_candidates`` (c) sampled reverse
+neighbours; its candidates are J(u), the joined lists of those nodes ((k + c)² ids) and a few
+random ids, and the k best of them (ties by lower index) become the new list. No "new/old"
+flags, so a round costs N·(k + c)²·d multiply-adds; memory stays O(block) by scoring row
+blocks.
 """
 from __future__ import annotations
 
@@ -25,12 +27,15 @@ def _padded_seeds(indptr: torch.Tensor, indices: torch.Tensor, n: int) -> torch.
     return out
 
 
-def _best(x: torch.Tensor, cand: torch.Tensor, k: int):
-    """Top-k of each row's candidate ids (-1 = none), self and duplicates removed."""
-    n, d = x.shape
+def _best(x: torch.Tensor, cand: torch.Tensor, k: int, rows=None):
+    """Top-k of each row's candidate ids (-1 = none), self and duplicates removed.
+    ``rows``: the node of each candidate row (default: all nodes in order)."""
+    d = x.shape[1]
+    if rows is None:
+        rows = torch.arange(x.shape[0], device=x.device)
+    n = rows.numel()
     cand = torch.sort(cand, dim=1).values  # ascending ids: a stable score sort then breaks
-    rows = torch.arange(n, device=x.device)[:, None]  # ties by the lower id
-    ok = (cand >= 0) & (cand != rows)
+    ok = (cand >= 0) & (cand != rows[:, None])  # ties by the lower id
     ok[:, 1:] &= cand[:, 1:] != cand[:, :-1]
     idx = torch.full((n, k), -1, dtype=torch.int64, device=x.device)
     val = torch.full((n, k), float("-inf"), dtype=x.dtype, device=x.device)
@@ -39,7 +44,7 @@ def _best(x: torch.Tensor, cand: torch.Tensor, k: int):
     for r0 in range(0, n, block):
         r1 = min(n, r0 + block)
         cb, okb = cand[r0:r1], ok[r0:r1]
-        s = torch.einsum("nd,ncd->nc", x[r0:r1], x[cb.clamp_min(0)])
+        s = torch.einsum("nd,ncd->nc", x[rows[r0:r1]], x[cb.clamp_min(0)])
         s = s.masked_fill(~okb, float("-inf"))
         order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
         kk = order.shape[1]
@@ -50,23 +55,50 @@ def _best(x: torch.Tensor, cand: torch.Tensor, k: int):
     return idx, val
 
 
+def _reverse(idx: torch.Tensor, cap: int, gen: torch.Generator) -> torch.Tensor:
+    """(N, cap) ids of nodes that list each node, -1 padded; a random sample of at most
+    ``cap`` when more do (hubs would otherwise dominate the cost)."""
+    n, k = idx.shape
+    out = torch.full((n, cap), -1, dtype=torch.int64, device=idx.device)
+    if cap == 0:
+        return out
+    src = torch.arange(n, device=idx.device).repeat_interleave(k)
+    dst = idx.reshape(-1)
+    keep = dst >= 0
+    src, dst = src[keep], dst[keep]
+    pri = torch.randperm(src.numel(), generator=gen).to(idx.device)
+    order = torch.argsort(dst * (src.numel() + 1) + pri)  # by target, random within
+    src, dst = src[order], dst[order]
+    first = torch.searchsorted(dst, dst, right=False)
+    rank = torch.arange(dst.numel(), device=idx.device) - first
+    sel = rank < cap
+    out[dst[sel], rank[sel]] = src[sel]
+    return out
+
+
 def refine(x, p_indptr, p_indices, k, max_iters, sample_random, max_candidates, delta, seed):
-    """Backend contract of the ``refine`` op (see refine/numba.py); ``max_candidates`` is
-    unused here (no reverse lists). Deterministic for a given seed."""
+    """Backend contract of the ``refine`` op (see refine/numba.py). Deterministic for a
+    given seed (one torch generator drives all sampling)."""
     n = x.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
 
-    def rand(cols):
-        return torch.randint(0, n, (n, cols), generator=gen).to(x.device)
+    def rand(rows, cols):
+        return torch.randint(0, n, (rows, cols), generator=gen).to(x.device)
 
-    seeds = _padded_seeds(p_indptr, p_indices, n)
-    # Random fill so that every row has k candidates even with no seeds.
-    idx, val = _best(x, torch.cat([seeds, rand(k + 1)], 1), k)
+    idx, val = _best(x, _padded_seeds(p_indptr, p_indices, n), k)
+    # Rows with fewer than k distinct seeds: random fill until full (n > k, so this ends).
+    short = (idx[:, k - 1] < 0).nonzero().squeeze(1)
+    while short.numel():
+        i2, v2 = _best(x, torch.cat([idx[short], rand(short.numel(), k)], 1), k, short)
+        idx[short], val[short] = i2, v2
+        short = short[i2[:, k - 1] < 0]
     updates = []
     for _ in range(max_iters):
-        two_hop = idx[idx.clamp_min(0)].reshape(n, -1)
-        two_hop = torch.where((idx < 0).repeat_interleave(k, 1), -1, two_hop)
-        new_idx, new_val = _best(x, torch.cat([idx, two_hop, rand(sample_random)], 1), k)
+        joined = torch.cat([idx, _reverse(idx, max_candidates, gen)], 1)
+        w = joined.shape[1]
+        two_hop = joined[joined.clamp_min(0)].reshape(n, -1)
+        two_hop = torch.where((joined < 0).repeat_interleave(w, 1), -1, two_hop)
+        new_idx, new_val = _best(x, torch.cat([joined, two_hop, rand(n, sample_random)], 1), k)
         same = (new_idx[:, :, None] == idx[:, None, :]).any(2)
         n_changed = int((~same & (new_idx >= 0)).sum())
         idx, val = new_idx, new_val
