@@ -46,5 +46,8 @@ for data in "${datasets[@]}"; do
     run "$data" slifmr-no-modalities --config configs/slifmr.yaml --no-modalities
   fi
   run "$data" slifmr-no-consistency --config configs/slifmr.yaml --no-consistency
+  # the other learning rate of each model (the configs hold the one chosen on validation)
+  run "$data" lightgcn-lr0.001 --config configs/lightgcn.yaml --set lr=0.001
+  run "$data" slifmr-lr0.005 --config configs/slifmr.yaml --set lr=0.005
 done
 python bench/results_table.py "$OUT" "${datasets[@]}"
