@@ -162,12 +162,44 @@ def _join(x, k, idx, val, cptr, cidx, cnew, n_random, seed, it, idx_out, val_out
           changed):
     n = x.shape[0]
     step = (n + _N_CHUNKS - 1) // _N_CHUNKS
+    max_c = 0
+    for v in range(n):
+        max_c = max(max_c, cptr[v + 1] - cptr[v])
     for ch in prange(_N_CHUNKS):
         a = ch * step
         b = min(n, a + step)
-        stamp = np.full(n, -1, dtype=np.int64)
+        stamp = np.full(n, -1, dtype=np.int32)
+        cand = np.empty(max_c * (max_c + 1) + n_random, dtype=np.int64)
+        score = np.empty(cand.shape[0], dtype=x.dtype)
         n_changed = 0
         for u in range(a, b):
+            for t in range(k):
+                stamp[idx[u, t]] = u
+            stamp[u] = u
+            # Gather the distinct candidates first, score them in a tight loop second: the
+            # independent row loads then overlap (this loop is bound by cache misses on x).
+            nc = 0
+            for e in range(cptr[u], cptr[u + 1]):
+                v = cidx[e]
+                v_new = cnew[e]
+                if stamp[v] != u:  # a reverse neighbour not yet in u's list
+                    stamp[v] = u
+                    cand[nc] = v
+                    nc += 1
+                for f in range(cptr[v], cptr[v + 1]):
+                    q = cidx[f]
+                    if (v_new or cnew[f]) and stamp[q] != u:
+                        stamp[q] = u
+                        cand[nc] = q
+                        nc += 1
+            for r in range(n_random):
+                q = np.int64(_hash(seed, it, u, r) % np.uint64(n))
+                if stamp[q] != u:
+                    stamp[q] = u
+                    cand[nc] = q
+                    nc += 1
+            for c in range(nc):
+                score[c] = _dot(x, u, cand[c])
             vals = val_out[u]
             idxs = idx_out[u]
             flags = flag_out[u]
@@ -175,34 +207,9 @@ def _join(x, k, idx, val, cptr, cidx, cnew, n_random, seed, it, idx_out, val_out
                 vals[t] = val[u, t]
                 idxs[t] = idx[u, t]
                 flags[t] = False
-                stamp[idx[u, t]] = u
-            stamp[u] = u
-            for e in range(cptr[u], cptr[u + 1]):
-                v = cidx[e]
-                v_new = cnew[e]
-                if stamp[v] != u:  # a reverse neighbour not yet in u's list
-                    stamp[v] = u
-                    s = _dot(x, u, v)
-                    if _better(s, v, vals[k - 1], idxs[k - 1]):
-                        _insert(vals, idxs, flags, k, s, v)
-                for f in range(cptr[v], cptr[v + 1]):
-                    if not (v_new or cnew[f]):
-                        continue
-                    q = cidx[f]
-                    if stamp[q] == u:
-                        continue
-                    stamp[q] = u
-                    s = _dot(x, u, q)
-                    if _better(s, q, vals[k - 1], idxs[k - 1]):
-                        _insert(vals, idxs, flags, k, s, q)
-            for r in range(n_random):
-                q = np.int64(_hash(seed, it, u, r) % np.uint64(n))
-                if stamp[q] == u:
-                    continue
-                stamp[q] = u
-                s = _dot(x, u, q)
-                if _better(s, q, vals[k - 1], idxs[k - 1]):
-                    _insert(vals, idxs, flags, k, s, q)
+            for c in range(nc):
+                if _better(score[c], cand[c], vals[k - 1], idxs[k - 1]):
+                    _insert(vals, idxs, flags, k, score[c], cand[c])
             for t in range(k):
                 n_changed += flags[t]
         changed[ch] = n_changed
