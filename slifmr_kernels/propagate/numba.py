@@ -19,16 +19,19 @@ How the work is cut (KERNELS.md K2, "CPU"):
   tasks, so a row with half of all edges is still shared by every thread.
 * A light task accumulates each output row in a small task-local buffer
   (fp32 for fp32 inputs, fp64 for fp64) and writes the row once.  A heavy-row
-  segment writes its partial row into a private slot of a segment buffer; a
-  second ``prange`` adds the segments of each heavy row in segment order.
-  Nothing inside ``prange`` ever scatters into memory another task writes.
+  segment writes its partial row into a private slot of a segment buffer;
+  after the parallel loop the segments of each heavy row are added in segment
+  order.  Nothing inside ``prange`` ever scatters into memory another task
+  writes, and tasks are handed out dynamically (``SCHED_CHUNK`` at a time).
 * The edge loop handles four neighbours per pass of the feature loop (four
   independent gathers in flight, one load/store of the accumulator instead of
   four) with the additions kept in edge order, so the unrolled and the plain
   loop give the same bits.  The gathered rows of the next group are
   software-prefetched.
-* The backward pass computes ``dx`` exactly like the forward on the transpose
-  and, in the same pass, ``g`` into per-task partials ``[tasks, R, d]`` that
+* The backward pass runs over the transpose with the same tasks.  ``dx`` alone
+  is the forward row kernel; with ``g`` one loop gathers ``dy[i]`` once per
+  edge for both ``dx[j]`` and the task's partial ``g_part[t, r] += v * x[j] *
+  dy[i]`` (``[tasks, R, d]``, at most ~``MAX_TASKS`` tasks), and the partials
   are summed in task order in float64: same bits with any thread count.
 
 Every function takes and returns torch CPU tensors (zero-copy ``.numpy()``
