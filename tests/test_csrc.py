@@ -129,6 +129,11 @@ def emu_ops(tmp_path_factory):
     import torch.utils.cpp_extension as cpp
 
     out = tmp_path_factory.mktemp("emu")
+
+    def run(cmd):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, " ".join(cmd) + "\n" + r.stderr[-6000:]
+
     emu_dir = os.path.join(ROOT, "csrc", "emu")
     inc = [f"-I{p}" for p in cpp.include_paths()]
     flags = ["g++", "-std=c++20", "-O1", "-fPIC", "-pthread", "-Wno-unknown-pragmas"]
@@ -140,17 +145,17 @@ def emu_ops(tmp_path_factory):
         cpp_file = out / (rel.replace("/", "_") + ".cpp")
         cpp_file.write_text(text)
         objs.append(str(cpp_file) + ".o")
-        subprocess.run(flags + [f"-I{emu_dir}", "-include", os.path.join(emu_dir, "cuda_emu.h"),
-                                "-c", str(cpp_file), "-o", objs[-1]], check=True, timeout=600)
+        run(flags + [f"-I{emu_dir}", "-include", os.path.join(emu_dir, "cuda_emu.h"),
+                     "-c", str(cpp_file), "-o", objs[-1]])
     for rel in ("csrc/propagate/binding.cpp", "csrc/topk/binding.cpp"):
         objs.append(str(out / (rel.replace("/", "_") + ".o")))
-        subprocess.run(flags + ["-DSLIFMR_CUDA_EMULATION"] + inc +
-                       [f"-I{sysconfig.get_paths()['include']}", "-c", os.path.join(ROOT, rel),
-                        "-o", objs[-1]], check=True, timeout=600)
+        run(flags + ["-DSLIFMR_CUDA_EMULATION"] + inc +
+            [f"-I{sysconfig.get_paths()['include']}", "-c", os.path.join(ROOT, rel),
+             "-o", objs[-1]])
     tl = os.path.join(os.path.dirname(torch.__file__), "lib")
     so = str(out / "_C_emu.so")
-    subprocess.run(["g++", "-shared", "-pthread"] + objs + [f"-L{tl}", "-ltorch", "-ltorch_cpu",
-                    "-lc10", f"-Wl,-rpath,{tl}", "-o", so], check=True, timeout=300)
+    run(["g++", "-shared", "-pthread"] + objs + [f"-L{tl}", "-ltorch", "-ltorch_cpu", "-lc10",
+                                                 f"-Wl,-rpath,{tl}", "-o", so])
 
     from slifmr_kernels import _cuda
     names = ["slifmr_kernels.propagate.cuda", "slifmr_kernels.topk.cuda"]

@@ -10,11 +10,12 @@
 // binding.cpp wraps it for the torch dispatcher.
 //
 // Design
-// * A block owns BM = 32 query rows and sweeps the column tiles of y (BN = 64 columns), the
+// * A block owns BM = 64 query rows and sweeps the column tiles of y (BN = 64 columns), the
 //   tile holding the block's diagonal first so that for kNN graphs (y = x) the thresholds start
 //   high. The score tile is a CUDA-core FMA GEMM through shared memory in the input precision
-//   (exact fp32 / fp64 results: no TF32 rounding can reorder near-ties).
-// * Each warp owns four rows for the whole sweep and keeps their thresholds (the k-th best
+//   (exact fp32 / fp64 results: no TF32 rounding can reorder near-ties), each thread holding
+//   a 4 x 4 register block of scores (8 shared-memory loads per 16 FMAs).
+// * Each warp owns eight rows for the whole sweep and keeps their thresholds (the k-th best
 //   (score, index) so far) in registers. Per tile a lane compares its two scores per row with
 //   the threshold: one compare per score. Only when a warp vote finds a hit does the warp
 //   handle it: the warp checks the exclusion list cooperatively (32 entries per step), then
@@ -32,12 +33,18 @@
 
 namespace {
 
-constexpr int kBM = 32;       // query rows per block
+constexpr int kBM = 64;       // query rows per block
 constexpr int kBN = 64;       // columns per tile
-constexpr int kBK = 16;       // depth step of the smem GEMM
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerWarp = kBM / kWarps;  // 4
+constexpr int kRowsPerWarp = kBM / kWarps;  // 8
+constexpr int kMicro = 4;     // each thread computes a 4 x 4 block of scores
+constexpr int kPad = 4;       // smem row padding: keeps 16-byte alignment, spreads the
+                              // transposed stores over the banks
+
+// Depth of one shared-memory slice: 16 for fp32, 8 for fp64 (stays under 48 KB of smem).
+template <typename T> struct Depth { static constexpr int value = 16; };
+template <> struct Depth<double> { static constexpr int value = 8; };
 constexpr int64_t kEmpty = INT64_MAX;
 
 // -inf without std::numeric_limits (a host constexpr function in device code).
@@ -78,12 +85,14 @@ __device__ void warp_insert(T* lv, int64_t* lj, int k, T v, int64_t j, int lane)
 }
 
 template <typename T, typename AccT, typename ExT>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
 topk_kernel(const T* __restrict__ x, const T* __restrict__ y, int64_t n, int64_t m, int64_t d,
             int k, bool exclude_self, const int64_t* __restrict__ ex_ptr,
             const ExT* __restrict__ ex_idx, int64_t* __restrict__ out_i, T* __restrict__ out_v) {
-  __shared__ T xs[kBM][kBK];
-  __shared__ T ys[kBN][kBK + 1];  // +1: the 8 threads of a row read 8 different banks
+  constexpr int kBK = Depth<T>::value;
+  // k-major slices: a thread reads its 4 rows (4 columns) as 4 consecutive elements
+  __shared__ __align__(16) T xs[kBK][kBM + kPad];
+  __shared__ __align__(16) T ys[kBK][kBN + kPad];
   __shared__ AccT ss[kBM][kBN + 1];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -95,66 +104,85 @@ topk_kernel(const T* __restrict__ x, const T* __restrict__ y, int64_t n, int64_t
     const int64_t r = row0 + t / k;
     if (r < n) { out_v[r * k + t % k] = neg_inf; out_i[r * k + t % k] = kEmpty; }
   }
-  T thr_v[kRowsPerWarp];
-  int64_t thr_j[kRowsPerWarp];
-#pragma unroll
-  for (int q = 0; q < kRowsPerWarp; ++q) { thr_v[q] = neg_inf; thr_j[q] = kEmpty; }
+  // running threshold (k-th best so far) of each row; row lr is read and written only by
+  // its warp
+  __shared__ T thr_v[kBM];
+  __shared__ int64_t thr_j[kBM];
+  for (int r = tid; r < kBM; r += kThreads) { thr_v[r] = neg_inf; thr_j[r] = kEmpty; }
   __syncthreads();
 
   const int64_t n_tiles = (m + kBN - 1) / kBN;
   const int64_t t0 = min(row0 / kBN, n_tiles - 1);
-  // GEMM thread layout: thread -> row tr, columns tc + 8 q (q = 0..7)
-  const int tr = tid / 8, tc = tid % 8;
+  // GEMM thread layout (16 x 16 threads): rows 4 tr .. 4 tr + 3, columns 4 tc .. 4 tc + 3.
+  // Per depth step a thread loads 4 + 4 values for 16 FMAs; the 16 tc of a half-warp read
+  // 16 consecutive 4-vectors of ys (no bank conflict), its 2 tr read broadcasts of xs.
+  const int tr = tid / 16, tc = tid % 16;
   for (int64_t t = 0; t < n_tiles; ++t) {
     const int64_t col0 = ((t + t0) % n_tiles) * kBN;
-    AccT acc[8];
+    AccT acc[kMicro][kMicro];
 #pragma unroll
-    for (int q = 0; q < 8; ++q) acc[q] = AccT(0);
+    for (int a = 0; a < kMicro; ++a)
+#pragma unroll
+      for (int b = 0; b < kMicro; ++b) acc[a][b] = AccT(0);
     for (int64_t k0 = 0; k0 < d; k0 += kBK) {
+      // coalesced along d in global memory, stored transposed (k-major) in smem
       for (int e = tid; e < kBM * kBK; e += kThreads) {
         const int r = e / kBK, c = e % kBK;
         const int64_t gr = row0 + r, gc = k0 + c;
-        xs[r][c] = (gr < n && gc < d) ? x[gr * d + gc] : T(0);
+        xs[c][r] = (gr < n && gc < d) ? x[gr * d + gc] : T(0);
       }
       for (int e = tid; e < kBN * kBK; e += kThreads) {
         const int r = e / kBK, c = e % kBK;
         const int64_t gr = col0 + r, gc = k0 + c;
-        ys[r][c] = (gr < m && gc < d) ? y[gr * d + gc] : T(0);
+        ys[c][r] = (gr < m && gc < d) ? y[gr * d + gc] : T(0);
       }
       __syncthreads();
 #pragma unroll
       for (int c = 0; c < kBK; ++c) {
-        const AccT a = xs[tr][c];
+        AccT a[kMicro], b[kMicro];
 #pragma unroll
-        for (int q = 0; q < 8; ++q) acc[q] += a * static_cast<AccT>(ys[tc + 8 * q][c]);
+        for (int u = 0; u < kMicro; ++u) {
+          a[u] = static_cast<AccT>(xs[c][kMicro * tr + u]);
+          b[u] = static_cast<AccT>(ys[c][kMicro * tc + u]);
+        }
+#pragma unroll
+        for (int u = 0; u < kMicro; ++u)
+#pragma unroll
+          for (int v = 0; v < kMicro; ++v) acc[u][v] += a[u] * b[v];
       }
       __syncthreads();
     }
 #pragma unroll
-    for (int q = 0; q < 8; ++q) ss[tr][tc + 8 * q] = acc[q];
+    for (int u = 0; u < kMicro; ++u)
+#pragma unroll
+      for (int v = 0; v < kMicro; ++v) ss[kMicro * tr + u][kMicro * tc + v] = acc[u][v];
     __syncthreads();
 
-    // selection: warp `warp` owns rows warp * 4 + q; lane l looks at columns l and l + 32
-#pragma unroll
+    // selection: warp `warp` owns rows warp * 8 + q; lane l looks at columns l and l + 32.
+    // The row loop stays rolled (the thresholds live in shared memory, not in a register
+    // array that a rolled loop would push to local memory): fewer registers, more blocks.
+#pragma unroll 1
     for (int q = 0; q < kRowsPerWarp; ++q) {
       const int lr = warp * kRowsPerWarp + q;
       const int64_t gi = row0 + lr;
       if (gi >= n) continue;  // warp-uniform
       T* lv = out_v + gi * k;
       int64_t* lj = out_i + gi * k;
+      T tv = thr_v[lr];
+      int64_t tj = thr_j[lr];
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int lc = lane + 32 * half;
         const int64_t gj = col0 + lc;
         const T s = static_cast<T>(ss[lr][lc]);
-        bool hit = gj < m && !(exclude_self && gj == gi) && better(s, gj, thr_v[q], thr_j[q]);
+        bool hit = gj < m && !(exclude_self && gj == gi) && better(s, gj, tv, tj);
         unsigned mask = __ballot_sync(0xffffffffu, hit);
         while (mask) {
           const int src = __ffs(mask) - 1;
           mask &= mask - 1;
           const T cv = __shfl_sync(0xffffffffu, s, src);
           const int64_t cj = col0 + 32 * half + src;
-          if (!better(cv, cj, thr_v[q], thr_j[q])) continue;  // threshold rose meanwhile
+          if (!better(cv, cj, tv, tj)) continue;  // the threshold rose meanwhile
           if (ex_ptr != nullptr) {
             const int64_t a = ex_ptr[gi], b = ex_ptr[gi + 1];
             bool found = false;
@@ -165,10 +193,12 @@ topk_kernel(const T* __restrict__ x, const T* __restrict__ y, int64_t n, int64_t
             if (found) continue;
           }
           warp_insert<T>(lv, lj, k, cv, cj, lane);
-          thr_v[q] = lv[k - 1];
-          thr_j[q] = lj[k - 1];
+          tv = lv[k - 1];
+          tj = lj[k - 1];
         }
       }
+      __syncwarp();  // every lane has read the old threshold before lane 0 replaces it
+      if (lane == 0) { thr_v[lr] = tv; thr_j[lr] = tj; }
     }
     __syncthreads();  // ss is rewritten by the next tile
   }
