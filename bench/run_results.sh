@@ -4,6 +4,9 @@
 #   bench/run_results.sh                      # ml-1m-kg-mm, lastfm-kg, book-crossing-kg
 #   bench/run_results.sh ml-1m-kg-mm          # one dataset
 #   FORCE=1 bench/run_results.sh ...          # rerun variants that already have metrics.json
+#   LOCK_MODE=-s bench/run_results.sh ...     # share the CPU lock (metrics are unchanged: the
+#                                             # kernels are deterministic; s/epoch is then noisy,
+#                                             # bench/time_epochs.sh measures it on its own)
 #
 # Datasets are looked up under $SLIFMR_DATA (default ../shared/data). Each variant is one
 # training run (its own exclusive hold of the CPU lock, so timings are not disturbed by other
@@ -12,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/results}
 LOCK=${SLIFMR_LOCK:-/tmp/slifmr-cpu.lock}
+LOCK_MODE=${LOCK_MODE:--x}
 
 run() {
   local data=$1 name=$2
@@ -23,7 +27,7 @@ run() {
   fi
   echo "== $data/$name: slifmr train $*"
   rm -rf "$dir"
-  flock -x "$LOCK" python -m slifmr train --data "$data" --output "$dir" --quiet "$@" \
+  flock "$LOCK_MODE" "$LOCK" python -m slifmr train --data "$data" --output "$dir" --quiet "$@" \
     > >(grep -v '^OpenBLAS' | tail -n 3) 2>&1
 }
 
