@@ -143,7 +143,9 @@ at::Tensor propagate(const at::Tensor& indptr, const at::Tensor& indices,
     TORCH_CHECK(relation->scalar_type() == at::kInt, "relation must be int32");
   }
   c10::DeviceGuard guard(x.device());
-  at::Tensor y = at::zeros({n_rows, x.size(1)}, x.options());
+  // Not zero-filled: the kernels write every row (empty rows too), and a row they missed
+  // would show up as garbage in the checks instead of hiding behind zeros.
+  at::Tensor y = at::empty({n_rows, x.size(1)}, x.options());
   spmm_into(indptr, indices, values, relation, table, x, y, n_rows, as_stream(stream));
   return y;
 }
@@ -167,7 +169,7 @@ std::tuple<at::Tensor, at::Tensor> propagate_backward(
   at::Tensor dx = at::empty({0, d}, x.options());
   at::Tensor g = at::empty({0, d}, x.options());
   if (need_dx) {
-    dx = at::zeros({n_x, d}, x.options());
+    dx = at::empty({n_x, d}, x.options());  // every row written (see propagate)
     spmm_into(indptr_t, indices_t, values_t, relation_t, table, dy, dx, n_x, st);
   }
   if (need_g) {
