@@ -6,6 +6,7 @@ spread over several programs, d not a power of two and wider than one d-block, t
 than the candidates, exclusion lists, float32 and float64.
 """
 import os
+import zlib
 
 # Before triton is imported: the kernels must run on CPU tensors through the interpreter.
 if not os.environ.get("TRITON_INTERPRET") and not (
@@ -27,6 +28,12 @@ TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12
 # ---------------------------------------------------------------------------------------------
 # helpers: random CSR graphs with the awkward structures, and dense float64 references
 # ---------------------------------------------------------------------------------------------
+def _seed(*parts) -> int:
+    """A seed fixed by the test's parameters (str hashes are salted per process; crc32 is not),
+    so a failure replays exactly."""
+    return zlib.crc32(repr(parts).encode())
+
+
 def _graph(gen, n_rows, n_cols, degrees, idx_dtype=torch.int64, num_relations=3):
     """CSR with the given per-row degrees (duplicates allowed: they must be summed)."""
     deg = torch.as_tensor(degrees, dtype=torch.int64)
@@ -110,7 +117,7 @@ def _case(name, gen):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("idx_dtype", [torch.int32, torch.int64])
 def test_propagate_forward(case, dtype, idx_dtype):
-    gen = torch.Generator().manual_seed(hash((case, str(dtype), str(idx_dtype))) % 2**31)
+    gen = torch.Generator().manual_seed(_seed(case, dtype, idx_dtype))
     n_rows, n_cols, deg, d = _case(case, gen)
     R = 3
     indptr, indices, values, relation = _graph(gen, n_rows, n_cols, deg, idx_dtype, R)
@@ -134,7 +141,7 @@ def test_propagate_forward(case, dtype, idx_dtype):
 @pytest.mark.parametrize("case", ["empty_rows_isolated_cols", "one_heavy_row", "many_programs",
                                   "wide_d"])
 def test_propagate_backward(case, dtype):
-    gen = torch.Generator().manual_seed(hash((case, str(dtype), "bwd")) % 2**31)
+    gen = torch.Generator().manual_seed(_seed(case, dtype, "bwd"))
     n_rows, n_cols, deg, d = _case(case, gen)
     R = 4
     indptr, indices, values, relation = _graph(gen, n_rows, n_cols, deg, torch.int64, R)
