@@ -175,7 +175,8 @@ class PeerModel(SLIFMR):
         views = {}
         for name in self.view_names:
             if name == "kg":
-                h = acc = self.entity_emb
+                # The library's layer-0 entity table (item rows may be the item embeddings).
+                h = acc = self.entities() if hasattr(self, "entities") else self.entity_emb
                 for _ in range(self.cfg.kg_layers):
                     h = sum(mm(a, h * self.relation_emb[r]) for r, a in enumerate(kg))
                     acc = acc + h
@@ -238,7 +239,9 @@ def run(args, log=print) -> dict:
     torch.manual_seed(args.seed)
     mem = MemoryMeter()
     chunk = 0 if args.sim == "dense" else args.chunk
-    result: dict = {"items": args.items, "implementation": f"peer-{args.sim}"}
+    result: dict = {"items": args.items, "implementation": f"peer-{args.sim}",
+                    "batch_size": args.batch_size}
+    mem.watch(args.rss_limit_gib, result)
     log(f"peer ({args.sim} similarity, torch.sparse.mm) scale run: {args.items} items")
     t0 = time.perf_counter()
     ds = make_catalog(args.items, args.users, args.interactions, args.triples,
@@ -274,7 +277,8 @@ def run(args, log=print) -> dict:
     valid_users = np.nonzero(np.diff(valid_csr.indptr) > 0)[0]
     eval_users = np.sort(rng0.choice(valid_users, min(args.eval_users, valid_users.size),
                                      replace=False))
-    epochs = []
+    epochs: list = []
+    result["epochs"] = epochs
     for epoch in range(args.epochs):
         log(f"epoch {epoch + 1}")
         rec: dict = {"epoch": epoch + 1}
@@ -287,11 +291,12 @@ def run(args, log=print) -> dict:
         n = ds.train.shape[0]
         perm = rng.permutation(n)
         steps = max(1, math.ceil(n / cfg.batch_size))
+        run_steps = min(steps, args.max_steps) if args.max_steps else steps
         fwd = 0.0
         model.train()
         t0 = time.perf_counter()
         total = 0.0
-        for b in range(steps):
+        for b in range(run_steps):
             idx = perm[b * cfg.batch_size: (b + 1) * cfg.batch_size]
             users, pos = ds.train[idx, 0], ds.train[idx, 1]
             neg = sampler(users, rng)
@@ -310,10 +315,12 @@ def run(args, log=print) -> dict:
             opt.step()
             total += loss.item()
         train_s = time.perf_counter() - t0
-        rec.update(propagation=fwd, loss_backward=train_s - fwd, steps=steps,
-                   loss=round(total / steps, 5))
-        mem.mark(f"train ({steps} steps)", train_s, log)
-        log(f"    of which propagation {fwd:.2f} s, loss/backward/step {train_s - fwd:.2f} s")
+        scale_up = steps / run_steps  # extrapolate a --max-steps epoch from its mean step
+        rec.update(propagation=fwd * scale_up, loss_backward=(train_s - fwd) * scale_up,
+                   steps=steps, steps_run=run_steps, loss=round(total / run_steps, 5))
+        mem.mark(f"train ({run_steps}/{steps} steps)", train_s, log)
+        log(f"    of which propagation {fwd:.2f} s, loss/backward/step {train_s - fwd:.2f} s"
+            + (f"; x{scale_up:.2f} for the full epoch" if scale_up != 1 else ""))
 
         t0 = time.perf_counter()
         model.eval()
@@ -337,6 +344,7 @@ def run(args, log=print) -> dict:
         epochs.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()})
     last = epochs[-1]
     result.update(epochs=epochs, epoch_seconds=last["epoch_seconds"],
+                  extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
                   refresh_seconds=last["refresh"],
                   refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
                   peak_rss_gib=round(mem.peak_gib(), 3), rss_by_phase=mem.records,

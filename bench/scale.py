@@ -43,6 +43,7 @@ import platform
 import resource
 import sys
 import tempfile
+import threading
 import time
 from typing import Optional
 
@@ -98,6 +99,27 @@ class MemoryMeter:
             f"peak {rec['peak_gib']:7.2f} GiB")
         return rec
 
+    def watch(self, limit_gib: float, result: dict, interval: float = 0.05) -> None:
+        """Abort the process (exit status 3) with a last-line JSON ``{"failed": "rss limit"}``
+        once resident memory passes ``limit_gib``: the machine is shared, and a run that would
+        not fit must stop before the kernel's OOM killer picks a victim. ``result`` is printed
+        with it (sizes, phases so far). 0 disables the watchdog."""
+        if not limit_gib or limit_gib <= 0:
+            return
+
+        def poll():
+            while True:
+                rss = self.rss_gib()
+                if rss > limit_gib:
+                    out = dict(result, failed="rss limit", rss_limit_gib=limit_gib,
+                               rss_gib=round(rss, 3), peak_rss_gib=round(self.peak_gib(), 3),
+                               during=self.records[-1]["phase"] if self.records else "start",
+                               rss_by_phase=self.records)
+                    print(json.dumps(out, sort_keys=True), flush=True)
+                    os._exit(3)
+                time.sleep(interval)
+        threading.Thread(target=poll, name="rss-watchdog", daemon=True).start()
+
 
 # --------------------------------------------------------------------------- data
 def catalog_args(p: argparse.ArgumentParser) -> None:
@@ -117,6 +139,11 @@ def catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knn-k", type=int, default=10, help="neighbours in modality/feedback graphs")
     p.add_argument("--eval-users", type=int, default=10000, help="users in the evaluation sample")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="stop each epoch's training after this many steps and extrapolate the "
+                        "epoch from the mean step (0: full epochs)")
+    p.add_argument("--rss-limit-gib", type=float, default=20.0,
+                   help="abort with a JSON line when resident memory passes this (0: off)")
 
 
 def make_catalog(items: int, users: Optional[int] = None, interactions: Optional[int] = None,
@@ -236,6 +263,45 @@ class _StaticKnn:
             sgraphs.knn_scipy = self._orig
 
 
+# --------------------------------------------------------------------------- memory model
+def memory_model(U: int, I: int, E: int, n_train: int, n_all: int, T: int, dims, d: int = 64,
+                 k: int = 10, layers: int = 3, kg_layers: int = 2, shared_items: bool = True) -> dict:
+    """Bytes held by each structure of a SLIF-MR training run (docs/SCALE.md explains the terms).
+
+    U users, I items, E entities (items included), n_train / n_all training / all interactions,
+    T KG triples, ``dims`` the modality feature dims, d the embedding size, k the kNN size.
+    A symmetrised kNN graph has at most s = 2 k I edges; the count below uses that bound.
+    CSR edge costs: int32 column + float32 value = 8 B; relation id +4 B; the cached transpose
+    (built by the first backward) another column + value + int64 edge permutation = 16 B.
+    """
+    D, M = sum(dims), len(dims)
+    s = 2 * k * I                          # symmetrised kNN edges (upper bound)
+    f4 = 4
+    parts = {
+        # slifmr.data.Dataset: (user, item) int64 pairs, (h, r, t) int64 triples, float32 features
+        "dataset": 16 * n_all + 24 * T + f4 * I * D,
+        # Trainer: scipy CSR of train/valid/test (8 B per pair), negative sampler keys (int64)
+        "trainer_csr_sampler": 8 * n_all + 8 * n_train + 16 * U,
+        # GraphBuilder static: R and [[0,R],[R^T,0]] (scipy), the static A and R~ CSRGraphs,
+        # M modality kNN graphs (scipy + CSRGraph), KG edge arrays (3 int64 x 2T) + static KG
+        "graphs_static": 8 * n_train + 16 * n_train + 16 * n_train + 8 * n_train
+                         + M * 2 * 8 * s + 48 * T + 24 * T,
+        # graphs of one epoch with their transposes: A(t) (2 n + s edges), A_m(t) (<= 2 s
+        # each), KG(t) (2T + kI edges with relation ids), R~'s transpose
+        "graphs_epoch": 24 * (2 * n_train + s) + M * 24 * 2 * s + 32 * (2 * T + k * I)
+                        + 16 * n_train,
+        # parameters (user, item, non-item entity, projections) x 4 (value, grad, Adam m, v)
+        "params_adam": 16 * ((U + I + (E - I if shared_items else E)) * d + D * d),
+        # the model's L2-normalised copy of each feature matrix (a non-persistent buffer)
+        "feature_buffers": f4 * I * D,
+        # tensors autograd keeps for backward: the fused cf output, the KG layer inputs, per
+        # auxiliary view the user/item view outputs and their normalised copies
+        "activations": f4 * d * ((U + I) + (kg_layers + 1) * E + (1 + M) * 2 * (U + I)),
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
 # --------------------------------------------------------------------------- the run
 def _refresh_mode(args, n: int) -> str:
     if args.refresh != "auto":
@@ -243,6 +309,10 @@ def _refresh_mode(args, n: int) -> str:
     if hasattr(sk, "knn_refine"):
         return "refine"
     return "exact" if n <= args.exact_max else "bucket"
+
+
+class _StopEpoch(Exception):
+    """Raised inside the training loop to end an epoch after ``--max-steps`` steps."""
 
 
 class _BucketFeedback:
@@ -288,8 +358,9 @@ def run(args, log=print) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     mem = MemoryMeter()
+    result: dict = {"items": args.items, "implementation": "slifmr", "batch_size": args.batch_size}
+    mem.watch(args.rss_limit_gib, result)
     mem.mark("warmup (JIT, tiny epoch)", warmup(), log)
-    result: dict = {"items": args.items, "implementation": "slifmr"}
     log(f"slifmr scale run: {args.items} items  (torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.machine()})")
 
@@ -303,6 +374,10 @@ def run(args, log=print) -> dict:
                   triples=int(ds.kg.shape[0]) if ds.has_kg else 0,
                   dims={m: int(f.shape[1]) for m, f in ds.features.items()})
     log(f"  {ds.summary()}")
+    mm = memory_model(ds.num_users, ds.num_items, ds.num_entities, ds.train.shape[0], n_inter,
+                      result["triples"], list(result["dims"].values()), args.embed_dim,
+                      args.knn_k)
+    result["memory_model_gib"] = {k: round(v / GIB, 3) for k, v in mm.items()}
 
     static_mode = args.static_knn if args.static_knn != "auto" else \
         ("exact" if args.items <= args.exact_max else "bucket")
@@ -325,7 +400,7 @@ def run(args, log=print) -> dict:
     model = trainer.model
     if refresh == "bucket":
         trainer.builder.feedback = _BucketFeedback(trainer.builder, args.knn_k)
-    if refresh in ("refine", "bucket") and static_mode != "exact":
+    if refresh in ("refine", "bucket"):
         # Steady state from the first epoch: H(-1) = the initial model's item representations,
         # the previous graph = the first modality's kNN graph (a cheap, sensible seed); the
         # trainer's own epoch 0 would run an exact kNN over the concatenated features.
@@ -343,6 +418,8 @@ def run(args, log=print) -> dict:
     orig_forward = model.forward
 
     def timed_forward(*a, **kw):
+        if args.max_steps and acc["steps"] >= args.max_steps:
+            raise _StopEpoch  # leaves Trainer._train_epoch before the next step's forward
         t = time.perf_counter()
         out = orig_forward(*a, **kw)
         acc["forward"] += time.perf_counter() - t
@@ -354,7 +431,8 @@ def run(args, log=print) -> dict:
     valid_users = np.nonzero(np.diff(trainer.valid_csr.indptr) > 0)[0]
     eval_users = np.sort(rng.choice(valid_users, min(args.eval_users, valid_users.size),
                                     replace=False))
-    epochs = []
+    epochs: list = []
+    result["epochs"] = epochs  # filled as epochs finish (the watchdog prints what there is)
     for epoch in range(args.epochs):
         log(f"epoch {epoch + 1}")
         rec: dict = {"epoch": epoch + 1}
@@ -366,15 +444,22 @@ def run(args, log=print) -> dict:
 
         acc["forward"], acc["steps"] = 0.0, 0
         t0 = time.perf_counter()
-        parts = trainer._train_epoch(graphs, epoch)
+        try:
+            parts = trainer._train_epoch(graphs, epoch)
+        except _StopEpoch:
+            parts = {"loss": None}  # the trainer's running sums are lost with its frame
         train_s = time.perf_counter() - t0
-        rec["propagation"] = acc["forward"]
-        rec["loss_backward"] = train_s - acc["forward"]
-        rec["steps"] = acc["steps"]
-        rec["loss"] = round(parts["loss"], 5)
-        mem.mark(f"train ({acc['steps']} steps)", train_s, log)
-        log(f"    of which propagation {rec['propagation']:.2f} s, loss/backward/step "
-            f"{rec['loss_backward']:.2f} s; loss {parts['loss']:.4f}")
+        steps_total = max(1, math.ceil(ds.train.shape[0] / args.batch_size))
+        scale_up = steps_total / max(acc["steps"], 1)  # 1 for a full epoch
+        rec["propagation"] = acc["forward"] * scale_up
+        rec["loss_backward"] = (train_s - acc["forward"]) * scale_up
+        rec["steps"] = steps_total
+        rec["steps_run"] = acc["steps"]
+        rec["loss"] = None if parts["loss"] is None else round(parts["loss"], 5)
+        mem.mark(f"train ({acc['steps']}/{steps_total} steps)", train_s, log)
+        log(f"    of which propagation {acc['forward']:.2f} s, loss/backward/step "
+            f"{train_s - acc['forward']:.2f} s; loss {parts['loss']}"
+            + (f"; x{scale_up:.2f} for the full epoch" if scale_up != 1 else ""))
 
         t0 = time.perf_counter()
         model.eval()
@@ -404,6 +489,7 @@ def run(args, log=print) -> dict:
 
     last = epochs[-1]
     result.update(epochs=epochs, epoch_seconds=last["epoch_seconds"],
+                  extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
                   refresh_seconds=last["refresh"],
                   refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
                   peak_rss_gib=round(mem.peak_gib(), 3), rss_by_phase=mem.records,
@@ -420,7 +506,7 @@ def main(argv=None) -> dict:
     p.add_argument("--refresh", choices=("auto", "exact", "refine", "bucket"), default="auto",
                    help="per-epoch feedback kNN: exact sk.knn_graph, sk.knn_refine seeded by "
                         "the previous epoch's graph, or bucket_knn")
-    p.add_argument("--exact-max", type=int, default=200000,
+    p.add_argument("--exact-max", type=int, default=20000,
                    help="'auto' uses exact kNN up to this many items")
     args = p.parse_args(argv)
     result = run(args)
