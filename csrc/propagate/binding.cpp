@@ -48,8 +48,11 @@ const char* slifmr_cuda_error_string(int code);
 namespace slifmr_cuda {
 namespace {
 
-// Edges per chunk: rows with more edges are split, and g is reduced in chunks of this size.
-constexpr int64_t kChunk = 512;
+// Rows with more edges than kRowChunk are split into chunks of kRowChunk edges (so one group
+// of threads never walks a hub alone); g is reduced over chunks of kGChunk relation-sorted
+// edges. Both only set the work granularity: results do not depend on them beyond rounding.
+constexpr int64_t kRowChunk = 256;
+constexpr int64_t kGChunk = 512;
 
 void check_launch(int code, const char* what) {
   TORCH_CHECK(code == 0, "slifmr_cuda::", what, ": CUDA error ", code, " (",
@@ -90,13 +93,14 @@ void spmm_into(const at::Tensor& indptr, const at::Tensor& indices,
                            ? relation->data_ptr<int32_t>() : nullptr;
   check_launch(slifmr_propagate_rows(dt, idx64, indptr.data_ptr<int64_t>(), indices.data_ptr(),
                                      opt_ptr(values), rel, opt_ptr(table), x.data_ptr(),
-                                     y.data_ptr(), n_rows, d, kChunk, st),
+                                     y.data_ptr(), n_rows, d, kRowChunk, st),
                "propagate rows");
   const at::Tensor deg = indptr.slice(0, 1, n_rows + 1) - indptr.slice(0, 0, n_rows);
-  const at::Tensor heavy_row = at::nonzero(deg > kChunk).flatten();
+  const at::Tensor heavy_row = at::nonzero(deg > kRowChunk).flatten();
   const int64_t n_heavy = heavy_row.numel();
   if (n_heavy == 0) return;
-  const at::Tensor n_ch = at::floor_divide(deg.index_select(0, heavy_row) + (kChunk - 1), kChunk);
+  const at::Tensor n_ch =
+      at::floor_divide(deg.index_select(0, heavy_row) + (kRowChunk - 1), kRowChunk);
   const at::Tensor heavy_ptr = at::cat({at::zeros({1}, n_ch.options()), at::cumsum(n_ch, 0)});
   const int64_t n_chunks = heavy_ptr[n_heavy].item<int64_t>();
   at::Tensor part = at::empty({n_chunks, d}, x.options());
@@ -104,7 +108,7 @@ void spmm_into(const at::Tensor& indptr, const at::Tensor& indices,
                                        opt_ptr(values), rel, opt_ptr(table), x.data_ptr(),
                                        heavy_row.data_ptr<int64_t>(),
                                        heavy_ptr.data_ptr<int64_t>(), n_heavy, n_chunks,
-                                       part.data_ptr(), d, kChunk, st),
+                                       part.data_ptr(), d, kRowChunk, st),
                "propagate heavy chunks");
   check_launch(slifmr_ordered_reduce(dt, part.data_ptr(), heavy_ptr.data_ptr<int64_t>(),
                                      heavy_row.data_ptr<int64_t>(), n_heavy, d, y.data_ptr(), st),
@@ -187,14 +191,14 @@ std::tuple<at::Tensor, at::Tensor> propagate_backward(
     const at::Tensor zero = at::zeros({1}, counts.options());
     const at::Tensor rel_ptr = at::cat({zero, at::cumsum(counts, 0)});
     const at::Tensor gptr =
-        at::cat({zero, at::cumsum(at::floor_divide(counts + (kChunk - 1), kChunk), 0)});
+        at::cat({zero, at::cumsum(at::floor_divide(counts + (kGChunk - 1), kGChunk), 0)});
     const int64_t n_chunks = gptr[num_relations].item<int64_t>();
     at::Tensor part = at::empty({n_chunks, d}, x.options());
     check_launch(slifmr_propagate_g_partials(
                      dt, idx64, perm.data_ptr<int64_t>(), src.data_ptr<int64_t>(),
                      indices_t.data_ptr(), opt_ptr(values_t), x.data_ptr(), dy.data_ptr(),
                      rel_ptr.data_ptr<int64_t>(), gptr.data_ptr<int64_t>(), num_relations,
-                     n_chunks, part.data_ptr(), d, kChunk, st),
+                     n_chunks, part.data_ptr(), d, kGChunk, st),
                  "propagate g partials");
     check_launch(slifmr_ordered_reduce(dt, part.data_ptr(), gptr.data_ptr<int64_t>(), nullptr,
                                        num_relations, d, g.data_ptr(), st),
