@@ -7,11 +7,12 @@ import os
 import sys
 
 ORDER = ["lightgcn", "slifmr", "slifmr-no-feedback", "slifmr-no-kg", "slifmr-no-modalities",
-         "slifmr-no-consistency", "lightgcn-lr0.001", "slifmr-lr0.005"]
+         "slifmr-no-image", "slifmr-no-consistency", "lightgcn-lr0.001", "slifmr-lr0.005"]
 LABEL = {"lightgcn": "LightGCN", "slifmr": "SLIF-MR (full)",
          "slifmr-no-feedback": "SLIF-MR, no feedback (static graphs)",
          "slifmr-no-kg": "SLIF-MR, no KG view", "slifmr-no-modalities": "SLIF-MR, no modality views",
          "slifmr-no-consistency": "SLIF-MR, no consistency loss",
+         "slifmr-no-image": "SLIF-MR, no image view (KG + text)",
          "lightgcn-lr0.001": "LightGCN, lr 0.001 (not selected)",
          "slifmr-lr0.005": "SLIF-MR, lr 0.005 (not selected)"}
 

@@ -48,6 +48,8 @@ for data in "${datasets[@]}"; do
   run "$data" slifmr-no-kg --config configs/slifmr.yaml --no-kg
   if has_features "$data"; then
     run "$data" slifmr-no-modalities --config configs/slifmr.yaml --no-modalities
+    # text + KG only: bench/diagnose_views.py shows the image view lowering validation recall
+    run "$data" slifmr-no-image --config configs/slifmr.yaml --modalities text
   fi
   run "$data" slifmr-no-consistency --config configs/slifmr.yaml --no-consistency
   # the other learning rate of each model (the configs hold the one chosen on validation)
