@@ -199,6 +199,29 @@ def test_propagate_g_program_cap(monkeypatch):
     torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_propagate_multilevel_reductions(dtype, monkeypatch):
+    """FAN_IN = 2 sends the heavy row's 3 chunks and the g slices of ~10 programs through
+    several reduction levels: same results as the dense math."""
+    monkeypatch.setattr(tprop, "FAN_IN", 2)
+    gen = torch.Generator().manual_seed(_seed("multilevel", dtype))
+    n_rows, n_cols, deg, d = _case("many_programs", gen, monkeypatch)
+    R = 3
+    indptr, indices, values, relation = _graph(gen, n_rows, n_cols, deg, torch.int64, R)
+    x = torch.randn(n_cols, d, generator=gen, dtype=torch.float64)
+    dy = torch.randn(n_rows, d, generator=gen, dtype=torch.float64)
+    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    a = _dense(indptr, indices, values, relation, n_rows, n_cols, R)
+    ip, ix, v, rel, tb, xx = _to(DEVICE, dtype, indptr, indices, values, relation, table, x)
+    _poison((n_rows, d), dtype=dtype)
+    y = tprop.spmm_rel(ip, ix, v, rel, tb, xx, n_rows)
+    _close(y, torch.einsum("rij,jd,rd->id", a, x, table), dtype)
+    t = _transpose(indptr, indices, values, relation, n_rows, n_cols)
+    ip, ix, v, rel, tb, dyy, xx = _to(DEVICE, dtype, *t, table, dy, x)
+    _, g = tprop.spmm_rel_backward(ip, ix, v, rel, tb, dyy, xx, R, False, True)
+    _close(g, torch.einsum("rij,jd,id->rd", a, x, dy), dtype)
+
+
 def test_plan_partition_covers_every_segment_once():
     gen = torch.Generator().manual_seed(11)
     deg = (torch.rand(500, generator=gen) ** 6 * 2000).long()
@@ -385,9 +408,10 @@ for fdt in ("fp32", "fp64"):
                PROG_PTR="*i64", Y=P, HPART=P, GPART=P, D="i32", R="i32"),
           dict(HAS_VALUES=True, HAS_TABLE=True, WRITE_Y=True, NEED_G=True, BLOCK_E=32,
                BLOCK_D=64))
-    build(tp._heavy_reduce_kernel,
-          dict(HEAVY_ROW="*i64", HEAVY_PTR="*i64", HPART=P, Y=P, D="i32"), dict(BLOCK_D=64))
-    build(tp._ordered_sum_kernel, dict(PART=P, OUT=P, P="i32", RD="i32"), dict(BLOCK=256))
+    for has_row in (True, False):
+        build(tp._segment_sum_kernel,
+              dict(PART=P, PTR="*i64", OUT_ROW="*i64", OUT=P, W="i32"),
+              dict(HAS_OUT_ROW=has_row, BLOCK=64))
 '''
 
 

@@ -53,6 +53,13 @@ namespace {
 // edges. Both only set the work granularity: results do not depend on them beyond rounding.
 constexpr int64_t kRowChunk = 256;
 constexpr int64_t kGChunk = 512;
+// Partial rows reduced by one thread in one go; longer segments are summed level by level in
+// groups of this many (a fixed tree: no long serial loop, still deterministic). The CPU
+// emulation build of the tests lowers it to exercise several levels.
+#ifndef SLIFMR_REDUCE_FAN_IN
+#define SLIFMR_REDUCE_FAN_IN 64
+#endif
+constexpr int64_t kFanIn = SLIFMR_REDUCE_FAN_IN;
 
 void check_launch(int code, const char* what) {
   TORCH_CHECK(code == 0, "slifmr_cuda::", what, ": CUDA error ", code, " (",
@@ -79,6 +86,34 @@ const void* opt_ptr(const std::optional<at::Tensor>& t) {
 }
 
 void* as_stream(int64_t s) { return reinterpret_cast<void*>(static_cast<intptr_t>(s)); }
+
+// out[seg_out[s] or s] = sum of the rows [ptr[s], ptr[s + 1]) of part [C, d], in a fixed order:
+// while some segment is longer than kFanIn, every segment is cut into consecutive groups of
+// kFanIn rows, each group summed in order into one row of the next level.
+void ordered_segment_sum(int dt, at::Tensor part, at::Tensor ptr, const int64_t* seg_out,
+                         int64_t n_seg, int64_t d, void* out, void* st, const char* what) {
+  while (n_seg > 0) {
+    const at::Tensor len = ptr.slice(0, 1, n_seg + 1) - ptr.slice(0, 0, n_seg);
+    if (len.max().item<int64_t>() <= kFanIn) break;
+    const at::Tensor n_sub = at::floor_divide(len + (kFanIn - 1), kFanIn);
+    const at::Tensor sub_ptr = at::cat({at::zeros({1}, n_sub.options()), at::cumsum(n_sub, 0)});
+    const int64_t total = sub_ptr[n_seg].item<int64_t>();
+    const at::Tensor owner = at::repeat_interleave(n_sub);
+    const at::Tensor k = at::arange(total, n_sub.options()) - sub_ptr.index_select(0, owner);
+    // the groups tile [ptr[0], ptr[n_seg]) in order, so their starts plus the end are a ptr
+    const at::Tensor group_ptr =
+        at::cat({ptr.index_select(0, owner) + k * kFanIn, ptr.slice(0, n_seg, n_seg + 1)});
+    at::Tensor next = at::empty({total, d}, part.options());
+    check_launch(slifmr_ordered_reduce(dt, part.data_ptr(), group_ptr.data_ptr<int64_t>(),
+                                       nullptr, total, d, next.data_ptr(), st),
+                 what);
+    part = next;
+    ptr = sub_ptr;
+  }
+  check_launch(slifmr_ordered_reduce(dt, part.data_ptr(), ptr.data_ptr<int64_t>(), seg_out,
+                                     n_seg, d, out, st),
+               what);
+}
 
 // y = sum over each row's edges of values * table[relation] * x[indices] (table optional).
 void spmm_into(const at::Tensor& indptr, const at::Tensor& indices,
@@ -110,9 +145,8 @@ void spmm_into(const at::Tensor& indptr, const at::Tensor& indices,
                                        heavy_ptr.data_ptr<int64_t>(), n_heavy, n_chunks,
                                        part.data_ptr(), d, kRowChunk, st),
                "propagate heavy chunks");
-  check_launch(slifmr_ordered_reduce(dt, part.data_ptr(), heavy_ptr.data_ptr<int64_t>(),
-                                     heavy_row.data_ptr<int64_t>(), n_heavy, d, y.data_ptr(), st),
-               "propagate heavy reduce");
+  ordered_segment_sum(dt, part, heavy_ptr, heavy_row.data_ptr<int64_t>(), n_heavy, d,
+                      y.data_ptr(), st, "propagate heavy reduce");
 }
 
 void check_graph(const at::Tensor& indptr, const at::Tensor& indices,
@@ -200,9 +234,8 @@ std::tuple<at::Tensor, at::Tensor> propagate_backward(
                      rel_ptr.data_ptr<int64_t>(), gptr.data_ptr<int64_t>(), num_relations,
                      n_chunks, part.data_ptr(), d, kGChunk, st),
                  "propagate g partials");
-    check_launch(slifmr_ordered_reduce(dt, part.data_ptr(), gptr.data_ptr<int64_t>(), nullptr,
-                                       num_relations, d, g.data_ptr(), st),
-                 "propagate g reduce");
+    ordered_segment_sum(dt, part, gptr, nullptr, num_relations, d, g.data_ptr(), st,
+                        "propagate g reduce");
   }
   return {dx, g};
 }

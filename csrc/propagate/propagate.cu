@@ -15,11 +15,12 @@
 //   gathers issued before the first use: a naive loop is latency-bound, not bandwidth-bound.
 // * Rows with more than `chunk` edges are skipped by the row kernel and cut into fixed chunks
 //   of `chunk` edges; each chunk writes a partial row and a reduce kernel adds a heavy row's
-//   partials in chunk order. Nothing uses atomics, so the result is bitwise reproducible.
+//   partials in chunk order (level by level in groups of 64 for hubs, a fixed tree). Nothing
+//   uses atomics, so the result is bitwise reproducible.
 // * Backward: dx is the row kernel on the transposed graph. g[r] = sum over edges of relation
 //   r of v * x[j] * dy[i] is a segmented reduction over the edges sorted by relation (a stable
-//   permutation built by the binding): fixed chunks of `chunk` edges write partials, and a
-//   reduce kernel adds each relation's partials in chunk order. Deterministic, any R.
+//   permutation built by the binding): fixed chunks of `chunk` edges write partials, and the
+//   same fixed-tree reduce adds each relation's partials. Deterministic, any R.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -186,6 +187,9 @@ ordered_reduce_kernel(const T* __restrict__ part, const int64_t* __restrict__ pt
   if (t >= n_seg * d) return;
   const int64_t s = t / d, c = t % d;
   T acc = T(0);
+  // segments are at most SLIFMR_REDUCE_FAN_IN (64) rows (the binding reduces longer ones
+  // level by level); unrolled so several independent loads are in flight
+#pragma unroll 4
   for (int64_t p = ptr[s]; p < ptr[s + 1]; ++p) acc += part[p * d + c];
   out[(seg_out ? seg_out[s] : s) * d + c] = acc;
 }

@@ -11,7 +11,8 @@ Design
 *Segments.*  Every output row is cut into segments of at most ``CHUNK`` edges.  A light row
 (degree <= CHUNK, including empty rows) is one segment and its program writes the output row
 directly.  A heavy row is split into several fixed-size chunks; each chunk writes a partial row
-into a scratch buffer and a second kernel sums a heavy row's chunks in chunk order.  The
+into a scratch buffer and a second kernel sums a heavy row's chunks in chunk order (level by
+level in groups of ``FAN_IN`` for hubs: a fixed tree).  The
 split depends on the degrees only, so power-law rows are balanced and the result is
 deterministic (no atomics anywhere).
 
@@ -24,7 +25,7 @@ problem size only (never of the device), so the bits do not depend on the GPU mo
 *Backward.*  ``spmm_rel_backward`` runs the same kernel over the transposed graph.  With
 ``need_g`` every program also owns a private slice ``gpart[p, R, d]`` of per-relation partial
 sums of ``v * x[j] * dy[i]`` (read-modify-write without races because nobody else touches it);
-a last kernel sums the slices over ``p`` in increasing order.  ``P`` is capped so the slices
+the same fixed-tree reduction sums the slices over ``p`` in program order.  ``P`` is capped so the slices
 stay within ``G_BUDGET_BYTES``.
 """
 from __future__ import annotations
@@ -135,33 +136,63 @@ def _seg_kernel(
 
 
 @triton.jit
-def _heavy_reduce_kernel(HEAVY_ROW, HEAVY_PTR, HPART, Y, D, BLOCK_D: tl.constexpr):
-    """Y[heavy_row[h]] = sum of the chunk partials of heavy row h, in chunk order."""
-    h = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    cmask = cols < D
-    row = tl.load(HEAVY_ROW + h)
-    c0 = tl.load(HEAVY_PTR + h)
-    c1 = tl.load(HEAVY_PTR + h + 1)
-    acc = tl.zeros([BLOCK_D], dtype=Y.dtype.element_ty)
-    for c in range(c0, c1):
-        acc += tl.load(HPART + c * D + cols, mask=cmask, other=0.0)
-    tl.store(Y + row * D + cols, acc, mask=cmask)
-
-
-@triton.jit
-def _ordered_sum_kernel(PART, OUT, P, RD, BLOCK: tl.constexpr):
-    """OUT[f] = sum_p PART[p, f] in increasing p (fixed order: deterministic)."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < RD
+def _segment_sum_kernel(PART, PTR, OUT_ROW, OUT, W, HAS_OUT_ROW: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    """OUT[OUT_ROW[s] or s] = sum of the rows PTR[s] .. PTR[s + 1] - 1 of PART [C, W], in
+    increasing row order (fixed order: deterministic)."""
+    s = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    cmask = cols < W
+    p0 = tl.load(PTR + s)
+    p1 = tl.load(PTR + s + 1)
     acc = tl.zeros([BLOCK], dtype=OUT.dtype.element_ty)
-    for p in range(0, P):
-        acc += tl.load(PART + p * RD + offs, mask=mask, other=0.0)
-    tl.store(OUT + offs, acc, mask=mask)
+    for p in range(p0, p1):
+        acc += tl.load(PART + p * W + cols, mask=cmask, other=0.0)
+    if HAS_OUT_ROW:
+        row = tl.load(OUT_ROW + s)
+    else:
+        row = s
+    tl.store(OUT + row * W + cols, acc, mask=cmask)
+
+
+#: Rows one program sums in one go; longer segments are reduced level by level in groups of
+#: this many (a fixed tree: no long serial loop on the GPU, still deterministic).
+FAN_IN = 64
+
+
+def _ordered_segment_sum(part, ptr, out, out_row=None):
+    """``out[out_row[s] or s] = sum(part[ptr[s]:ptr[s + 1]])`` for every segment s, in a fixed
+    order. part [C, W]; ptr int64 [S + 1] (non-decreasing, ptr[0] = 0); out [*, W]."""
+    n_seg = ptr.numel() - 1
+    w = part.shape[1]
+    if n_seg == 0 or w == 0:
+        return
+    block = max(16, min(256, triton.next_power_of_2(w)))
+    dev = part.device
+    while True:
+        lens = ptr[1:] - ptr[:-1]
+        if int(lens.max()) <= FAN_IN:
+            break
+        n_sub = (lens + FAN_IN - 1) // FAN_IN
+        sub_ptr = torch.zeros(n_seg + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(n_sub, 0, out=sub_ptr[1:])
+        total = int(sub_ptr[-1])
+        owner = torch.repeat_interleave(torch.arange(n_seg, device=dev), n_sub,
+                                        output_size=total)
+        k = torch.arange(total, device=dev) - sub_ptr[:-1][owner]
+        # the groups tile [ptr[0], ptr[-1]) in order: their starts plus the end form a ptr
+        group_ptr = torch.cat([ptr[:-1][owner] + k * FAN_IN, ptr[-1:]])
+        nxt = torch.empty((total, w), dtype=part.dtype, device=dev)
+        _segment_sum_kernel[(total, triton.cdiv(w, block))](
+            part, group_ptr, group_ptr, nxt, w, HAS_OUT_ROW=False, BLOCK=block)
+        part, ptr = nxt, sub_ptr
+    _segment_sum_kernel[(n_seg, triton.cdiv(w, block))](
+        part, ptr, out_row if out_row is not None else ptr, out, w,
+        HAS_OUT_ROW=out_row is not None, BLOCK=block)
 
 
 # ---------------------------------------------------------------------------------------------
-# planning (degrees only; device-side torch ops plus two host reads for grid sizes)
+# planning (degrees only; device-side torch ops plus a few host reads of sizes)
 # ---------------------------------------------------------------------------------------------
 class _Plan:
     """Segments of a CSR and their partition over programs.
@@ -250,11 +281,12 @@ def _run(indptr, indices, values, relation, table, x, n_rows, *, xg=None, num_re
         BLOCK_E=32, BLOCK_D=bd,
     )
     if write_y and plan.heavy_row.numel():
-        _heavy_reduce_kernel[(plan.heavy_row.numel(), triton.cdiv(d, bd))](
-            plan.heavy_row, plan.heavy_ptr, hpart, y, d, BLOCK_D=bd)
+        _ordered_segment_sum(hpart, plan.heavy_ptr, y, plan.heavy_row)
     if need_g and num_relations:
-        rd = num_relations * d
-        _ordered_sum_kernel[(triton.cdiv(rd, 256),)](gpart, g, plan.n_progs, rd, BLOCK=256)
+        # one segment: the P program slices, summed in program order
+        whole = torch.tensor([0, plan.n_progs], dtype=torch.int64, device=dev)
+        _ordered_segment_sum(gpart.view(plan.n_progs, num_relations * d), whole,
+                             g.view(1, num_relations * d))
     return y, g
 
 
