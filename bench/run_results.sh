@@ -4,6 +4,7 @@
 #   bench/run_results.sh                      # ml-1m-kg-mm, lastfm-kg, book-crossing-kg
 #   bench/run_results.sh ml-1m-kg-mm          # one dataset
 #   FORCE=1 bench/run_results.sh ...          # rerun variants that already have metrics.json
+#   ABLATIONS=0 bench/run_results.sh ...      # only LightGCN and full SLIF-MR (both rates)
 #   LOCK_MODE=-s bench/run_results.sh ...     # share the CPU lock (metrics are unchanged: the
 #                                             # kernels are deterministic; s/epoch is then noisy,
 #                                             # bench/time_epochs.sh measures it on its own)
@@ -66,6 +67,7 @@ for data in "${datasets[@]}"; do
   run "$data" slifmr-lr0.005 0.005 --config configs/slifmr.yaml
   lr=$(best_lr "$data" slifmr 0.001 slifmr-lr0.005 0.005)
   echo "== $data: SLIF-MR learning rate selected on validation: $lr"
+  [[ "${ABLATIONS:-1}" == 0 ]] && continue
   run "$data" slifmr-no-feedback "$lr" --config configs/slifmr.yaml --no-feedback
   run "$data" slifmr-no-kg "$lr" --config configs/slifmr.yaml --no-kg
   if has_features "$data"; then
