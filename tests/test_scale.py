@@ -20,7 +20,7 @@ from slifmr.config import Config  # noqa: E402
 from slifmr.graphs import GraphBuilder, feedback_knn  # noqa: E402
 from slifmr.model import SLIFMR  # noqa: E402
 
-SIZE = ["--items", "400", "--dims", "16,24", "--batch-size", "2048", "--eval-users", "100",
+SIZE = ["--items", "400", "--dims", "16,24", "--batch-size", "2048", "--eval-users", "100", "--threads", "1",
         "--epochs", "2"]
 KEYS = {"items", "epoch_seconds", "refresh_seconds", "peak_rss_gib"}
 
@@ -29,15 +29,16 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("script, extra", [("scale.py", []), ("scale.py", ["--static-knn", "bucket",
-                                                                          "--refresh", "bucket"]),
-                                           ("peer_dense.py", []), ("peer_dense.py", ["--sim", "chunked",
-                                                                                     "--chunk", "64"])])
-def test_command_prints_json_last(script, extra):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *SIZE, *extra],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    res = _last_json(proc.stdout)
+@pytest.mark.parametrize("main, extra", [
+    (scale.main, ["--static-knn", "bucket", "--refresh", "refine"]),
+    (scale.main, ["--static-knn", "exact", "--refresh", "exact", "--max-steps", "1"]),
+    (peer_dense.main, ["--sim", "chunked", "--chunk", "64"]),
+])
+def test_command_prints_json_last(main, extra, capsys):
+    """The documented command runs two epochs end to end and ends with the JSON summary whose
+    phases add up to the epoch time."""
+    main(SIZE + extra)
+    res = _last_json(capsys.readouterr().out)
     assert KEYS <= set(res)
     assert res["items"] == 400 and len(res["epochs"]) == 2
     assert res["peak_rss_gib"] > 0 and res["epoch_seconds"] > 0
@@ -45,6 +46,20 @@ def test_command_prints_json_last(script, extra):
     parts = sum(ep[k] for k in ("refresh", "propagation", "loss_backward", "h_forward", "eval"))
     assert abs(parts - ep["epoch_seconds"]) < 0.01
     assert ep["steps"] == -(-res["train"] // 2048)
+    assert res["extrapolated"] == ("--max-steps" in extra)
+
+
+@pytest.mark.parametrize("script", ["scale.py", "peer_dense.py"])
+def test_script_from_a_shell_and_rss_watchdog(script):
+    """``python bench/<script>`` runs from any directory without an install, and past
+    --rss-limit-gib it stops with exit status 3 and a last-line JSON saying so."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), "--items", "200",
+                           "--dims", "8,8", "--threads", "1", "--rss-limit-gib", "0.01"],
+                          capture_output=True, text=True, timeout=300, cwd="/", env=env)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    res = _last_json(proc.stdout)
+    assert res["failed"] == "rss limit" and res["items"] == 200
 
 
 def test_catalog_sizes_scale_with_items():
