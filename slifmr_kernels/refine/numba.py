@@ -236,7 +236,9 @@ def refine(x, p_indptr, p_indices, k, max_iters, sample_random, max_candidates, 
     idx = np.full((n, k), -1, dtype=np.int64)
     val = np.full((n, k), -np.inf, dtype=xn.dtype)
     flag = np.zeros((n, k), dtype=np.bool_)
-    _init(xn, k, seed, p_indptr.cpu().numpy(), p_indices.cpu().numpy(), idx, val, flag)
+    # int64 seeds whatever the graph's index dtype: one JIT signature less to compile.
+    _init(xn, k, seed, p_indptr.cpu().numpy(), p_indices.cpu().numpy().astype(np.int64), idx,
+          val, flag)
     updates = []
     idx2, val2, flag2 = np.empty_like(idx), np.empty_like(val), np.empty_like(flag)
     changed = np.zeros(_N_CHUNKS, dtype=np.int64)

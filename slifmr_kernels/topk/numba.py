@@ -283,7 +283,9 @@ def _prepare(x, y, k):
 def _excl_arrays(excl_indptr, excl_indices):
     if excl_indptr is None:
         return False, np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return True, excl_indptr.cpu().numpy(), excl_indices.cpu().numpy()
+    # One index dtype for the kernels: halves the JIT signatures (compile time) for a copy of
+    # the exclusion list that is tiny beside the GEMM.
+    return True, excl_indptr.cpu().numpy(), excl_indices.cpu().numpy().astype(np.int64)
 
 
 def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
