@@ -35,7 +35,7 @@ def cuda_extensions():
         f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
     ext = CUDAExtension(
         "slifmr_kernels._C", sources,
-        extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": nvcc_flags})
+        extra_compile_args={"cxx": ["-O3", "-std=c++20"], "nvcc": nvcc_flags})
     return [ext], {"build_ext": BuildExtension}
 
 
