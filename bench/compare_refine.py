@@ -44,7 +44,7 @@ import slifmr_kernels as sk  # noqa: E402
 from slifmr_kernels.refine.op import knn_recall  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from compare_topk import clustered, env_info, fmt_table, measure  # noqa: E402
+from compare_topk import LAST_CPU, clustered, env_info, fmt_table, measure  # noqa: E402
 
 
 def perturb(x, seed, scale=0.1):
@@ -120,11 +120,12 @@ def main(argv=None):
         empty = sk.CSRGraph.from_edges([], [], shape=(n, n))
         t0, g0, _ = measure(lambda: sk.knn_refine(x0, empty, k, seed=args.seed + 7))
         rows_out.append({"method": "seed graph g0: knn_refine from an empty graph",
-                         "time_s": f"{t0:.2f}"})
+                         "time_s": f"{t0:.2f}", "cpu_s": f"{LAST_CPU['s']:.2f}"})
     else:
         t0, g0, _ = measure(lambda: sk.knn_graph(x0, k, backend="numba"))
     t_ref, (g1, stats), m_ref = measure(
         lambda: sk.knn_refine(x1, g0, k, seed=args.seed, return_stats=True))
+    c_ref = LAST_CPU["s"]
     if args.no_exact or args.recall_rows:
         gen = torch.Generator().manual_seed(args.seed + 3)
         rows = torch.randperm(n, generator=gen)[:args.recall_rows or 2000]
@@ -141,25 +142,28 @@ def main(argv=None):
     t_exact = None
     if not args.no_exact:
         t_exact, g_exact, m_exact = measure(lambda: sk.knn_graph(x1, k, backend="numba"))
+        c_exact = LAST_CPU["s"]
         if exact is None:
             exact = g_exact
 
             def recall(g_or_idx):
                 return knn_recall(g_or_idx, exact)
     rows_out.append({"method": "ours: sk.knn_refine (numba), seeded by g0",
-                     "time_s": f"{t_ref:.2f}", "recall@k": f"{recall(g1):.4f}",
+                     "time_s": f"{t_ref:.2f}", "cpu_s": f"{c_ref:.2f}", "recall@k": f"{recall(g1):.4f}",
                      "peak_extra_MiB": f"{m_ref / 2**20:.0f}",
                      "note": f"{stats['iterations']} rounds, updates {stats['updates']}"})
     for delta in [float(v) for v in args.deltas.split(",") if v.strip()]:
         t_d, (g_d, st_d), m_d = measure(lambda: sk.knn_refine(
             x1, g0, k, seed=args.seed, delta=delta, return_stats=True))
         rows_out.append({"method": f"ours, delta = {delta}", "time_s": f"{t_d:.2f}",
+                         "cpu_s": f"{LAST_CPU['s']:.2f}",
                          "recall@k": f"{recall(g_d):.4f}",
                          "peak_extra_MiB": f"{m_d / 2**20:.0f}",
                          "note": f"{st_d['iterations']} rounds"})
     if t_exact is not None:
         rows_out.append({"method": "exact recomputation: sk.knn_graph (numba)",
-                         "time_s": f"{t_exact:.2f}", "recall@k": "1.0000",
+                         "time_s": f"{t_exact:.2f}", "cpu_s": f"{c_exact:.2f}",
+                         "recall@k": "1.0000",
                          "peak_extra_MiB": f"{m_exact / 2**20:.0f}",
                          "note": f"refine is {t_exact / t_ref:.1f}x faster"})
     if not args.no_pynndescent:
@@ -167,18 +171,20 @@ def main(argv=None):
         pynndescent_graph(w, k)
         pynndescent_graph(w, k, init=sk.knn_graph(w, k))
         t_p, i_p, m_p = measure(lambda: pynndescent_graph(x1, k, init=g0, seed=args.seed))
+        c_p = LAST_CPU["s"]
         rows_out.append({"method": "pynndescent NNDescent, init_graph = g0",
-                         "time_s": f"{t_p:.2f}", "recall@k": f"{recall(i_p):.4f}",
+                         "time_s": f"{t_p:.2f}", "cpu_s": f"{c_p:.2f}", "recall@k": f"{recall(i_p):.4f}",
                          "peak_extra_MiB": f"{m_p / 2**20:.0f}",
                          "note": f"{t_p / t_ref:.1f}x our time"})
         t_q, i_q, m_q = measure(lambda: pynndescent_graph(x1, k, seed=args.seed))
+        c_q = LAST_CPU["s"]
         rows_out.append({"method": "pynndescent NNDescent, unseeded (defaults)",
-                         "time_s": f"{t_q:.2f}", "recall@k": f"{recall(i_q):.4f}",
+                         "time_s": f"{t_q:.2f}", "cpu_s": f"{c_q:.2f}", "recall@k": f"{recall(i_q):.4f}",
                          "peak_extra_MiB": f"{m_q / 2**20:.0f}",
                          "note": f"{t_q / t_ref:.1f}x our time"})
     title = (f"kNN refresh, N = {n}, d = {d}, k = {k}, cosine, float32, rows moved by "
              f"{args.noise}·noise·|x|; recall {recall_note}")
-    cols = ["method", "time_s", "recall@k", "peak_extra_MiB", "note"]
+    cols = ["method", "time_s", "cpu_s", "recall@k", "peak_extra_MiB", "note"]
     info = env_info()
     print(f"\n{title}\n{fmt_table(rows_out, cols)}\n{json.dumps(info)}")
     if args.output:
