@@ -265,40 +265,32 @@ class _StaticKnn:
 
 # --------------------------------------------------------------------------- memory model
 def memory_model(U: int, I: int, E: int, n_train: int, n_all: int, T: int, dims, d: int = 64,
-                 k: int = 10, layers: int = 3, kg_layers: int = 2, shared_items: bool = True) -> dict:
-    """Bytes held by each structure of a SLIF-MR training run (docs/SCALE.md explains the terms).
+                 k: int = 10, kg_layers: int = 2, shared_items: bool = True) -> dict:
+    """Bytes held by each structure of a SLIF-MR training run (docs/SCALE.md, "Memory model").
 
     U users, I items, E entities (items included), n_train / n_all training / all interactions,
     T KG triples, ``dims`` the modality feature dims, d the embedding size, k the kNN size.
     A symmetrised kNN graph has at most s = 2 k I edges; the count below uses that bound.
-    CSR edge costs: int32 column + float32 value = 8 B; relation id +4 B; the cached transpose
-    (built by the first backward) another column + value + int64 edge permutation = 16 B.
+    CSR edge costs: int32 column + float32 value = 8 B; a relation id +4 B; the transpose
+    cached by the first backward: column + value + int64 edge permutation = 16 B (+4 relation).
+    ``step`` = what one training step adds: transposes, gradients + Adam state, activations.
     """
-    D, M = sum(dims), len(dims)
-    s = 2 * k * I                          # symmetrised kNN edges (upper bound)
-    f4 = 4
+    D, M, n = sum(dims), len(dims), n_train
+    s = 2 * k * I
+    params = 4 * ((U + I + (E - I if shared_items else E)) * d + D * d)
     parts = {
-        # slifmr.data.Dataset: (user, item) int64 pairs, (h, r, t) int64 triples, float32 features
-        "dataset": 16 * n_all + 24 * T + f4 * I * D,
-        # Trainer: scipy CSR of train/valid/test (8 B per pair), negative sampler keys (int64)
-        "trainer_csr_sampler": 8 * n_all + 8 * n_train + 16 * U,
-        # GraphBuilder static: R and [[0,R],[R^T,0]] (scipy), the static A and R~ CSRGraphs,
-        # M modality kNN graphs (scipy + CSRGraph), KG edge arrays (3 int64 x 2T) + static KG
-        "graphs_static": 8 * n_train + 16 * n_train + 16 * n_train + 8 * n_train
-                         + M * 2 * 8 * s + 48 * T + 24 * T,
-        # graphs of one epoch with their transposes: A(t) (2 n + s edges), A_m(t) (<= 2 s
-        # each), KG(t) (2T + kI edges with relation ids), R~'s transpose
-        "graphs_epoch": 24 * (2 * n_train + s) + M * 24 * 2 * s + 32 * (2 * T + k * I)
-                        + 16 * n_train,
-        # parameters (user, item, non-item entity, projections) x 4 (value, grad, Adam m, v)
-        "params_adam": 16 * ((U + I + (E - I if shared_items else E)) * d + D * d),
-        # the model's L2-normalised copy of each feature matrix (a non-persistent buffer)
-        "feature_buffers": f4 * I * D,
-        # tensors autograd keeps for backward: the fused cf output, the KG layer inputs, per
-        # auxiliary view the user/item view outputs and their normalised copies
-        "activations": f4 * d * ((U + I) + (kg_layers + 1) * E + (1 + M) * 2 * (U + I)),
+        "dataset": 16 * n_all + 24 * T + 4 * I * D,
+        "trainer_csr_sampler": 8 * n_all + 8 * n + 16 * U,
+        "graphs_static": 48 * n + M * 2 * 8 * s + 72 * T,
+        "parameters": params,
+        "feature_buffers": 4 * I * D,
+        "graphs_epoch": 8 * (2 * n + s) + M * 8 * 2 * s + 12 * (2 * T + k * I),
+        "graph_transposes": 16 * (2 * n + s) + M * 16 * 2 * s + 20 * (2 * T + k * I) + 16 * n,
+        "grads_adam": 3 * params,
+        "activations": 4 * d * ((U + I) + (kg_layers + 1) * E + (1 + M) * 2 * (U + I)),
     }
-    parts["total"] = sum(parts.values())
+    parts["step"] = parts["graph_transposes"] + parts["grads_adam"] + parts["activations"]
+    parts["total"] = sum(v for key, v in parts.items() if key != "step")
     return parts
 
 
