@@ -413,6 +413,7 @@ def run(args, log=print) -> dict:
         if args.max_steps and acc["steps"] >= args.max_steps:
             raise _StopEpoch  # leaves Trainer._train_epoch before the next step's forward
         t = time.perf_counter()
+        acc["starts"].append(t)
         out = orig_forward(*a, **kw)
         acc["forward"] += time.perf_counter() - t
         acc["steps"] += 1
@@ -434,15 +435,26 @@ def run(args, log=print) -> dict:
         rec["feedback_edges"] = graphs.feedback_edges
         mem.mark("refresh", rec["refresh"], log)
 
-        acc["forward"], acc["steps"] = 0.0, 0
+        acc["forward"], acc["steps"], acc["starts"] = 0.0, 0, []
         t0 = time.perf_counter()
         try:
             parts = trainer._train_epoch(graphs, epoch)
         except _StopEpoch:
             parts = {"loss": None}  # the trainer's running sums are lost with its frame
-        train_s = time.perf_counter() - t0
+        t_end = time.perf_counter()
+        train_s = t_end - t0
         steps_total = max(1, math.ceil(ds.train.shape[0] / args.batch_size))
-        scale_up = steps_total / max(acc["steps"], 1)  # 1 for a full epoch
+        # Step i runs from its forward's start to the next one's; the first step also builds
+        # the epoch graphs' transposes (and Adam's state in epoch 1), so a cut epoch is
+        # extrapolated as first step + (steps - 1) x the mean of the later ones.
+        bounds = acc["starts"] + [t_end]
+        step_s = [bounds[i + 1] - bounds[i] for i in range(len(acc["starts"]))]
+        rec["step_seconds"] = [round(x, 3) for x in step_s]
+        if len(step_s) >= 2 and acc["steps"] < steps_total:
+            est = step_s[0] + (steps_total - 1) * sum(step_s[1:]) / (len(step_s) - 1)
+            scale_up = est / max(sum(step_s), 1e-12)
+        else:
+            scale_up = steps_total / max(acc["steps"], 1)  # 1 for a full epoch
         rec["propagation"] = acc["forward"] * scale_up
         rec["loss_backward"] = (train_s - acc["forward"]) * scale_up
         rec["steps"] = steps_total
