@@ -32,6 +32,9 @@ import os
 
 import numba
 import numpy as np
+# Numba's np.dot calls scipy's BLAS, which is otherwise loaded lazily at the first call, i.e.
+# after _blas_single_thread has looked for BLAS libraries to pin: load it now.
+import scipy.linalg.cython_blas  # noqa: F401
 import torch
 from numba import njit, prange
 
