@@ -85,10 +85,17 @@ def make_synthetic(num_users: int = 2000, num_items: int = 1500, *, num_clusters
     latent_dim = 16
     centroids = rng.standard_normal((num_clusters, latent_dim))
     features = {}
+    block = 1 << 16  # rows per block: float64 temporaries stay O(block * dim), not O(items * dim)
     for k, (m, dim) in enumerate(sorted(modalities.items())):
         latent = centroids[item_cluster] + feature_noise * rng.standard_normal((num_items, latent_dim))
         proj = rng.standard_normal((latent_dim, int(dim))) / np.sqrt(latent_dim)
-        features[m] = (latent @ proj + 0.1 * rng.standard_normal((num_items, int(dim)))).astype(np.float32)
+        # Row blocks draw the same stream as one (num_items, dim) draw, so the values do not
+        # depend on the block size; only the float32 result is allocated at full size.
+        out = np.empty((num_items, int(dim)), np.float32)
+        for s in range(0, num_items, block):
+            e = min(num_items, s + block)
+            out[s:e] = latent[s:e] @ proj + 0.1 * rng.standard_normal((e - s, int(dim)))
+        features[m] = out
 
     kg, num_entities = None, num_items
     if kg_relations > 0:
