@@ -25,6 +25,15 @@ SIZE = ["--items", "400", "--dims", "16,24", "--batch-size", "2048", "--eval-use
 KEYS = {"items", "epoch_seconds", "refresh_seconds", "peak_rss_gib"}
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """The runs below pass --threads 1 (fast and steady on a shared 2-core machine); put the
+    process-wide torch setting back for the tests that follow."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
