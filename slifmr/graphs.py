@@ -71,17 +71,6 @@ def to_csr_graph(m: sp.csr_matrix, device="cpu") -> sk.CSRGraph:
     return g.to(device) if str(device) != "cpu" else g
 
 
-def _knn_refine_fn():
-    """``knn_refine`` of the kernels (public name, else its op module), or None if absent."""
-    fn = getattr(sk, "knn_refine", None)
-    if fn is None:
-        try:
-            from slifmr_kernels.refine.op import knn_refine as fn
-        except ImportError:
-            fn = None
-    return fn
-
-
 def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
               previous: Optional[sk.CSRGraph] = None) -> tuple:
     """Cosine kNN graph of the rows of ``x`` (N, d), self excluded.
@@ -89,8 +78,8 @@ def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
     Returns ``(S, raw, raw_graph)``: ``S`` the scipy CSR (N, N) with negative similarities
     clipped to 0, symmetrised (S + S^T) and symmetric-normalised; ``raw`` the directed kNN
     similarities (scipy, negatives clipped); ``raw_graph`` the directed kNN CSRGraph as the
-    kernel returned it, kept to seed the next incremental refresh. With ``previous`` and
-    ``sk.knn_refine`` available the graph is refreshed incrementally instead of recomputed.
+    kernel returned it, kept to seed the next incremental refresh. With ``previous`` the graph
+    is refreshed incrementally (``sk.knn_refine``) instead of recomputed.
     """
     x = x.detach().float().contiguous()
     k = int(min(k, max(x.shape[0] - 1, 0)))
@@ -98,9 +87,8 @@ def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
         n = x.shape[0]
         empty = sp.csr_matrix((n, n), dtype=np.float32)
         return empty, empty, to_csr_graph(empty)
-    refine = _knn_refine_fn() if previous is not None else None
-    if refine is not None:
-        raw = refine(x, previous, k, backend=backend)
+    if previous is not None:
+        raw = sk.knn_refine(x, previous, k, backend=backend)
     else:
         raw = sk.knn_graph(x, k, metric="cosine", backend=backend)
     m = raw.to("cpu").to_scipy().astype(np.float32)

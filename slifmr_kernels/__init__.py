@@ -11,11 +11,21 @@ Ops (each: pure-torch reference, Numba CPU kernel, Triton kernel, CUDA C++ kerne
 ``backend="auto"`` picks the fastest implementation installed for the inputs' device;
 ``SLIFMR_BACKEND`` overrides it; :func:`last_backend` says which one ran.
 """
-from .backends import BackendUnavailable, available_backends, last_backend
-from .graph import CSRGraph, stack_relations
-from .propagate.op import propagate, propagate_layers
-from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity
-from .refine.op import knn_refine
+import os as _os
+
+# torch and the Numba kernels each run an OpenMP thread pool. With the default (active) wait
+# policy the idle pool spins after every parallel region and starves the other one: on 2 cores
+# every small torch op after a Numba call became ~10x slower (a synthetic SLIF-MR epoch took
+# 5.5 s instead of 1.4 s). The policy is read when a runtime starts, so it is set before torch
+# is imported here (torch imported earlier keeps its own; Numba's pool still starts passive).
+# An explicit OMP_WAIT_POLICY in the environment wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .backends import BackendUnavailable, available_backends, last_backend  # noqa: E402
+from .graph import CSRGraph, stack_relations  # noqa: E402
+from .propagate.op import propagate, propagate_layers  # noqa: E402
+from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity  # noqa: E402
+from .refine.op import knn_refine  # noqa: E402
 
 __version__ = "0.1.0"
 

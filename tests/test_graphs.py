@@ -141,9 +141,6 @@ def test_builder_without_kg_or_features_and_cold_users():
 
 
 def test_incremental_refresh_tracks_exact_knn():
-    from slifmr.graphs import _knn_refine_fn
-    if _knn_refine_fn() is None:
-        pytest.skip("slifmr_kernels knn_refine not available")
     gen = torch.Generator().manual_seed(4)
     h0 = torch.randn(300, 8, generator=gen)
     _, _, raw0 = feedback_knn(h0, 6)
