@@ -206,3 +206,24 @@ def test_torch_compile_smoke(gen):
         return sk.propagate_layers(g, x, 2)
 
     torch.testing.assert_close(two_layers(x), sk.propagate_layers(g, x, 2))
+
+
+def test_folded_relation_weights_follow_changes(device, backend, gen):
+    a = random_graph(15, 15, 60, generator=gen, dtype=torch.float64)
+    b = random_graph(15, 15, 60, generator=gen, dtype=torch.float64)
+    h = sk.stack_relations({"a": a, "b": b}).to(device, torch.float64)
+    x = torch.randn(15, 4, generator=gen, dtype=torch.float64, device=device)
+    da, db = a.to_dense().to(device), b.to_dense().to(device)
+    for wa, wb in [(1.0, 2.0), (3.0, -1.0)]:  # fresh weight tensors, possibly at one address
+        w = torch.tensor([wa, wb], dtype=torch.float64, device=device)
+        torch.testing.assert_close(sk.propagate(h, x, relation_weight=w, backend=backend),
+                                   wa * da @ x + wb * db @ x)
+        del w
+    w = torch.tensor([1.0, 1.0], dtype=torch.float64, device=device)
+    sk.propagate(h, x, relation_weight=w, backend=backend)
+    w[1] = 5.0  # in place: the cached product must not be reused
+    xs = x.clone().requires_grad_()
+    y = sk.propagate(h, xs, relation_weight=w, backend=backend)
+    torch.testing.assert_close(y, da @ x + 5.0 * db @ x)
+    y.sum().backward()  # the transposed folded values follow too
+    torch.testing.assert_close(xs.grad, (da + 5.0 * db).T @ torch.ones_like(y))
