@@ -60,10 +60,12 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "cpu": ["numba>=0.59"],
+        # threadpoolctl pins BLAS to one thread inside the Numba top-k's parallel region
+        "cpu": ["numba>=0.59", "threadpoolctl>=3.0"],
         "gpu": ["triton>=3.0"],
         "bench": ["faiss-cpu>=1.8", "pytest-benchmark>=4.0"],
-        "test": ["pytest>=7", "pytest-benchmark>=4.0", "numba>=0.59", "triton>=3.0"],
+        "test": ["pytest>=7", "pytest-benchmark>=4.0", "numba>=0.59", "threadpoolctl>=3.0",
+                 "triton>=3.0"],
     },
     entry_points={"console_scripts": ["slifmr = slifmr.cli:main"]},
     ext_modules=ext_modules,
