@@ -111,11 +111,25 @@ class MemoryMeter:
             while True:
                 rss = self.rss_gib()
                 if rss > limit_gib:
-                    out = dict(result, failed="rss limit", rss_limit_gib=limit_gib,
+                    try:
+                        snapshot = dict(result)  # the main thread may be updating it
+                    except RuntimeError:
+                        continue
+                    out = dict(snapshot, failed="rss limit", rss_limit_gib=limit_gib,
                                rss_gib=round(rss, 3), peak_rss_gib=round(self.peak_gib(), 3),
                                during=self.records[-1]["phase"] if self.records else "start",
                                rss_by_phase=self.records)
-                    print(json.dumps(out, sort_keys=True), flush=True)
+                    # Send the main thread's later prints nowhere, flush what it printed so
+                    # far, then write the JSON straight to the descriptor and exit at once, so
+                    # that it is the last line.
+                    stream, sys.stdout = sys.stdout, open(os.devnull, "w")
+                    try:
+                        stream.flush()
+                        fd = stream.fileno()
+                    except (OSError, ValueError):
+                        fd = 1
+                    # (a leading newline ends a line the main thread may have half-printed)
+                    os.write(fd, ("\n" + json.dumps(out, sort_keys=True) + "\n").encode())
                     os._exit(3)
                 time.sleep(interval)
         threading.Thread(target=poll, name="rss-watchdog", daemon=True).start()
