@@ -43,7 +43,7 @@ if BENCH not in sys.path:
 from scale import MemoryMeter, catalog_args, make_catalog  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.evaluate import metrics_from_topk  # noqa: E402
-from slifmr.losses import bpr_loss, info_nce, l2_reg  # noqa: E402
+from slifmr.losses import bpr_loss, consistency_loss, l2_reg  # noqa: E402
 from slifmr.model import SLIFMR  # noqa: E402
 from slifmr.train import NegativeSampler  # noqa: E402
 
@@ -196,29 +196,6 @@ class PeerModel(SLIFMR):
         return {"user": zu, "item": zi, "cf": (zu_cf, zi_cf), "views": views}
 
 
-def _consistency(cfg, out, users, items, rng) -> torch.Tensor:
-    """The trainer's semantic-consistency term (same sampling of batch users/items)."""
-    cap = cfg.sc_max_batch
-    uu, ii = np.unique(users), np.unique(items)
-    if uu.size > cap:
-        uu = rng.choice(uu, cap, replace=False)
-    if ii.size > cap:
-        ii = rng.choice(ii, cap, replace=False)
-    tu, ti = torch.from_numpy(uu), torch.from_numpy(ii)
-    tau = cfg.sc_temperature
-    zu_cf, zi_cf = out["cf"]
-    terms, names = [], list(out["views"])
-    for name in names:
-        vu, vi = out["views"][name]
-        terms.append(info_nce(vi[ti], zi_cf[ti], tau))
-        terms.append(info_nce(vu[tu], zu_cf[tu], tau))
-    mods = [n for n in names if n != "kg"]
-    for a in range(len(mods)):
-        for b in range(a + 1, len(mods)):
-            terms.append(info_nce(out["views"][mods[a]][1][ti], out["views"][mods[b]][1][ti], tau))
-    return torch.stack(terms).mean()
-
-
 def dense_rank(user_emb, item_emb, users, k, exclude, batch: int = 1024) -> np.ndarray:
     """MMRec-style full ranking: dense score block per user batch, known items to -inf."""
     out = np.empty((users.size, k), np.int64)
@@ -309,7 +286,8 @@ def run(args, log=print) -> dict:
             loss = bpr_loss((eu * zi[ip]).sum(1), (eu * zi[ineg]).sum(1))
             loss = loss + cfg.reg_weight * l2_reg(model.user_emb[u], model.item_emb[ip],
                                                   model.item_emb[ineg])
-            loss = loss + cfg.sc_weight * _consistency(cfg, out, users, pos, rng)
+            loss = loss + cfg.sc_weight * consistency_loss(
+                out, users, pos, max_batch=cfg.sc_max_batch, temperature=cfg.sc_temperature, rng=rng)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -27,7 +27,7 @@ from .config import Config
 from .data import Dataset, load_dataset, make_synthetic
 from .evaluate import rank_metrics
 from .graphs import GraphBuilder, knn_scipy
-from .losses import bpr_loss, info_nce, l2_reg
+from .losses import bpr_loss, consistency_loss, l2_reg
 from .model import build_model
 
 __all__ = ["prepare_data", "Trainer", "NegativeSampler", "sample_negatives", "atomic_save", "write_json_atomic",
@@ -282,30 +282,8 @@ class Trainer:
         return {k: v / n_batches for k, v in sums.items()}
 
     def _consistency(self, out: dict, users: np.ndarray, items: np.ndarray, rng) -> torch.Tensor:
-        """InfoNCE between every auxiliary view and the interaction view, and between modality
-        pairs, on (at most ``sc_max_batch``) distinct batch users and items."""
-        cap = self.cfg.sc_max_batch
-        uu = np.unique(users)
-        ii = np.unique(items)
-        if uu.size > cap:
-            uu = rng.choice(uu, cap, replace=False)
-        if ii.size > cap:
-            ii = rng.choice(ii, cap, replace=False)
-        tu = torch.from_numpy(uu).to(self.device)
-        ti = torch.from_numpy(ii).to(self.device)
-        tau = self.cfg.sc_temperature
-        zu_cf, zi_cf = out["cf"]
-        terms = []
-        names = list(out["views"])
-        for name in names:
-            vu, vi = out["views"][name]
-            terms.append(info_nce(vi[ti], zi_cf[ti], tau))
-            terms.append(info_nce(vu[tu], zu_cf[tu], tau))
-        mods = [n for n in names if n != "kg"]
-        for a in range(len(mods)):
-            for b in range(a + 1, len(mods)):
-                terms.append(info_nce(out["views"][mods[a]][1][ti], out["views"][mods[b]][1][ti], tau))
-        return torch.stack(terms).mean()
+        return consistency_loss(out, users, items, max_batch=self.cfg.sc_max_batch,
+                                temperature=self.cfg.sc_temperature, rng=rng)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
