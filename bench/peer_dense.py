@@ -188,12 +188,7 @@ class PeerModel(SLIFMR):
                     acc = acc + h
                 zi = acc / (self.cfg.modality_layers + 1)
             views[name] = (mm(user_item, zi), zi)
-        zu, zi = zu_cf, zi_cf
-        for k, name in enumerate(self.view_names):
-            vu, vi = views[name]
-            zu = zu + self.alpha[k] * F.normalize(vu, dim=1)
-            zi = zi + self.alpha[k] * F.normalize(vi, dim=1)
-        return {"user": zu, "item": zi, "cf": (zu_cf, zi_cf), "views": views}
+        return self.fuse(zu_cf, zi_cf, views)
 
 
 def dense_rank(user_emb, item_emb, users, k, exclude, batch: int = 1024) -> np.ndarray:

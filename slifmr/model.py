@@ -117,6 +117,16 @@ class SLIFMR(nn.Module):
             zu_all = sk.propagate(g.user_item, torch.cat(item_views, 1), backend=self.cfg.backend)
             for name, zi, zu in zip(self.view_names, item_views, zu_all.split(zi_cf.shape[1], dim=1)):
                 views[name] = (zu, zi)
+        return self.fuse(zu_cf, zi_cf, views)
+
+    def fuse(self, zu_cf: torch.Tensor, zi_cf: torch.Tensor, views: dict) -> dict:
+        """Z = Z^cf + sum_v alpha_v * normalize(Z^v) for users and items.
+
+        Args:
+            zu_cf, zi_cf: (U, d) / (I, d) interaction-view representations.
+            views: view name -> ((U, d), (I, d)) for every name in ``view_names``.
+        Returns the forward's dict: "user", "item", "cf" and "views".
+        """
         zu, zi = zu_cf, zi_cf
         for k, name in enumerate(self.view_names):
             vu, vi = views[name]
