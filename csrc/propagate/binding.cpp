@@ -13,6 +13,8 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include "../binding_common.h"
+
 #include <cstdint>
 #include <optional>
 
@@ -33,17 +35,7 @@ int slifmr_propagate_g_partials(int dtype, int idx64, const int64_t* perm, const
                                 const void* dy, const int64_t* rel_ptr, const int64_t* gptr,
                                 int64_t n_rel, int64_t n_chunks, void* part, int64_t d,
                                 int64_t chunk, void* stream);
-const char* slifmr_cuda_error_string(int code);
 }
-
-// SLIFMR_CUDA_EMULATION is defined only by the test build that runs the kernels on the CPU
-// through csrc/emu/cuda_emu.h (tests/test_csrc.py): the ops are then registered for CPU
-// tensors. Extension builds register them for CUDA.
-#ifdef SLIFMR_CUDA_EMULATION
-#define SLIFMR_DISPATCH_KEY CPU
-#else
-#define SLIFMR_DISPATCH_KEY CUDA
-#endif
 
 namespace slifmr_cuda {
 namespace {
@@ -61,31 +53,9 @@ constexpr int64_t kGChunk = 512;
 #endif
 constexpr int64_t kFanIn = SLIFMR_REDUCE_FAN_IN;
 
-void check_launch(int code, const char* what) {
-  TORCH_CHECK(code == 0, "slifmr_cuda::", what, ": CUDA error ", code, " (",
-              slifmr_cuda_error_string(code), ")");
-}
-
-int dtype_code(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
-              " must be float32 or float64, got ", x.scalar_type());
-  return x.scalar_type() == at::kFloat ? 0 : 1;
-}
-
-void check_cuda(const at::Tensor& t, const at::Tensor& like, const char* name) {
-#ifndef SLIFMR_CUDA_EMULATION
-  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-#endif
-  TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), ", got ",
-              t.device());
-  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
-
 const void* opt_ptr(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr() : nullptr;
 }
-
-void* as_stream(int64_t s) { return reinterpret_cast<void*>(static_cast<intptr_t>(s)); }
 
 // out[seg_out[s] or s] = sum of the rows [ptr[s], ptr[s + 1]) of part [C, d], in a fixed order:
 // while some segment is longer than kFanIn, every segment is cut into consecutive groups of

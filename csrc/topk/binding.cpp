@@ -9,6 +9,8 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include "../binding_common.h"
+
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -17,29 +19,10 @@ extern "C" {
 int slifmr_topk(int dtype, const void* x, const void* y, int64_t n, int64_t m, int64_t d, int k,
                 int exclude_self, const int64_t* ex_ptr, const void* ex_idx, int ex_idx64,
                 int64_t* out_i, void* out_v, void* stream);
-const char* slifmr_cuda_error_string(int code);
 }
-
-// SLIFMR_CUDA_EMULATION is defined only by the test build that runs the kernels on the CPU
-// through csrc/emu/cuda_emu.h (tests/test_csrc.py): the ops are then registered for CPU
-// tensors. Extension builds register them for CUDA.
-#ifdef SLIFMR_CUDA_EMULATION
-#define SLIFMR_DISPATCH_KEY CPU
-#else
-#define SLIFMR_DISPATCH_KEY CUDA
-#endif
 
 namespace slifmr_cuda {
 namespace {
-
-void check_cuda(const at::Tensor& t, const at::Tensor& like, const char* name) {
-#ifndef SLIFMR_CUDA_EMULATION
-  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-#endif
-  TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), ", got ",
-              t.device());
-  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
 
 std::tuple<at::Tensor, at::Tensor> topk(const at::Tensor& x, const at::Tensor& y, int64_t k,
                                         bool exclude_self,
@@ -51,8 +34,7 @@ std::tuple<at::Tensor, at::Tensor> topk(const at::Tensor& x, const at::Tensor& y
   TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(1) == y.size(1),
               "x (N, d) and y (M, d) must share d");
   TORCH_CHECK(x.scalar_type() == y.scalar_type(), "x and y must share a dtype");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "x must be float32 or float64, got ", x.scalar_type());
+  const int dt = dtype_code(x, "x");
   const int64_t n = x.size(0), m = y.size(0), d = x.size(1);
   TORCH_CHECK(k >= 0 && k <= m, "k must be in [0, M = ", m, "], got ", k);
   TORCH_CHECK(k <= std::numeric_limits<int>::max(), "k too large");
@@ -73,14 +55,13 @@ std::tuple<at::Tensor, at::Tensor> topk(const at::Tensor& x, const at::Tensor& y
   at::Tensor val = at::empty({n, k}, x.options());
   if (n == 0 || k == 0) return {idx, val};
   const int code = slifmr_topk(
-      x.scalar_type() == at::kFloat ? 0 : 1, x.data_ptr(), y.data_ptr(), n, m, d,
+      dt, x.data_ptr(), y.data_ptr(), n, m, d,
       static_cast<int>(k), exclude_self ? 1 : 0,
       has_ex ? excl_indptr->data_ptr<int64_t>() : nullptr,
       has_ex ? excl_indices->data_ptr() : nullptr,
       has_ex && excl_indices->scalar_type() == at::kLong ? 1 : 0, idx.data_ptr<int64_t>(),
-      val.data_ptr(), reinterpret_cast<void*>(static_cast<intptr_t>(stream)));
-  TORCH_CHECK(code == 0, "slifmr_cuda::topk: CUDA error ", code, " (",
-              slifmr_cuda_error_string(code), ")");
+      val.data_ptr(), as_stream(stream));
+  check_launch(code, "topk");
   return {idx, val};
 }
 
