@@ -8,10 +8,15 @@ On a CUDA machine, in one run (< 5 minutes on an H100):
    inputs, outputs poisoned first), then forward spmm / spmm_rel and backward (dx + g) timed
    against ``torch.sparse.mm`` (cuSPARSE), one ``torch.sparse.mm`` per relation (the unfused
    way), and cuSPARSE through CuPy when CuPy is importable;
-3. kNN top-k (k = 10, d = 64, cosine, self excluded) at N = 256k and N = 1M: every backend
+3. kNN top-k (k = 10, d = 64, cosine, self excluded) at N = 256k and N = 1M: each backend's
+   exact fp32 kernel and its TF32 candidates + fp32 re-rank path (slifmr_kernels/topk/
+   rerank.py; the Triton tile shape of the TF32 pass is picked from a few at the first size),
    checked against chunked ``X @ X.T`` + ``torch.topk`` (recall with ties in mind) and timed
    against it and against FAISS GPU (``IndexFlatIP``) when importable.  The 1M run of a
-   backend is skipped when its 256k time predicts more than ``--max-knn-s`` seconds.
+   variant is skipped when its 256k time predicts more than ``--max-knn-s`` seconds;
+4. topk_scores, the full-ranking shape (default 200k users x 100k items, k = 20, each user's
+   training items excluded through the exclusion CSR) against dense scores per user batch +
+   masking + ``torch.topk``; excluded items must never come back.
 
 Prints a table (ms, GB/s or TFLOP/s, ratio to the named peer, fraction of the measured copy
 bandwidth / GEMM rate) and writes it as markdown and JSON under ``--out``.
@@ -56,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--knn", type=str, default="262144,1000000",
                    help="comma-separated kNN sizes N")
     p.add_argument("--k", type=int, default=10, help="kNN: neighbours per row")
+    p.add_argument("--users", type=int, default=200_000, help="topk_scores: users")
+    p.add_argument("--items", type=int, default=100_000, help="topk_scores: items")
     p.add_argument("--backends", default="cuda,triton", help="GPU backends to check")
     p.add_argument("--max-knn-s", type=float, default=45.0,
                    help="skip a backend's kNN size when the smaller size predicts more")
@@ -70,8 +77,10 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.quick:
         a.edges, a.nodes, a.knn = 2_000_000, 200_000, "32768"
+        a.users, a.items = 20_000, 10_000
     if a.device == "cpu":
         a.edges, a.nodes, a.knn, a.dim = min(a.edges, 400), min(a.nodes, 100), "48,96", 16
+        a.users, a.items = 40, 60
     a.knn_sizes = [int(s) for s in a.knn.split(",") if s.strip()]
     a.backend_list = [s.strip() for s in a.backends.split(",") if s.strip()]
     return a
@@ -370,12 +379,57 @@ def _knn_reference(xn, k, rows=None):
     return torch.cat(out_i), torch.cat(out_v)
 
 
+#: Triton tile shapes tried for the TF32 candidate pass at the first kNN size (the fastest is
+#: kept for the larger sizes): (BLOCK_M, BLOCK_N, num_warps).
+TRITON_TF32_CONFIGS = ((32, 64, 4), (64, 64, 4), (64, 128, 8), (128, 64, 8))
+
+
+def _knn_variants(name, mod):
+    """(label, topk function) of a backend: the exact kernel and, when the backend has one,
+    the TF32 candidates + fp32 re-rank path (rerank.py)."""
+    if hasattr(mod, "topk_exact"):
+        return [(f"{name} exact fp32", mod.topk_exact), (f"{name} tf32+rerank", mod.topk)]
+    return [(name, mod.topk)]
+
+
+def _tune_triton_tf32(mod, xn, k, log, dev):
+    """Time the TF32 candidate pass of the triton backend for each TRITON_TF32_CONFIGS entry
+    on xn; install the fastest as the backend's config. Returns {config: ms}."""
+    from slifmr_kernels.topk import rerank
+    base = mod._config
+    c = rerank.candidate_count(k, xn.shape[0])
+    res = {}
+    for bm, bn, nw in TRITON_TF32_CONFIGS:
+        def cfg(d, kk, bm=bm, bn=bn, nw=nw):
+            out = dict(base(d, kk))
+            out.update(BLOCK_M=bm, BLOCK_N=bn, num_warps=nw)
+            return out
+        mod._config = cfg
+        try:
+            res[(bm, bn, nw)] = time_ms(lambda: mod.topk_candidates(xn, xn, c, True, None, None),
+                                        warmup=1, reps=3, max_s=20, device=dev)
+        except Exception as exc:  # a shape this triton cannot compile: skip it
+            log(f"triton config {(bm, bn, nw)} failed: {type(exc).__name__}: {exc}")
+    best = min(res, key=res.get) if res else None
+    if best is None:
+        mod._config = base
+    else:
+        bm, bn, nw = best
+        mod._config = lambda d, kk: dict(base(d, kk), BLOCK_M=bm, BLOCK_N=bn, num_warps=nw)
+    log("triton tf32 configs (BLOCK_M, BLOCK_N, warps) -> ms: " +
+        ", ".join(f"{cf}: {ms:.1f}" for cf, ms in res.items()) + f"; using {best}")
+    return res
+
+
 def check_knn(args, backends, ceil, rows, log):
     from slifmr_kernels.backends import load
+    from slifmr_kernels.topk import rerank
     k, d, dev = args.k, args.dim, args.device
     predicted = {}
+    tuned = False
     warm = False  # after the first size, every kernel is compiled: time one run, no warm-up
     for n in args.knn_sizes:
+        sec = f"kNN N={n} d={d} k={k}"
         x = torch.randn(n, d, device=dev)
         xn = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
         flops = knn_flops(n, n, d)
@@ -383,7 +437,7 @@ def check_knn(args, backends, ceil, rows, log):
         wu = 0 if warm else 1
         peer_ms = time_ms(lambda: _knn_reference(xn, k), warmup=wu, reps=reps, max_s=60,
                           device=dev)
-        rows.append(dict(section=f"kNN N={n} d={d} k={k}", impl="X@X.T chunks + torch.topk",
+        rows.append(dict(section=sec, impl="X@X.T chunks + torch.topk (fp32)",
                          ms=peer_ms, rate_str=f"{flops / peer_ms / 1e9:.1f} TFLOP/s",
                          of_ceiling=flops / peer_ms / 1e9 / ceil["gemm_fp32_TFLOPs"],
                          check="peer"))
@@ -399,47 +453,136 @@ def check_knn(args, backends, ceil, rows, log):
                 t0 = time.perf_counter()
                 index.search(xc, k + 1)
                 f_ms = 1e3 * (time.perf_counter() - t0)  # includes host<->device copies
-                rows.append(dict(section=f"kNN N={n} d={d} k={k}",
+                rows.append(dict(section=sec,
                                  impl="faiss GpuIndexFlatIP (host arrays)", ms=f_ms,
                                  rate_str=f"{flops / f_ms / 1e9:.1f} TFLOP/s",
                                  vs_peer=peer_ms / f_ms, check="peer"))
         except Exception as exc:
             log(f"faiss peer skipped: {exc}")
         for name in backends:
-            key = name
-            if key in predicted and predicted[key] > args.max_knn_s:
-                rows.append(dict(section=f"kNN N={n} d={d} k={k}", impl=name,
-                                 check=f"skipped: predicted {predicted[key]:.0f} s"))
-                continue
             try:
                 mod = load("topk", name)
             except Exception as exc:
-                rows.append(dict(section=f"kNN N={n}", impl=name, check=f"unavailable: {exc}"))
+                rows.append(dict(section=sec, impl=name, check=f"unavailable: {exc}"))
                 continue
-            sub_i, sub_v = mod.topk(xn[check_rows], xn, k, False, None, None)
-            # self exclusion by index needs the global row ids: check it on the full run
-            out = {}
+            if name == "triton" and dev == "cuda" and not tuned and hasattr(mod, "_config"):
+                _tune_triton_tf32(mod, xn, k, log, dev)
+                tuned = True
+            for label, fn in _knn_variants(name, mod):
+                if predicted.get(label, 0) > args.max_knn_s:
+                    rows.append(dict(section=sec, impl=label,
+                                     check=f"skipped: predicted {predicted[label]:.0f} s"))
+                    continue
+                try:
+                    # without self exclusion each row's best is itself
+                    sub_i, _ = fn(xn[check_rows], xn, k, False, None, None)
+                    out = {}
 
-            def run():
-                out["r"] = mod.topk(xn, xn, k, True, None, None)
+                    def run():
+                        out["r"] = fn(xn, xn, k, True, None, None)
 
-            ms = time_ms(run, warmup=wu, reps=reps, max_s=60, device=dev)
-            idx, val = out["r"]
-            rec, exact = recall_with_ties(idx[check_rows].cpu(), val[check_rows].cpu(),
-                                          ref_i.cpu(), ref_v.cpu())
-            self_ok = not bool((idx == torch.arange(n, device=dev)[:, None]).any())
-            sub_ok = bool((sub_i[:, 0] == check_rows).all())  # without exclusion: itself
-            chk = f"recall {rec:.4f} (exact ids {exact:.4f})" + \
-                ("" if self_ok else " SELF-LEAK") + ("" if sub_ok else " NO-SELF-FIRST")
-            rows.append(dict(section=f"kNN N={n} d={d} k={k}", impl=name, ms=ms,
-                             rate_str=f"{flops / ms / 1e9:.1f} TFLOP/s", vs_peer=peer_ms / ms,
-                             of_ceiling=flops / ms / 1e9 / ceil["gemm_fp32_TFLOPs"], check=chk))
-            log(f"kNN {n} {name}: {ms:.0f} ms {chk}")
-            nxt = [s for s in args.knn_sizes if s > n]
-            if nxt:  # the work grows as N^2
-                predicted[key] = ms / 1e3 * (nxt[0] / n) ** 2
+                    ms = time_ms(run, warmup=wu, reps=reps, max_s=60, device=dev)
+                except Exception as exc:
+                    rows.append(dict(section=sec, impl=label,
+                                     check=f"error: {type(exc).__name__}: {exc}"))
+                    log(f"kNN {n} {label}: {type(exc).__name__}: {exc}")
+                    continue
+                idx, val = out["r"]
+                rec, exact = recall_with_ties(idx[check_rows].cpu(), val[check_rows].cpu(),
+                                              ref_i.cpu(), ref_v.cpu())
+                self_ok = not bool((idx == torch.arange(n, device=dev)[:, None]).any())
+                sub_ok = bool((sub_i[:, 0] == check_rows).all())
+                chk = f"recall {rec:.4f} (exact ids {exact:.4f})" + \
+                    ("" if self_ok else " SELF-LEAK") + ("" if sub_ok else " NO-SELF-FIRST")
+                if "rerank" in label:
+                    chk += f", {rerank.last_fallback_rows()} rows fell back"
+                rows.append(dict(section=sec, impl=label, ms=ms,
+                                 rate_str=f"{flops / ms / 1e9:.1f} TFLOP/s",
+                                 vs_peer=peer_ms / ms,
+                                 of_ceiling=flops / ms / 1e9 / ceil["gemm_fp32_TFLOPs"],
+                                 check=chk))
+                log(f"kNN {n} {label}: {ms:.0f} ms {chk}")
+                nxt = [s_ for s_ in args.knn_sizes if s_ > n]
+                if nxt:  # the work grows as N^2
+                    predicted[label] = ms / 1e3 * (nxt[0] / n) ** 2
         warm = True
         del x, xn
+
+
+def _scores_reference(u, items, k, ex_ptr, ex_idx, batch=8192):
+    """Dense scores per user batch + masking of the training items + torch.topk (fp32)."""
+    out_i, out_v = [], []
+    n = u.shape[0]
+    owner = torch.repeat_interleave(torch.arange(n, device=u.device), ex_ptr[1:] - ex_ptr[:-1])
+    for a in range(0, n, batch):
+        b = min(n, a + batch)
+        s = u[a:b] @ items.T
+        lo, hi = int(ex_ptr[a]), int(ex_ptr[b])
+        s[owner[lo:hi] - a, ex_idx[lo:hi].long()] = float("-inf")
+        v, i = torch.topk(s, k, dim=1)
+        out_i.append(i)
+        out_v.append(v)
+    return torch.cat(out_i), torch.cat(out_v)
+
+
+def check_topk_scores(args, backends, ceil, rows, log):
+    """Full-ranking evaluation shape: users x items, k = 20, each user's training items
+    excluded through the exclusion CSR (the path of sk.topk_scores)."""
+    from slifmr_kernels.backends import load
+    dev, d = args.device, args.dim
+    n_users, n_items, per_user, k = args.users, args.items, 20, 20
+    g = torch.Generator(device=dev).manual_seed(args.seed + 1)
+    u = torch.randn(n_users, d, device=dev, generator=g)
+    items = torch.randn(n_items, d, device=dev, generator=g)
+    lens = torch.randint(0, 2 * per_user, (n_users,), device=dev, generator=g)
+    ex_ptr = torch.zeros(n_users + 1, dtype=torch.int64, device=dev)
+    ex_ptr[1:] = torch.cumsum(lens, 0)
+    ex_idx = torch.randint(0, n_items, (int(ex_ptr[-1]),), device=dev, generator=g,
+                           dtype=torch.int32)
+    sec = f"topk_scores {n_users}x{n_items} d={d} k={k} (~{per_user} excluded/user)"
+    flops = knn_flops(n_users, n_items, d)
+    peer_ms = time_ms(lambda: _scores_reference(u, items, k, ex_ptr, ex_idx), device=dev)
+    rows.append(dict(section=sec, impl="dense scores + mask + torch.topk", ms=peer_ms,
+                     rate_str=f"{flops / peer_ms / 1e9:.1f} TFLOP/s", check="peer"))
+    ref_i, ref_v = _scores_reference(u, items, k, ex_ptr, ex_idx)
+    for name in backends:
+        try:
+            mod = load("topk", name)
+        except Exception as exc:
+            rows.append(dict(section=sec, impl=name, check=f"unavailable: {exc}"))
+            continue
+        for label, fn in _knn_variants(name, mod):
+            try:
+                out = {}
+
+                def run():
+                    out["r"] = fn(u, items, k, False, ex_ptr, ex_idx)
+
+                ms = time_ms(run, device=dev)
+            except Exception as exc:
+                rows.append(dict(section=sec, impl=label,
+                                 check=f"error: {type(exc).__name__}: {exc}"))
+                continue
+            idx, val = out["r"]
+            rec, exact = recall_with_ties(idx[:4096].cpu(), val[:4096].cpu(),
+                                          ref_i[:4096].cpu(), ref_v[:4096].cpu())
+            leaked = _excluded_returned(idx, ex_ptr, ex_idx)
+            chk = f"recall {rec:.4f} (exact ids {exact:.4f})" + \
+                (f" {leaked} EXCLUDED RETURNED" if leaked else "")
+            rows.append(dict(section=sec, impl=label, ms=ms,
+                             rate_str=f"{flops / ms / 1e9:.1f} TFLOP/s", vs_peer=peer_ms / ms,
+                             check=chk))
+            log(f"topk_scores {label}: {ms:.1f} ms {chk}")
+
+
+def _excluded_returned(idx, ex_ptr, ex_idx):
+    """How many returned (row, column) pairs are in the rows' exclusion lists."""
+    n = idx.shape[0]
+    owner = torch.repeat_interleave(torch.arange(n, device=idx.device), ex_ptr[1:] - ex_ptr[:-1])
+    m = int(max(int(idx.max()), int(ex_idx.max()) if ex_idx.numel() else 0)) + 1
+    banned = owner * m + ex_idx.long()
+    got = torch.arange(n, device=idx.device)[:, None] * m + idx
+    return int(torch.isin(got[idx >= 0], banned).sum())
 
 
 def main(argv=None):
@@ -473,7 +616,8 @@ def main(argv=None):
     rows = []
     ceil = measure_ceilings(log, args.device)
     meta["ceilings"] = ceil
-    for section, fn in (("propagate", check_propagate), ("knn", check_knn)):
+    for section, fn in (("propagate", check_propagate), ("knn", check_knn),
+                        ("topk_scores", check_topk_scores)):
         try:
             fn(args, backends, ceil, rows, log)
         except Exception as exc:  # keep what was measured

@@ -473,4 +473,6 @@ def test_gpu_check_cpu_smoke_run_with_triton_interpreter(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| propagate spmm_rel | triton |" in md and "ok det" in md and "FAIL" not in md
-    assert md.count("recall 1.0000") == 2
+    # kNN at two sizes and topk_scores, each for the exact kernel and the tf32+rerank path
+    assert md.count("recall 1.0000") == 6
+    assert "topk_scores" in md and "EXCLUDED RETURNED" not in md and "error" not in md

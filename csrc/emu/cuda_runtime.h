@@ -8,6 +8,7 @@ struct alignas(16) double2 { double x, y; };
 using cudaError_t = int;
 using cudaStream_t = void*;
 constexpr cudaError_t cudaSuccess = 0;
+constexpr cudaError_t cudaErrorInvalidValue = 1;
 
 #include "cuda_emu.h"
 

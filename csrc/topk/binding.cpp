@@ -1,7 +1,8 @@
 // Torch binding of the fused top-k similarity kernel (topk.cu), registered with the
 // dispatcher under the namespace `slifmr_cuda`:
 //
-//   slifmr_cuda::topk(x, y, k, exclude_self, excl_indptr?, excl_indices?, stream) -> (idx, val)
+//   slifmr_cuda::topk(x, y, k, exclude_self, excl_indptr?, excl_indices?, tf32, stream)
+//       -> (idx, val)   (tf32: approximate TF32 tensor-core scores, float32 only; see topk.cu)
 //
 // Includes only torch headers; the stream arrives as an int64 from Python
 // (torch.cuda.current_stream().cuda_stream).
@@ -18,7 +19,7 @@
 extern "C" {
 int slifmr_topk(int dtype, const void* x, const void* y, int64_t n, int64_t m, int64_t d, int k,
                 int exclude_self, const int64_t* ex_ptr, const void* ex_idx, int ex_idx64,
-                int64_t* out_i, void* out_v, void* stream);
+                int tf32, int64_t* out_i, void* out_v, void* stream);
 }
 
 namespace slifmr_cuda {
@@ -28,13 +29,15 @@ std::tuple<at::Tensor, at::Tensor> topk(const at::Tensor& x, const at::Tensor& y
                                         bool exclude_self,
                                         const std::optional<at::Tensor>& excl_indptr,
                                         const std::optional<at::Tensor>& excl_indices,
-                                        int64_t stream) {
+                                        bool tf32, int64_t stream) {
   check_cuda(x, x, "x");
   check_cuda(y, x, "y");
   TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(1) == y.size(1),
               "x (N, d) and y (M, d) must share d");
   TORCH_CHECK(x.scalar_type() == y.scalar_type(), "x and y must share a dtype");
   const int dt = dtype_code(x, "x");
+  TORCH_CHECK(!tf32 || x.scalar_type() == at::kFloat,
+              "tf32 scoring needs float32 inputs, got ", x.scalar_type());
   const int64_t n = x.size(0), m = y.size(0), d = x.size(1);
   TORCH_CHECK(k >= 0 && k <= m, "k must be in [0, M = ", m, "], got ", k);
   TORCH_CHECK(k <= std::numeric_limits<int>::max(), "k too large");
@@ -59,7 +62,8 @@ std::tuple<at::Tensor, at::Tensor> topk(const at::Tensor& x, const at::Tensor& y
       static_cast<int>(k), exclude_self ? 1 : 0,
       has_ex ? excl_indptr->data_ptr<int64_t>() : nullptr,
       has_ex ? excl_indices->data_ptr() : nullptr,
-      has_ex && excl_indices->scalar_type() == at::kLong ? 1 : 0, idx.data_ptr<int64_t>(),
+      has_ex && excl_indices->scalar_type() == at::kLong ? 1 : 0, tf32 ? 1 : 0,
+      idx.data_ptr<int64_t>(),
       val.data_ptr(), as_stream(stream));
   check_launch(code, "topk");
   return {idx, val};
@@ -69,7 +73,7 @@ std::tuple<at::Tensor, at::Tensor> topk(const at::Tensor& x, const at::Tensor& y
 
 TORCH_LIBRARY_FRAGMENT(slifmr_cuda, m) {
   m.def("topk(Tensor x, Tensor y, int k, bool exclude_self, Tensor? excl_indptr, "
-        "Tensor? excl_indices, int stream) -> (Tensor, Tensor)");
+        "Tensor? excl_indices, bool tf32, int stream) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(slifmr_cuda, SLIFMR_DISPATCH_KEY, m) {

@@ -12,9 +12,17 @@
 // Design
 // * A block owns BM = 64 query rows and sweeps the column tiles of y (BN = 64 columns), the
 //   tile holding the block's diagonal first so that for kNN graphs (y = x) the thresholds start
-//   high. The score tile is a CUDA-core FMA GEMM through shared memory in the input precision
-//   (exact fp32 / fp64 results: no TF32 rounding can reorder near-ties), each thread holding
-//   a 4 x 4 register block of scores (8 shared-memory loads per 16 FMAs).
+//   high, then the other tiles in increasing order, so that the blocks resident at one time
+//   sweep y together and share its tiles in L2 (a per-block rotation would make every block
+//   stream all of y from device memory).
+// * The score tile comes from one of two GEMMs through shared memory:
+//   - exact (kTf32 = false): CUDA-core FMAs in the input precision, each thread holding a
+//     4 x 4 register block of scores (8 shared-memory loads per 16 FMAs);
+//   - TF32 tensor cores (kTf32 = true, float32 only): each warp a 16 x 32 block as two
+//     m16n16k8 wmma accumulators. TF32 scores are approximate (|error| <= 2^-9 |x_i| |y_j|
+//     plus the fp32 accumulation's), so this mode returns candidates, not the answer: the
+//     caller (slifmr_kernels/topk/rerank.py) asks for more than k, re-scores them in fp32 and
+//     proves per row that no other column can enter the top k.
 // * Each warp owns eight rows for the whole sweep and keeps their thresholds (the k-th best
 //   (score, index) so far) in registers. Per tile a lane compares its two scores per row with
 //   the threshold: one compare per score. Only when a warp vote finds a hit does the warp
@@ -27,6 +35,8 @@
 //   index and the result does not depend on the tiling or on the visiting order.
 #include <cuda_runtime.h>
 #include <math_constants.h>
+
+#include <mma.h>
 
 #include <cmath>
 #include <cstdint>
@@ -84,16 +94,125 @@ __device__ void warp_insert(T* lv, int64_t* lj, int k, T v, int64_t j, int lane)
   __syncwarp();
 }
 
-template <typename T, typename AccT, typename ExT>
+// Row stride of the shared score tile: +1 spreads the FMA path's 4 x 4 stores over the banks;
+// the wmma stores need a multiple of 4 floats.
+template <bool kTf32> struct ScoreLd { static constexpr int value = kBN + 1; };
+template <> struct ScoreLd<true> { static constexpr int value = kBN + 4; };
+
+// Load one depth slice [k0, k0 + kBK) of the block's x rows and the tile's y rows into shared
+// memory: coalesced along d in global memory, stored transposed (k-major), zero-padded.
+template <typename T, int kBK>
+__device__ __forceinline__ void load_slice(const T* __restrict__ x, const T* __restrict__ y,
+                                           int64_t n, int64_t m, int64_t d, int64_t row0,
+                                           int64_t col0, int64_t k0, T (*xs)[kBM + kPad],
+                                           T (*ys)[kBN + kPad], int tid) {
+  for (int e = tid; e < kBM * kBK; e += kThreads) {
+    const int r = e / kBK, c = e % kBK;
+    const int64_t gr = row0 + r, gc = k0 + c;
+    xs[c][r] = (gr < n && gc < d) ? x[gr * d + gc] : T(0);
+  }
+  for (int e = tid; e < kBN * kBK; e += kThreads) {
+    const int r = e / kBK, c = e % kBK;
+    const int64_t gr = col0 + r, gc = k0 + c;
+    ys[c][r] = (gr < m && gc < d) ? y[gr * d + gc] : T(0);
+  }
+}
+
+// Exact score tile ss = x[row0 : row0 + kBM] . y[col0 : col0 + kBN]^T with CUDA-core FMAs.
+// Thread layout 16 x 16: rows 4 tr .. 4 tr + 3, columns 4 tc .. 4 tc + 3; per depth step a
+// thread loads 4 + 4 values for 16 FMAs; the 16 tc of a half-warp read 16 consecutive 4-vectors
+// of ys (no bank conflict), its 2 tr read broadcasts of xs.
+template <typename T, typename AccT, int kBK>
+__device__ __forceinline__ void tile_scores_fma(const T* __restrict__ x, const T* __restrict__ y,
+                                                int64_t n, int64_t m, int64_t d, int64_t row0,
+                                                int64_t col0, T (*xs)[kBM + kPad],
+                                                T (*ys)[kBN + kPad], AccT (*ss)[kBN + 1],
+                                                int tid) {
+  const int tr = tid / 16, tc = tid % 16;
+  AccT acc[kMicro][kMicro];
+#pragma unroll
+  for (int a = 0; a < kMicro; ++a)
+#pragma unroll
+    for (int b = 0; b < kMicro; ++b) acc[a][b] = AccT(0);
+  for (int64_t k0 = 0; k0 < d; k0 += kBK) {
+    load_slice<T, kBK>(x, y, n, m, d, row0, col0, k0, xs, ys, tid);
+    __syncthreads();
+#pragma unroll
+    for (int c = 0; c < kBK; ++c) {
+      AccT a[kMicro], b[kMicro];
+#pragma unroll
+      for (int u = 0; u < kMicro; ++u) {
+        a[u] = static_cast<AccT>(xs[c][kMicro * tr + u]);
+        b[u] = static_cast<AccT>(ys[c][kMicro * tc + u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kMicro; ++u)
+#pragma unroll
+        for (int v = 0; v < kMicro; ++v) acc[u][v] += a[u] * b[v];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int u = 0; u < kMicro; ++u)
+#pragma unroll
+    for (int v = 0; v < kMicro; ++v) ss[kMicro * tr + u][kMicro * tc + v] = acc[u][v];
+}
+
+// Approximate score tile with TF32 tensor cores (float32 only). Warp w computes rows
+// 16 (w / 2) .. + 15 and columns 32 (w % 2) .. + 31 as two m16n16k8 accumulators. In the
+// k-major slices, A = x rows is column-major (element (r, c) at xs[c][r]) and B = y^T is
+// row-major (element (c, j) at ys[c][j]), both with leading dimension kBM + kPad.
+__device__ __forceinline__ void tile_scores_tf32(const float* __restrict__ x,
+                                                 const float* __restrict__ y, int64_t n,
+                                                 int64_t m, int64_t d, int64_t row0,
+                                                 int64_t col0, float (*xs)[kBM + kPad],
+                                                 float (*ys)[kBN + kPad],
+                                                 float (*ss)[ScoreLd<true>::value], int tid,
+                                                 int warp) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int kBK = Depth<float>::value;
+  static_assert(kBK % 8 == 0 && kBM == 64 && kBN == 64 && kWarps == 8, "wmma tiling");
+  const int r0 = 16 * (warp / 2), c0 = 32 * (warp % 2);
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.0f);
+  wmma::fill_fragment(acc[1], 0.0f);
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+  for (int64_t k0 = 0; k0 < d; k0 += kBK) {
+    load_slice<float, kBK>(x, y, n, m, d, row0, col0, k0, xs, ys, tid);
+    __syncthreads();
+#pragma unroll
+    for (int c = 0; c < kBK; c += 8) {
+      wmma::load_matrix_sync(fa, &xs[c][r0], kBM + kPad);
+#pragma unroll
+      for (int e = 0; e < fa.num_elements; ++e) fa.x[e] = wmma::__float_to_tf32(fa.x[e]);
+#pragma unroll
+      for (int f = 0; f < 2; ++f) {
+        wmma::load_matrix_sync(fb, &ys[c][c0 + 16 * f], kBN + kPad);
+#pragma unroll
+        for (int e = 0; e < fb.num_elements; ++e) fb.x[e] = wmma::__float_to_tf32(fb.x[e]);
+        wmma::mma_sync(acc[f], fa, fb, acc[f]);
+      }
+    }
+    __syncthreads();
+  }
+  wmma::store_matrix_sync(&ss[r0][c0], acc[0], ScoreLd<true>::value, wmma::mem_row_major);
+  wmma::store_matrix_sync(&ss[r0][c0 + 16], acc[1], ScoreLd<true>::value, wmma::mem_row_major);
+}
+
+template <typename T, typename AccT, typename ExT, bool kTf32>
 __global__ void __launch_bounds__(kThreads, 2)
 topk_kernel(const T* __restrict__ x, const T* __restrict__ y, int64_t n, int64_t m, int64_t d,
             int k, bool exclude_self, const int64_t* __restrict__ ex_ptr,
             const ExT* __restrict__ ex_idx, int64_t* __restrict__ out_i, T* __restrict__ out_v) {
   constexpr int kBK = Depth<T>::value;
-  // k-major slices: a thread reads its 4 rows (4 columns) as 4 consecutive elements
-  __shared__ __align__(16) T xs[kBK][kBM + kPad];
-  __shared__ __align__(16) T ys[kBK][kBN + kPad];
-  __shared__ AccT ss[kBM][kBN + 1];
+  constexpr int kLdS = ScoreLd<kTf32>::value;
+  static_assert(!kTf32 || sizeof(T) == 4, "the TF32 path is for float32 inputs");
+  // k-major slices: a thread reads its 4 rows (4 columns) as 4 consecutive elements; 32-byte
+  // alignment is what wmma's loads and stores require of their base pointers
+  __shared__ __align__(32) T xs[kBK][kBM + kPad];
+  __shared__ __align__(32) T ys[kBK][kBN + kPad];
+  __shared__ __align__(32) AccT ss[kBM][kLdS];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBM;
@@ -112,50 +231,15 @@ topk_kernel(const T* __restrict__ x, const T* __restrict__ y, int64_t n, int64_t
   __syncthreads();
 
   const int64_t n_tiles = (m + kBN - 1) / kBN;
-  const int64_t t0 = min(row0 / kBN, n_tiles - 1);
-  // GEMM thread layout (16 x 16 threads): rows 4 tr .. 4 tr + 3, columns 4 tc .. 4 tc + 3.
-  // Per depth step a thread loads 4 + 4 values for 16 FMAs; the 16 tc of a half-warp read
-  // 16 consecutive 4-vectors of ys (no bank conflict), its 2 tr read broadcasts of xs.
-  const int tr = tid / 16, tc = tid % 16;
+  const int64_t diag = min(row0 / kBN, n_tiles - 1);
   for (int64_t t = 0; t < n_tiles; ++t) {
-    const int64_t col0 = ((t + t0) % n_tiles) * kBN;
-    AccT acc[kMicro][kMicro];
-#pragma unroll
-    for (int a = 0; a < kMicro; ++a)
-#pragma unroll
-      for (int b = 0; b < kMicro; ++b) acc[a][b] = AccT(0);
-    for (int64_t k0 = 0; k0 < d; k0 += kBK) {
-      // coalesced along d in global memory, stored transposed (k-major) in smem
-      for (int e = tid; e < kBM * kBK; e += kThreads) {
-        const int r = e / kBK, c = e % kBK;
-        const int64_t gr = row0 + r, gc = k0 + c;
-        xs[c][r] = (gr < n && gc < d) ? x[gr * d + gc] : T(0);
-      }
-      for (int e = tid; e < kBN * kBK; e += kThreads) {
-        const int r = e / kBK, c = e % kBK;
-        const int64_t gr = col0 + r, gc = k0 + c;
-        ys[c][r] = (gr < m && gc < d) ? y[gr * d + gc] : T(0);
-      }
-      __syncthreads();
-#pragma unroll
-      for (int c = 0; c < kBK; ++c) {
-        AccT a[kMicro], b[kMicro];
-#pragma unroll
-        for (int u = 0; u < kMicro; ++u) {
-          a[u] = static_cast<AccT>(xs[c][kMicro * tr + u]);
-          b[u] = static_cast<AccT>(ys[c][kMicro * tc + u]);
-        }
-#pragma unroll
-        for (int u = 0; u < kMicro; ++u)
-#pragma unroll
-          for (int v = 0; v < kMicro; ++v) acc[u][v] += a[u] * b[v];
-      }
-      __syncthreads();
+    // visiting order: the diagonal tile, then 0, 1, ... (skipping it)
+    const int64_t col0 = (t == 0 ? diag : (t <= diag ? t - 1 : t)) * kBN;
+    if constexpr (kTf32) {
+      tile_scores_tf32(x, y, n, m, d, row0, col0, xs, ys, ss, tid, warp);
+    } else {
+      tile_scores_fma<T, AccT, kBK>(x, y, n, m, d, row0, col0, xs, ys, ss, tid);
     }
-#pragma unroll
-    for (int u = 0; u < kMicro; ++u)
-#pragma unroll
-      for (int v = 0; v < kMicro; ++v) ss[kMicro * tr + u][kMicro * tc + v] = acc[u][v];
     __syncthreads();
 
     // selection: warp `warp` owns rows warp * 8 + q; lane l looks at columns l and l + 32.
@@ -209,16 +293,16 @@ topk_kernel(const T* __restrict__ x, const T* __restrict__ y, int64_t n, int64_t
   }
 }
 
-template <typename T, typename AccT>
+template <typename T, typename AccT, bool kTf32>
 cudaError_t launch(const T* x, const T* y, int64_t n, int64_t m, int64_t d, int k,
                    bool exclude_self, const int64_t* ex_ptr, const void* ex_idx, int ex_idx64,
                    int64_t* out_i, T* out_v, cudaStream_t st) {
   const unsigned nb = static_cast<unsigned>((n + kBM - 1) / kBM);
   if (ex_idx64)
-    topk_kernel<T, AccT, int64_t><<<nb, kThreads, 0, st>>>(
+    topk_kernel<T, AccT, int64_t, kTf32><<<nb, kThreads, 0, st>>>(
         x, y, n, m, d, k, exclude_self, ex_ptr, static_cast<const int64_t*>(ex_idx), out_i, out_v);
   else
-    topk_kernel<T, AccT, int32_t><<<nb, kThreads, 0, st>>>(
+    topk_kernel<T, AccT, int32_t, kTf32><<<nb, kThreads, 0, st>>>(
         x, y, n, m, d, k, exclude_self, ex_ptr, static_cast<const int32_t*>(ex_idx), out_i, out_v);
   return cudaGetLastError();
 }
@@ -229,20 +313,28 @@ extern "C" {
 
 // dtype: 0 = float32, 1 = float64. x [n, d], y [m, d] contiguous; out_i int64 [n, k], out_v
 // [n, k] (dtype). ex_ptr int64 [n + 1] and ex_idx (int64 if ex_idx64 else int32) may be null.
+// tf32 = 1 (float32 only) scores with TF32 tensor cores: approximate candidates, see above.
 // Requires 1 <= k <= m, n >= 1 (the binding handles the degenerate cases). Returns a
-// cudaError_t (0 = success).
+// cudaError_t (0 = success; cudaErrorInvalidValue for tf32 with float64).
 int slifmr_topk(int dtype, const void* x, const void* y, int64_t n, int64_t m, int64_t d, int k,
                 int exclude_self, const int64_t* ex_ptr, const void* ex_idx, int ex_idx64,
-                int64_t* out_i, void* out_v, void* stream) {
+                int tf32, int64_t* out_i, void* out_v, void* stream) {
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (n <= 0 || k <= 0) return cudaSuccess;
-  if (dtype == 0)
-    return launch<float, float>(static_cast<const float*>(x), static_cast<const float*>(y), n, m,
-                                d, k, exclude_self != 0, ex_ptr, ex_idx, ex_idx64, out_i,
-                                static_cast<float*>(out_v), st);
-  return launch<double, double>(static_cast<const double*>(x), static_cast<const double*>(y), n,
-                                m, d, k, exclude_self != 0, ex_ptr, ex_idx, ex_idx64, out_i,
-                                static_cast<double*>(out_v), st);
+  if (dtype == 0) {
+    const float* xf = static_cast<const float*>(x);
+    const float* yf = static_cast<const float*>(y);
+    float* vf = static_cast<float*>(out_v);
+    return tf32 ? launch<float, float, true>(xf, yf, n, m, d, k, exclude_self != 0, ex_ptr,
+                                             ex_idx, ex_idx64, out_i, vf, st)
+                : launch<float, float, false>(xf, yf, n, m, d, k, exclude_self != 0, ex_ptr,
+                                              ex_idx, ex_idx64, out_i, vf, st);
+  }
+  if (tf32) return cudaErrorInvalidValue;
+  return launch<double, double, false>(static_cast<const double*>(x),
+                                       static_cast<const double*>(y), n, m, d, k,
+                                       exclude_self != 0, ex_ptr, ex_idx, ex_idx64, out_i,
+                                       static_cast<double*>(out_v), st);
 }
 
 }  // extern "C"

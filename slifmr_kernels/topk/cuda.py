@@ -7,10 +7,24 @@ extension ``slifmr_kernels._C`` is not built.
 from __future__ import annotations
 
 from .._cuda import load_ops, stream_of
+from .rerank import tf32_enabled, topk_from_candidates
 
-__all__ = ["topk"]
+__all__ = ["topk", "topk_exact", "topk_candidates"]
 
 _ops = load_ops()
+
+
+def topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices):
+    """The exact kernel: CUDA-core FMA scores in the input precision (float32/float64)."""
+    return _ops.topk(x, y, int(k), bool(exclude_self), excl_indptr, excl_indices, False,
+                     stream_of(x))
+
+
+def topk_candidates(x, y, c, exclude_self, excl_indptr, excl_indices):
+    """The c best columns per row by TF32 tensor-core score (float32 only): candidates for
+    :func:`slifmr_kernels.topk.rerank.topk_from_candidates`, not an exact answer."""
+    return _ops.topk(x, y, int(c), bool(exclude_self), excl_indptr, excl_indices, True,
+                     stream_of(x))
 
 
 def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
@@ -18,6 +32,11 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
 
     x [N, d], y [M, d] CUDA float32/float64; excl_indptr int64 [N + 1] and excl_indices
     int32/int64 (or None).  Returns idx int64 [N, k] (-1 padding) and val [N, k] (-inf
-    padding), dtype of x.  Exact (full-precision FMA scores), deterministic.
+    padding), dtype of x.  Exact and deterministic: float32 goes through TF32 tensor-core
+    candidates, an fp32 re-rank and a per-row certificate (rerank.py; ``SLIFMR_TOPK_TF32=0``
+    turns this off), float64 through the FMA kernel.
     """
-    return _ops.topk(x, y, int(k), bool(exclude_self), excl_indptr, excl_indices, stream_of(x))
+    if tf32_enabled(x) and x.shape[0] and y.shape[0] and int(k):
+        return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self,
+                                    excl_indptr, excl_indices)
+    return topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices)

@@ -9,8 +9,10 @@ Design
 ------
 One program owns ``BLOCK_M`` query rows and sweeps every column tile of ``y``:
 
-* the score tile ``x_blk @ y_tile^T`` comes from ``tl.dot`` in full precision (``ieee``: the
-  selection must be exact, so TF32 is not used) and never leaves registers;
+* the score tile ``x_blk @ y_tile^T`` comes from ``tl.dot`` and never leaves registers: in
+  full precision (``ieee``) for the exact kernel, or on TF32 tensor cores (``TF32``) for the
+  candidate pass of rerank.py, which re-scores the candidates in fp32 and certifies each row
+  (float32 inputs take that path: see :func:`topk`);
 * each row keeps its running top-k as an unsorted list of ``KP = next_pow2(k)`` slots (slots
   ``>= k`` are disabled) and a threshold = the list's worst entry;
 * a tile costs one compare per score against the row thresholds; only when some score beats
@@ -22,7 +24,8 @@ One program owns ``BLOCK_M`` query rows and sweeps every column tile of ``y``:
 * order is lexicographic on (score desc, index asc) everywhere, so ties break by the lower
   index and the result does not depend on the tiling or on the tile visiting order;
 * the tile holding the block's diagonal is visited first, so for kNN graphs (y = x) the
-  thresholds start high and later tiles rarely merge;
+  thresholds start high and later tiles rarely merge; the other tiles follow in increasing
+  order, so the programs resident at one time sweep y together and share its tiles in L2;
 * at the end the list is written out in sorted order by ``k`` extractions; rows with fewer
   than k allowed candidates are padded with (-1, -inf).
 
@@ -35,6 +38,8 @@ import os
 
 import torch
 
+from .rerank import tf32_enabled, topk_from_candidates
+
 try:
     import triton
     import triton.language as tl
@@ -44,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without triton
         "machine it also needs TRITON_INTERPRET=1"
     ) from exc
 
-__all__ = ["topk"]
+__all__ = ["topk", "topk_exact", "topk_candidates"]
 
 #: Index sentinel of an empty slot: larger than any real index, so it loses every tie.
 _EMPTY = tl.constexpr(2 ** 62)
@@ -75,7 +80,7 @@ def _topk_kernel(
     X, Y, OUT_I, OUT_V, EXP, EXI,
     N, M, D, K,
     EXCL_SELF: tl.constexpr, HAS_EXCL: tl.constexpr, DIAG_FIRST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, KP: tl.constexpr,
+    TF32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, KP: tl.constexpr,
     BLOCK_X: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -99,11 +104,12 @@ def _topk_kernel(
         ex_max = tl.max(ex_len, axis=0)
 
     n_tiles = tl.cdiv(M, BLOCK_N)
-    t0 = 0
+    diag = 0
     if DIAG_FIRST:
-        t0 = tl.minimum((pid * BLOCK_M) // BLOCK_N, n_tiles - 1)
+        diag = tl.minimum((pid * BLOCK_M) // BLOCK_N, n_tiles - 1)
     for t in range(0, n_tiles):
-        tt = (t + t0) % n_tiles
+        # the diagonal tile, then 0, 1, ... skipping it
+        tt = tl.where(t == 0, diag, tl.where(t <= diag, t - 1, t))
         cols = tt * BLOCK_N + tl.arange(0, BLOCK_N)
         cmask = cols < M
         cols64 = cols.to(tl.int64)
@@ -115,7 +121,10 @@ def _topk_kernel(
                          mask=rmask[:, None] & kmask[None, :], other=0.0)
             yb = tl.load(Y + cols64[:, None] * D + kk[None, :],
                          mask=cmask[:, None] & kmask[None, :], other=0.0)
-            s += tl.dot(xa, tl.trans(yb), input_precision="ieee")
+            if TF32:
+                s += tl.dot(xa, tl.trans(yb), input_precision="tf32")
+            else:
+                s += tl.dot(xa, tl.trans(yb), input_precision="ieee")
         ok = rmask[:, None] & cmask[None, :]
         if EXCL_SELF:
             ok = ok & (cols64[None, :] != rows64[:, None])
@@ -171,15 +180,7 @@ def _config(d: int, k: int):
     return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=block_k, KP=kp, BLOCK_X=32)
 
 
-def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
-    """k largest inner products <x[i], y[j]> per row i, sorted (score desc, index asc).
-
-    x [N, d] and y [M, d] float32/float64 (same dtype); k int (1 <= k <= M, or 0);
-    exclude_self: drop j == i; excl_indptr int64 [N + 1] / excl_indices int32/int64: per-row
-    disallowed columns (or None).  Returns idx int64 [N, k] and val [N, k] (dtype of x); rows
-    with fewer than k allowed candidates are padded with idx -1 and val -inf.
-    Deterministic; ties by lower index; memory O(N * k + tile).
-    """
+def _launch(x, y, k, exclude_self, excl_indptr, excl_indices, tf32):
     if x.device.type != "cuda" and not _interpret():
         raise RuntimeError(
             "the triton backend runs on CUDA tensors; for CPU tensors set TRITON_INTERPRET=1 "
@@ -204,6 +205,34 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
         excl_indptr if has_excl else idx, excl_indices if has_excl else idx,
         n, m, d, k,
         EXCL_SELF=bool(exclude_self), HAS_EXCL=has_excl,
-        DIAG_FIRST=True, **cfg,
+        DIAG_FIRST=True, TF32=bool(tf32), **cfg,
     )
     return idx, val
+
+
+def topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices):
+    """The exact kernel: full-precision (ieee) dot products, float32/float64."""
+    return _launch(x, y, k, exclude_self, excl_indptr, excl_indices, False)
+
+
+def topk_candidates(x, y, c, exclude_self, excl_indptr, excl_indices):
+    """The c best columns per row by TF32 score (float32): candidates for
+    :func:`slifmr_kernels.topk.rerank.topk_from_candidates`, not an exact answer."""
+    return _launch(x, y, c, exclude_self, excl_indptr, excl_indices, True)
+
+
+def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
+    """k largest inner products <x[i], y[j]> per row i, sorted (score desc, index asc).
+
+    x [N, d] and y [M, d] float32/float64 (same dtype); k int (1 <= k <= M, or 0);
+    exclude_self: drop j == i; excl_indptr int64 [N + 1] / excl_indices int32/int64: per-row
+    disallowed columns (or None).  Returns idx int64 [N, k] and val [N, k] (dtype of x); rows
+    with fewer than k allowed candidates are padded with idx -1 and val -inf.
+    Exact and deterministic; ties by lower index; memory O(N * k + tile).  float32 goes
+    through TF32 candidates + fp32 re-rank + certificate (rerank.py; ``SLIFMR_TOPK_TF32=0``
+    turns it off).
+    """
+    if tf32_enabled(x) and x.shape[0] and y.shape[0] and int(k):
+        return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self,
+                                    excl_indptr, excl_indices)
+    return topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices)
