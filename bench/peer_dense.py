@@ -182,7 +182,7 @@ class PeerModel(SLIFMR):
                     acc = acc + h
                 zi = (acc / (self.cfg.kg_layers + 1))[: self.num_items]
             else:
-                h = acc = self.proj[name](self.feature(name))
+                h = acc = self.project(name)
                 for _ in range(self.cfg.modality_layers):
                     h = mm(modality[name], h)
                     acc = acc + h

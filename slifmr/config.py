@@ -37,6 +37,8 @@ class Config:
     feedback_in: list = field(default_factory=lambda: ["interaction", "kg", "modality"])
     feedback_init: str = "features"       # S(0): "features" (mean of modality features) | "none"
     feedback_refine: bool = False         # incremental refresh (sk.knn_refine) instead of exact kNN
+    knn_exact_max: int = 20000            # kNN graphs of features over more items: bucketed kNN +
+                                          # knn_refine (modality graphs and S(0)), not exact O(I^2 d)
     # --- losses
     sc_weight: float = 0.05               # lambda_sc, semantic consistency (InfoNCE)
     sc_temperature: float = 0.2
@@ -69,7 +71,8 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("num_layers", "kg_layers", "modality_layers", "patience", "num_threads"):
+        for name in ("num_layers", "kg_layers", "modality_layers", "patience", "num_threads",
+                     "knn_exact_max"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")

@@ -18,6 +18,7 @@ no dense N x N matrix and no Python loop over nodes, so it scales to millions of
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Optional
 
@@ -30,7 +31,11 @@ import slifmr_kernels as sk
 from .data import Dataset
 
 __all__ = ["Graphs", "GraphBuilder", "sym_normalize", "row_normalize", "to_csr_graph",
-           "knn_scipy", "feedback_knn"]
+           "knn_scipy", "feedback_knn", "bucket_knn", "approx_knn_scipy", "DEFAULT_KNN_EXACT_MAX"]
+
+# Up to this many items a kNN graph is computed exactly (O(N^2 d), seconds at 20k); above,
+# bucketed kNN + knn_refine (O(N d)) (see GraphBuilder's ``knn_exact_max``).
+DEFAULT_KNN_EXACT_MAX = 20000
 
 
 def _row_ids(m: sp.csr_matrix) -> np.ndarray:
@@ -60,15 +65,38 @@ def row_normalize(m: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
-def to_csr_graph(m: sp.csr_matrix, device="cpu") -> sk.CSRGraph:
-    """scipy CSR -> CSRGraph without re-sorting (duplicates summed, columns sorted in place)."""
+def to_csr_graph(m: sp.csr_matrix, device="cpu", symmetric: bool = False) -> sk.CSRGraph:
+    """scipy CSR -> CSRGraph without re-sorting (duplicates summed, columns sorted in place).
+
+    ``symmetric=True`` declares ``m == m.T`` (a symmetrised, sym-normalised graph, equal to its
+    transpose up to float32 rounding): the graph then serves as its own transpose in the
+    backward pass, instead of a cached transposed copy (16 B per edge: at a million items the
+    copies of A(t) and the A_m(t) cost 2 GiB). Only for graphs without relation ids.
+    """
     m = m.tocsr()
     m.sum_duplicates()  # also sorts the column indices of every row
     idx_dtype = torch.int32 if m.shape[1] < 2 ** 31 else torch.int64
     g = sk.CSRGraph(torch.from_numpy(m.indptr.astype(np.int64)),
                     torch.from_numpy(m.indices).to(idx_dtype),
-                    torch.from_numpy(m.data.astype(np.float32)), shape=m.shape, validate=False)
-    return g.to(device) if str(device) != "cpu" else g
+                    torch.from_numpy(m.data.astype(np.float32, copy=False)), shape=m.shape,
+                    validate=False)
+    g = g.to(device) if str(device) != "cpu" else g
+    if symmetric:
+        if m.shape[0] != m.shape[1]:
+            raise ValueError(f"a symmetric graph must be square, got {m.shape}")
+        # CSRGraph.transpose() returns the cached ``_transpose``; for A = A^T that is A itself.
+        # ``edge_perm`` stays None: it is read only for relation graphs (folded weights) and by
+        # ``with_values``, neither of which these graphs meet.
+        g._transpose = g
+    return g
+
+
+def _sym_from_raw(raw: sk.CSRGraph) -> tuple:
+    """(S, m): the clipped directed kNN similarities ``m`` (scipy) and S = sym_normalize(m + m^T)."""
+    m = raw.to("cpu").to_scipy().astype(np.float32)
+    m.data = np.maximum(m.data, 0.0)  # a negative cosine is "unrelated", not an edge weight
+    m.eliminate_zeros()
+    return sym_normalize(m + m.T), m
 
 
 def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
@@ -91,10 +119,63 @@ def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
         raw = sk.knn_refine(x, previous, k, backend=backend)
     else:
         raw = sk.knn_graph(x, k, metric="cosine", backend=backend)
-    m = raw.to("cpu").to_scipy().astype(np.float32)
-    m.data = np.maximum(m.data, 0.0)  # a negative cosine is "unrelated", not an edge weight
-    m.eliminate_zeros()
-    return sym_normalize(m + m.T), m, raw
+    S, m = _sym_from_raw(raw)
+    return S, m, raw
+
+
+def bucket_knn(x: torch.Tensor, k: int, block: int = 2048, bits: int = 16, seed: int = 0,
+               backend: str = "auto") -> sk.CSRGraph:
+    """Approximate cosine kNN graph: exact kNN (``sk.topk_similarity``) inside blocks of
+    similar rows.
+
+    Rows are ordered by a random-hyperplane hash (``bits`` sign bits, then the first
+    projection as a tie-break), so rows with a small angle between them tend to land in the
+    same run of the order; the order is cut into blocks of ``block`` rows and each block gets
+    an exact kNN. Cost O(N * block * d) instead of O(N^2 d); memory O(block^2 + N k). It is
+    the seed of ``sk.knn_refine`` in :func:`approx_knn_scipy`. Returns a directed CSRGraph
+    (N, N), k edges per row (fewer only in a block of at most k rows).
+    """
+    x = sk.normalize_rows(x.detach().float())
+    n = x.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    planes = torch.randn(x.shape[1], bits, generator=gen)
+    proj = x @ planes
+    code = ((proj > 0).to(torch.int64) << torch.arange(bits, dtype=torch.int64)).sum(1)
+    # Sort by (hash code, first projection): int64 key, code in the high bits.
+    p0 = proj[:, 0]
+    rank0 = torch.empty(n, dtype=torch.int64)
+    rank0[torch.argsort(p0)] = torch.arange(n)
+    order = torch.argsort(code * n + rank0)
+    del proj, code, rank0
+    src_parts, dst_parts, val_parts = [], [], []
+    nblocks = max(1, math.ceil(n / block))
+    bounds = np.linspace(0, n, nblocks + 1).astype(np.int64)  # equal blocks, none tiny
+    for b in range(nblocks):
+        ids = order[bounds[b]: bounds[b + 1]]
+        kk = min(k, ids.numel() - 1)
+        if kk <= 0:
+            continue
+        idx, val = sk.topk_similarity(x[ids], kk, metric="ip", backend=backend)
+        ok = idx >= 0
+        src_parts.append(ids[:, None].expand(-1, kk)[ok])
+        dst_parts.append(ids[idx.clamp_min(0)][ok])
+        val_parts.append(val[ok])
+    if not src_parts:
+        return sk.CSRGraph.from_edges(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
+                                      torch.zeros(0), shape=(n, n))
+    src, dst, val = torch.cat(src_parts), torch.cat(dst_parts), torch.cat(val_parts)
+    return sk.CSRGraph.from_edges(src, dst, val, shape=(n, n))
+
+
+def approx_knn_scipy(x: torch.Tensor, k: int, backend: str = "auto") -> tuple:
+    """:func:`knn_scipy` without an O(N^2 d) exact kNN: :func:`bucket_knn` seeds one
+    ``sk.knn_refine`` pass. Same return value ``(S, raw, raw_graph)``; the graph is approximate
+    (recall@10 against exact kNN 0.2-0.4 on the scale benchmark's clustered features)."""
+    x = x.detach().float().contiguous()
+    k = int(min(k, max(x.shape[0] - 1, 0)))
+    if k <= 0:
+        return knn_scipy(x, k, backend=backend)
+    return knn_scipy(x, k, backend=backend, previous=bucket_knn(x, k, backend=backend))
 
 
 def feedback_knn(h: torch.Tensor, k: int, backend: str = "auto",
@@ -127,11 +208,23 @@ class GraphBuilder:
         feedback_in: subset of {"interaction", "kg", "modality"} that receive S(t).
         device: where the graphs live.
         backend: kernel backend for the kNN graphs.
+        knn_exact_max: modality kNN graphs over at most this many items are exact; above, they
+            are :func:`approx_knn_scipy` (bucketed kNN + ``sk.knn_refine``): exact kNN is
+            O(I^2 d), hours at a million items.
+        cache_static: keep the no-feedback graphs of ``build(None)`` after the first call. A
+            run with feedback calls it at most once (or never), so the trainer turns this off
+            there and those graphs are freed after use.
+
+    What it holds: R~ (``user_item``), [[0, R], [R^T, 0]] (scipy), the sym-normalised modality
+    kNN graphs (scipy, ``modality_knn``), the directed kNN graph of the first modality
+    (``seed_graph``: the seed of the first incremental feedback refresh), and the KG edge
+    arrays (int32). The static CSRGraphs of ``build(None)`` are built on demand.
     """
 
     def __init__(self, ds: Dataset, modalities=(), use_kg: bool = True, knn_k: int = 10,
                  beta: float = 0.3, gamma: float = 0.1,
-                 feedback_in=("interaction", "kg", "modality"), device="cpu", backend="auto"):
+                 feedback_in=("interaction", "kg", "modality"), device="cpu", backend="auto",
+                 knn_exact_max: int = DEFAULT_KNN_EXACT_MAX, cache_static: bool = True):
         self.num_users, self.num_items = ds.num_users, ds.num_items
         self.device, self.backend = device, backend
         self.beta, self.gamma = float(beta), float(gamma)
@@ -139,22 +232,32 @@ class GraphBuilder:
         bad = self.feedback_in - {"interaction", "kg", "modality"}
         if bad:
             raise ValueError(f"feedback_in: unknown targets {sorted(bad)}")
+        if isinstance(knn_exact_max, bool) or not isinstance(knn_exact_max, int) or knn_exact_max < 0:
+            raise ValueError(f"knn_exact_max must be a non-negative integer, got {knn_exact_max!r}")
+        self.knn_exact_max = knn_exact_max
+        self.cache_static = bool(cache_static)
+        self._static_cache: dict = {}
         U, I = self.num_users, self.num_items
         R = ds.interaction_matrix("train")
-        self.R = R
         # [[0, R], [R^T, 0]] once; the feedback block is added per epoch.
         self._bip = sp.bmat([[None, R], [R.T, None]], format="csr",
                             dtype=np.float32) if U + I else sp.csr_matrix((0, 0), dtype=np.float32)
         if self._bip.shape != (U + I, U + I):  # bmat drops all-empty blocks' sizes when U or I is 0
             self._bip = sp.csr_matrix((U + I, U + I), dtype=np.float32)
-        self._adj_static = to_csr_graph(sym_normalize(self._bip), device)
         self.user_item = to_csr_graph(row_normalize(R), device)
+        del R
 
         self.modality_knn = {}
+        self.knn_exact = I <= knn_exact_max
+        self.seed_graph: Optional[sk.CSRGraph] = None
         for m in modalities:
             feat = torch.from_numpy(ds.features[m])
-            self.modality_knn[m] = knn_scipy(feat, knn_k, backend=backend)[0]
-        self._modality_static = {m: to_csr_graph(g, device) for m, g in self.modality_knn.items()}
+            S, _, raw_graph = (knn_scipy(feat, knn_k, backend=backend) if self.knn_exact
+                               else approx_knn_scipy(feat, knn_k, backend=backend))
+            self.modality_knn[m] = S
+            if self.seed_graph is None:
+                self.seed_graph = raw_graph
+            del raw_graph
 
         self.use_kg = bool(use_kg and ds.has_kg)
         self.num_entities = ds.num_entities
@@ -162,11 +265,13 @@ class GraphBuilder:
         # Relations of the KG view: R_kg forward, R_kg inverse, one feedback relation.
         self.num_view_relations = 2 * ds.num_relations + 1
         if self.use_kg:
-            h, r, t = ds.kg[:, 0], ds.kg[:, 1], ds.kg[:, 2]
+            # int32 edge arrays (entity and relation ids fit): half of int64's bytes.
+            idx = np.int32 if max(self.num_entities, self.num_view_relations) < 2 ** 31 else np.int64
+            h, r, t = (ds.kg[:, c].astype(idx) for c in range(3))
             self._kg_src = np.concatenate([h, t])
             self._kg_dst = np.concatenate([t, h])
-            self._kg_rel = np.concatenate([r, r + ds.num_relations])
-            self._kg_static = self._kg_graph(None)
+            self._kg_rel = np.concatenate([r, r + idx(ds.num_relations)])
+            del h, r, t
 
     # ------------------------------------------------------------------ pieces
     def _kg_graph(self, raw_fb: Optional[sp.csr_matrix]) -> sk.CSRGraph:
@@ -174,10 +279,11 @@ class GraphBuilder:
         w = np.ones(src.size, np.float32)
         if raw_fb is not None and raw_fb.nnz:
             fb = raw_fb.tocoo()
-            src = np.concatenate([src, fb.row.astype(np.int64)])
-            dst = np.concatenate([dst, fb.col.astype(np.int64)])
-            rel = np.concatenate([rel, np.full(fb.nnz, 2 * self.num_kg_relations, np.int64)])
+            src = np.concatenate([src, fb.row.astype(src.dtype)])
+            dst = np.concatenate([dst, fb.col.astype(dst.dtype)])
+            rel = np.concatenate([rel, np.full(fb.nnz, 2 * self.num_kg_relations, rel.dtype)])
             w = np.concatenate([w, fb.data.astype(np.float32)])
+            del fb
         E = self.num_entities
         g = sk.CSRGraph.from_edges(torch.from_numpy(src), torch.from_numpy(dst),
                                    torch.from_numpy(w), relation=torch.from_numpy(rel),
@@ -203,24 +309,51 @@ class GraphBuilder:
                the KG feedback relation; defaults to S.
         """
         if S is None:
-            return Graphs(self._adj_static, self.user_item, dict(self._modality_static),
-                          self._kg_static if self.use_kg else None, 0)
+            return self.static_graphs()
         if S.shape != (self.num_items, self.num_items):
             raise ValueError(f"S must be num_items x num_items = {self.num_items}, got {S.shape}")
         if "interaction" in self.feedback_in and self.gamma > 0:
-            adj = to_csr_graph(sym_normalize(self._bip + self._pad_items(self.gamma * S)), self.device)
+            adj = to_csr_graph(sym_normalize(self._bip + self._pad_items(self.gamma * S)), self.device,
+                               symmetric=True)
         else:
-            adj = self._adj_static
+            adj = self._static_adj()
         modality = {}
         for m, base in self.modality_knn.items():
             if "modality" in self.feedback_in and self.beta > 0:
-                modality[m] = to_csr_graph((1.0 - self.beta) * base + self.beta * S, self.device)
+                modality[m] = to_csr_graph((1.0 - self.beta) * base + self.beta * S, self.device,
+                                           symmetric=True)
             else:
-                modality[m] = self._modality_static[m]
+                modality[m] = self._static_modality(m)
         kg = None
         if self.use_kg:
-            kg = self._kg_graph(raw if raw is not None else S) if "kg" in self.feedback_in else self._kg_static
+            kg = self._kg_graph(raw if raw is not None else S) if "kg" in self.feedback_in else self._static_kg()
         return Graphs(adj, self.user_item, modality, kg, int(S.nnz))
+
+    # ------------------------------------------------------------------ static graphs
+    def _cached(self, name: str, make):
+        """``make()``, kept on the builder when ``cache_static`` (else rebuilt per call)."""
+        if not self.cache_static:
+            return make()
+        if name not in self._static_cache:
+            self._static_cache[name] = make()
+        return self._static_cache[name]
+
+    def _static_adj(self) -> sk.CSRGraph:
+        return self._cached("adj", lambda: to_csr_graph(sym_normalize(self._bip), self.device, symmetric=True))
+
+    def _static_modality(self, m: str) -> sk.CSRGraph:
+        return self._cached(f"modality:{m}",
+                            lambda: to_csr_graph(self.modality_knn[m], self.device, symmetric=True))
+
+    def _static_kg(self) -> sk.CSRGraph:
+        return self._cached("kg", lambda: self._kg_graph(None))
+
+    def static_graphs(self) -> Graphs:
+        """The graphs without feedback: A = sym([[0, R], [R^T, 0]]), the modality kNN graphs, the
+        KG with its inverse relations, and R~ (see the module docstring)."""
+        return Graphs(self._static_adj(), self.user_item,
+                      {m: self._static_modality(m) for m in self.modality_knn},
+                      self._static_kg() if self.use_kg else None, 0)
 
     def feedback(self, h: torch.Tensor, k: int, previous: Optional[sk.CSRGraph] = None):
         """S(t) from item representations ``h`` (I, d): returns (S, raw_scipy, raw_graph, seconds)."""

@@ -16,14 +16,108 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import slifmr_kernels as sk
 
 from .config import Config
 from .graphs import Graphs
 
-__all__ = ["SLIFMR", "LightGCN", "build_model"]
+__all__ = ["SLIFMR", "LightGCN", "build_model", "fuse_views"]
+
+# F.normalize's default eps: a row with a smaller norm is divided by this instead.
+_NORM_EPS = 1e-12
+
+
+class _FuseViews(torch.autograd.Function):
+    """z + sum_k alpha[k] * v_k / max(|v_k|, eps), row-wise; see :func:`fuse_views`.
+
+    Saves the views (alive anyway: the forward returns them) and their (N, 1) clamped norms;
+    the normalised rows are recomputed in backward, one view at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, z, alpha, stacked, *views):
+        vs = _split_views(stacked, views, z.shape[1])
+        out = z.clone()
+        dens = []
+        for k, v in enumerate(vs):
+            # The same operations as alpha[k] * F.normalize(v): the same bits as the
+            # autograd-recorded formula.
+            den = v.norm(2, 1, keepdim=True).clamp_min(_NORM_EPS)
+            out.add_(alpha[k] * (v / den))
+            dens.append(den)
+        ctx.has_stacked = stacked is not None
+        ctx.save_for_backward(alpha, *(dens + ([stacked] if stacked is not None else list(views))))
+        ctx.num_views = len(vs)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        V = ctx.num_views
+        saved = ctx.saved_tensors
+        alpha, dens = saved[0], saved[1: 1 + V]
+        rest = saved[1 + V:]
+        vs = _split_views(rest[0] if ctx.has_stacked else None, rest, g.shape[1])
+        need_alpha = ctx.needs_input_grad[1]
+        need_v = ctx.needs_input_grad[2] or any(ctx.needs_input_grad[3:])
+        dalpha = torch.zeros_like(alpha) if need_alpha else None
+        dvs = None
+        if need_v:
+            if ctx.has_stacked:
+                dstack = g.new_empty(g.shape[0], V * g.shape[1])
+                dvs = list(dstack.split(g.shape[1], dim=1))
+            else:
+                dvs = [None] * V
+        for k, (v, den) in enumerate(zip(vs, dens)):
+            vhat = v / den
+            # d/dv of v / max(|v|, eps) applied to a: (a - vhat <vhat, a>) / den where the
+            # norm is above eps, a / den where it was clamped (the denominator is constant).
+            s = torch.linalg.vecdot(vhat, g, dim=1).unsqueeze(1)
+            if need_alpha:
+                dalpha[k] = s.sum()
+            if need_v:
+                s = s.masked_fill_(den <= _NORM_EPS, 0.0)
+                dv = torch.addcmul(g, vhat, s, value=-1.0).mul_(alpha[k] / den)
+                if ctx.has_stacked:
+                    dvs[k].copy_(dv)
+                else:
+                    dvs[k] = dv
+                del dv
+            del vhat, s
+        if ctx.has_stacked:
+            return g, dalpha, (dstack if need_v else None), *([None] * len(rest[1:]))
+        return (g, dalpha, None, *(dvs if need_v else [None] * V))
+
+
+def _split_views(stacked, views, d):
+    return list(stacked.split(d, dim=1)) if stacked is not None else list(views)
+
+
+def fuse_views(z: torch.Tensor, alpha: torch.Tensor, views) -> torch.Tensor:
+    """The fusion Z = z + sum_k alpha[k] * normalize(v_k) (rows L2-normalised, eps 1e-12).
+
+    Args:
+        z: (N, d) float base representations (the interaction view).
+        alpha: (V,) view weights (a parameter or a buffer).
+        views: V tensors (N, d), or one (N, V*d) tensor holding them side by side.
+    Returns (N, d). Same value as ``z + sum(alpha[k] * F.normalize(v_k, dim=1))``; autograd
+    keeps only the views (which the caller holds anyway) and V (N, 1) norms, not the V
+    normalised (N, d) copies the plain formula keeps for alpha's gradient.
+    """
+    if isinstance(views, torch.Tensor):
+        if views.dim() != 2 or views.shape[0] != z.shape[0] or views.shape[1] != alpha.numel() * z.shape[1]:
+            raise ValueError(f"stacked views must be (N, V*d) = ({z.shape[0]}, {alpha.numel() * z.shape[1]}), "
+                             f"got {tuple(views.shape)}")
+        return _FuseViews.apply(z, alpha, views)
+    views = list(views)
+    if len(views) != alpha.numel():
+        raise ValueError(f"{alpha.numel()} view weights for {len(views)} views")
+    for v in views:
+        if v.shape != z.shape:
+            raise ValueError(f"every view must have z's shape {tuple(z.shape)}, got {tuple(v.shape)}")
+    if not views:
+        return z
+    return _FuseViews.apply(z, alpha, None, *views)
 
 
 class SLIFMR(nn.Module):
@@ -62,10 +156,16 @@ class SLIFMR(nn.Module):
         self.modalities = [m for m in (cfg.modalities or []) if m in features]
         self.proj = nn.ModuleDict()
         for m in self.modalities:
+            # Zero-copy for a float32 C-contiguous array: the model shares the dataset's matrix.
             f = torch.as_tensor(np.asarray(features[m]), dtype=torch.float32)
             if f.dim() != 2 or f.shape[0] != self.num_items:
                 raise ValueError(f"features[{m!r}] must be (num_items={self.num_items}, d), got {tuple(f.shape)}")
-            self.register_buffer(f"feat_{m}", F.normalize(f, dim=1), persistent=False)
+            # The rows are L2-normalised through (I,) inverse norms applied after the projection
+            # (W (f / |f|) = (W f) / |f|), not a normalised (I, d_m) copy of the matrix: at a
+            # million items and d_m = 448 the copy alone would be 1.7 GiB.
+            inv = 1.0 / f.norm(dim=1).clamp_min(_NORM_EPS)
+            self.register_buffer(f"feat_{m}", f.contiguous(), persistent=False)
+            self.register_buffer(f"feat_inv_norm_{m}", inv, persistent=False)
             self.proj[m] = nn.Linear(f.shape[1], d)
         self.view_names = (["kg"] if self.use_kg else []) + list(self.modalities)
         alpha = torch.full((len(self.view_names),), float(cfg.view_weight))
@@ -75,7 +175,20 @@ class SLIFMR(nn.Module):
             self.register_buffer("alpha", alpha)
 
     def feature(self, m: str) -> torch.Tensor:
+        """The raw (I, d_m) float32 feature matrix of modality ``m`` (rows not normalised)."""
         return getattr(self, f"feat_{m}")
+
+    def project(self, m: str) -> torch.Tensor:
+        """H_m = proj_m(F_m with L2-normalised rows), (I, d) float32.
+
+        Computed as (F_m W^T) * inv_norm[:, None] + b: the same value as
+        ``proj_m(F.normalize(F_m))`` up to rounding, without a normalised copy of F_m. Autograd
+        keeps F_m (the buffer itself) and the (I,) inverse norms, nothing of size I x d_m.
+        """
+        lin = self.proj[m]
+        h = torch.mm(self.feature(m), lin.weight.t())
+        h = h * getattr(self, f"feat_inv_norm_{m}")[:, None]
+        return h + lin.bias if lin.bias is not None else h
 
     # ------------------------------------------------------------------ views
     def cf_view(self, g: Graphs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +211,7 @@ class SLIFMR(nn.Module):
         return (acc / (self.cfg.kg_layers + 1))[: self.num_items]
 
     def modality_view(self, g: Graphs, m: str) -> torch.Tensor:
-        h = self.proj[m](self.feature(m))
+        h = self.project(m)
         return sk.propagate_layers(g.modality[m], h, self.cfg.modality_layers, backend=self.cfg.backend)
 
     def forward(self, g: Graphs) -> dict:
@@ -108,16 +221,22 @@ class SLIFMR(nn.Module):
         (Z_u^cf, Z_i^cf) and ``views`` = {name: (Z_u^v, Z_i^v)} for the auxiliary views.
         """
         zu_cf, zi_cf = self.cf_view(g)
-        views = {}
+        if not self.view_names:
+            return {"user": zu_cf, "item": zi_cf, "cf": (zu_cf, zi_cf), "views": {}}
         item_views = [self.kg_view(g) if name == "kg" else self.modality_view(g, name)
                       for name in self.view_names]
-        if item_views:
-            # Users read every item-side view through R~ in ONE pass over the interaction
-            # edges (views side by side as one (I, V*d) matrix) instead of V passes.
-            zu_all = sk.propagate(g.user_item, torch.cat(item_views, 1), backend=self.cfg.backend)
-            for name, zi, zu in zip(self.view_names, item_views, zu_all.split(zi_cf.shape[1], dim=1)):
-                views[name] = (zu, zi)
-        return self.fuse(zu_cf, zi_cf, views)
+        # The item-side views side by side, (I, V*d): users read them through R~ in ONE pass
+        # over the interaction edges instead of V passes, and the fusion takes the same
+        # stacked tensors on both sides, so its gradient is one (rows, V*d) tensor (no
+        # split/cat copies of it).
+        zi_all = torch.cat(item_views, 1)
+        del item_views
+        zu_all = sk.propagate(g.user_item, zi_all, backend=self.cfg.backend)
+        d = zi_cf.shape[1]
+        views = {name: (zu, zi) for name, zu, zi in
+                 zip(self.view_names, zu_all.split(d, dim=1), zi_all.split(d, dim=1))}
+        return {"user": fuse_views(zu_cf, self.alpha, zu_all), "item": fuse_views(zi_cf, self.alpha, zi_all),
+                "cf": (zu_cf, zi_cf), "views": views}
 
     def fuse(self, zu_cf: torch.Tensor, zi_cf: torch.Tensor, views: dict) -> dict:
         """Z = Z^cf + sum_v alpha_v * normalize(Z^v) for users and items.
@@ -127,12 +246,10 @@ class SLIFMR(nn.Module):
             views: view name -> ((U, d), (I, d)) for every name in ``view_names``.
         Returns the forward's dict: "user", "item", "cf" and "views".
         """
-        zu, zi = zu_cf, zi_cf
-        for k, name in enumerate(self.view_names):
-            vu, vi = views[name]
-            zu = zu + self.alpha[k] * F.normalize(vu, dim=1)
-            zi = zi + self.alpha[k] * F.normalize(vi, dim=1)
-        return {"user": zu, "item": zi, "cf": (zu_cf, zi_cf), "views": views}
+        vs = [views[name] for name in self.view_names]
+        return {"user": fuse_views(zu_cf, self.alpha, [v[0] for v in vs]),
+                "item": fuse_views(zi_cf, self.alpha, [v[1] for v in vs]),
+                "cf": (zu_cf, zi_cf), "views": views}
 
     def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer-0 ID embeddings of a batch (for the L2 term)."""

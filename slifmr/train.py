@@ -191,7 +191,9 @@ class Trainer:
         self.builder = GraphBuilder(ds, modalities=mods, use_kg=self.cfg.use_kg, knn_k=self.cfg.knn_k,
                                     beta=self.cfg.feedback_beta, gamma=self.cfg.feedback_gamma,
                                     feedback_in=self.cfg.feedback_in, device=self.device,
-                                    backend=self.cfg.backend)
+                                    backend=self.cfg.backend, knn_exact_max=self.cfg.knn_exact_max,
+                                    # with feedback the no-feedback graphs are not used per epoch
+                                    cache_static=not self.cfg.feedback)
         self.static_graph_s = time.perf_counter() - t0
         self.model = build_model(self.cfg, ds, self.builder.num_view_relations).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
@@ -229,7 +231,13 @@ class Trainer:
         if src is None:
             return self.builder.build(None), time.perf_counter() - t0
         previous = self.raw_prev if (self.cfg.feedback_refine and self.h_prev is not None) else None
+        if self.h_prev is None and not self.builder.knn_exact:
+            # S(0) over the concatenated features of a catalogue too large for exact kNN
+            # (O(I^2 D), hours at a million items): refine the first modality's kNN graph
+            # instead, which is O(I k^2 D). The seed is used once; drop it.
+            previous, self.builder.seed_graph = self.builder.seed_graph, None
         S, raw, raw_graph, _ = self.builder.feedback(src.to(self.device), self.cfg.feedback_k, previous)
+        del src, previous
         self.raw_prev = raw_graph
         graphs = self.builder.build(S, raw)
         return graphs, time.perf_counter() - t0
@@ -275,6 +283,9 @@ class Trainer:
             sums["bpr"] += bpr.item()
             sums["sc"] += sc.item()
             sums["reg"] += reg.item()
+            # Free this step's full-graph outputs (GiBs at a million items) before the next
+            # forward allocates its own.
+            del out, zu, zi, eu, bpr, reg, loss, sc
             if bar is not None:
                 bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", refresh=False)
         if bar is not None:
@@ -318,7 +329,10 @@ class Trainer:
                            "dataset": self.ds.summary()}, self._p("config.json"))
         if resume and os.path.isfile(self._p("last.pt")):
             st = torch.load(self._p("last.pt"), map_location=self.device, weights_only=False)
-            saved = {k: v for k, v in st["config"].items() if k not in ("epochs", "progress", "patience")}
+            # A key the checkpoint predates had its default value then.
+            defaults = Config().to_dict()
+            saved = {k: st["config"].get(k, defaults[k]) for k in cfg.to_dict()
+                     if k not in ("epochs", "progress", "patience")}
             now = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "progress", "patience")}
             if saved != now:
                 diff = sorted(k for k in now if saved.get(k) != now[k])
@@ -367,6 +381,8 @@ class Trainer:
                     self.bad_epochs += 1
                     if cfg.patience and self.bad_epochs >= cfg.patience:
                         stopped = True
+            # The next epoch's refresh and steps must not hold this epoch's graphs and outputs.
+            del graphs, out
             rec["epoch_s"] = round(time.perf_counter() - t0, 3)
             self.history.append(rec)
             self.epoch = epoch + 1

@@ -127,3 +127,49 @@ def test_losses():
     assert float(info_nce(a[:0], a[:0])) == 0.0
     x, y = torch.ones(4, 2), torch.ones(4, 3)
     assert float(l2_reg(x, y)) == pytest.approx(0.5 * (8 + 12) / 4)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_fuse_views_matches_the_plain_formula(stacked):
+    """The memory-lean fusion: same forward bits and gradients (z, alpha, views) as
+    z + sum alpha_k * F.normalize(v_k), including a zero row (norm clamped at eps)."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    alpha = torch.tensor([0.3, -0.7, 1.1], dtype=torch.float64, requires_grad=True)
+    vs = [torch.randn(7, 4, generator=g, dtype=torch.float64) for _ in range(3)]
+    vs[1][2] = 0.0  # a zero row: F.normalize divides by eps there
+    vs = [v.requires_grad_() for v in vs]
+    from slifmr.model import fuse_views
+
+    def ours(z, alpha, *vs):
+        return fuse_views(z, alpha, torch.cat(vs, 1) if stacked else list(vs))
+
+    def plain(z, alpha, *vs):  # the model's former fuse, term by term in view order
+        for k, v in enumerate(vs):
+            z = z + alpha[k] * F.normalize(v, dim=1)
+        return z
+
+    assert torch.equal(ours(z, alpha, *vs), plain(z, alpha, *vs))
+    w = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((ours(z, alpha, *vs) * w).sum(), [z, alpha, *vs])
+    ref = torch.autograd.grad((plain(z, alpha, *vs) * w).sum(), [z, alpha, *vs])
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
+    ok = [v.detach().clone().requires_grad_() for v in vs]
+    ok[1].data[2] += 0.5  # gradcheck's finite differences need a point away from the kink
+    assert torch.autograd.gradcheck(ours, (z, alpha, *ok))
+    with pytest.raises(ValueError):
+        fuse_views(z, alpha, vs[:2])
+    with pytest.raises(ValueError):
+        fuse_views(z, alpha, torch.cat(vs[:2], 1))
+
+
+def test_feature_rows_are_normalised_without_a_copy(ds):
+    """project(m) == proj_m(F.normalize(F_m)); the model shares the dataset's feature array."""
+    cfg = Config(embed_dim=8)
+    b, _ = _graphs(ds)
+    model = build_model(cfg, ds, b.num_view_relations)
+    for m in ("image", "text"):
+        f = torch.as_tensor(ds.features[m])
+        torch.testing.assert_close(model.project(m), model.proj[m](F.normalize(f, dim=1)))
+        assert model.feature(m).data_ptr() == f.data_ptr()

@@ -223,11 +223,22 @@ def propagate_layers(g: CSRGraph, x: Tensor, num_layers: int, relation_emb: Opti
         raise ValueError(f"num_layers must be a non-negative int, got {num_layers!r}")
     if g.shape[0] != g.shape[1]:
         raise ValueError(f"propagate_layers needs a square graph, got shape {g.shape}")
-    h, acc = x, x
-    for _ in range(num_layers):
+    if combine == "last" or num_layers == 0:
+        h = x
+        for _ in range(num_layers):
+            h = propagate(g, h, relation_emb, relation_weight, backend=backend)
+        if combine == "last":
+            return h
+        return x / 1 if combine == "mean" else x + 0  # a new tensor, as for L > 0
+    # The sum is accumulated in place in a buffer that no autograd node saves (propagate saves
+    # its input x, never acc; add_ and div_ by a constant keep nothing), so at most three
+    # (n, d) tensors are alive at once (acc, the previous layer, the new one) instead of five
+    # with ``acc = acc + h``: at n = 3M rows and d = 64 that is 1.5 GiB less at the peak.
+    h = propagate(g, x, relation_emb, relation_weight, backend=backend)
+    acc = x + h
+    for _ in range(num_layers - 1):
         h = propagate(g, h, relation_emb, relation_weight, backend=backend)
-        acc = acc + h
-    if combine == "last":
-        return h
-    return acc / (num_layers + 1) if combine == "mean" else acc
+        acc.add_(h)
+    del h
+    return acc.div_(num_layers + 1) if combine == "mean" else acc
 
