@@ -1,4 +1,4 @@
-// Shared by the torch bindings of the CUDA kernels (csrc/<op>/binding.cpp): argument checks,
+// Shared by the torch bindings of the CUDA kernels (csrc/<op>/<op>_binding.cpp): argument checks,
 // launch-error reporting and the dispatch key. Torch headers only (no ATen/cuda).
 #pragma once
 

@@ -147,7 +147,7 @@ def emu_ops(tmp_path_factory):
         objs.append(str(cpp_file) + ".o")
         run(flags + [f"-I{emu_dir}", "-include", os.path.join(emu_dir, "cuda_emu.h"),
                      "-c", str(cpp_file), "-o", objs[-1]])
-    for rel in ("csrc/propagate/binding.cpp", "csrc/topk/binding.cpp"):
+    for rel in ("csrc/propagate/propagate_binding.cpp", "csrc/topk/topk_binding.cpp"):
         objs.append(str(out / (rel.replace("/", "_") + ".o")))
         # fan-in 2: the heavy-row and g reductions go through several levels at test sizes
         run(flags + ["-DSLIFMR_CUDA_EMULATION", "-DSLIFMR_REDUCE_FAN_IN=2"] + inc +

@@ -4,7 +4,7 @@
 //
 // Needs only the CUDA runtime: every entry point is an extern "C" launcher taking raw pointers
 // and a stream (as void*), so this file compiles without the ATen CUDA headers; the torch
-// binding (binding.cpp) plans the work with ATen ops and calls these launchers.
+// binding (propagate_binding.cpp) plans the work with ATen ops and calls these launchers.
 //
 // Design
 // * Row split: a group of G threads (G = 1..32, a power of two) owns one output row; lane l of

@@ -7,7 +7,7 @@
 // shared memory.
 //
 // Needs only the CUDA runtime (extern "C" launcher with raw pointers and a stream as void*);
-// binding.cpp wraps it for the torch dispatcher.
+// topk_binding.cpp wraps it for the torch dispatcher.
 //
 // Design
 // * A block owns BM = 64 query rows and sweeps the column tiles of y (BN = 64 columns), the

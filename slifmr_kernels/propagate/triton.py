@@ -25,8 +25,9 @@ problem size only (never of the device), so the bits do not depend on the GPU mo
 *Backward.*  ``spmm_rel_backward`` runs the same kernel over the transposed graph.  With
 ``need_g`` every program also owns a private slice ``gpart[p, R, d]`` of per-relation partial
 sums of ``v * x[j] * dy[i]`` (read-modify-write without races because nobody else touches it);
-the same fixed-tree reduction sums the slices over ``p`` in program order.  ``P`` is capped so the slices
-stay within ``G_BUDGET_BYTES``.
+the same fixed-tree reduction
+sums the slices over ``p`` in program order.  ``P`` is capped so the slices stay within
+``G_BUDGET_BYTES``.
 """
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ CHUNK = 256
 TARGET_WORK = 4096
 #: Fixed per-segment cost in the partition, in edge equivalents (row set-up and write).
 SEG_COST = 8
+#: Edges a program loads per step (rows of its [BLOCK_E, BLOCK_D] gather tile).
+BLOCK_E = 32
+#: Warps per program.
+NUM_WARPS = 4
 #: Cap on the size of the per-program g partials ``[P, R, d]``.
 G_BUDGET_BYTES = 64 << 20
 
@@ -278,7 +283,7 @@ def _run(indptr, indices, values, relation, table, x, n_rows, *, xg=None, num_re
         plan.seg_row, plan.seg_start, plan.seg_end, plan.seg_slot, plan.prog_ptr,
         y if write_y else dummy, hpart, gpart, d, max(num_relations, 1),
         HAS_VALUES=has_values, HAS_TABLE=has_table, WRITE_Y=write_y, NEED_G=need_g,
-        BLOCK_E=32, BLOCK_D=bd,
+        BLOCK_E=BLOCK_E, BLOCK_D=bd, num_warps=NUM_WARPS,
     )
     if write_y and plan.heavy_row.numel():
         _ordered_segment_sum(hpart, plan.heavy_ptr, y, plan.heavy_row)

@@ -15,10 +15,12 @@ One program owns ``BLOCK_M`` query rows and sweeps every column tile of ``y``:
   (float32 inputs take that path: see :func:`topk`);
 * each row keeps its running top-k as an unsorted list of ``KP = next_pow2(k)`` slots (slots
   ``>= k`` are disabled) and a threshold = the list's worst entry;
-* a tile costs one compare per score against the row thresholds; only when some score beats
-  its row's threshold does the program enter the merge loop, which extracts the best beating
-  candidate of every row at once, checks it against the row's exclusion list, replaces the
-  row's worst slot and re-filters the tile against the new threshold.  In the steady state
+* a tile costs one compare per score against the row thresholds (no masks: padding, self and
+  excluded columns are dealt with on the rare path); only when some score reaches its row's
+  threshold does the program build the exact "beats" mask and enter the merge loop, which
+  extracts the best beating candidate of every row at once, checks it against the row's
+  exclusion list, replaces the row's worst slot and re-filters the tile against the new
+  threshold.  In the steady state
   almost no tile has hits (expected inserts per row ~ k (1 + ln(M / k))), so there is no sort
   of every tile;
 * order is lexicographic on (score desc, index asc) everywhere, so ties break by the lower
@@ -80,8 +82,8 @@ def _topk_kernel(
     X, Y, OUT_I, OUT_V, EXP, EXI,
     N, M, D, K,
     EXCL_SELF: tl.constexpr, HAS_EXCL: tl.constexpr, DIAG_FIRST: tl.constexpr,
-    TF32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, KP: tl.constexpr,
-    BLOCK_X: tl.constexpr,
+    TF32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    KP: tl.constexpr, BLOCK_X: tl.constexpr,
 ):
     pid = tl.program_id(0)
     inf = float("inf")
@@ -125,39 +127,44 @@ def _topk_kernel(
                 s += tl.dot(xa, tl.trans(yb), input_precision="tf32")
             else:
                 s += tl.dot(xa, tl.trans(yb), input_precision="ieee")
-        ok = rmask[:, None] & cmask[None, :]
-        if EXCL_SELF:
-            ok = ok & (cols64[None, :] != rows64[:, None])
-        beat = ok & _beats(s, cols64[None, :], thr_v, thr_j)
-        n_hit = tl.max(tl.sum(beat.to(tl.int32), axis=1), axis=0)
-        while n_hit > 0:
-            # best beating candidate of every row (score desc, index asc)
-            cv = tl.max(tl.where(beat, s, -inf), axis=1)
-            cj = tl.min(tl.where(beat & (s == cv[:, None]), cols64[None, :], EMPTY), axis=1)
-            take = cj < EMPTY
-            beat = beat & (cols64[None, :] != cj[:, None])
-            if HAS_EXCL:
-                # Only candidates that would enter the list are checked against the row's
-                # exclusion list: O(list length) per insertion, never per score.
-                hit = tl.zeros([BLOCK_M], dtype=tl.int32)
-                for l0 in range(0, ex_max, BLOCK_X):
-                    ll = l0 + tl.arange(0, BLOCK_X)
-                    lm = (ll[None, :] < ex_len[:, None]) & take[:, None]
-                    ex = tl.load(EXI + ex_lo[:, None] + ll[None, :], mask=lm, other=-1)
-                    hit += tl.sum((lm & (ex.to(tl.int64) == cj[:, None])).to(tl.int32),
-                                  axis=1)
-                take = take & (hit == 0)
-            # replace the worst slot (the lowest slot number among equal worst entries)
-            is_worst = real & (lv == thr_v[:, None]) & (lj == thr_j[:, None])
-            pos = tl.min(tl.where(is_worst, slots[None, :], KP), axis=1)
-            upd = take[:, None] & (slots[None, :] == pos[:, None])
-            lv = tl.where(upd, cv[:, None], lv)
-            lj = tl.where(upd, cj[:, None], lj)
-            nthr_v, nthr_j = _worst(lv, lj, real)
-            thr_v = tl.where(rmask, nthr_v, inf)
-            thr_j = tl.where(rmask, nthr_j, -1)
-            beat = beat & _beats(s, cols64[None, :], thr_v, thr_j)
+        # Common path, one compare per score: can any score of the tile enter its row's list?
+        # (Padding columns, self and excluded columns are sorted out on the rare path.)
+        maybe = tl.max(tl.max((s >= thr_v[:, None]).to(tl.int32), axis=1), axis=0)
+        if maybe > 0:
+            ok = rmask[:, None] & cmask[None, :]
+            if EXCL_SELF:
+                ok = ok & (cols64[None, :] != rows64[:, None])
+            beat = ok & _beats(s, cols64[None, :], thr_v, thr_j)
             n_hit = tl.max(tl.sum(beat.to(tl.int32), axis=1), axis=0)
+            while n_hit > 0:
+                # best beating candidate of every row (score desc, index asc)
+                cv = tl.max(tl.where(beat, s, -inf), axis=1)
+                best = beat & (s == cv[:, None])
+                cj = tl.min(tl.where(best, cols64[None, :], EMPTY), axis=1)
+                take = cj < EMPTY
+                beat = beat & (cols64[None, :] != cj[:, None])
+                if HAS_EXCL:
+                    # Only candidates that would enter the list are checked against the row's
+                    # exclusion list: O(list length) per insertion, never per score.
+                    hit = tl.zeros([BLOCK_M], dtype=tl.int32)
+                    for l0 in range(0, ex_max, BLOCK_X):
+                        ll = l0 + tl.arange(0, BLOCK_X)
+                        lm = (ll[None, :] < ex_len[:, None]) & take[:, None]
+                        ex = tl.load(EXI + ex_lo[:, None] + ll[None, :], mask=lm, other=-1)
+                        hit += tl.sum((lm & (ex.to(tl.int64) == cj[:, None])).to(tl.int32),
+                                      axis=1)
+                    take = take & (hit == 0)
+                # replace the worst slot (the lowest slot number among equal worst entries)
+                is_worst = real & (lv == thr_v[:, None]) & (lj == thr_j[:, None])
+                pos = tl.min(tl.where(is_worst, slots[None, :], KP), axis=1)
+                upd = take[:, None] & (slots[None, :] == pos[:, None])
+                lv = tl.where(upd, cv[:, None], lv)
+                lj = tl.where(upd, cj[:, None], lj)
+                nthr_v, nthr_j = _worst(lv, lj, real)
+                thr_v = tl.where(rmask, nthr_v, inf)
+                thr_j = tl.where(rmask, nthr_j, -1)
+                beat = beat & _beats(s, cols64[None, :], thr_v, thr_j)
+                n_hit = tl.max(tl.sum(beat.to(tl.int32), axis=1), axis=0)
 
     # write the list sorted by (score desc, index asc); empty slots become (-1, -inf)
     avail = real
