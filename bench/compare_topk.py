@@ -6,6 +6,7 @@ Run the numbers you report under the exclusive CPU lock::
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py knn --n 200000 --d 384
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py scores
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py variants --n 60000 --d 64
+    flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py gemm --n 24000 --d 384
 
 Tasks (float32; every method runs once on the same data unless ``--repeat``):
 
@@ -21,6 +22,10 @@ Tasks (float32; every method runs once on the same data unless ``--repeat``):
   distinct power-law training pairs excluded. Ours: ``sk.topk_scores(..., exclude=g)``.
   Peer: user batches of 2048: dense ``U_b @ I.T``, training pairs set to -inf,
   ``torch.topk``.
+* ``gemm``: the GEMM ceilings at this d — scipy's OpenBLAS sgemm (the BLAS Numba's
+  ``np.dot`` calls) on one 8192 x 8192 x d product with 2 threads and with 1, and the
+  sgemm-only tile loop for the kernel's tile shape and for the ``--shapes`` given. The
+  OpenBLAS kernel family (``OPENBLAS_CORETYPE``, else detected) is in the title.
 * ``variants``: the fused kernel (GEMM per L2 tile inside the parallel region, BLAS pinned
   to one thread) against ``topk_outer`` (4096 x 4096 blocks from a 2-thread ``torch.mm``,
   selection parallel in Numba), against the sgemm-only loop.
@@ -114,8 +119,9 @@ def agreement(idx_a, idx_b, x, y, exclude_mask_fn=None, tol=1e-5):
     return int(diff_rows.sum()), bad
 
 
-def sgemm_only_loop():
-    """The kernel's tiling with the selection removed: the GEMM ceiling of the fused design."""
+def sgemm_only_loop(shape=None):
+    """The kernel's tiling with the selection removed: the GEMM ceiling of the fused design.
+    ``shape``: (rows, cols) of the tiles instead of the kernel's ``tile_shape``."""
     from numba import njit, prange
 
     @njit(parallel=True, cache=True)
@@ -135,7 +141,7 @@ def sgemm_only_loop():
         return acc
 
     def run(x, y):
-        tr, tc = nbk.tile_shape(x.shape[0], y.shape[0], x.shape[1], x.element_size())
+        tr, tc = shape or nbk.tile_shape(x.shape[0], y.shape[0], x.shape[1], x.element_size())
         with nbk._blas_single_thread():
             loop(x.numpy(), y.numpy(), tr, tc)
     return run
@@ -182,11 +188,42 @@ def faiss_knn(x, k):
     return I[keep].view(n, k), torch.from_numpy(D)[keep].view(n, k)
 
 
+def blas_rate(n, d, threads, repeat=3):
+    """GFLOP/s of scipy's OpenBLAS sgemm (the library Numba's np.dot calls), C = A·Bᵀ with
+    A, B (n, d) float32, on ``threads`` BLAS threads: best of ``repeat``."""
+    from scipy.linalg import blas
+    from threadpoolctl import threadpool_limits
+    g = np.random.default_rng(0)
+    a = np.asfortranarray(g.standard_normal((n, d), dtype=np.float32))
+    b = np.asfortranarray(g.standard_normal((n, d), dtype=np.float32))
+    c = np.zeros((n, n), dtype=np.float32, order="F")
+    best = float("inf")
+    with threadpool_limits(limits=threads, user_api="blas"):
+        blas.sgemm(1.0, a, b, trans_b=True, c=c, overwrite_c=True)
+        for _ in range(repeat):
+            t = time.perf_counter()
+            blas.sgemm(1.0, a, b, trans_b=True, c=c, overwrite_c=True)
+            best = min(best, time.perf_counter() - t)
+    return 2.0 * n * n * d / best / 1e9
+
+
+def blas_core() -> str:
+    """OpenBLAS kernel family scipy's library runs (set by OPENBLAS_CORETYPE, else detected)."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import threadpool_info
+        return ",".join(sorted({str(i.get("architecture")) for i in threadpool_info()
+                                if i.get("internal_api") == "openblas"}))
+    except ImportError:
+        return "?"
+
+
 def env_info() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "")}
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", ""),
+            "openblas_core": blas_core(), "loadavg": os.getloadavg()[0]}
     try:
         import numba
         info["numba"] = numba.__version__
@@ -238,6 +275,7 @@ def task_knn(args):
     t_gemm, _, _ = measure(lambda: gemm(x, x), args.repeat)
     c_gemm = LAST_CPU["s"]
     mm_rate = torch_mm_rate(d)
+    blas_2t = blas_rate(8192, d, 2)
     rows.append(_row("ours (numba)", t_ours, flop, m_ours, t_ours, cpu=c_ours,
                      **{"% sgemm-only": f"{100 * t_gemm / t_ours:.0f}"}))
     rows.append(_row("sgemm-only tiles (ceiling)", t_gemm, flop, 0, t_ours, cpu=c_gemm))
@@ -251,8 +289,10 @@ def task_knn(args):
         diff, bad = agreement(i_ours, i_t, x, x)
         rows.append(_row("X @ X.T chunks + torch.topk", t_t, flop, m_t, t_ours,
                          agree=f"{diff} rows differ, {bad} beyond ties"))
-    title = (f"exact kNN graph, N = {n}, d = {d}, k = {k}, float32; 2-thread torch.mm "
-             f"4096x4096 block: {mm_rate:.0f} GFLOP/s")
+    tr, tc = nbk.tile_shape(n, n, d, x.element_size())
+    title = (f"exact kNN graph, N = {n}, d = {d}, k = {k}, float32, tiles {tr}x{tc}; "
+             f"2-thread torch.mm 4096x4096 block: {mm_rate:.0f} GFLOP/s; 2-thread scipy "
+             f"sgemm 8192x8192 (OpenBLAS {blas_core()}): {blas_2t:.0f} GFLOP/s")
     return title, rows, ["method", "time_s", "cpu_s", "GFLOP/s", "vs ours", "% sgemm-only",
                          "peak_extra_MiB", "agree"]
 
@@ -328,9 +368,37 @@ def task_variants(args):
                          "agree"]
 
 
+def task_gemm(args):
+    """The GEMM ceilings at this d: scipy's OpenBLAS sgemm on one big (n x n x d) product with
+    2 threads and with 1, and the tile loop of the kernel (2 Numba threads, 1-thread BLAS per
+    tile) for several tile shapes — which shape the kernel should use at this d."""
+    n, d = args.n, args.d
+    x = clustered(n, d, seed=args.seed)
+    flop = 2.0 * n * n * d
+    big = min(n, 8192)
+    rows = [{"method": f"scipy sgemm {big}x{big}x{d}, 2 threads",
+             "GFLOP/s": f"{blas_rate(big, d, 2):.1f}"},
+            {"method": f"scipy sgemm {big}x{big}x{d}, 1 thread",
+             "GFLOP/s": f"{blas_rate(big, d, 1):.1f}"}]
+    default = nbk.tile_shape(n, n, d, x.element_size())
+    shapes = [default] + [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")
+                          if s.strip()]
+    for tr, tc in dict.fromkeys(shapes):
+        loop = sgemm_only_loop((tr, tc))
+        loop(x[:1000], x[:1000])
+        t, _, _ = measure(lambda: loop(x, x), max(args.repeat, 2))
+        rows.append({"method": f"tile loop {tr}x{tc}" + (" (kernel's)" if (tr, tc) == default
+                                                         else ""),
+                     "time_s": f"{t:.2f}", "cpu_s": f"{LAST_CPU['s']:.2f}",
+                     "GFLOP/s": f"{flop / t / 1e9:.1f}"})
+    title = (f"GEMM ceilings, N = {n}, d = {d}, float32, OpenBLAS core {blas_core()} "
+             f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r})")
+    return title, rows, ["method", "time_s", "cpu_s", "GFLOP/s"]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=["knn", "scores", "variants"])
+    p.add_argument("task", choices=["knn", "scores", "variants", "gemm"])
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--k", type=int, default=None, help="default 10 (knn) / 20 (scores)")
@@ -342,13 +410,15 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-faiss", action="store_true")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--shapes", default="128x512,256x512,512x256,512x512,256x1024,128x1024",
+                   help="gemm: extra tile shapes (rows x cols) to time")
     p.add_argument("--output", help="append the result as JSON lines to this file")
     args = p.parse_args(argv)
     if args.k is None:
         args.k = 20 if args.task == "scores" else 10
     torch.manual_seed(args.seed)
-    title, rows, cols = {"knn": task_knn, "scores": task_scores,
-                         "variants": task_variants}[args.task](args)
+    title, rows, cols = {"knn": task_knn, "scores": task_scores, "variants": task_variants,
+                         "gemm": task_gemm}[args.task](args)
     info = env_info()
     print(f"\n{title}\n{fmt_table(rows, cols)}\n{json.dumps(info)}")
     if args.output:

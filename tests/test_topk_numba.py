@@ -76,7 +76,7 @@ def dense_allowed(n, m, exclude_self, indptr=None, indices=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tr, tc", [(8, 16), (5, 37), (16, 48), (256, 512)])
+@pytest.mark.parametrize("tr, tc", [(8, 16), (5, 37), (16, 48), (256, 512), (512, 256)])
 @pytest.mark.parametrize("n, m, d, k", [(1, 1, 1, 1), (41, 97, 5, 1), (67, 130, 17, 64),
                                         (23, 19, 3, 19), (90, 90, 33, 10)])
 def test_exact_ties_equal_reference(gen, tiny_tiles, dtype, tr, tc, n, m, d, k):
@@ -90,6 +90,20 @@ def test_exact_ties_equal_reference(gen, tiny_tiles, dtype, tr, tc, n, m, d, k):
             want = ref.topk(x, y, k, es, *excl)
             assert torch.equal(got[0], want[0]), (es, excl[0] is not None)
             assert torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_full_512x256_tiles_equal_reference(gen, tiny_tiles, dtype):
+    """The large-problem tile (512 x 256) with full and partial row and column tiles, ties,
+    exclusions and k beyond the candidate count of some rows."""
+    tiny_tiles(512, 256)
+    n, m, d = 1100, 700, 6
+    x, y = int_data(n, d, gen, dtype), int_data(m, d, gen, dtype)
+    indptr, indices = random_exclusions(n, m, gen, max_per_row=60)
+    for es, k in ((True, 10), (False, 1), (True, m)):
+        got = nbk.topk(x, y, k, es, indptr, indices)
+        want = ref.topk(x, y, k, es, indptr, indices)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (es, k)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -183,9 +197,16 @@ def test_outer_structure_matches_fused(gen, dtype):
 
 
 def test_tile_shape_depends_on_problem_only():
-    for n, m, d, item in [(10, 10, 4, 4), (10**6, 10**6, 64, 4), (3000, 50, 384, 8)]:
+    for n, m, d, item in [(10, 10, 4, 4), (10**6, 10**6, 64, 4), (3000, 50, 384, 8),
+                          (200_000, 200_000, 2048, 4)]:
         tr, tc = nbk.tile_shape(n, m, d, item)
         assert tr >= 1 and tc >= nbk.CHUNK and tr * tc * item <= 1 << 20
+    # Large problems: the measured 512 x 256 float32 tile (512 KiB) at d = 64 and d = 384.
+    assert nbk.tile_shape(200_000, 200_000, 64, 4) == (512, 256)
+    assert nbk.tile_shape(200_000, 200_000, 384, 4) == (512, 256)
+    assert nbk.tile_shape(200_000, 200_000, 384, 8) == (512, 128)
+    # Small N: shorter row tiles, so that both cores get row tiles.
+    assert nbk.tile_shape(3000, 3000, 64, 4)[0] < 512
 
 
 def test_blas_threads_restored():

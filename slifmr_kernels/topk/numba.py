@@ -107,14 +107,17 @@ def _blas_single_thread():
 def tile_shape(n: int, m: int, d: int, itemsize: int) -> tuple[int, int]:
     """(rows, cols) of a score tile: a function of the problem size only (determinism).
 
-    ~512 KiB of scores (half the 1 MiB L2 of this class of core) leaves room for the packed
-    GEMM operands. Small N gets shorter row tiles so that both cores still find work.
+    ~512 KiB of scores (half the 1 MiB L2 of this class of core). Tall tiles: every row
+    tile re-packs each y tile inside BLAS, so more rows per tile amortise that packing over
+    more scores; 512 x 256 (float32) measured 4-6 % faster than 256 x 512 at d = 64 and than
+    256 x 256 at d = 384 (docs/PERFORMANCE.md, "Tile shape"). Small N gets shorter row tiles
+    so that both cores still find work.
     """
-    tr = 256
+    tr = 512
     while tr > 16 and n < 8 * tr:
         tr //= 2
     tc = (512 * 1024 // itemsize) // tr
-    if d > 192:  # the packed y panel (TC x d) must fit beside the tile
+    if d > 512:  # keep the packed y panel (TC x d) at <= 512 KiB beside the tile
         tc //= 2
     tc = max(CHUNK, min(tc, 4096))
     return tr, tc
