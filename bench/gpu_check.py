@@ -422,8 +422,8 @@ TRITON_TF32_CONFIGS = ((32, 64, 4), (64, 64, 4), (64, 128, 8), (128, 64, 8))
 def _knn_variants(name, mod):
     """(label, topk function) of a backend: the exact kernel and, when the backend has one,
     the TF32 candidates + fp32 re-rank path (rerank.py)."""
-    if hasattr(mod, "topk_exact"):
-        return [(f"{name} exact fp32", mod.topk_exact), (f"{name} tf32+rerank", mod.topk)]
+    if hasattr(mod, "topk_tf32"):
+        return [(f"{name} exact fp32", mod.topk_exact), (f"{name} tf32+rerank", mod.topk_tf32)]
     return [(name, mod.topk)]
 
 
@@ -494,16 +494,24 @@ def check_knn(args, backends, ceil, rows, log):
                                  vs_peer=peer_ms / f_ms, check="peer"))
         except Exception as exc:
             log(f"faiss peer skipped: {exc}")
-        for name in backends:
-            try:
-                mod = load("topk", name)
-            except Exception as exc:
-                rows.append(dict(section=sec, impl=name, check=f"unavailable: {exc}"))
-                continue
-            if name == "triton" and dev == "cuda" and not tuned and hasattr(mod, "_config"):
-                _tune_triton_tf32(mod, xn, k, log, dev)
-                tuned = True
-            for label, fn in _knn_variants(name, mod):
+        for name in backends + ["auto"]:
+            if name == "auto":  # what a user gets: the public op with its automatic choice
+                import slifmr_kernels as sk
+                variants = [("sk.topk_similarity (auto)",
+                             lambda a, b, kk, ex, p, i: sk.topk_similarity(
+                                 a, kk, y=None if a is b else b, metric="ip",
+                                 exclude_self=ex))]
+            else:
+                try:
+                    mod = load("topk", name)
+                except Exception as exc:
+                    rows.append(dict(section=sec, impl=name, check=f"unavailable: {exc}"))
+                    continue
+                if name == "triton" and dev == "cuda" and not tuned and hasattr(mod, "_config"):
+                    _tune_triton_tf32(mod, xn, k, log, dev)
+                    tuned = True
+                variants = _knn_variants(name, mod)
+            for label, fn in variants:
                 if predicted.get(label, 0) > args.max_knn_s:
                     rows.append(dict(section=sec, impl=label,
                                      check=f"skipped: predicted {predicted[label]:.0f} s"))
@@ -531,6 +539,8 @@ def check_knn(args, backends, ceil, rows, log):
                     ("" if self_ok else " SELF-LEAK") + ("" if sub_ok else " NO-SELF-FIRST")
                 if "rerank" in label:
                     chk += f", {rerank.last_fallback_rows()} rows fell back"
+                if name == "auto":
+                    chk += f", served by {sk.last_backend('topk')}"
                 rows.append(dict(section=sec, impl=label, ms=ms,
                                  rate_str=f"{flops / ms / 1e9:.1f} TFLOP/s",
                                  vs_peer=peer_ms / ms,

@@ -88,10 +88,11 @@ def load(op: str, name: str):
     raise BackendUnavailable(f"backend {name!r} is unavailable for {op}: {_errors[key]}")
 
 
-def resolve(op: str, backend: str, device) -> str:
+def resolve(op: str, backend: str, device, order: tuple[str, ...] | None = None) -> str:
     """The backend that serves ``op`` for tensors on ``device``; records it as the last one.
 
-    ``backend="auto"`` defers to ``SLIFMR_BACKEND`` when set, then to the automatic order.
+    ``backend="auto"`` defers to ``SLIFMR_BACKEND`` when set, then to the automatic order
+    (``order`` when the op passes one for this call, else the device's default order).
     A named backend that cannot run raises :class:`BackendUnavailable`.
     """
     if not isinstance(backend, str):
@@ -109,7 +110,9 @@ def resolve(op: str, backend: str, device) -> str:
         load(op, backend)
         name = backend
     else:
-        for name in _AUTO_ORDER.get(device.type, ("torch",)):
+        for name in order or _AUTO_ORDER.get(device.type, ("torch",)):
+            if _device_ok(name, device) is not None:
+                continue
             try:
                 load(op, name)
                 break

@@ -22,6 +22,17 @@ def test_auto_prefers_numba_on_cpu_when_installed():
     assert sk.last_backend("propagate") == want == sk.last_backend()
 
 
+def test_per_call_order_skips_what_cannot_run(monkeypatch):
+    monkeypatch.delenv("SLIFMR_BACKEND", raising=False)
+    # cuda cannot run on CPU tensors: the next one in the call's order serves
+    assert backends.resolve("topk", "auto", "cpu", order=("cuda", "torch")) == "torch"
+    assert sk.last_backend("topk") == "torch"
+    # a named backend or SLIFMR_BACKEND still wins over the call's order
+    assert backends.resolve("topk", "torch", "cpu", order=("numba",)) == "torch"
+    monkeypatch.setenv("SLIFMR_BACKEND", "torch")
+    assert backends.resolve("topk", "auto", "cpu", order=("numba",)) == "torch"
+
+
 def test_env_override(monkeypatch):
     monkeypatch.setenv("SLIFMR_BACKEND", "torch")
     assert backends.resolve("propagate", "auto", "cpu") == "torch"

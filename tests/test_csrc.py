@@ -329,6 +329,44 @@ def test_emulated_cuda_topk_exclusions(emu_ops, ex_dtype):
     assert bool((idx[0] == -1).all())
 
 
+def _tf32(t):
+    """Round float32 to TF32 (10 mantissa bits, ties away from zero: cvt.rna.tf32.f32)."""
+    b = t.contiguous().view(torch.int32)
+    return ((b + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def test_emulated_cuda_topk_tf32_candidates_and_rerank(emu_ops):
+    """The TF32 (wmma) tile path: its candidates carry TF32 scores; through rerank.py the
+    answer is exact, with self and exclusion lists honoured and ties (integer data) resolved
+    by the exact fallback."""
+    _, tc = emu_ops
+    from slifmr_kernels.topk import rerank
+    gen = torch.Generator().manual_seed(23)
+    n, m, d = 70, 150, 21  # two row blocks, three column tiles, d not a multiple of 8
+    x = torch.randn(n, d, generator=gen)
+    y = torch.randn(m, d, generator=gen)
+    ci, cv = tc.topk_candidates(x, y, 16, False, None, None)
+    want = (_tf32(x).double() @ _tf32(y).double().T).gather(1, ci)
+    torch.testing.assert_close(cv.double(), want, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(cv, (x @ y.T).gather(1, ci))  # the tile really was TF32
+    lists = [list(range(i % 7)) for i in range(n)]
+    ep = torch.zeros(n + 1, dtype=torch.int64)
+    ep[1:] = torch.cumsum(torch.tensor([len(a) for a in lists]), 0)
+    ei = torch.tensor([j for a in lists for j in a], dtype=torch.int32)
+    idx, val = tc.topk_tf32(x, y, 10, False, ep, ei)
+    ri, rv = _topk_ref(x, y, 10, False, lists)
+    assert torch.equal(idx, ri)
+    torch.testing.assert_close(val.double(), rv, rtol=1e-5, atol=1e-5)
+    # two distinct integer vectors, ~35 copies each: the 12th best ties the 32nd (the last
+    # candidate), so the certificates fail and the exact kernel breaks the ties
+    base = torch.randint(-2, 3, (2, 6), generator=gen).float()
+    xi = base[torch.arange(n) % 2]
+    idx, val = tc.topk_tf32(xi, xi, 12, True, None, None)
+    ri, rv = _topk_ref(xi, xi, 12, True)
+    assert torch.equal(idx, ri) and torch.equal(val.double(), rv)
+    assert rerank.last_fallback_rows() > 0
+
+
 # ---------------------------------------------------------------------------------------------
 # loader error path
 # ---------------------------------------------------------------------------------------------
@@ -473,6 +511,7 @@ def test_gpu_check_cpu_smoke_run_with_triton_interpreter(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| propagate spmm_rel | triton |" in md and "ok det" in md and "FAIL" not in md
-    # kNN at two sizes and topk_scores, each for the exact kernel and the tf32+rerank path
-    assert md.count("recall 1.0000") == 6
+    # kNN at two sizes (exact kernel, tf32+rerank path, the public op) and topk_scores (exact
+    # kernel, tf32+rerank path)
+    assert md.count("recall 1.0000") == 8
     assert "topk_scores" in md and "EXCLUDED RETURNED" not in md and "error" not in md

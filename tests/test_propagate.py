@@ -96,7 +96,7 @@ def test_gradients_match_reference(device, backend, gen, rel):
 def test_gradcheck_float64(device, backend, gen, rel):
     g = random_graph(7, 6, 20, num_relations=rel, generator=gen, dtype=torch.float64,
                      empty_rows=0.2).to(device)
-    x = torch.randn(6, 3, generator=gen, dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.randn(6, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     if rel:
         emb = torch.randn(rel, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
         w = torch.rand(rel, dtype=torch.float64, device=device, requires_grad=True)
@@ -112,9 +112,9 @@ def test_gradcheck_float64(device, backend, gen, rel):
 
 def test_backward_is_deterministic(device, backend, gen):
     g = random_graph(200, 150, 3000, num_relations=5, generator=gen, heavy_row=0.4).to(device)
-    x = torch.randn(150, 32, generator=gen, device=device)
-    emb = torch.randn(5, 32, generator=gen, device=device)
-    dy = torch.randn(200, 32, generator=gen, device=device)
+    x = torch.randn(150, 32, generator=gen).to(device)
+    emb = torch.randn(5, 32, generator=gen).to(device)
+    dy = torch.randn(200, 32, generator=gen).to(device)
 
     def run():
         xs, es = x.clone().requires_grad_(), emb.clone().requires_grad_()
@@ -127,7 +127,7 @@ def test_backward_is_deterministic(device, backend, gen):
 
 def test_propagate_layers_is_lightgcn_mean(device, backend, gen):
     g = random_graph(30, 30, 200, generator=gen, dtype=torch.float64).normalize("sym").to(device)
-    x = torch.randn(30, 5, generator=gen, dtype=torch.float64, device=device)
+    x = torch.randn(30, 5, generator=gen, dtype=torch.float64).to(device)
     a = g.to_dense()
     want = (x + a @ x + a @ a @ x + a @ a @ a @ x) / 4
     got = sk.propagate_layers(g, x, 3, backend=backend)
@@ -136,7 +136,7 @@ def test_propagate_layers_is_lightgcn_mean(device, backend, gen):
                                a @ a @ a @ x)
     assert torch.equal(sk.propagate_layers(g, x, 0, backend=backend), x)
     small = random_graph(7, 7, 20, generator=gen, dtype=torch.float64).normalize("sym").to(device)
-    xs = torch.randn(7, 2, generator=gen, dtype=torch.float64, device=device, requires_grad=True)
+    xs = torch.randn(7, 2, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: sk.propagate_layers(small, t, 2, backend=backend),
                                     (xs,))
 
@@ -145,7 +145,7 @@ def test_stacked_relation_weights_from_graph(device, backend, gen):
     a = random_graph(20, 20, 80, generator=gen, dtype=torch.float64)
     b = random_graph(20, 20, 80, generator=gen, dtype=torch.float64)
     h = sk.stack_relations({"a": a, "b": b}, weights=[0.25, 2.0]).to(device, torch.float64)
-    x = torch.randn(20, 6, generator=gen, dtype=torch.float64, device=device)
+    x = torch.randn(20, 6, generator=gen, dtype=torch.float64).to(device)
     want = 0.25 * (a.to_dense() @ x.cpu()) + 2.0 * (b.to_dense() @ x.cpu())
     torch.testing.assert_close(sk.propagate(h, x, backend=backend).cpu(), want)
 
@@ -212,7 +212,7 @@ def test_folded_relation_weights_follow_changes(device, backend, gen):
     a = random_graph(15, 15, 60, generator=gen, dtype=torch.float64)
     b = random_graph(15, 15, 60, generator=gen, dtype=torch.float64)
     h = sk.stack_relations({"a": a, "b": b}).to(device, torch.float64)
-    x = torch.randn(15, 4, generator=gen, dtype=torch.float64, device=device)
+    x = torch.randn(15, 4, generator=gen, dtype=torch.float64).to(device)
     da, db = a.to_dense().to(device), b.to_dense().to(device)
     for wa, wb in [(1.0, 2.0), (3.0, -1.0)]:  # fresh weight tensors, possibly at one address
         w = torch.tensor([wa, wb], dtype=torch.float64, device=device)

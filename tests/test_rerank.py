@@ -131,10 +131,14 @@ def test_subset_exclusions():
 
 
 def test_candidate_count_and_switch(monkeypatch):
-    assert rerank.candidate_count(10, 10 ** 6) == 26
-    assert rerank.candidate_count(64, 10 ** 6) == 128
-    assert rerank.candidate_count(5, 8) == 8
-    assert rerank.tf32_enabled(torch.zeros(1))
-    assert not rerank.tf32_enabled(torch.zeros(1, dtype=torch.float64))
+    cc = {k: rerank.candidate_count(k, 10 ** 6) for k in (1, 2, 10, 11, 20, 64)}
+    assert cc == {1: 2, 2: 4, 10: 16, 11: 32, 20: 32, 64: 128}
+    assert rerank.candidate_count(5, 6) == 6
+    f32, f64 = torch.zeros(1), torch.zeros(1, dtype=torch.float64)
+    monkeypatch.delenv("SLIFMR_TOPK_TF32", raising=False)
+    assert rerank.tf32_enabled(f32, True) and not rerank.tf32_enabled(f32, False)
+    assert not rerank.tf32_enabled(f64, True)
     monkeypatch.setenv("SLIFMR_TOPK_TF32", "0")
-    assert not rerank.tf32_enabled(torch.zeros(1))
+    assert not rerank.tf32_enabled(f32, True)
+    monkeypatch.setenv("SLIFMR_TOPK_TF32", "1")
+    assert rerank.tf32_enabled(f32, False) and not rerank.tf32_enabled(f64, False)

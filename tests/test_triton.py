@@ -297,7 +297,8 @@ def _check_topk(x, y, k, exclude_self=False, excl=None, dtype=torch.float64, exa
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n,m,d,k", [(37, 150, 7, 5), (20, 70, 33, 10), (65, 65, 16, 3)])
+@pytest.mark.parametrize("n,m,d,k", [(37, 150, 7, 5), (20, 70, 33, 10), (65, 65, 16, 3),
+                                     (70, 200, 130, 4)])  # d > BLOCK_K: the k-sliced path
 def test_topk_random(n, m, d, k, dtype):
     gen = torch.Generator().manual_seed(n * 1000 + m + d + k)
     x = torch.randn(n, d, generator=gen, dtype=torch.float64)
@@ -397,12 +398,12 @@ def build(fn, types, consts):
 
 for fdt in ("fp32", "fp64"):
     P = "*" + fdt
-    for tf32 in ((False, True) if fdt == "fp32" else (False,)):
+    for tf32, single in (((False, False), (True, True)) if fdt == "fp32" else ((False, True),)):
         build(tt._topk_kernel,
               dict(X=P, Y=P, OUT_I="*i64", OUT_V=P, EXP="*i64", EXI="*i32", N="i32", M="i32",
                    D="i32", K="i32"),
               dict(EXCL_SELF=True, HAS_EXCL=True, DIAG_FIRST=True, TF32=tf32, BLOCK_M=32,
-                   BLOCK_N=64, BLOCK_K=64, KP=16, BLOCK_X=32))
+                   BLOCK_N=64, BLOCK_K=64, KP=16, BLOCK_X=32, SINGLE_K=single))
     build(tp._seg_kernel,
           dict(INDPTR="*i64", INDICES="*i32", VALUES=P, RELATION="*i32", TABLE=P, X=P, XG=P,
                SEG_ROW="*i64", SEG_START="*i64", SEG_END="*i64", SEG_SLOT="*i64",

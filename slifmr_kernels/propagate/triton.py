@@ -48,14 +48,16 @@ __all__ = ["spmm", "spmm_rel", "spmm_rel_backward"]
 
 #: Edges per segment; rows with more edges are split into chunks of exactly this many edges.
 CHUNK = 256
-#: Edges (plus per-segment overhead) one program aims to process.
-TARGET_WORK = 4096
+#: Edges (plus per-segment overhead) one program aims to process: more, smaller programs keep
+#: more row gathers in flight (1024 with 2 warps was the fastest of the 12 partitions and
+#: tiles bench/gpu_check.py tried on an H200: 3.37 ms against 4.74 ms for 4096 with 4 warps).
+TARGET_WORK = 1024
 #: Fixed per-segment cost in the partition, in edge equivalents (row set-up and write).
 SEG_COST = 8
 #: Edges a program loads per step (rows of its [BLOCK_E, BLOCK_D] gather tile).
 BLOCK_E = 32
 #: Warps per program.
-NUM_WARPS = 4
+NUM_WARPS = 2
 #: Cap on the size of the per-program g partials ``[P, R, d]``.
 G_BUDGET_BYTES = 64 << 20
 

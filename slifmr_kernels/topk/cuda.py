@@ -9,7 +9,7 @@ from __future__ import annotations
 from .._cuda import load_ops, stream_of
 from .rerank import tf32_enabled, topk_from_candidates
 
-__all__ = ["topk", "topk_exact", "topk_candidates"]
+__all__ = ["topk", "topk_exact", "topk_candidates", "topk_tf32"]
 
 _ops = load_ops()
 
@@ -27,16 +27,20 @@ def topk_candidates(x, y, c, exclude_self, excl_indptr, excl_indices):
                      stream_of(x))
 
 
+def topk_tf32(x, y, k, exclude_self, excl_indptr, excl_indices):
+    """Exact top-k through TF32 candidates + fp32 re-rank + per-row certificate (rerank.py)."""
+    return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self,
+                                excl_indptr, excl_indices)
+
+
 def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
     """k largest <x[i], y[j]> per row, sorted (score desc, index asc).
 
     x [N, d], y [M, d] CUDA float32/float64; excl_indptr int64 [N + 1] and excl_indices
     int32/int64 (or None).  Returns idx int64 [N, k] (-1 padding) and val [N, k] (-inf
-    padding), dtype of x.  Exact and deterministic: float32 goes through TF32 tensor-core
-    candidates, an fp32 re-rank and a per-row certificate (rerank.py; ``SLIFMR_TOPK_TF32=0``
-    turns this off), float64 through the FMA kernel.
+    padding), dtype of x.  Exact and deterministic.  The exact FMA kernel by default: on an
+    H200 its TF32 path was no faster (docs/GPU.md); ``SLIFMR_TOPK_TF32=1`` selects it.
     """
-    if tf32_enabled(x) and x.shape[0] and y.shape[0] and int(k):
-        return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self,
-                                    excl_indptr, excl_indices)
+    if tf32_enabled(x, default=False) and x.shape[0] and y.shape[0] and int(k):
+        return topk_tf32(x, y, k, exclude_self, excl_indptr, excl_indices)
     return topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices)

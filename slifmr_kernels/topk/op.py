@@ -14,6 +14,9 @@ from torch import Tensor
 
 from .._checks import check_finite, check_float, check_same_device
 from ..backends import load, resolve
+
+#: Automatic backend order of a CUDA similarity join (no exclusion lists).
+_CUDA_JOIN_ORDER = ("triton", "cuda", "torch")
 from ..graph import CSRGraph
 
 __all__ = ["topk_similarity", "knn_graph", "topk_scores", "normalize_rows"]
@@ -100,7 +103,11 @@ def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str =
         check_finite("y", y)
     n, m = x.shape[0], y.shape[0]
     excl_indptr, excl_indices = _check_exclude(exclude, n, m, x.device)
-    name = resolve("topk", backend, x.device)
+    # On CUDA, similarity joins (no exclusion lists) are fastest on the triton backend's TF32
+    # path and ranking with exclusion lists on the cuda backend (docs/GPU.md, measured on an
+    # H200), so the automatic order depends on the call.
+    order = _CUDA_JOIN_ORDER if x.device.type == "cuda" and excl_indptr is None else None
+    name = resolve("topk", backend, x.device, order=order)
     if metric == "cosine":
         x = normalize_rows(x)
         y = x if self_join else normalize_rows(y)

@@ -40,10 +40,14 @@ CHUNK_ELEMS = 1 << 26
 _last_fallback = [0]
 
 
-def tf32_enabled(x: torch.Tensor) -> bool:
-    """Whether a GPU backend scores ``x`` with TF32 tensor cores: float32 inputs, unless the
-    environment sets ``SLIFMR_TOPK_TF32=0`` (exact fp32 FMA kernel only)."""
-    return x.dtype == torch.float32 and os.environ.get("SLIFMR_TOPK_TF32", "1") != "0"
+def tf32_enabled(x: torch.Tensor, default: bool) -> bool:
+    """Whether a GPU backend scores ``x`` with TF32 candidates + re-rank: float32 inputs only;
+    ``SLIFMR_TOPK_TF32=1`` / ``=0`` forces it on / off, else the backend's measured
+    ``default`` for the call (docs/GPU.md says which is faster where)."""
+    if x.dtype != torch.float32:
+        return False
+    env = os.environ.get("SLIFMR_TOPK_TF32", "")
+    return default if env == "" else env != "0"
 
 
 def last_fallback_rows() -> int:
@@ -53,8 +57,10 @@ def last_fallback_rows() -> int:
 
 
 def candidate_count(k: int, m: int) -> int:
-    """C = how many approximate candidates per row to keep for an exact top-k of k."""
-    return min(m, max(2 * k, k + 16))
+    """C = how many approximate candidates per row to keep for an exact top-k of k: the
+    smallest power of two >= 1.5 k (the kernels' lists have power-of-two slots anyway), at most
+    M. A larger C makes certificates fail less often but costs list merges on every row."""
+    return min(m, 1 << max(1, (k + (k + 1) // 2 - 1).bit_length()))
 
 
 def error_bound(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

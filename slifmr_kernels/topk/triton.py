@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without triton
         "machine it also needs TRITON_INTERPRET=1"
     ) from exc
 
-__all__ = ["topk", "topk_exact", "topk_candidates"]
+__all__ = ["topk", "topk_exact", "topk_candidates", "topk_tf32"]
 
 #: Index sentinel of an empty slot: larger than any real index, so it loses every tie.
 _EMPTY = tl.constexpr(2 ** 62)
@@ -78,12 +78,22 @@ def _worst(lv, lj, real):
 
 
 @triton.jit
+def _tile_dot(xa, yb, TF32: tl.constexpr):
+    """xa @ yb^T: TF32 tensor cores (candidate pass) or full fp32/fp64 (exact kernel)."""
+    if TF32:
+        r = tl.dot(xa, tl.trans(yb), input_precision="tf32")
+    else:
+        r = tl.dot(xa, tl.trans(yb), input_precision="ieee")
+    return r
+
+
+@triton.jit
 def _topk_kernel(
     X, Y, OUT_I, OUT_V, EXP, EXI,
     N, M, D, K,
     EXCL_SELF: tl.constexpr, HAS_EXCL: tl.constexpr, DIAG_FIRST: tl.constexpr,
     TF32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    KP: tl.constexpr, BLOCK_X: tl.constexpr,
+    KP: tl.constexpr, BLOCK_X: tl.constexpr, SINGLE_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
     inf = float("inf")
@@ -109,24 +119,39 @@ def _topk_kernel(
     diag = 0
     if DIAG_FIRST:
         diag = tl.minimum((pid * BLOCK_M) // BLOCK_N, n_tiles - 1)
+    if SINGLE_K:
+        # d <= BLOCK_K: the block's x rows stay in registers for the whole sweep, and the next
+        # y tile is loaded while the current one is filtered (the loop's only long latency)
+        kk1 = tl.arange(0, BLOCK_K)
+        km1 = kk1 < D
+        xa1 = tl.load(X + rows64[:, None] * D + kk1[None, :],
+                      mask=rmask[:, None] & km1[None, :], other=0.0)
+        c_nx = (diag * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        yb_nx = tl.load(Y + c_nx[:, None] * D + kk1[None, :],
+                        mask=(c_nx < M)[:, None] & km1[None, :], other=0.0)
     for t in range(0, n_tiles):
         # the diagonal tile, then 0, 1, ... skipping it
         tt = tl.where(t == 0, diag, tl.where(t <= diag, t - 1, t))
         cols = tt * BLOCK_N + tl.arange(0, BLOCK_N)
         cmask = cols < M
         cols64 = cols.to(tl.int64)
-        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=X.dtype.element_ty)
-        for k0 in range(0, D, BLOCK_K):
-            kk = k0 + tl.arange(0, BLOCK_K)
-            kmask = kk < D
-            xa = tl.load(X + rows64[:, None] * D + kk[None, :],
-                         mask=rmask[:, None] & kmask[None, :], other=0.0)
-            yb = tl.load(Y + cols64[:, None] * D + kk[None, :],
-                         mask=cmask[:, None] & kmask[None, :], other=0.0)
-            if TF32:
-                s += tl.dot(xa, tl.trans(yb), input_precision="tf32")
-            else:
-                s += tl.dot(xa, tl.trans(yb), input_precision="ieee")
+        if SINGLE_K:
+            s = _tile_dot(xa1, yb_nx, TF32)
+            t1 = t + 1  # tile t + 1 in visiting order (past the end: all masked)
+            c_nx = (tl.where(t1 <= diag, t1 - 1, t1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(
+                tl.int64)
+            yb_nx = tl.load(Y + c_nx[:, None] * D + kk1[None, :],
+                            mask=(c_nx < M)[:, None] & km1[None, :], other=0.0)
+        else:
+            s = tl.zeros([BLOCK_M, BLOCK_N], dtype=X.dtype.element_ty)
+            for k0 in range(0, D, BLOCK_K):
+                kk = k0 + tl.arange(0, BLOCK_K)
+                kmask = kk < D
+                xa = tl.load(X + rows64[:, None] * D + kk[None, :],
+                             mask=rmask[:, None] & kmask[None, :], other=0.0)
+                yb = tl.load(Y + cols64[:, None] * D + kk[None, :],
+                             mask=cmask[:, None] & kmask[None, :], other=0.0)
+                s += _tile_dot(xa, yb, TF32)
         # Common path, one compare per score: can any score of the tile enter its row's list?
         # (Padding columns, self and excluded columns are sorted out on the rare path.)
         maybe = tl.max(tl.max((s >= thr_v[:, None]).to(tl.int32), axis=1), axis=0)
@@ -181,10 +206,12 @@ def _topk_kernel(
 
 def _config(d: int, k: int):
     kp = max(2, triton.next_power_of_2(k))
-    # Keep the [BLOCK_M, KP] list registers modest as k grows.
-    block_m = 32 if kp <= 64 else 16
+    # Keep the [BLOCK_M, KP] list registers modest as k grows (64 rows for lists of up to 32
+    # slots was the fastest of the shapes bench/gpu_check.py tried on an H200).
+    block_m = 64 if kp <= 32 else (32 if kp <= 64 else 16)
     block_k = max(16, min(64, triton.next_power_of_2(max(d, 1))))
-    return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=block_k, KP=kp, BLOCK_X=32)
+    return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=block_k, KP=kp, BLOCK_X=32,
+                SINGLE_K=d <= block_k)
 
 
 def _launch(x, y, k, exclude_self, excl_indptr, excl_indices, tf32):
@@ -228,6 +255,12 @@ def topk_candidates(x, y, c, exclude_self, excl_indptr, excl_indices):
     return _launch(x, y, c, exclude_self, excl_indptr, excl_indices, True)
 
 
+def topk_tf32(x, y, k, exclude_self, excl_indptr, excl_indices):
+    """Exact top-k through TF32 candidates + fp32 re-rank + per-row certificate (rerank.py)."""
+    return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self,
+                                excl_indptr, excl_indices)
+
+
 def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
     """k largest inner products <x[i], y[j]> per row i, sorted (score desc, index asc).
 
@@ -235,11 +268,11 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
     exclude_self: drop j == i; excl_indptr int64 [N + 1] / excl_indices int32/int64: per-row
     disallowed columns (or None).  Returns idx int64 [N, k] and val [N, k] (dtype of x); rows
     with fewer than k allowed candidates are padded with idx -1 and val -inf.
-    Exact and deterministic; ties by lower index; memory O(N * k + tile).  float32 goes
-    through TF32 candidates + fp32 re-rank + certificate (rerank.py; ``SLIFMR_TOPK_TF32=0``
-    turns it off).
+    Exact and deterministic; ties by lower index; memory O(N * k + tile).  Similarity joins
+    (no exclusion lists) in float32 go through :func:`topk_tf32`, ranking with exclusion lists
+    through the exact kernel: the faster of the two for each on an H200 (docs/GPU.md);
+    ``SLIFMR_TOPK_TF32=0/1`` forces one.
     """
-    if tf32_enabled(x) and x.shape[0] and y.shape[0] and int(k):
-        return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self,
-                                    excl_indptr, excl_indices)
+    if tf32_enabled(x, default=excl_indptr is None) and x.shape[0] and y.shape[0] and int(k):
+        return topk_tf32(x, y, k, exclude_self, excl_indptr, excl_indices)
     return topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices)
