@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bpr_loss", "info_nce", "l2_reg", "consistency_loss"]
+__all__ = ["bpr_loss", "info_nce", "l2_reg", "consistency_loss", "rows"]
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,9 @@ def consistency_loss(out: dict, users: np.ndarray, items: np.ndarray, *, max_bat
 
     Args:
         out: the model's forward output: ``out["cf"] = (Z_u, Z_i)`` of the interaction view and
-            ``out["views"][name] = (Z_u^v, Z_i^v)`` per auxiliary view ("kg" is not a modality).
+            ``out["views"][name] = (Z_u^v, Z_i^v)`` per auxiliary view ("kg" is not a modality);
+            optionally ``out["stacked"] = (users (U, V*d), items (I, V*d))``, the same views
+            side by side in the order of ``out["views"]`` (gathered from there when given).
         users, items: the batch's user / positive item ids (numpy int); distinct ids are used,
             at most ``max_batch`` of each (sampled with ``rng``) so the B×B logits stay small.
     """
@@ -60,13 +62,35 @@ def consistency_loss(out: dict, users: np.ndarray, items: np.ndarray, *, max_bat
     zu_cf, zi_cf = out["cf"]
     tu = torch.from_numpy(uu).to(zu_cf.device)
     ti = torch.from_numpy(ii).to(zi_cf.device)
-    views = out["views"]
+    names = list(out["views"])
+    stacked = out.get("stacked")
+    if stacked is not None:
+        # The views side by side (N, V*d): one gather per side, its sparse gradient goes
+        # straight into the stacked tensor's (no per-view split/cat of full-size gradients).
+        d = zu_cf.shape[1]
+        rows_u = dict(zip(names, rows(stacked[0], tu).split(d, dim=1)))
+        rows_i = dict(zip(names, rows(stacked[1], ti).split(d, dim=1)))
+    else:
+        rows_u = {n: rows(v[0], tu) for n, v in out["views"].items()}
+        rows_i = {n: rows(v[1], ti) for n, v in out["views"].items()}
+    cu, ci = rows(zu_cf, tu), rows(zi_cf, ti)
     terms = []
-    for vu, vi in views.values():
-        terms.append(info_nce(vi[ti], zi_cf[ti], temperature))
-        terms.append(info_nce(vu[tu], zu_cf[tu], temperature))
-    mods = [n for n in views if n != "kg"]
+    for n in names:
+        terms.append(info_nce(rows_i[n], ci, temperature))
+        terms.append(info_nce(rows_u[n], cu, temperature))
+    mods = [n for n in names if n != "kg"]
     for a in range(len(mods)):
         for b in range(a + 1, len(mods)):
-            terms.append(info_nce(views[mods[a]][1][ti], views[mods[b]][1][ti], temperature))
+            terms.append(info_nce(rows_i[mods[a]], rows_i[mods[b]], temperature))
     return torch.stack(terms).mean()
+
+
+def rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` for a (N, d) tensor and a few int64 row ids, with a sparse gradient.
+
+    ``x[idx]`` would give x a dense (N, d) gradient, mostly zeros: for the consistency loss's
+    256 rows of each view that is several full-size tensors per step (GiBs at a million
+    users). The sparse gradient (``F.embedding(sparse=True)``) is added into the dense one
+    that x receives from the fused representations.
+    """
+    return F.embedding(idx, x, sparse=True)

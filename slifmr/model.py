@@ -69,18 +69,19 @@ class _FuseViews(torch.autograd.Function):
             else:
                 dvs = [None] * V
         for k, (v, den) in enumerate(zip(vs, dens)):
-            vhat = v / den
-            # d/dv of v / max(|v|, eps) applied to a: (a - vhat <vhat, a>) / den where the
-            # norm is above eps, a / den where it was clamped (the denominator is constant).
+            # The normalised rows are written straight into the view's gradient slot and turned
+            # into the gradient in place: no (N, d) temporary per view.
+            vhat = dvs[k] if (need_v and ctx.has_stacked) else torch.empty_like(v)
+            torch.div(v, den, out=vhat)
             s = torch.linalg.vecdot(vhat, g, dim=1).unsqueeze(1)
             if need_alpha:
                 dalpha[k] = s.sum()
             if need_v:
-                s = s.masked_fill_(den <= _NORM_EPS, 0.0)
-                dv = torch.addcmul(g, vhat, s, value=-1.0).mul_(alpha[k] / den)
-                if ctx.has_stacked:
-                    dvs[k].copy_(dv)
-                else:
+                # d/dv of v / max(|v|, eps) applied to a: (a - vhat <vhat, a>) / den where the
+                # norm is above eps, a / den where it was clamped (the denominator is constant).
+                s.masked_fill_(den <= _NORM_EPS, 0.0)
+                dv = vhat.mul_(s.neg_()).add_(g).mul_(alpha[k] / den)
+                if not ctx.has_stacked:
                     dvs[k] = dv
                 del dv
             del vhat, s
@@ -194,7 +195,10 @@ class SLIFMR(nn.Module):
     def cf_view(self, g: Graphs) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([self.user_emb, self.item_emb], 0)
         z = sk.propagate_layers(g.adj, x, self.cfg.num_layers, backend=self.cfg.backend)
-        return z[: self.num_users], z[self.num_users:]
+        # split, not two slices: one backward node assembles one (U+I, d) gradient instead of
+        # two zero-padded ones and their sum.
+        zu, zi = z.split([self.num_users, self.num_items])
+        return zu, zi
 
     def entities(self) -> torch.Tensor:
         """(E, d) layer-0 entity embeddings (item rows first)."""
@@ -218,7 +222,9 @@ class SLIFMR(nn.Module):
         """All views and the fused representations.
 
         Returns a dict with ``user`` (U, d) and ``item`` (I, d) fused embeddings, ``cf`` =
-        (Z_u^cf, Z_i^cf) and ``views`` = {name: (Z_u^v, Z_i^v)} for the auxiliary views.
+        (Z_u^cf, Z_i^cf), ``views`` = {name: (Z_u^v, Z_i^v)} for the auxiliary views and, when
+        there are any, ``stacked`` = ((U, V*d), (I, V*d)): the same views side by side (the
+        ``views`` entries are column slices of these).
         """
         zu_cf, zi_cf = self.cf_view(g)
         if not self.view_names:
@@ -236,7 +242,7 @@ class SLIFMR(nn.Module):
         views = {name: (zu, zi) for name, zu, zi in
                  zip(self.view_names, zu_all.split(d, dim=1), zi_all.split(d, dim=1))}
         return {"user": fuse_views(zu_cf, self.alpha, zu_all), "item": fuse_views(zi_cf, self.alpha, zi_all),
-                "cf": (zu_cf, zi_cf), "views": views}
+                "cf": (zu_cf, zi_cf), "views": views, "stacked": (zu_all, zi_all)}
 
     def fuse(self, zu_cf: torch.Tensor, zi_cf: torch.Tensor, views: dict) -> dict:
         """Z = Z^cf + sum_v alpha_v * normalize(Z^v) for users and items.

@@ -83,6 +83,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     t_indptr, t_indices, t_values, t_relation, table, x = ctx.saved_tensors
+    if dy.layout != torch.strided:  # a sparse gradient (a row gather with sparse=True) only
+        dy = dy.to_dense()
     need_dx = ctx.needs_input_grad[5]
     need_g = ctx.has_table and ctx.needs_input_grad[4]
     if not (need_dx or need_g):
