@@ -544,7 +544,10 @@ def check_knn(args, backends, ceil, rows, log):
                 rows.append(dict(section=sec, impl=label, ms=ms,
                                  rate_str=f"{flops / ms / 1e9:.1f} TFLOP/s",
                                  vs_peer=peer_ms / ms,
-                                 of_ceiling=flops / ms / 1e9 / ceil["gemm_fp32_TFLOPs"],
+                                 # TF32 rows against the TF32 GEMM rate, exact ones fp32
+                                 of_ceiling=flops / ms / 1e9 / ceil[
+                                     "gemm_tf32_TFLOPs" if "tf32" in label or name == "auto"
+                                     else "gemm_fp32_TFLOPs"],
                                  check=chk))
                 log(f"kNN {n} {label}: {ms:.0f} ms {chk}")
                 nxt = [s_ for s_ in args.knn_sizes if s_ > n]

@@ -111,6 +111,10 @@ def test_gradcheck_float64(device, backend, gen, rel):
 
 
 def test_backward_is_deterministic(device, backend, gen):
+    if device == "cuda" and backend == "torch":
+        pytest.skip("the torch reference sums with index_add_, whose CUDA kernel uses atomics "
+                    "(seen differing between runs on an H200); determinism is the kernels' "
+                    "promise, not the reference's")
     g = random_graph(200, 150, 3000, num_relations=5, generator=gen, heavy_row=0.4).to(device)
     x = torch.randn(150, 32, generator=gen).to(device)
     emb = torch.randn(5, 32, generator=gen).to(device)
