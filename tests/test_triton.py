@@ -241,6 +241,42 @@ def test_plan_partition_covers_every_segment_once():
     assert plan.n_chunks == int(((deg[heavy] + tprop.CHUNK - 1) // tprop.CHUNK).sum())
 
 
+def test_plan_is_reused_per_graph_and_follows_changes(monkeypatch):
+    """The plan cache: one plan per live, unchanged indptr object, also through the public op;
+    an in-place change or another n_rows plans again; dead graphs leave the cache."""
+    import slifmr_kernels as sk
+    from slifmr_kernels.testing import random_graph
+    built = []
+    real = tprop._Plan
+    monkeypatch.setattr(tprop, "_Plan", lambda *a: built.append(1) or real(*a))
+    monkeypatch.setattr(tprop, "_PLANS", [])
+    gen = torch.Generator().manual_seed(5)
+    g = random_graph(40, 30, 300, generator=gen, heavy_row=0.5)
+    x = torch.randn(30, 8, generator=gen)
+    y1 = sk.propagate(g, x, backend="triton")
+    y2 = sk.propagate(g, x, backend="triton")
+    assert len(built) == 1 and torch.equal(y1, y2)
+    torch.testing.assert_close(y1, g.to_dense() @ x)
+    tprop.spmm(g.indptr, g.indices, g.values, x, 40)
+    assert len(built) == 1
+    other = random_graph(40, 30, 200, generator=gen)
+    tprop.spmm(other.indptr, other.indices, other.values, x, 40)
+    assert len(built) == 2
+    # move an edge from row 0's neighbour to row 0 in place: same object, new version
+    indptr = g.indptr.clone()
+    tprop.spmm(indptr, g.indices, g.values, x, 40)
+    n_before = len(built)
+    row = int(torch.nonzero(indptr[1:] > indptr[:-1])[1])  # a second non-empty row
+    indptr[1:row + 1] += 1
+    got = tprop.spmm(indptr, g.indices, g.values, x, 40)
+    assert len(built) == n_before + 1
+    want = sk.CSRGraph(indptr, g.indices, g.values, shape=(40, 30)).to_dense() @ x
+    torch.testing.assert_close(got, want)
+    del indptr, other
+    tprop.spmm(g.indptr, g.indices, g.values, x, 40)
+    assert all(e[0]() is not None for e in tprop._PLANS) and len(tprop._PLANS) <= 2
+
+
 # ---------------------------------------------------------------------------------------------
 # topk
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ sums the slices over ``p`` in program order.  ``P`` is capped so the slices stay
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 
@@ -250,6 +251,29 @@ class _Plan:
             self.prog_ptr = torch.zeros(1, dtype=torch.int64, device=dev)
 
 
+#: Plans of the most recently used graphs, newest last: (weak reference to indptr, its
+#: version, n_rows, max_progs, plan). A model propagates over the same few graphs at every
+#: step, and a plan (several small kernels plus host reads of sizes, which also synchronise)
+#: depends on the degrees only.
+_PLANS: list = []
+PLAN_CACHE_SIZE = 8
+
+
+def _plan_for(indptr: torch.Tensor, n_rows: int, max_progs: int | None) -> _Plan:
+    """The plan of ``indptr``, reused while the same tensor object is unchanged in place."""
+    # forget graphs that died and stale versions of this one
+    _PLANS[:] = [e for e in _PLANS if e[0]() is not None
+                 and (e[0]() is not indptr or e[1] == indptr._version)]
+    for i, (ref, version, nr, mp, plan) in enumerate(_PLANS):
+        if ref() is indptr and version == indptr._version and nr == n_rows and mp == max_progs:
+            _PLANS.append(_PLANS.pop(i))
+            return plan
+    plan = _Plan(indptr, n_rows, max_progs)
+    _PLANS.append((weakref.ref(indptr), indptr._version, n_rows, max_progs, plan))
+    del _PLANS[:-PLAN_CACHE_SIZE]
+    return plan
+
+
 def _block_d(d: int) -> int:
     return max(16, min(128, triton.next_power_of_2(max(d, 1))))
 
@@ -269,7 +293,7 @@ def _run(indptr, indices, values, relation, table, x, n_rows, *, xg=None, num_re
     max_progs = None
     if need_g:
         max_progs = max(1, G_BUDGET_BYTES // max(1, num_relations * d * x.element_size()))
-    plan = _Plan(indptr, n_rows, max_progs)
+    plan = _plan_for(indptr, n_rows, max_progs)
     bd = _block_d(d)
     grid = (plan.n_progs, triton.cdiv(d, bd))
     hpart = torch.empty((max(plan.n_chunks, 1), d), dtype=dt, device=dev)
