@@ -263,19 +263,7 @@ class Trainer:
             users = ds.train[idx, 0]
             pos = ds.train[idx, 1]
             neg = self.sampler(users, rng)
-            u = torch.from_numpy(users).to(self.device)
-            ip = torch.from_numpy(pos).to(self.device)
-            ineg = torch.from_numpy(neg).to(self.device)
-            out = self.model(graphs)
-            zu, zi = out["user"], out["item"]
-            eu = zu[u]
-            bpr = bpr_loss((eu * zi[ip]).sum(1), (eu * zi[ineg]).sum(1))
-            reg = l2_reg(self.model.user_emb[u], self.model.item_emb[ip], self.model.item_emb[ineg])
-            loss = bpr + cfg.reg_weight * reg
-            sc = torch.zeros((), device=self.device)
-            if cfg.sc_weight > 0 and out["views"]:
-                sc = self._consistency(out, users, pos, rng)
-                loss = loss + cfg.sc_weight * sc
+            loss, bpr, reg, sc = self._batch_loss(graphs, users, pos, neg, rng)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -283,14 +271,36 @@ class Trainer:
             sums["bpr"] += bpr.item()
             sums["sc"] += sc.item()
             sums["reg"] += reg.item()
-            # Free this step's full-graph outputs (GiBs at a million items) before the next
-            # forward allocates its own.
-            del out, zu, zi, eu, bpr, reg, loss, sc
+            del loss, bpr, reg, sc
             if bar is not None:
                 bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", refresh=False)
         if bar is not None:
             bar.close()
         return {k: v / n_batches for k, v in sums.items()}
+
+    def _batch_loss(self, graphs, users: np.ndarray, pos: np.ndarray, neg: np.ndarray, rng):
+        """One step's forward and loss: (loss, bpr, reg, sc) scalars.
+
+        A method of its own so that the forward's full-graph outputs (the fused, per-view and
+        stacked representations: GiBs at a million items) are dropped when it returns: during
+        the backward pass autograd then frees each one as soon as its last use is done,
+        instead of all of them staying alive until the step ends.
+        """
+        cfg = self.cfg
+        u = torch.from_numpy(users).to(self.device)
+        ip = torch.from_numpy(pos).to(self.device)
+        ineg = torch.from_numpy(neg).to(self.device)
+        out = self.model(graphs)
+        zu, zi = out["user"], out["item"]
+        eu = zu[u]
+        bpr = bpr_loss((eu * zi[ip]).sum(1), (eu * zi[ineg]).sum(1))
+        reg = l2_reg(self.model.user_emb[u], self.model.item_emb[ip], self.model.item_emb[ineg])
+        loss = bpr + cfg.reg_weight * reg
+        sc = torch.zeros((), device=self.device)
+        if cfg.sc_weight > 0 and out["views"]:
+            sc = self._consistency(out, users, pos, rng)
+            loss = loss + cfg.sc_weight * sc
+        return loss, bpr, reg, sc
 
     def _consistency(self, out: dict, users: np.ndarray, items: np.ndarray, rng) -> torch.Tensor:
         return consistency_loss(out, users, items, max_batch=self.cfg.sc_max_batch,
