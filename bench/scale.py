@@ -215,24 +215,34 @@ def memory_model(U: int, I: int, E: int, n_train: int, n_all: int, T: int, dims,
     A symmetrised kNN graph has at most s = 2 k I edges; the count below uses that bound.
     CSR edge costs: int32 column + float32 value = 8 B; a relation id +4 B; the transpose
     cached by the first backward: column + value + int64 edge permutation = 16 B (+4 relation).
-    ``step`` = what one training step adds: transposes, gradients + Adam state, activations.
+    A(t) and A_m(t) are symmetric and serve as their own transpose; R~ and KG(t) are not.
+    ``step`` = what one training step adds on top of ``total``: the forward's outputs that
+    backward needs, and its largest gradient (the fusion's (U, V*d) one).
     """
     D, M, n = sum(dims), len(dims), n_train
+    V = M + 1  # auxiliary views: kg + modalities
     s = 2 * k * I
     params = 4 * ((U + I + (E - I if shared_items else E)) * d + D * d)
     parts = {
         "dataset": 16 * n_all + 24 * T + 4 * I * D,
         "trainer_csr_sampler": 8 * n_all + 8 * n + 16 * U,
-        "graphs_static": 48 * n + M * 2 * 8 * s + 72 * T,
+        # [[0,R],[R^T,0]] (scipy), R~, the M sym-normalised modality kNN graphs (scipy), KG
+        # edge arrays (int32 head, tail, relation for 2T edges)
+        "graphs_static": 8 * 2 * n + 8 * n + M * 8 * s + 24 * T,
         "parameters": params,
-        "feature_buffers": 4 * I * D,
-        "graphs_epoch": 8 * (2 * n + s) + M * 8 * 2 * s + 12 * (2 * T + k * I),
-        "graph_transposes": 16 * (2 * n + s) + M * 16 * 2 * s + 20 * (2 * T + k * I) + 16 * n,
+        # A(t); A_m(t) = (1-beta) kNN(F_m) + beta S(t) (up to 2s edges); KG(t) with the
+        # feedback relation; H(t-1) and the previous directed kNN graph for the refine
+        "graphs_epoch": 8 * (2 * n + s) + M * 8 * 2 * s + 12 * (2 * T + k * I) + 4 * I * d + 8 * k * I,
+        "graph_transposes": 16 * n + 20 * (2 * T + k * I),
         "grads_adam": 3 * params,
-        "activations": 4 * d * ((U + I) + (kg_layers + 1) * E + (1 + M) * 2 * (U + I)),
+        # alive at the end of the forward: cf z (U+I, d), the KG layers' inputs (E, d) each
+        # (saved for the relation gradient), the stacked views (U+I, V*d) (saved by the
+        # fusion), the fused representations (U+I, d). The modality projections are not
+        # kept (the propagate backward needs no activations).
+        "activations": 4 * d * ((U + I) + kg_layers * E + V * (U + I) + (U + I)),
     }
-    parts["step"] = parts["graph_transposes"] + parts["grads_adam"] + parts["activations"]
-    parts["total"] = sum(v for key, v in parts.items() if key != "step")
+    parts["step"] = parts["activations"] + 4 * d * V * U
+    parts["total"] = sum(v for key, v in parts.items() if key not in ("step", "activations"))
     return parts
 
 

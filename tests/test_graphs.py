@@ -4,6 +4,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import slifmr_kernels as sk
 from slifmr.data import make_synthetic
 from slifmr.graphs import GraphBuilder, feedback_knn, row_normalize, sym_normalize
 
@@ -151,3 +152,38 @@ def test_incremental_refresh_tracks_exact_knn():
     got = raw_inc.toarray() > 0
     assert (exact & got).sum() / exact.sum() > 0.95
     assert np.allclose(S_inc.toarray(), S_inc.toarray().T, atol=1e-6)
+
+
+def test_symmetric_graphs_are_their_own_transpose_and_backward_matches(small):
+    """A(t) and A_m(t) carry no transposed copy; their gradient equals the dense A^T one."""
+    b = GraphBuilder(small, modalities=["image"], use_kg=False, knn_k=4)
+    S, raw, _, _ = b.feedback(torch.randn(small.num_items, 6, generator=torch.Generator().manual_seed(2)), 3)
+    g = b.build(S, raw)
+    for graph in (g.adj, g.modality["image"]):
+        assert graph.transpose() is graph
+        dense = graph.to_dense().double()
+        np.testing.assert_allclose(dense.numpy(), dense.T.numpy(), rtol=1e-6, atol=1e-7)
+        x = torch.randn(graph.shape[1], 3, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(graph.shape[0], 3, dtype=torch.float64)
+        (sk.propagate(graph, x) * w).sum().backward()
+        torch.testing.assert_close(x.grad, dense.T @ w, rtol=1e-5, atol=1e-7)
+
+
+def test_static_graphs_on_demand_and_approximate_knn(small):
+    """cache_static=False builds the no-feedback graphs per call and keeps none; above
+    knn_exact_max the modality graphs come from bucketed kNN + knn_refine and keep a seed."""
+    exact = GraphBuilder(small, modalities=["image", "text"], use_kg=True, knn_k=4)
+    assert exact.knn_exact and exact.build(None).adj is exact.build(None).adj   # cached
+    lazy = GraphBuilder(small, modalities=["image", "text"], use_kg=True, knn_k=4, cache_static=False)
+    g1, g2 = lazy.build(None), lazy.build(None)
+    assert g1.adj is not g2.adj and torch.equal(g1.adj.values, g2.adj.values)
+    assert not lazy._static_cache
+    assert lazy._kg_src.dtype == np.int32
+    approx = GraphBuilder(small, modalities=["image", "text"], use_kg=True, knn_k=4, knn_exact_max=10)
+    assert not approx.knn_exact and approx.seed_graph is not None
+    assert approx.seed_graph.shape == (small.num_items, small.num_items)
+    for m in ("image", "text"):
+        K = approx.modality_knn[m]
+        assert K.shape == (small.num_items,) * 2 and abs(K - K.T).max() < 1e-6
+    with pytest.raises(ValueError, match="knn_exact_max"):
+        GraphBuilder(small, knn_exact_max=-1)

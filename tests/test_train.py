@@ -171,3 +171,14 @@ def test_incremental_feedback_refresh_trains(tmp_path, small_ds):
     log = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(r["feedback_edges"] > 0 for r in log)
     assert 0.0 <= m["recall@20"] <= 1.0
+
+
+def test_large_catalogue_path_trains(tmp_path, small_ds):
+    """Above knn_exact_max: approximate modality graphs, S(0) refined from the first modality's
+    graph (the seed is then dropped), no cached no-feedback graphs; it still learns."""
+    tr = Trainer(_cfg(epochs=2, feedback_refine=True, knn_exact_max=10), small_ds, str(tmp_path / "big"),
+                 log=lambda s: None)
+    assert not tr.builder.knn_exact and tr.builder.seed_graph is not None
+    m = tr.fit()
+    assert tr.builder.seed_graph is None and not tr.builder._static_cache
+    assert m["recall@20"] > 1.5 * 20 / 90
