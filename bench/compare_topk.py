@@ -24,8 +24,9 @@ Tasks (float32; every method runs once on the same data unless ``--repeat``):
   ``torch.topk``.
 * ``gemm``: the GEMM ceilings at this d — scipy's OpenBLAS sgemm (the BLAS Numba's
   ``np.dot`` calls) on one 8192 x 8192 x d product with 2 threads and with 1, and the
-  sgemm-only tile loop for the kernel's tile shape and for the ``--shapes`` given. The
-  OpenBLAS kernel family (``OPENBLAS_CORETYPE``, else detected) is in the title.
+  sgemm-only tile loop and the whole kernel (same lists checked) for the kernel's tile shape
+  and for the ``--shapes`` given. The OpenBLAS kernel family (``OPENBLAS_CORETYPE``, else
+  detected) is in the title.
 * ``variants``: the fused kernel (GEMM per L2 tile inside the parallel region, BLAS pinned
   to one thread) against ``topk_outer`` (4096 x 4096 blocks from a 2-thread ``torch.mm``,
   selection parallel in Numba), against the sgemm-only loop.
@@ -386,17 +387,30 @@ def task_gemm(args):
     default = nbk.tile_shape(n, n, d, x.element_size())
     shapes = [default] + [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")
                           if s.strip()]
+    ref_idx = None
     for tr, tc in dict.fromkeys(shapes):
+        tag = f"{tr}x{tc}" + (" (kernel's)" if (tr, tc) == default else "")
         loop = sgemm_only_loop((tr, tc))
         loop(x[:1000], x[:1000])
         t, _, _ = measure(lambda: loop(x, x), max(args.repeat, 2))
-        rows.append({"method": f"tile loop {tr}x{tc}" + (" (kernel's)" if (tr, tc) == default
-                                                         else ""),
-                     "time_s": f"{t:.2f}", "cpu_s": f"{LAST_CPU['s']:.2f}",
-                     "GFLOP/s": f"{flop / t / 1e9:.1f}"})
+        rows.append({"method": f"sgemm-only tile loop {tag}", "time_s": f"{t:.2f}",
+                     "cpu_s": f"{LAST_CPU['s']:.2f}", "GFLOP/s": f"{flop / t / 1e9:.1f}"})
+        # The whole kernel (selection included) with the same tiles: the shape to choose.
+        saved = nbk.tile_shape
+        nbk.tile_shape = lambda *_, s=(tr, tc): s
+        try:
+            t, (idx, _), _ = measure(lambda: nbk.topk(x, x, args.k, True, None, None),
+                                     max(args.repeat, 2))
+        finally:
+            nbk.tile_shape = saved
+        ref_idx = idx if ref_idx is None else ref_idx
+        rows.append({"method": f"kernel (k = {args.k}) {tag}", "time_s": f"{t:.2f}",
+                     "cpu_s": f"{LAST_CPU['s']:.2f}", "GFLOP/s": f"{flop / t / 1e9:.1f}",
+                     "same lists": "yes" if torch.equal(idx, ref_idx) else "NO"})
     title = (f"GEMM ceilings, N = {n}, d = {d}, float32, OpenBLAS core {blas_core()} "
-             f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r})")
-    return title, rows, ["method", "time_s", "cpu_s", "GFLOP/s"]
+             f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r}); best of "
+             f"{max(args.repeat, 2)}")
+    return title, rows, ["method", "time_s", "cpu_s", "GFLOP/s", "same lists"]
 
 
 def main(argv=None):
