@@ -142,3 +142,18 @@ def test_empty_graph():
     g = sk.CSRGraph.from_edges(torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64),
                                shape=(4, 3))
     assert g.indptr.tolist() == [0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_check_finite_finds_one_bad_entry_anywhere(gen, bad, dtype):
+    from slifmr_kernels._checks import check_finite
+    t = torch.randn(301, 17, generator=gen, dtype=dtype)
+    check_finite("x", t)
+    i, j = int(torch.randint(0, 301, (1,), generator=gen)), int(torch.randint(0, 17, (1,),
+                                                                               generator=gen))
+    t[i, j] = bad
+    with pytest.raises(ValueError, match="x contains 1 NaN or infinite"):
+        check_finite("x", t)
+    check_finite("idx", torch.arange(5))  # integers are always finite
+    check_finite("x", torch.empty(0, 3))
