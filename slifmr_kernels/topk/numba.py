@@ -109,9 +109,10 @@ def tile_shape(n: int, m: int, d: int, itemsize: int) -> tuple[int, int]:
 
     ~512 KiB of scores (half the 1 MiB L2 of this class of core). Tall tiles: every row
     tile re-packs each y tile inside BLAS, so more rows per tile amortise that packing over
-    more scores; 512 x 256 (float32) measured 4-6 % faster than 256 x 512 at d = 64 and than
-    256 x 256 at d = 384 (docs/PERFORMANCE.md, "Tile shape"). Small N gets shorter row tiles
-    so that both cores still find work.
+    more scores; 512 x 256 (float32) was 1-6 % faster than the previous shapes (256 x 512 at
+    d = 64, 256 x 256 at d = 384) in two runs; 512 x 512 and 1024 x 128 were within the
+    run-to-run noise of it (docs/PERFORMANCE.md, "GEMM ceilings, and the tile shape"). Small
+    N gets shorter row tiles so that both cores still find work.
     """
     tr = 512
     while tr > 16 and n < 8 * tr:
