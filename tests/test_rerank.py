@@ -142,3 +142,15 @@ def test_candidate_count_and_switch(monkeypatch):
     assert not rerank.tf32_enabled(f32, True)
     monkeypatch.setenv("SLIFMR_TOPK_TF32", "1")
     assert rerank.tf32_enabled(f32, False) and not rerank.tf32_enabled(f64, False)
+
+
+def test_nothing_to_rank_goes_to_the_exact_kernel(gen):
+    def no_candidates(*args):
+        raise AssertionError("no candidate pass for an empty problem")
+
+    x = torch.randn(4, 3, generator=gen)
+    for a, b, k in ((x[:0], x, 2), (x, x[:0], 0), (x, x, 0)):
+        idx, val = rerank.topk_from_candidates(no_candidates, ref.topk, a, b, k, False, None,
+                                               None)
+        r_i, r_v = ref.topk(a, b, k, False, None, None)
+        assert torch.equal(idx, r_i) and torch.equal(val, r_v)

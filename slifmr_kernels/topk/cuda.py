@@ -41,6 +41,6 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
     padding), dtype of x.  Exact and deterministic.  The exact FMA kernel by default: on an
     H200 its TF32 path was no faster (docs/GPU.md); ``SLIFMR_TOPK_TF32=1`` selects it.
     """
-    if tf32_enabled(x, default=False) and x.shape[0] and y.shape[0] and int(k):
+    if tf32_enabled(x, default=False):
         return topk_tf32(x, y, k, exclude_self, excl_indptr, excl_indices)
     return topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices)

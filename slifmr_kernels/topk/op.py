@@ -14,12 +14,12 @@ from torch import Tensor
 
 from .._checks import check_finite, check_float, check_same_device
 from ..backends import load, resolve
-
-#: Automatic backend order of a CUDA similarity join (no exclusion lists).
-_CUDA_JOIN_ORDER = ("triton", "cuda", "torch")
 from ..graph import CSRGraph
 
 __all__ = ["topk_similarity", "knn_graph", "topk_scores", "normalize_rows"]
+
+#: Automatic backend order of a CUDA similarity join (no exclusion lists).
+_CUDA_JOIN_ORDER = ("triton", "cuda", "torch")
 
 _METRICS = ("cosine", "ip")
 

@@ -130,6 +130,9 @@ def topk_from_candidates(candidates_fn, exact_fn, x, y, k, exclude_self, excl_in
     n, d = x.shape
     m = y.shape[0]
     k = int(k)
+    if n == 0 or m == 0 or k == 0:  # nothing to rank: the exact kernel's padding rules
+        _last_fallback[0] = 0
+        return exact_fn(x, y, k, exclude_self, excl_indptr, excl_indices)
     c = candidate_count(k, m)
     cand_i, cand_v = candidates_fn(x, y, c, exclude_self, excl_indptr, excl_indices)
     eps = error_bound(x, y)

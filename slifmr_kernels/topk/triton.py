@@ -273,6 +273,6 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
     through the exact kernel: the faster of the two for each on an H200 (docs/GPU.md);
     ``SLIFMR_TOPK_TF32=0/1`` forces one.
     """
-    if tf32_enabled(x, default=excl_indptr is None) and x.shape[0] and y.shape[0] and int(k):
+    if tf32_enabled(x, default=excl_indptr is None):
         return topk_tf32(x, y, k, exclude_self, excl_indptr, excl_indices)
     return topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices)
