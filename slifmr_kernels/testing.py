@@ -9,7 +9,8 @@ import torch
 
 from .graph import CSRGraph
 
-__all__ = ["power_law_ids", "random_graph", "bipartite_adjacency"]
+__all__ = ["power_law_ids", "random_graph", "bipartite_adjacency", "allowed_mask",
+           "round_tf32"]
 
 
 def power_law_ids(n_ids: int, count: int, alpha: float = 1.2, generator=None) -> torch.Tensor:
@@ -74,3 +75,25 @@ def bipartite_adjacency(n_users: int, n_items: int, n_interactions: int, generat
     adj = CSRGraph.from_edges(src, dst, shape=(n, n), dtype=dtype)
     # Repeated interactions count once, as in implicit-feedback data.
     return adj.with_values(torch.ones_like(adj.values)).normalize("sym")
+
+
+def allowed_mask(n: int, m: int, exclude_self: bool, indptr=None, indices=None) -> torch.Tensor:
+    """(n, m) bool: which columns a top-k row may return under the op contract (not j == i when
+    ``exclude_self``; not the columns of row i's exclusion list ``indices[indptr[i]:
+    indptr[i + 1]]``). The dense counterpart that top-k tests check results against."""
+    ok = torch.ones(n, m, dtype=torch.bool)
+    if exclude_self:
+        r = torch.arange(min(n, m))
+        ok[r, r] = False
+    if indptr is not None:
+        indptr = indptr.cpu()
+        rows = torch.repeat_interleave(torch.arange(n), indptr[1:] - indptr[:-1])
+        ok[rows, indices.cpu().long()] = False
+    return ok
+
+
+def round_tf32(t: torch.Tensor) -> torch.Tensor:
+    """float32 rounded to TF32 (10 mantissa bits, to nearest, ties away from zero, as
+    ``cvt.rna.tf32.f32`` does): what tensor cores see of a float32 operand."""
+    b = t.contiguous().view(torch.int32)
+    return ((b + 0x1000) & ~0x1FFF).view(torch.float32)

@@ -329,24 +329,19 @@ def test_emulated_cuda_topk_exclusions(emu_ops, ex_dtype):
     assert bool((idx[0] == -1).all())
 
 
-def _tf32(t):
-    """Round float32 to TF32 (10 mantissa bits, ties away from zero: cvt.rna.tf32.f32)."""
-    b = t.contiguous().view(torch.int32)
-    return ((b + 0x1000) & ~0x1FFF).view(torch.float32)
-
-
 def test_emulated_cuda_topk_tf32_candidates_and_rerank(emu_ops):
     """The TF32 (wmma) tile path: its candidates carry TF32 scores; through rerank.py the
     answer is exact, with self and exclusion lists honoured and ties (integer data) resolved
     by the exact fallback."""
     _, tc = emu_ops
+    from slifmr_kernels.testing import round_tf32
     from slifmr_kernels.topk import rerank
     gen = torch.Generator().manual_seed(23)
     n, m, d = 70, 150, 21  # two row blocks, three column tiles, d not a multiple of 8
     x = torch.randn(n, d, generator=gen)
     y = torch.randn(m, d, generator=gen)
     ci, cv = tc.topk_candidates(x, y, 16, False, None, None)
-    want = (_tf32(x).double() @ _tf32(y).double().T).gather(1, ci)
+    want = (round_tf32(x).double() @ round_tf32(y).double().T).gather(1, ci)
     torch.testing.assert_close(cv.double(), want, rtol=1e-5, atol=1e-5)
     assert not torch.equal(cv, (x @ y.T).gather(1, ci))  # the tile really was TF32
     lists = [list(range(i % 7)) for i in range(n)]

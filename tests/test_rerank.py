@@ -11,24 +11,7 @@ import torch
 
 from slifmr_kernels.topk import rerank
 from slifmr_kernels.topk import reference as ref
-from slifmr_kernels.testing import random_graph
-
-
-def _allowed(n, m, exclude_self, ptr, idx):
-    ok = torch.ones(n, m, dtype=torch.bool)
-    if exclude_self:
-        r = torch.arange(min(n, m))
-        ok[r, r] = False
-    if ptr is not None:
-        rows = torch.repeat_interleave(torch.arange(n), ptr[1:] - ptr[:-1])
-        ok[rows, idx.long()] = False
-    return ok
-
-
-def _tf32(t):
-    """Round to TF32 (10 mantissa bits), ties away from zero, as cvt.rna.tf32.f32 does."""
-    b = t.contiguous().view(torch.int32)
-    return ((b + 0x1000) & ~0x1FFF).view(torch.float32)
+from slifmr_kernels.testing import allowed_mask, random_graph, round_tf32
 
 
 def noisy_candidates(gen, mode):
@@ -43,8 +26,8 @@ def noisy_candidates(gen, mode):
             eps = rerank.error_bound(x, y).double()[:, None]
             s = s + (2 * torch.rand(s.shape, generator=gen, dtype=torch.float64) - 1) * 0.99 * eps
         elif mode == "tf32":
-            s = (_tf32(x) @ _tf32(y).T).double()
-        s = s.masked_fill(~_allowed(x.shape[0], y.shape[0], exclude_self, ptr, idx),
+            s = (round_tf32(x) @ round_tf32(y).T).double()
+        s = s.masked_fill(~allowed_mask(x.shape[0], y.shape[0], exclude_self, ptr, idx),
                           float("-inf"))
         v, i = torch.sort(s, dim=1, descending=True, stable=True)
         v, i = v[:, :c], i[:, :c]
@@ -63,7 +46,7 @@ def _check_exact(idx, val, x, y, k, exclude_self, ptr, exi):
         assert set(got.tolist()) == set(r_i[i][r_i[i] >= 0].tolist()) or bool(
             # ids may differ only inside a tie at the k-th score
             (s[i, got] >= r_v[i][r_i[i] >= 0].double().min() - 1e-5).all())
-    assert bool(_allowed(x.shape[0], y.shape[0], exclude_self, ptr, exi)
+    assert bool(allowed_mask(x.shape[0], y.shape[0], exclude_self, ptr, exi)
                 .gather(1, idx.clamp_min(0))[idx >= 0].all())
 
 

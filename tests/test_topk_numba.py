@@ -18,6 +18,7 @@ import numba  # noqa: E402
 import slifmr_kernels as sk  # noqa: E402
 from slifmr_kernels.topk import numba as nbk  # noqa: E402
 from slifmr_kernels.topk import reference as ref  # noqa: E402
+from slifmr_kernels.testing import allowed_mask  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -64,17 +65,6 @@ def check_against_dense(idx, val, x, y, k, allowed, tol):
             assert bool((s[i, got] >= kth - tol).all())
 
 
-def dense_allowed(n, m, exclude_self, indptr=None, indices=None):
-    ok = torch.ones(n, m, dtype=torch.bool)
-    if exclude_self:
-        r = torch.arange(min(n, m))
-        ok[r, r] = False
-    if indptr is not None:
-        rows = torch.repeat_interleave(torch.arange(n), indptr[1:] - indptr[:-1])
-        ok[rows, indices.long()] = False
-    return ok
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tr, tc", [(8, 16), (5, 37), (16, 48), (256, 512), (512, 256)])
 @pytest.mark.parametrize("n, m, d, k", [(1, 1, 1, 1), (41, 97, 5, 1), (67, 130, 17, 64),
@@ -116,7 +106,7 @@ def test_random_floats_against_dense(gen, tiny_tiles, dtype, n, m, d, k):
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     for es in (False, True):
         idx, val = nbk.topk(x, y, k, es, indptr, indices)
-        check_against_dense(idx, val, x, y, k, dense_allowed(n, m, es, indptr, indices), tol)
+        check_against_dense(idx, val, x, y, k, allowed_mask(n, m, es, indptr, indices), tol)
 
 
 def test_duplicate_and_zero_rows_tie_by_lower_index(tiny_tiles):
@@ -181,7 +171,7 @@ def test_deterministic_across_thread_counts(gen, dtype):
     for other in results[1:]:
         assert torch.equal(results[0][0], other[0]) and torch.equal(results[0][1], other[1])
     check_against_dense(results[0][0][:50], results[0][1][:50], x[:50], y, k,
-                        dense_allowed(n, m, True, indptr, indices)[:50],
+                        allowed_mask(n, m, True, indptr, indices)[:50],
                         1e-5 if dtype == torch.float32 else 1e-12)
 
 
@@ -244,7 +234,7 @@ def test_op_selects_numba_and_matches_reference(gen):
     got = sk.topk_scores(x, items, 20, exclude=excl, backend="auto")
     assert sk.last_backend("topk") == "numba"
     idx, val = got
-    check_against_dense(idx, val, x, items, 20, dense_allowed(120, 300, False, indptr, indices),
+    check_against_dense(idx, val, x, items, 20, allowed_mask(120, 300, False, indptr, indices),
                         1e-4)
     g = sk.knn_graph(x, 5, backend="numba")
     assert g.shape == (120, 120) and g.nnz == 600

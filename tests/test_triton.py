@@ -20,6 +20,7 @@ triton = pytest.importorskip("triton")
 
 from slifmr_kernels.propagate import triton as tprop  # noqa: E402
 from slifmr_kernels.topk import triton as ttopk  # noqa: E402
+from slifmr_kernels.testing import allowed_mask  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -284,13 +285,7 @@ def _topk_ref(x, y, k, exclude_self, excl_indptr, excl_indices):
     """Dense float64 reference with the contract's tie rule and padding."""
     s = x.double() @ y.double().T
     n, m = s.shape
-    allowed = torch.ones(n, m, dtype=torch.bool)
-    if exclude_self:
-        r = torch.arange(min(n, m))
-        allowed[r, r] = False
-    if excl_indptr is not None:
-        rows = torch.repeat_interleave(torch.arange(n), excl_indptr[1:] - excl_indptr[:-1])
-        allowed[rows, excl_indices.long()] = False
+    allowed = allowed_mask(n, m, exclude_self, excl_indptr, excl_indices)
     idx = torch.full((n, k), -1, dtype=torch.int64)
     val = torch.full((n, k), float("-inf"), dtype=torch.float64)
     for i in range(n):
