@@ -222,9 +222,11 @@ def run(args, log=print) -> dict:
     result.update(users=ds.num_users, interactions=int(ds.train.shape[0] + ds.valid.shape[0]
                                                        + ds.test.shape[0]),
                   train=int(ds.train.shape[0]), batch_size=args.batch_size, sim=args.sim)
+    # backend="torch": the peer uses no slifmr kernel; its view fusion is the torch form
+    # (one view at a time, no normalised copies kept), as written in MMRec-style code.
     cfg = Config(model="slifmr", embed_dim=args.embed_dim, batch_size=args.batch_size,
                  knn_k=args.knn_k, feedback_k=args.knn_k, seed=args.seed,
-                 modalities=sorted(ds.features), progress=False)
+                 modalities=sorted(ds.features), progress=False, backend="torch")
     t0 = time.perf_counter()
     pg = PeerGraphs(ds, cfg, chunk)
     model = PeerModel(ds.num_users, ds.num_items, cfg, num_entities=ds.num_entities,

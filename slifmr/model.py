@@ -18,107 +18,34 @@ import torch
 import torch.nn as nn
 
 import slifmr_kernels as sk
+from slifmr_kernels.fuse.op import NORM_EPS
 
 from .config import Config
 from .graphs import Graphs
 
 __all__ = ["SLIFMR", "LightGCN", "build_model", "fuse_views"]
 
-# F.normalize's default eps: a row with a smaller norm is divided by this instead.
-_NORM_EPS = 1e-12
 
-
-class _FuseViews(torch.autograd.Function):
-    """z + sum_k alpha[k] * v_k / max(|v_k|, eps), row-wise; see :func:`fuse_views`.
-
-    Saves the views (alive anyway: the forward returns them) and their (N, 1) clamped norms;
-    the normalised rows are recomputed in backward, one view at a time.
-    """
-
-    @staticmethod
-    def forward(ctx, z, alpha, stacked, *views):
-        vs = _split_views(stacked, views, z.shape[1])
-        out = z.clone()
-        dens = []
-        for k, v in enumerate(vs):
-            # The same operations as alpha[k] * F.normalize(v): the same bits as the
-            # autograd-recorded formula.
-            den = v.norm(2, 1, keepdim=True).clamp_min(_NORM_EPS)
-            out.add_(alpha[k] * (v / den))
-            dens.append(den)
-        ctx.has_stacked = stacked is not None
-        ctx.save_for_backward(alpha, *(dens + ([stacked] if stacked is not None else list(views))))
-        ctx.num_views = len(vs)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        V = ctx.num_views
-        saved = ctx.saved_tensors
-        alpha, dens = saved[0], saved[1: 1 + V]
-        rest = saved[1 + V:]
-        vs = _split_views(rest[0] if ctx.has_stacked else None, rest, g.shape[1])
-        need_alpha = ctx.needs_input_grad[1]
-        need_v = ctx.needs_input_grad[2] or any(ctx.needs_input_grad[3:])
-        dalpha = torch.zeros_like(alpha) if need_alpha else None
-        dvs = None
-        if need_v:
-            if ctx.has_stacked:
-                dstack = g.new_empty(g.shape[0], V * g.shape[1])
-                dvs = list(dstack.split(g.shape[1], dim=1))
-            else:
-                dvs = [None] * V
-        for k, (v, den) in enumerate(zip(vs, dens)):
-            # The normalised rows are written straight into the view's gradient slot and turned
-            # into the gradient in place: no (N, d) temporary per view.
-            vhat = dvs[k] if (need_v and ctx.has_stacked) else torch.empty_like(v)
-            torch.div(v, den, out=vhat)
-            s = torch.linalg.vecdot(vhat, g, dim=1).unsqueeze(1)
-            if need_alpha:
-                dalpha[k] = s.sum()
-            if need_v:
-                # d/dv of v / max(|v|, eps) applied to a: (a - vhat <vhat, a>) / den where the
-                # norm is above eps, a / den where it was clamped (the denominator is constant).
-                s.masked_fill_(den <= _NORM_EPS, 0.0)
-                dv = vhat.mul_(s.neg_()).add_(g).mul_(alpha[k] / den)
-                if not ctx.has_stacked:
-                    dvs[k] = dv
-                del dv
-            del vhat, s
-        if ctx.has_stacked:
-            return g, dalpha, (dstack if need_v else None), *([None] * len(rest[1:]))
-        return (g, dalpha, None, *(dvs if need_v else [None] * V))
-
-
-def _split_views(stacked, views, d):
-    return list(stacked.split(d, dim=1)) if stacked is not None else list(views)
-
-
-def fuse_views(z: torch.Tensor, alpha: torch.Tensor, views) -> torch.Tensor:
+def fuse_views(z: torch.Tensor, alpha: torch.Tensor, views, backend: str = "auto") -> torch.Tensor:
     """The fusion Z = z + sum_k alpha[k] * normalize(v_k) (rows L2-normalised, eps 1e-12).
 
     Args:
         z: (N, d) float base representations (the interaction view).
         alpha: (V,) view weights (a parameter or a buffer).
-        views: V tensors (N, d), or one (N, V*d) tensor holding them side by side.
-    Returns (N, d). Same value as ``z + sum(alpha[k] * F.normalize(v_k, dim=1))``; autograd
-    keeps only the views (which the caller holds anyway) and V (N, 1) norms, not the V
-    normalised (N, d) copies the plain formula keeps for alpha's gradient.
+        views: V tensors (N, d), or one (N, V*d) tensor holding them side by side (no copy).
+        backend: the kernels' backend (:func:`slifmr_kernels.fuse_views`).
+    Returns (N, d): one kernel pass each way; autograd keeps the views (which the caller holds
+    anyway) and their (N, V) norms, not V normalised (N, d) copies.
     """
-    if isinstance(views, torch.Tensor):
-        if views.dim() != 2 or views.shape[0] != z.shape[0] or views.shape[1] != alpha.numel() * z.shape[1]:
-            raise ValueError(f"stacked views must be (N, V*d) = ({z.shape[0]}, {alpha.numel() * z.shape[1]}), "
-                             f"got {tuple(views.shape)}")
-        return _FuseViews.apply(z, alpha, views)
-    views = list(views)
-    if len(views) != alpha.numel():
-        raise ValueError(f"{alpha.numel()} view weights for {len(views)} views")
-    for v in views:
-        if v.shape != z.shape:
-            raise ValueError(f"every view must have z's shape {tuple(z.shape)}, got {tuple(v.shape)}")
-    if not views:
-        return z
-    return _FuseViews.apply(z, alpha, None, *views)
+    if not isinstance(views, torch.Tensor):
+        views = list(views)
+        if len(views) != alpha.numel():
+            raise ValueError(f"{alpha.numel()} view weights for {len(views)} views")
+        for v in views:
+            if v.shape != z.shape:
+                raise ValueError(f"every view must have z's shape {tuple(z.shape)}, got {tuple(v.shape)}")
+        views = torch.cat(views, 1) if views else z.new_empty(z.shape[0], 0)
+    return sk.fuse_views(z, alpha, views, backend=backend)
 
 
 class SLIFMR(nn.Module):
@@ -164,7 +91,7 @@ class SLIFMR(nn.Module):
             # The rows are L2-normalised through (I,) inverse norms applied after the projection
             # (W (f / |f|) = (W f) / |f|), not a normalised (I, d_m) copy of the matrix: at a
             # million items and d_m = 448 the copy alone would be 1.7 GiB.
-            inv = 1.0 / f.norm(dim=1).clamp_min(_NORM_EPS)
+            inv = 1.0 / f.norm(dim=1).clamp_min(NORM_EPS)
             self.register_buffer(f"feat_{m}", f.contiguous(), persistent=False)
             self.register_buffer(f"feat_inv_norm_{m}", inv, persistent=False)
             self.proj[m] = nn.Linear(f.shape[1], d)
@@ -241,7 +168,8 @@ class SLIFMR(nn.Module):
         d = zi_cf.shape[1]
         views = {name: (zu, zi) for name, zu, zi in
                  zip(self.view_names, zu_all.split(d, dim=1), zi_all.split(d, dim=1))}
-        return {"user": fuse_views(zu_cf, self.alpha, zu_all), "item": fuse_views(zi_cf, self.alpha, zi_all),
+        b = self.cfg.backend
+        return {"user": fuse_views(zu_cf, self.alpha, zu_all, b), "item": fuse_views(zi_cf, self.alpha, zi_all, b),
                 "cf": (zu_cf, zi_cf), "views": views, "stacked": (zu_all, zi_all)}
 
     def fuse(self, zu_cf: torch.Tensor, zi_cf: torch.Tensor, views: dict) -> dict:
@@ -253,8 +181,9 @@ class SLIFMR(nn.Module):
         Returns the forward's dict: "user", "item", "cf" and "views".
         """
         vs = [views[name] for name in self.view_names]
-        return {"user": fuse_views(zu_cf, self.alpha, [v[0] for v in vs]),
-                "item": fuse_views(zi_cf, self.alpha, [v[1] for v in vs]),
+        b = self.cfg.backend
+        return {"user": fuse_views(zu_cf, self.alpha, [v[0] for v in vs], b),
+                "item": fuse_views(zi_cf, self.alpha, [v[1] for v in vs], b),
                 "cf": (zu_cf, zi_cf), "views": views}
 
     def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,8 @@ Ops (each: pure-torch reference, Numba CPU kernel, Triton kernel, CUDA C++ kerne
 * :func:`topk_similarity`, :func:`knn_graph`, :func:`topk_scores` — blocked top-k similarity
   (kNN graphs, masked full-ranking evaluation), memory O(N·k + block).
 * :func:`knn_refine` — incremental refresh of a kNN graph after the vectors moved.
+* :func:`fuse_views` — view-weighted fusion of L2-normalised rows, one pass each way
+  (no CUDA C++ kernel: CUDA tensors use the Triton one).
 
 ``backend="auto"`` picks the fastest implementation installed for the inputs' device;
 ``SLIFMR_BACKEND`` overrides it; :func:`last_backend` says which one ran.
@@ -26,11 +28,12 @@ from .graph import CSRGraph, stack_relations  # noqa: E402
 from .propagate.op import propagate, propagate_layers  # noqa: E402
 from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity  # noqa: E402
 from .refine.op import knn_refine  # noqa: E402
+from .fuse.op import fuse_views  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CSRGraph", "stack_relations", "propagate", "propagate_layers", "topk_similarity",
     "knn_graph", "topk_scores", "normalize_rows", "available_backends", "last_backend",
-    "BackendUnavailable", "knn_refine",
+    "BackendUnavailable", "knn_refine", "fuse_views",
 ]

@@ -25,7 +25,7 @@ __all__ = ["BACKENDS", "BackendUnavailable", "available_backends", "last_backend
 log = logging.getLogger("slifmr_kernels")
 
 BACKENDS = ("torch", "numba", "triton", "cuda")
-OPS = ("propagate", "topk", "refine")
+OPS = ("propagate", "topk", "refine", "fuse")
 _MODULE_OF = {"torch": "reference", "numba": "numba", "triton": "triton", "cuda": "cuda"}
 _AUTO_ORDER = {"cpu": ("numba", "torch"), "cuda": ("cuda", "triton", "torch")}
 _INSTALL = {

@@ -131,8 +131,8 @@ def test_losses():
 
 @pytest.mark.parametrize("stacked", [False, True])
 def test_fuse_views_matches_the_plain_formula(stacked):
-    """The memory-lean fusion: same forward bits and gradients (z, alpha, views) as
-    z + sum alpha_k * F.normalize(v_k), including a zero row (norm clamped at eps)."""
+    """The fusion: same forward bits (torch backend) and gradients (z, alpha, views; every
+    backend) as z + sum alpha_k * F.normalize(v_k), including a zero row (norm clamped at eps)."""
     g = torch.Generator().manual_seed(0)
     z = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
     alpha = torch.tensor([0.3, -0.7, 1.1], dtype=torch.float64, requires_grad=True)
@@ -141,15 +141,15 @@ def test_fuse_views_matches_the_plain_formula(stacked):
     vs = [v.requires_grad_() for v in vs]
     from slifmr.model import fuse_views
 
-    def ours(z, alpha, *vs):
-        return fuse_views(z, alpha, torch.cat(vs, 1) if stacked else list(vs))
+    def ours(z, alpha, *vs, backend="auto"):
+        return fuse_views(z, alpha, torch.cat(vs, 1) if stacked else list(vs), backend)
 
     def plain(z, alpha, *vs):  # the model's former fuse, term by term in view order
         for k, v in enumerate(vs):
             z = z + alpha[k] * F.normalize(v, dim=1)
         return z
 
-    assert torch.equal(ours(z, alpha, *vs), plain(z, alpha, *vs))
+    assert torch.equal(ours(z, alpha, *vs, backend="torch"), plain(z, alpha, *vs))
     w = torch.randn(7, 4, generator=g, dtype=torch.float64)
     got = torch.autograd.grad((ours(z, alpha, *vs) * w).sum(), [z, alpha, *vs])
     ref = torch.autograd.grad((plain(z, alpha, *vs) * w).sum(), [z, alpha, *vs])
