@@ -81,14 +81,7 @@ def to_csr_graph(m: sp.csr_matrix, device="cpu", symmetric: bool = False) -> sk.
                     torch.from_numpy(m.data.astype(np.float32, copy=False)), shape=m.shape,
                     validate=False)
     g = g.to(device) if str(device) != "cpu" else g
-    if symmetric:
-        if m.shape[0] != m.shape[1]:
-            raise ValueError(f"a symmetric graph must be square, got {m.shape}")
-        # CSRGraph.transpose() returns the cached ``_transpose``; for A = A^T that is A itself.
-        # ``edge_perm`` stays None: it is read only for relation graphs (folded weights) and by
-        # ``with_values``, neither of which these graphs meet.
-        g._transpose = g
-    return g
+    return g.mark_symmetric() if symmetric else g
 
 
 def _sym_from_raw(raw: sk.CSRGraph) -> tuple:

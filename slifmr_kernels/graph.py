@@ -338,7 +338,9 @@ class CSRGraph:
                      None if self.relation_weight is None
                      else self.relation_weight.to(device=device, dtype=dtype),
                      validate=False)
-        if self._transpose is not None:
+        if self._transpose is self:
+            g._transpose = g
+        elif self._transpose is not None:
             t = self._transpose
             tg = CSRGraph(move(t.indptr), move(t.indices), t.values.to(device=device, dtype=dtype),
                           t.shape, move(t.relation), t.num_relations, t.relation_names,
@@ -353,7 +355,10 @@ class CSRGraph:
         values = _as_tensor("values", values)
         g = CSRGraph(self.indptr, self.indices, values, self.shape, self.relation,
                      self.num_relations, self.relation_names, self.relation_weight)
-        if self._transpose is not None:
+        if self._transpose is self:
+            # Symmetric values stay the caller's promise, as for the graph it came from.
+            g._transpose = g
+        elif self._transpose is not None:
             t = self._transpose
             tg = CSRGraph(t.indptr, t.indices, values[t.edge_perm], t.shape, t.relation,
                           t.num_relations, t.relation_names, self.relation_weight, validate=False)
@@ -386,6 +391,30 @@ class CSRGraph:
             t._transpose = self
             self._transpose = t
         return self._transpose
+
+    def mark_symmetric(self) -> "CSRGraph":
+        """Declare A == A^T: :meth:`transpose` then returns this graph itself, so a backward
+        pass over it needs no transposed copy (16 B per edge). Returns ``self``.
+
+        For square graphs without relation ids (a symmetrised, sym-normalised adjacency). The
+        values' symmetry is the caller's promise; what is checked in O(nnz) is that every
+        node's row and column hold the same number of edges. :meth:`to` and
+        :meth:`with_values` keep the mark.
+        """
+        n_rows, n_cols = self.shape
+        if n_rows != n_cols:
+            raise ValueError(f"a symmetric graph must be square, got shape {self.shape}")
+        if self.relation is not None:
+            raise ValueError("mark_symmetric is for graphs without relation ids: a relation "
+                             "graph's transpose carries its own edge order (edge_perm)")
+        in_deg = torch.bincount(self.indices, minlength=n_cols)  # int32 too: no copy
+        if not torch.equal(in_deg, self.indptr[1:] - self.indptr[:-1]):
+            bad = int((in_deg != self.indptr[1:] - self.indptr[:-1]).nonzero()[0, 0])
+            raise ValueError(f"the graph is not symmetric: node {bad} has "
+                             f"{int(self.indptr[bad + 1] - self.indptr[bad])} edges in its row "
+                             f"and {int(in_deg[bad])} in its column")
+        self._transpose = self
+        return self
 
     def normalize(self, kind: str = "sym", eps: float = 0.0) -> "CSRGraph":
         """Rescale the values; returns a new graph with the same structure.

@@ -103,6 +103,27 @@ def test_to_moves_graph_and_cached_transpose(device):
     assert h._transpose is not None and h.transpose().indptr.device.type == device
 
 
+def test_mark_symmetric(device):
+    """A symmetric graph serves as its own transpose, through to() and with_values(); the
+    backward pass over it equals the dense A^T one; wrong shapes and degrees are refused."""
+    g = sk.CSRGraph.from_edges([0, 1, 1, 2, 2], [1, 0, 2, 1, 2], [1.0, 1.0, 0.5, 0.5, 2.0],
+                               shape=(3, 3)).to(device, torch.float64)
+    assert g.mark_symmetric() is g and g.transpose() is g
+    h = g.to(device, torch.float32).with_values(g.values.float() * 2)
+    assert h.transpose() is h
+    x = torch.randn(3, 4, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(3, 4, dtype=torch.float64, device=device)
+    (sk.propagate(g, x) * w).sum().backward()
+    torch.testing.assert_close(x.grad, g.to_dense().T @ w)
+    with pytest.raises(ValueError, match="square"):
+        sk.CSRGraph.from_edges([0], [1], shape=(2, 3)).mark_symmetric()
+    with pytest.raises(ValueError, match="node 0 has 2 edges in its row and 0 in its column"):
+        sk.CSRGraph.from_edges([0, 0], [1, 2], shape=(3, 3)).mark_symmetric()
+    rel = sk.CSRGraph.from_edges([0, 1], [1, 0], relation=[0, 1], shape=(2, 2))
+    with pytest.raises(ValueError, match="relation ids"):
+        rel.mark_symmetric()
+
+
 def test_symmetrize():
     g = sk.CSRGraph.from_edges([0, 1], [1, 2], [1.0, 2.0], shape=(3, 3)).symmetrize()
     torch.testing.assert_close(g.to_dense(), g.to_dense().T)
