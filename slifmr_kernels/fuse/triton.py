@@ -8,18 +8,10 @@ bits on every run.
 """
 from __future__ import annotations
 
-import os
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError as exc:  # pragma: no cover - exercised only without triton
-    raise ImportError(
-        "the 'triton' backend needs the triton package (pip install triton); on a CPU-only "
-        "machine it also needs TRITON_INTERPRET=1"
-    ) from exc
+from .._triton import check_launchable, tl, triton
 
 __all__ = ["fuse_forward", "fuse_backward"]
 
@@ -28,14 +20,19 @@ TILE_ELEMS = 4096
 
 
 @triton.jit
-def _forward_kernel(z_ptr, alpha_ptr, v_ptr, out_ptr, den_ptr, n, d, V, eps,
-                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid = tl.program_id(0)
+def _row_tile(pid, n, d, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Program ``pid``'s rows (int64), the d-block's columns, the row mask and the tile mask."""
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_D)
     rmask = rows < n
-    mask = rmask[:, None] & (cols[None, :] < d)
-    r64 = rows.to(tl.int64)
+    return rows.to(tl.int64), cols, rmask, rmask[:, None] & (cols[None, :] < d)
+
+
+@triton.jit
+def _forward_kernel(z_ptr, alpha_ptr, v_ptr, out_ptr, den_ptr, n, d, V, eps,
+                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid = tl.program_id(0)
+    r64, cols, rmask, mask = _row_tile(pid, n, d, BLOCK_N, BLOCK_D)
     acc = tl.load(z_ptr + r64[:, None] * d + cols[None, :], mask=mask, other=0.0)
     for k in range(V):
         v = tl.load(v_ptr + r64[:, None] * (V * d) + k * d + cols[None, :], mask=mask, other=0.0)
@@ -50,11 +47,7 @@ def _forward_kernel(z_ptr, alpha_ptr, v_ptr, out_ptr, den_ptr, n, d, V, eps,
 def _backward_kernel(g_ptr, alpha_ptr, v_ptr, den_ptr, dv_ptr, part_ptr, n, d, V, eps,
                      NEED_VIEWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = tl.arange(0, BLOCK_D)
-    rmask = rows < n
-    mask = rmask[:, None] & (cols[None, :] < d)
-    r64 = rows.to(tl.int64)
+    r64, cols, rmask, mask = _row_tile(pid, n, d, BLOCK_N, BLOCK_D)
     g = tl.load(g_ptr + r64[:, None] * d + cols[None, :], mask=mask, other=0.0)
     for k in range(V):
         off = r64[:, None] * (V * d) + k * d + cols[None, :]
@@ -69,12 +62,6 @@ def _backward_kernel(g_ptr, alpha_ptr, v_ptr, den_ptr, dv_ptr, part_ptr, n, d, V
             tl.store(dv_ptr + off, c[:, None] * g - cs[:, None] * v, mask=mask)
 
 
-def _launchable(x: torch.Tensor) -> None:
-    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        raise RuntimeError("the triton backend runs on CUDA tensors; for CPU tensors set "
-                           "TRITON_INTERPRET=1 (interpreter, for tests only)")
-
-
 def _blocks(n: int, d: int) -> tuple[int, int, int]:
     block_d = triton.next_power_of_2(max(d, 1))
     block_n = max(1, min(TILE_ELEMS // block_d, triton.next_power_of_2(max(n, 1))))
@@ -83,7 +70,7 @@ def _blocks(n: int, d: int) -> tuple[int, int, int]:
 
 def fuse_forward(z, alpha, views, eps):
     """(out (N, d), den (N, V)) for z (N, d), alpha (V,), views (N, V*d); one dtype, contiguous."""
-    _launchable(z)
+    check_launchable(z)
     n, d = z.shape
     V = alpha.numel()
     out = torch.empty_like(z)
@@ -96,7 +83,7 @@ def fuse_forward(z, alpha, views, eps):
 
 def fuse_backward(g, alpha, views, den, eps, need_alpha, need_views):
     """(dalpha (V,), dviews (N, V*d)) for the output gradient g (N, d); empty when not needed."""
-    _launchable(g)
+    check_launchable(g)
     n, d = g.shape
     V = alpha.numel()
     block_n, block_d, grid = _blocks(n, d)

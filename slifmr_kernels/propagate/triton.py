@@ -31,19 +31,11 @@ sums the slices over ``p`` in program order.  ``P`` is capped so the slices stay
 """
 from __future__ import annotations
 
-import os
 import weakref
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError as exc:  # pragma: no cover - exercised only without triton
-    raise ImportError(
-        "the 'triton' backend needs the triton package (pip install triton); on a CPU-only "
-        "machine it also needs TRITON_INTERPRET=1"
-    ) from exc
+from .._triton import check_launchable, tl, triton
 
 __all__ = ["spmm", "spmm_rel", "spmm_rel_backward"]
 
@@ -61,18 +53,6 @@ BLOCK_E = 32
 NUM_WARPS = 2
 #: Cap on the size of the per-program g partials ``[P, R, d]``.
 G_BUDGET_BYTES = 64 << 20
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _launchable(x: torch.Tensor) -> None:
-    if x.device.type != "cuda" and not _interpret():
-        raise RuntimeError(
-            "the triton backend runs on CUDA tensors; for CPU tensors set TRITON_INTERPRET=1 "
-            "(interpreter, for tests only)"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +261,7 @@ def _block_d(d: int) -> int:
 def _run(indptr, indices, values, relation, table, x, n_rows, *, xg=None, num_relations=0,
          write_y=True, need_g=False):
     """Shared driver: returns (y or None, g or None)."""
-    _launchable(x)
+    check_launchable(x)
     d = x.shape[1]
     dev, dt = x.device, x.dtype
     y = torch.empty((n_rows, d), dtype=dt, device=dev) if write_y else None

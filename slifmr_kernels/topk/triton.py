@@ -36,29 +36,17 @@ materialised.
 """
 from __future__ import annotations
 
-import os
 
 import torch
 
 from .rerank import tf32_enabled, topk_from_candidates
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError as exc:  # pragma: no cover - exercised only without triton
-    raise ImportError(
-        "the 'triton' backend needs the triton package (pip install triton); on a CPU-only "
-        "machine it also needs TRITON_INTERPRET=1"
-    ) from exc
+from .._triton import check_launchable, tl, triton
 
 __all__ = ["topk", "topk_exact", "topk_candidates", "topk_tf32"]
 
 #: Index sentinel of an empty slot: larger than any real index, so it loses every tie.
 _EMPTY = tl.constexpr(2 ** 62)
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @triton.jit
@@ -215,11 +203,7 @@ def _config(d: int, k: int):
 
 
 def _launch(x, y, k, exclude_self, excl_indptr, excl_indices, tf32):
-    if x.device.type != "cuda" and not _interpret():
-        raise RuntimeError(
-            "the triton backend runs on CUDA tensors; for CPU tensors set TRITON_INTERPRET=1 "
-            "(interpreter, for tests only)"
-        )
+    check_launchable(x)
     n, d = x.shape
     m = y.shape[0]
     k = int(k)
