@@ -7,8 +7,7 @@ Ops (each: pure-torch reference, Numba CPU kernel, Triton kernel, CUDA C++ kerne
 * :func:`topk_similarity`, :func:`knn_graph`, :func:`topk_scores` — blocked top-k similarity
   (kNN graphs, masked full-ranking evaluation), memory O(N·k + block).
 * :func:`knn_refine` — incremental refresh of a kNN graph after the vectors moved.
-* :func:`fuse_views` — view-weighted fusion of L2-normalised rows, one pass each way
-  (no CUDA C++ kernel: CUDA tensors use the Triton one).
+* :func:`fuse_views` — view-weighted fusion of L2-normalised rows, one pass each way.
 
 ``backend="auto"`` picks the fastest implementation installed for the inputs' device;
 ``SLIFMR_BACKEND`` overrides it; :func:`last_backend` says which one ran.

@@ -86,8 +86,8 @@ def fuse_views(z: Tensor, alpha: Tensor, views: Tensor, backend: str = "auto") -
         views: (N, V*d) of z's dtype: the V views side by side (view k in columns
             k*d .. (k+1)*d-1); differentiable. Each row of each view is divided by
             max(its L2 norm, 1e-12), as ``torch.nn.functional.normalize`` does.
-        backend: "auto", "torch", "numba" or "triton" (see ``backends``; CUDA tensors use
-            triton, then torch: this op has no CUDA C++ kernel).
+        backend: "auto", "torch", "numba", "triton" or "cuda" (see ``backends``; CUDA
+            tensors use cuda, then triton, then torch).
 
     Returns:
         (N, d) tensor of z's dtype. Autograd keeps the views and their (N, V) norms, nothing
