@@ -6,7 +6,11 @@ or by CMake) registers its ops with the torch dispatcher under ``torch.ops.slifm
 * ``propagate(indptr, indices, values?, relation?, table?, x, n_rows, stream) -> y``
 * ``propagate_backward(indptr_t, indices_t, values_t?, relation_t, table, dy, x,
   num_relations, need_dx, need_g, stream) -> (dx, g)`` (empty tensors when not requested)
-* ``topk(x, y, k, exclude_self, excl_indptr?, excl_indices?, stream) -> (idx, val)``
+* ``topk(x, y, k, exclude_self, excl_indptr?, excl_indices?, tf32, stream) -> (idx, val)``
+* ``fuse_forward(z, alpha, views, eps, stream) -> (out, den)`` and ``fuse_backward(g, alpha,
+  views, den, eps, need_alpha, need_views, stream) -> (dalpha, dviews)``; ``OP_NAMES`` lists
+  the ops every build has had, and ``fuse/cuda.py`` checks for its own (an older build lacks
+  them, and then only that backend is unavailable)
 
 ``stream`` is the raw ``cudaStream_t`` of the caller's current stream, as an int (the binding
 includes no ATen CUDA header, so it cannot ask torch for it).

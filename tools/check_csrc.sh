@@ -101,7 +101,7 @@ if [[ $LINK == 1 && $FAIL == 0 ]]; then
 import sys
 import torch
 torch.ops.load_library(sys.argv[1])
-for name in ("propagate", "propagate_backward", "topk"):
+for name in ("propagate", "propagate_backward", "topk", "fuse_forward", "fuse_backward"):
     op = getattr(torch.ops.slifmr_cuda, name)
     print(op.default._schema)
 PY
