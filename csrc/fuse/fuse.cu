@@ -136,6 +136,30 @@ __device__ __forceinline__ RowCtx row_ctx(int64_t n, int group) {
   return r;
 }
 
+// The lane's runs j < NV of the row starting at p + off into a: zeros past d and on inactive
+// rows, so that they add nothing to the reductions (p + off is formed only for active rows).
+template <typename T, int W, bool VLOAD, int NV>
+__device__ __forceinline__ void load_row(const T* p, int64_t off, const RowCtx& r, int64_t d,
+                                         T (&a)[NV][W]) {
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int64_t c = r.c0 + j * r.step;
+    if (r.active && c < d) load_run<T, W, VLOAD>(p + off + c, a[j]);
+    else zero_run<T, W>(a[j]);
+  }
+}
+
+// The lane's share of <v, w> over its runs, in run then element order (before group_sum).
+template <typename T, int W, int NV>
+__device__ __forceinline__ T lane_dot(const T (&v)[NV][W], const T (&w)[NV][W]) {
+  T s = T(0);
+#pragma unroll
+  for (int j = 0; j < NV; ++j)
+#pragma unroll
+    for (int q = 0; q < W; ++q) s += v[j][q] * w[j][q];
+  return s;
+}
+
 // ---- forward ---------------------------------------------------------------------------------
 
 // Register path: the lane's runs j < NV of the row (d <= group * W * NV).
@@ -146,23 +170,10 @@ forward_regs(const T* __restrict__ z, const T* __restrict__ alpha, const T* __re
              int group) {
   const RowCtx r = row_ctx<W>(n, group);
   T acc[NV][W], v[NV][W];
-#pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int64_t c = r.c0 + j * r.step;
-    if (r.active && c < d) load_run<T, W, VLOAD>(z + r.row * d + c, acc[j]);
-    else zero_run<T, W>(acc[j]);
-  }
+  load_row<T, W, VLOAD, NV>(z, r.row * d, r, d, acc);
   for (int64_t k = 0; k < V; ++k) {
-    T ss = T(0);
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int64_t c = r.c0 + j * r.step;
-      if (r.active && c < d) load_run<T, W, VLOAD>(views + (r.row * V + k) * d + c, v[j]);
-      else zero_run<T, W>(v[j]);
-#pragma unroll
-      for (int q = 0; q < W; ++q) ss += v[j][q] * v[j][q];
-    }
-    ss = group_sum(ss, group);
+    load_row<T, W, VLOAD, NV>(views, (r.row * V + k) * d, r, d, v);
+    const T ss = group_sum(lane_dot<T, W, NV>(v, v), group);
     const T dk = clamped_norm(ss, eps);
     if (r.active && r.lane == 0) den[r.row * V + k] = dk;
     const T a = alpha[k];
@@ -231,23 +242,10 @@ backward_regs(const T* __restrict__ g, const T* __restrict__ alpha, const T* __r
               int64_t part_stride, int64_t n, int64_t d, int64_t V, T eps, int group) {
   const RowCtx r = row_ctx<W>(n, group);
   T gr[NV][W], v[NV][W];
-#pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int64_t c = r.c0 + j * r.step;
-    if (r.active && c < d) load_run<T, W, VLOAD>(g + r.row * d + c, gr[j]);
-    else zero_run<T, W>(gr[j]);
-  }
+  load_row<T, W, VLOAD, NV>(g, r.row * d, r, d, gr);
   for (int64_t k = 0; k < V; ++k) {
-    T dot = T(0);
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int64_t c = r.c0 + j * r.step;
-      if (r.active && c < d) load_run<T, W, VLOAD>(views + (r.row * V + k) * d + c, v[j]);
-      else zero_run<T, W>(v[j]);
-#pragma unroll
-      for (int q = 0; q < W; ++q) dot += v[j][q] * gr[j][q];
-    }
-    dot = group_sum(dot, group);
+    load_row<T, W, VLOAD, NV>(views, (r.row * V + k) * d, r, d, v);
+    const T dot = group_sum(lane_dot<T, W, NV>(v, gr), group);
     const T dk = r.active ? den[r.row * V + k] : T(1);
     const T s = dot / dk;  // <vhat, g>
     if (dviews != nullptr && r.active) {
