@@ -30,6 +30,8 @@ import sys
 import time
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -38,11 +40,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 
-# scale (and through it slifmr_kernels) before torch: the peer runs in the same environment as
-# bench/scale.py (OpenMP wait policy, huge pages for large tensors).
 from scale import MemoryMeter, catalog_args, make_catalog  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.evaluate import metrics_from_topk  # noqa: E402
 from slifmr.losses import bpr_loss, consistency_loss, l2_reg  # noqa: E402

@@ -47,15 +47,13 @@ import time
 from typing import Optional
 
 import numpy as np
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, ROOT)
 
-# Before torch: the library sets the environment torch reads when it starts (the OpenMP wait
-# policy, huge pages for large tensors); bench/peer_dense.py gets the same through this module.
 import slifmr_kernels as sk  # noqa: E402
-import torch  # noqa: E402
 from slifmr import graphs as sgraphs  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.data import make_synthetic  # noqa: E402

@@ -5,8 +5,7 @@ Modules follow the data flow: :mod:`slifmr.data` (layouts, synthetic) -> :mod:`s
 (graph assembly + feedback insertion) -> :mod:`slifmr.model` (SLIF-MR, LightGCN) ->
 :mod:`slifmr.train` / :mod:`slifmr.evaluate` -> :mod:`slifmr.cli`.
 """
-# The kernels first: they choose the OpenMP wait policy and torch's huge-page allocation
-# before torch starts its thread pool and its allocator.
+# The kernels first: they choose the OpenMP wait policy before torch starts its thread pool.
 import slifmr_kernels  # noqa: F401
 
 from .config import Config, load_config  # noqa: E402

@@ -21,13 +21,6 @@ import os as _os
 # is imported here (torch imported earlier keeps its own; Numba's pool still starts passive).
 # An explicit OMP_WAIT_POLICY in the environment wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# torch's CPU allocator asks for transparent huge pages (madvise) on large tensors when this is
-# set. Every full-graph tensor of a training step is fresh memory, and first-touch faults on
-# 4 KiB pages cost more than the kernels that fill them: a new 230 MB tensor took 69 ms to
-# fill instead of 13 ms, and a 100k-item SLIF-MR step ~15 % longer. torch reads the variable
-# at its first allocation, so this takes effect only when slifmr_kernels (or slifmr) is
-# imported before torch; an explicit value in the environment wins.
-_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from .backends import BackendUnavailable, available_backends, last_backend  # noqa: E402
 from .graph import CSRGraph, stack_relations  # noqa: E402

@@ -95,20 +95,19 @@ def test_docstring_examples(module):
     assert result.failed == 0 and result.attempted > 0
 
 
-@pytest.mark.parametrize("preset", [None, "0"])
-def test_import_sets_the_runtime_environment_unless_given(preset):
-    """Importing slifmr_kernels before torch sets the OpenMP wait policy and torch's huge-page
-    allocation (see slifmr_kernels/__init__.py); a value already in the environment wins."""
+@pytest.mark.parametrize("preset", [None, "ACTIVE"])
+def test_import_sets_the_omp_wait_policy_unless_given(preset):
+    """Importing slifmr_kernels before torch sets OMP_WAIT_POLICY=PASSIVE (see
+    slifmr_kernels/__init__.py); a value already in the environment wins."""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = preset
+        env["OMP_WAIT_POLICY"] = preset
     code = ("import os, slifmr_kernels, sys; assert 'torch' in sys.modules; "
-            "print(os.environ['THP_MEM_ALLOC_ENABLE'], os.environ['OMP_WAIT_POLICY'])")
+            "print(os.environ['OMP_WAIT_POLICY'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, check=True).stdout.split()
-    assert out == [preset or "1", "PASSIVE"]
+    assert out == [preset or "PASSIVE"]
