@@ -63,6 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--k", type=int, default=10, help="kNN: neighbours per row")
     p.add_argument("--users", type=int, default=200_000, help="topk_scores: users")
     p.add_argument("--items", type=int, default=100_000, help="topk_scores: items")
+    p.add_argument("--fuse-rows", type=int, default=3_000_000,
+                   help="fuse_views: rows (users + items of a 1M-item catalog)")
     p.add_argument("--backends", default="cuda,triton", help="GPU backends to check")
     p.add_argument("--max-knn-s", type=float, default=45.0,
                    help="skip a backend's kNN size when the smaller size predicts more")
@@ -77,10 +79,10 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.quick:
         a.edges, a.nodes, a.knn = 2_000_000, 200_000, "32768"
-        a.users, a.items = 20_000, 10_000
+        a.users, a.items, a.fuse_rows = 20_000, 10_000, 300_000
     if a.device == "cpu":
         a.edges, a.nodes, a.knn, a.dim = min(a.edges, 400), min(a.nodes, 100), "48,96", 16
-        a.users, a.items = 40, 60
+        a.users, a.items, a.fuse_rows = 40, 60, 70
     a.knn_sizes = [int(s) for s in a.knn.split(",") if s.strip()]
     a.backend_list = [s.strip() for s in a.backends.split(",") if s.strip()]
     return a
@@ -623,6 +625,67 @@ def check_topk_scores(args, backends, ceil, rows, log):
             log(f"topk_scores {label}: {ms:.1f} ms {chk}")
 
 
+def check_fuse(args, backends, ceil, rows, log):
+    """fuse_views forward + backward on the SLIF-MR shape: N rows, V = 3 views of d columns.
+    Peers: the torch backend (one view at a time) and the plain F.normalize formula, both with
+    autograd. Bytes moved (the floor): forward 4·N·(V + 2)·d, backward 4·N·(2V + 1)·d."""
+    import torch.nn.functional as F
+
+    import slifmr_kernels as sk
+    from slifmr_kernels.backends import load
+    dev, d, V, n = args.device, args.dim, 3, args.fuse_rows
+    g = torch.Generator(device=dev).manual_seed(args.seed + 2)
+    z0, v0, grad = (torch.randn(n, c, device=dev, generator=g) for c in (d, V * d, d))
+    a0 = torch.rand(V, device=dev, generator=g) + 0.5
+    v0[0, :d] = 0.0  # a clamped row
+    nbytes = 4 * n * ((V + 2) + (2 * V + 1)) * d
+    sec = f"fuse_views fwd+bwd N={n} V={V} d={d}"
+
+    def plain(z, a, v):
+        return z + sum(a[k] * F.normalize(v[:, k * d:(k + 1) * d], dim=1) for k in range(V))
+
+    def step(fn):
+        z, a, v = (t.detach().requires_grad_() for t in (z0, a0, v0))
+        out = fn(z, a, v)
+        out.backward(grad)
+        return out, a.grad, v.grad
+
+    exact = [t.double().requires_grad_() for t in (z0, a0, v0)]
+    ref_out = plain(*exact)
+    ref_out.backward(grad.double())
+    ref = (ref_out.detach(), exact[1].grad, exact[2].grad)
+    peers = {"plain F.normalize + autograd": plain,
+             "sk.fuse_views torch backend": lambda z, a, v: sk.fuse_views(z, a, v, backend="torch")}
+    peer_ms = None
+    for label, fn in peers.items():
+        ms = time_ms(lambda: step(fn), device=dev)
+        peer_ms = ms if peer_ms is None else peer_ms
+        rows.append(dict(section=sec, impl=label, ms=ms, rate_str=f"{nbytes / ms / 1e6:.0f} GB/s",
+                         of_ceiling=nbytes / ms / 1e6 / ceil["copy_GBs"], check="peer"))
+    for name in backends:
+        try:
+            load("fuse", name)
+        except Exception as exc:
+            rows.append(dict(section=sec, impl=name, check=f"unavailable: {exc}"))
+            continue
+
+        def fn(z, a, v, name=name):
+            return sk.fuse_views(z, a, v, backend=name)
+
+        got, again = step(fn), step(fn)
+        errs = [float((x.double() - y).norm() / y.norm().clamp_min(1e-30))
+                for x, y in zip(got, ref)]
+        ok = all(e < 1e-5 for e in errs)
+        det = all(torch.equal(x, y) for x, y in zip(got, again))
+        chk = ("ok" if ok else "FAIL") + (" det" if det else " NONDET") + " " + \
+            " ".join(f"{k}={e:.1e}" for k, e in zip(("out", "dalpha", "dviews"), errs))
+        ms = time_ms(lambda: step(fn), device=dev)
+        rows.append(dict(section=sec, impl=name, ms=ms, rate_str=f"{nbytes / ms / 1e6:.0f} GB/s",
+                         vs_peer=peer_ms / ms, of_ceiling=nbytes / ms / 1e6 / ceil["copy_GBs"],
+                         check=chk))
+        log(f"fuse_views {name}: {ms:.2f} ms {chk}")
+
+
 def _excluded_returned(idx, ex_ptr, ex_idx):
     """How many returned (row, column) pairs are in the rows' exclusion lists."""
     n = idx.shape[0]
@@ -665,7 +728,7 @@ def main(argv=None):
     ceil = measure_ceilings(log, args.device)
     meta["ceilings"] = ceil
     for section, fn in (("propagate", check_propagate), ("knn", check_knn),
-                        ("topk_scores", check_topk_scores)):
+                        ("topk_scores", check_topk_scores), ("fuse", check_fuse)):
         try:
             fn(args, backends, ceil, rows, log)
         except Exception as exc:  # keep what was measured

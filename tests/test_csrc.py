@@ -717,3 +717,6 @@ def test_gpu_check_cpu_smoke_run_with_triton_interpreter(tmp_path):
     # kernel, tf32+rerank path)
     assert md.count("recall 1.0000") == 8
     assert "topk_scores" in md and "EXCLUDED RETURNED" not in md and "error" not in md
+    # fuse_views forward + backward against float64, run twice for the bits
+    assert "| fuse_views fwd+bwd N=70 V=3 d=16 | triton |" in md
+    assert md.count("ok det out=") == 1
