@@ -111,3 +111,15 @@ def test_import_sets_the_omp_wait_policy_unless_given(preset):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, check=True).stdout.split()
     assert out == [preset or "PASSIVE"]
+
+
+def test_the_tour_runs_and_agrees_with_the_reference(capsys):
+    """``python -m slifmr_kernels`` on tiny sizes: every backend line agrees with torch."""
+    from slifmr_kernels.__main__ import main
+
+    main(["--users", "60", "--items", "40", "--interactions", "400", "--dim", "8"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+    assert lines and all(ln.count("100.0% same ids") == 2 for ln in lines)
+    import re
+    errs = [float(e) for ln in lines for e in re.findall(r"max err ([-+.e0-9]+)\)", ln)]
+    assert len(errs) == 2 * len(lines) and max(errs) < 1e-4  # propagate and fuse per line
