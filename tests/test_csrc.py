@@ -701,6 +701,13 @@ def test_gpu_check_models_recall_and_report(gpu_check, tmp_path):
     assert json.loads((tmp_path / "gpu_check.json").read_text())["rows"][1]["impl"] == "b"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU machine")
+def test_gpu_session_script_refuses_without_a_gpu(tmp_path):
+    r = subprocess.run(["bash", os.path.join(ROOT, "tools", "gpu_session.sh"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no CUDA device" in r.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU smoke mode is for CPU machines")
 def test_gpu_check_cpu_smoke_run_with_triton_interpreter(tmp_path):
     """The whole script end to end on tiny CPU sizes (triton under the interpreter): its
