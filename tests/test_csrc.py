@@ -6,7 +6,7 @@
   build); the check also fails on a broken source.
 * The CUDA kernels themselves run on the CPU through csrc/emu/cuda_emu.h (every CUDA thread an
   OS thread, real barriers and warp collectives), behind the real bindings (registered for CPU
-  tensors in that build) and the Python wrappers of slifmr_kernels/{propagate,topk}/cuda.py,
+  tensors in that build) and the Python wrappers of slifmr_kernels/{propagate,topk,fuse}/cuda.py,
   so the wrappers' arguments must match the C++ schemas, and are compared with the float64
   references: forward, backward, top-k with ties,
   exclusions, padding, heavy rows, vectorised and scalar paths; fuse_views
