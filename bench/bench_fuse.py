@@ -17,26 +17,21 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("pytest_benchmark")
 pytest.importorskip("numba", reason="the numba backend is optional (pip install numba)")
 sk = pytest.importorskip("slifmr_kernels")
+from slifmr_kernels.testing import fuse_views_formula  # noqa: E402
 
 N = max(1000, int(300_000 * float(os.environ.get("SLIFMR_BENCH_SCALE", "1.0"))))
 V, D = 3, 64
 ROUNDS = dict(rounds=9, warmup_rounds=2, iterations=1)
 
 
-def _plain(z, alpha, views):
-    """How model code writes it: F.normalize per view, autograd keeps the normalised copies."""
-    return z + sum(alpha[k] * F.normalize(v, dim=1) for k, v in enumerate(views.split(D, 1)))
-
-
 IMPLS = {
     "sk_fuse_views_numba": lambda z, a, v: sk.fuse_views(z, a, v, backend="numba"),
     "sk_fuse_views_torch": lambda z, a, v: sk.fuse_views(z, a, v, backend="torch"),
-    "plain_F_normalize": _plain,
+    "plain_F_normalize": fuse_views_formula,  # autograd keeps the normalised copies
 }
 
 
@@ -60,7 +55,7 @@ def test_fuse_forward_backward(benchmark, inputs, impl):
 
     got = fn()
     z, a, v = (t.detach().requires_grad_() for t in (z0, a0, v0))
-    ref = _plain(z, a, v)
+    ref = fuse_views_formula(z, a, v)
     ref.backward(g)
     for x, y in zip(got, (ref, a.grad, v.grad)):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)

@@ -629,10 +629,9 @@ def check_fuse(args, backends, ceil, rows, log):
     """fuse_views forward + backward on the SLIF-MR shape: N rows, V = 3 views of d columns.
     Peers: the torch backend (one view at a time) and the plain F.normalize formula, both with
     autograd. Bytes moved (the floor): forward 4·N·(V + 2)·d, backward 4·N·(2V + 1)·d."""
-    import torch.nn.functional as F
-
     import slifmr_kernels as sk
     from slifmr_kernels.backends import load
+    from slifmr_kernels.testing import fuse_views_formula as plain
     dev, d, V, n = args.device, args.dim, 3, args.fuse_rows
     g = torch.Generator(device=dev).manual_seed(args.seed + 2)
     z0, v0, grad = (torch.randn(n, c, device=dev, generator=g) for c in (d, V * d, d))
@@ -640,9 +639,6 @@ def check_fuse(args, backends, ceil, rows, log):
     v0[0, :d] = 0.0  # a clamped row
     nbytes = 4 * n * ((V + 2) + (2 * V + 1)) * d
     sec = f"fuse_views fwd+bwd N={n} V={V} d={d}"
-
-    def plain(z, a, v):
-        return z + sum(a[k] * F.normalize(v[:, k * d:(k + 1) * d], dim=1) for k in range(V))
 
     def step(fn):
         z, a, v = (t.detach().requires_grad_() for t in (z0, a0, v0))

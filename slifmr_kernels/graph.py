@@ -408,11 +408,11 @@ class CSRGraph:
             raise ValueError("mark_symmetric is for graphs without relation ids: a relation "
                              "graph's transpose carries its own edge order (edge_perm)")
         in_deg = torch.bincount(self.indices, minlength=n_cols)  # int32 too: no copy
-        if not torch.equal(in_deg, self.indptr[1:] - self.indptr[:-1]):
-            bad = int((in_deg != self.indptr[1:] - self.indptr[:-1]).nonzero()[0, 0])
-            raise ValueError(f"the graph is not symmetric: node {bad} has "
-                             f"{int(self.indptr[bad + 1] - self.indptr[bad])} edges in its row "
-                             f"and {int(in_deg[bad])} in its column")
+        out_deg = self.degrees()
+        if not torch.equal(in_deg, out_deg):
+            bad = int((in_deg != out_deg).nonzero()[0, 0])
+            raise ValueError(f"the graph is not symmetric: node {bad} has {int(out_deg[bad])} "
+                             f"edges in its row and {int(in_deg[bad])} in its column")
         self._transpose = self
         return self
 

@@ -10,7 +10,7 @@ import torch
 from .graph import CSRGraph
 
 __all__ = ["power_law_ids", "random_graph", "bipartite_adjacency", "allowed_mask",
-           "round_tf32"]
+           "round_tf32", "fuse_views_formula"]
 
 
 def power_law_ids(n_ids: int, count: int, alpha: float = 1.2, generator=None) -> torch.Tensor:
@@ -97,3 +97,14 @@ def round_tf32(t: torch.Tensor) -> torch.Tensor:
     ``cvt.rna.tf32.f32`` does): what tensor cores see of a float32 operand."""
     b = t.contiguous().view(torch.int32)
     return ((b + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def fuse_views_formula(z: torch.Tensor, alpha: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """``z + sum_k alpha[k] * F.normalize(v_k)`` written as model code writes it, with torch's
+    own autograd: the definition :func:`slifmr_kernels.fuse_views` is checked and timed against.
+
+    z (N, d), alpha (V,), views (N, V*d) with view k in columns k*d .. (k+1)*d - 1.
+    """
+    d = z.shape[1]
+    return z + sum(alpha[k] * torch.nn.functional.normalize(views[:, k * d:(k + 1) * d], dim=1)
+                   for k in range(alpha.numel()))

@@ -27,6 +27,8 @@ import numpy as np
 import pytest
 import torch
 
+from slifmr_kernels.testing import fuse_views_formula
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NVCC = shutil.which("nvcc") or (
     "/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
@@ -387,12 +389,6 @@ def test_emulated_cuda_topk_tf32_candidates_and_rerank(emu_ops):
 
 
 # fuse_views (csrc/fuse): against the float64 definition and its autograd gradients
-def _fuse_plain(z, alpha, views):
-    d = z.shape[1]
-    return z + sum(alpha[k] * torch.nn.functional.normalize(views[:, k * d:(k + 1) * d], dim=1)
-                   for k in range(alpha.numel()))
-
-
 def _fuse_inputs(gen, n, V, d, dtype):
     """z, alpha, views of ``dtype`` with a zero row, a row with 0 < |v| < eps (clamped: its
     gradient keeps no projection term, and that term would not vanish there) and a view
@@ -415,7 +411,7 @@ def _fuse_want(z, alpha, views, g):
     sum_k |alpha_k| (normalised rows have norm <= 1), per (row, view) of dviews
     |alpha_k| / den_ik * |g_i| (the size of its terms), per view of dalpha sum_i |s_ik|."""
     z, alpha, views = (t.detach().double().requires_grad_() for t in (z, alpha, views))
-    out = _fuse_plain(z, alpha, views)
+    out = fuse_views_formula(z, alpha, views)
     dalpha, dviews = torch.autograd.grad(out, (alpha, views), g.double())
     n, d, V = z.shape[0], z.shape[1], alpha.numel()
     z, alpha, v = z.detach(), alpha.detach(), views.detach().view(n, V, d)
@@ -542,7 +538,7 @@ def test_emulated_cuda_fuse_through_the_op(emu_ops, monkeypatch):
     out, _ = _fuse_op(z, alpha, views, NORM_EPS, "cuda")
     g = torch.randn(30, 7, generator=gen, dtype=torch.float64)
     got = torch.autograd.grad(out, (z, alpha, views), g)
-    ref = _fuse_plain(z, alpha, views)
+    ref = fuse_views_formula(z, alpha, views)
     want = torch.autograd.grad(ref, (z, alpha, views), g)
     torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-13)
     for a, b in zip(got, want):

@@ -8,20 +8,13 @@ count.
 """
 import pytest
 import torch
-import torch.nn.functional as F
 
 import slifmr_kernels as sk
 from slifmr_kernels.backends import BackendUnavailable
+from slifmr_kernels.testing import fuse_views_formula as _plain
 
 OP = "fuse"
 TOL = {torch.float32: dict(rtol=2e-5, atol=2e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-
-
-def _plain(z, alpha, views):
-    """The definition, with torch's own autograd."""
-    d = z.shape[1]
-    return z + sum(alpha[k] * F.normalize(views[:, k * d:(k + 1) * d], dim=1)
-                   for k in range(alpha.numel()))
 
 
 def _inputs(gen, n, V, d, dtype, device, zero_rows=True):

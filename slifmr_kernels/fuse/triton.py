@@ -91,6 +91,6 @@ def fuse_backward(g, alpha, views, den, eps, need_alpha, need_views):
     part = g.new_empty(grid, V)
     _backward_kernel[(grid,)](g, alpha, views, den, dviews, part, n, d, V, eps,
                               NEED_VIEWS=bool(need_views), BLOCK_N=block_n, BLOCK_D=block_d)
-    # Program partials added in program order: the same bits on every run.
+    # Program partials added in a fixed order (torch's sum, no atomics): the same bits on every run.
     dalpha = part.double().sum(0).to(g.dtype) if need_alpha else g.new_empty(0)
     return dalpha, dviews
