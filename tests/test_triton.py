@@ -17,6 +17,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton")
+tl = triton.language
 
 from slifmr_kernels.propagate import triton as tprop  # noqa: E402
 from slifmr_kernels.topk import triton as ttopk  # noqa: E402
@@ -397,6 +398,40 @@ def test_topk_long_exclusion_list_int64():
     _check_topk(x, y, 4, excl=(ep, best.flatten().to(torch.int64)))
 
 
+@triton.jit
+def _key_roundtrip_kernel(S, J, KEY, S_OUT, J_OUT, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    key = ttopk._key(tl.load(S + o), tl.load(J + o))
+    tl.store(KEY + o, key)
+    tl.store(S_OUT + o, ttopk._key_score(key))
+    tl.store(J_OUT + o, ttopk._key_index(key))
+
+
+def test_packed_keys_order_like_score_then_lower_index():
+    """The float32 lists' int64 keys: key order = (score desc, index asc) over edge values
+    (signed zeros, denormals, infinities, ties), exact round trip, NaN below everything."""
+    tiny = float(torch.finfo(torch.float32).tiny)
+    vals = [float("-inf"), -3e38, -1.5, -1.0, -tiny, -tiny / 4, -0.0, 0.0, tiny / 4, tiny,
+            1e-30, 1.0, 1.0, 1.0, 2.5, 3e38, float("inf"), float("nan")]
+    n = 32
+    gen = torch.Generator().manual_seed(11)
+    s = torch.tensor(vals + [0.0] * (n - len(vals)), dtype=torch.float32)
+    j = torch.randperm(2 ** 31 - 1, generator=gen)[:n].to(torch.int64)
+    j[-3:] = torch.tensor([0, 2 ** 31 - 1, 5])  # the extreme column ids
+    key = torch.empty(n, dtype=torch.int64)
+    s_out, j_out = torch.empty_like(s), torch.empty_like(j)
+    _key_roundtrip_kernel[(1,)](s, j, key, s_out, j_out, BLOCK=n)
+    nan = torch.isnan(s)
+    assert bool((key[nan] == -(2 ** 63)).all()) and bool((key[~nan] > -(2 ** 63)).all())
+    live = (~nan).nonzero().flatten().tolist()
+    assert torch.equal(s_out[~nan], s[~nan])  # -0.0 comes back as +0.0: equal as floats
+    assert torch.equal(j_out[~nan], j[~nan])
+    for a in live:
+        for b in live:
+            better = s[a] > s[b] or (s[a] == s[b] and j[a] < j[b])
+            assert bool(key[a] > key[b]) == bool(better), (s[a], j[a], s[b], j[b])
+
+
 def test_topk_k_zero_and_empty():
     x = torch.randn(5, 3, dtype=torch.float64)
     idx, val = ttopk.topk(*_to(DEVICE, torch.float64, x, x), 0, False, None, None)
@@ -429,12 +464,16 @@ def build(fn, types, consts):
 
 for fdt in ("fp32", "fp64"):
     P = "*" + fdt
-    for tf32, single in (((False, False), (True, True)) if fdt == "fp32" else ((False, True),)):
+    # fp32: the packed-key lists (and the pair lists kept for > 2^31 columns); fp64: pairs
+    variants = (((False, False, True), (True, True, True), (True, True, False))
+                if fdt == "fp32" else ((False, True, False),))
+    for tf32, single, packed in variants:
         build(tt._topk_kernel,
               dict(X=P, Y=P, OUT_I="*i64", OUT_V=P, EXP="*i64", EXI="*i32", N="i32", M="i32",
                    D="i32", K="i32"),
               dict(EXCL_SELF=True, HAS_EXCL=True, DIAG_FIRST=True, TF32=tf32, BLOCK_M=32,
-                   BLOCK_N=64, BLOCK_K=64, KP=16, BLOCK_X=32, SINGLE_K=single))
+                   BLOCK_N=64, BLOCK_K=64, KP=16, BLOCK_X=32, SINGLE_K=single,
+                   PACKED=packed))
     build(tp._seg_kernel,
           dict(INDPTR="*i64", INDICES="*i32", VALUES=P, RELATION="*i32", TABLE=P, X=P, XG=P,
                SEG_ROW="*i64", SEG_START="*i64", SEG_END="*i64", SEG_SLOT="*i64",
@@ -466,4 +505,4 @@ def test_kernels_compile_for_sm90_ahead_of_time():
     if r.returncode != 0 and "ptxas" in r.stderr and "not found" in r.stderr:
         pytest.skip("triton's bundled ptxas is missing")
     assert r.returncode == 0, r.stderr[-4000:]
-    assert r.stdout.count("compiled") == 9
+    assert r.stdout.count("compiled") == 10

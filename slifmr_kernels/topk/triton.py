@@ -14,13 +14,18 @@ One program owns ``BLOCK_M`` query rows and sweeps every column tile of ``y``:
   candidate pass of rerank.py, which re-scores the candidates in fp32 and certifies each row
   (float32 inputs take that path: see :func:`topk`);
 * each row keeps its running top-k as an unsorted list of ``KP = next_pow2(k)`` slots (slots
-  ``>= k`` are disabled) and a threshold = the list's worst entry;
+  ``>= k`` are disabled) and a threshold = the list's worst entry.  For float32 scores (both
+  the TF32 candidate pass and the exact fp32 kernel) an entry is one int64 key, the score's
+  order-preserving bits above ``2^32 - 1 - j`` (:func:`_key`), so "better" is one signed
+  compare, a row's best candidate one max and its worst entry one min; float64 lists keep
+  (score, index) pairs (and so do float32 joins with more than 2^31 columns);
 * a tile costs one compare per score against the row thresholds (no masks: padding, self and
   excluded columns are dealt with on the rare path); only when some score reaches its row's
   threshold does the program build the exact "beats" mask and enter the merge loop, which
   extracts the best beating candidate of every row at once, checks it against the row's
   exclusion list, replaces the row's worst slot and re-filters the tile against the new
-  threshold.  In the steady state
+  threshold (with keys: the next candidate is the best key above the new threshold and
+  below the previous candidate, one masked max over the tile per step).  In the steady state
   almost no tile has hits (expected inserts per row ~ k (1 + ln(M / k))), so there is no sort
   of every tile;
 * order is lexicographic on (score desc, index asc) everywhere, so ties break by the lower
@@ -65,6 +70,63 @@ def _worst(lv, lj, real):
     return thr_v, thr_j
 
 
+# float32 lists as one int64 key per entry: (order-preserving score bits) << 32 | (2^32 - 1 - j),
+# so that "better" is one signed compare, a row's best candidate one max and its worst entry
+# one min (the lexicographic pair form needs two reductions and two compares for each)
+_LOW32 = tl.constexpr(0xFFFFFFFF)
+_SIGN_FREE = tl.constexpr(0x7FFFFFFF)
+_NO_KEY = tl.constexpr(-(2 ** 63))           # below every key: invalid column, no candidate
+_FULL_KEY = tl.constexpr(2 ** 63 - 1)        # above every key: disabled slot, padding row
+#: key of empty slot 0 (slot p holds _EMPTY_KEY - p): score -inf and a column index >= 2^31,
+#: so below every real candidate, (-inf, j) included
+_EMPTY_KEY = tl.constexpr(-2139095041 * 2 ** 32 + 2 ** 31 - 1)  # ordered(-inf) << 32 | 2^31 - 1
+
+
+@triton.jit
+def _ordered(s):
+    """float32 -> int32 whose signed order is the float order (-0.0 and +0.0 both map to 0)."""
+    b = s.to(tl.int32, bitcast=True)
+    o = b ^ ((b >> 31) & _SIGN_FREE)
+    return tl.where(s == 0, 0, o)
+
+
+@triton.jit
+def _key(s, j):
+    """Packed (score, index) key of int64 columns j < 2^31; NaN scores get _NO_KEY."""
+    k = (_ordered(s).to(tl.int64) << 32) | (-j + _LOW32)  # (tensor first: see _key_index)
+    return tl.where(s == s, k, _NO_KEY)
+
+
+@triton.jit
+def _key_score(key):
+    """The float32 score of a key (its high 32 bits, back through the order map)."""
+    o = (key >> 32).to(tl.int32)
+    return (o ^ ((o >> 31) & _SIGN_FREE)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _key_index(key):
+    """The column of a key; >= 2^31 for an empty slot."""
+    # the tensor on the left: `constexpr - tensor` stays a constexpr under the interpreter
+    return -(key & _LOW32) + _LOW32
+
+
+@triton.jit
+def _excluded(EXI, ex_lo, ex_len, ex_max, cj, take, BLOCK_M: tl.constexpr,
+              BLOCK_X: tl.constexpr):
+    """Whether each row's candidate column cj is on the row's exclusion list (rows with take).
+
+    Only candidates that would enter a list are checked: O(list length) per insertion, never
+    per score."""
+    hit = tl.zeros([BLOCK_M], dtype=tl.int32)
+    for l0 in range(0, ex_max, BLOCK_X):
+        ll = l0 + tl.arange(0, BLOCK_X)
+        lm = (ll[None, :] < ex_len[:, None]) & take[:, None]
+        ex = tl.load(EXI + ex_lo[:, None] + ll[None, :], mask=lm, other=-1)
+        hit += tl.sum((lm & (ex.to(tl.int64) == cj[:, None])).to(tl.int32), axis=1)
+    return hit > 0
+
+
 @triton.jit
 def _tile_dot(xa, yb, TF32: tl.constexpr):
     """xa @ yb^T: TF32 tensor cores (candidate pass) or full fp32/fp64 (exact kernel)."""
@@ -82,6 +144,7 @@ def _topk_kernel(
     EXCL_SELF: tl.constexpr, HAS_EXCL: tl.constexpr, DIAG_FIRST: tl.constexpr,
     TF32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     KP: tl.constexpr, BLOCK_X: tl.constexpr, SINGLE_K: tl.constexpr,
+    PACKED: tl.constexpr,
 ):
     pid = tl.program_id(0)
     inf = float("inf")
@@ -91,12 +154,20 @@ def _topk_kernel(
     rows64 = rows.to(tl.int64)
     slots = tl.arange(0, KP)
     real = (slots < K)[None, :] & rmask[:, None]  # [BM, KP]: usable slots
-    lv = tl.full([BLOCK_M, KP], -inf, X.dtype.element_ty)
-    lj = tl.full([BLOCK_M, KP], EMPTY, tl.int64)
-    thr_v, thr_j = _worst(lv, lj, real)
-    # padding rows (rows >= N) never accept anything
-    thr_v = tl.where(rmask, thr_v, inf)
-    thr_j = tl.where(rmask, thr_j, -1)
+    if PACKED:
+        # every slot holds a distinct key (empty slots by slot number), so a row's worst entry
+        # is one slot; disabled slots and padding rows (rows >= N) hold _FULL_KEY, so padding
+        # rows never accept anything
+        lk = tl.where(real, -slots[None, :].to(tl.int64) + _EMPTY_KEY, _FULL_KEY)
+        thr_k = tl.min(lk, axis=1)
+        thr_v = tl.where(rmask, _key_score(thr_k), inf)
+    else:
+        lv = tl.full([BLOCK_M, KP], -inf, X.dtype.element_ty)
+        lj = tl.full([BLOCK_M, KP], EMPTY, tl.int64)
+        thr_v, thr_j = _worst(lv, lj, real)
+        # padding rows (rows >= N) never accept anything
+        thr_v = tl.where(rmask, thr_v, inf)
+        thr_j = tl.where(rmask, thr_j, -1)
 
     if HAS_EXCL:
         ex_lo = tl.load(EXP + rows64, mask=rmask, other=0)
@@ -143,53 +214,76 @@ def _topk_kernel(
         # Common path, one compare per score: can any score of the tile enter its row's list?
         # (Padding columns, self and excluded columns are sorted out on the rare path.)
         maybe = tl.max(tl.max((s >= thr_v[:, None]).to(tl.int32), axis=1), axis=0)
-        if maybe > 0:
-            ok = rmask[:, None] & cmask[None, :]
-            if EXCL_SELF:
-                ok = ok & (cols64[None, :] != rows64[:, None])
-            beat = ok & _beats(s, cols64[None, :], thr_v, thr_j)
-            n_hit = tl.max(tl.sum(beat.to(tl.int32), axis=1), axis=0)
-            while n_hit > 0:
-                # best beating candidate of every row (score desc, index asc)
-                cv = tl.max(tl.where(beat, s, -inf), axis=1)
-                best = beat & (s == cv[:, None])
-                cj = tl.min(tl.where(best, cols64[None, :], EMPTY), axis=1)
-                take = cj < EMPTY
-                beat = beat & (cols64[None, :] != cj[:, None])
-                if HAS_EXCL:
-                    # Only candidates that would enter the list are checked against the row's
-                    # exclusion list: O(list length) per insertion, never per score.
-                    hit = tl.zeros([BLOCK_M], dtype=tl.int32)
-                    for l0 in range(0, ex_max, BLOCK_X):
-                        ll = l0 + tl.arange(0, BLOCK_X)
-                        lm = (ll[None, :] < ex_len[:, None]) & take[:, None]
-                        ex = tl.load(EXI + ex_lo[:, None] + ll[None, :], mask=lm, other=-1)
-                        hit += tl.sum((lm & (ex.to(tl.int64) == cj[:, None])).to(tl.int32),
-                                      axis=1)
-                    take = take & (hit == 0)
-                # replace the worst slot (the lowest slot number among equal worst entries)
-                is_worst = real & (lv == thr_v[:, None]) & (lj == thr_j[:, None])
-                pos = tl.min(tl.where(is_worst, slots[None, :], KP), axis=1)
-                upd = take[:, None] & (slots[None, :] == pos[:, None])
-                lv = tl.where(upd, cv[:, None], lv)
-                lj = tl.where(upd, cj[:, None], lj)
-                nthr_v, nthr_j = _worst(lv, lj, real)
-                thr_v = tl.where(rmask, nthr_v, inf)
-                thr_j = tl.where(rmask, nthr_j, -1)
-                beat = beat & _beats(s, cols64[None, :], thr_v, thr_j)
+        if PACKED:
+            if maybe > 0:
+                ok = cmask[None, :]
+                if EXCL_SELF:
+                    ok = ok & (cols64[None, :] != rows64[:, None])
+                key = tl.where(ok, _key(s, cols64[None, :]), _NO_KEY)
+                # each iteration takes every row's best candidate that beats its threshold and
+                # lies below the row's previous candidate: one masked max over the tile
+                ck = tl.max(tl.where(key > thr_k[:, None], key, _NO_KEY), axis=1)
+                while tl.max((ck > thr_k).to(tl.int32), axis=0) > 0:
+                    take = ck > thr_k
+                    if HAS_EXCL:
+                        take = take & ~_excluded(EXI, ex_lo, ex_len, ex_max, _key_index(ck), take,
+                                                 BLOCK_M, BLOCK_X)
+                    # keys are distinct, so the worst slot is the one holding the threshold
+                    lk = tl.where(take[:, None] & (lk == thr_k[:, None]), ck[:, None], lk)
+                    thr_k = tl.min(lk, axis=1)
+                    ck = tl.max(tl.where((key > thr_k[:, None]) & (key < ck[:, None]), key,
+                                         _NO_KEY), axis=1)
+                thr_v = tl.where(rmask, _key_score(thr_k), inf)
+        else:
+            if maybe > 0:
+                ok = rmask[:, None] & cmask[None, :]
+                if EXCL_SELF:
+                    ok = ok & (cols64[None, :] != rows64[:, None])
+                beat = ok & _beats(s, cols64[None, :], thr_v, thr_j)
                 n_hit = tl.max(tl.sum(beat.to(tl.int32), axis=1), axis=0)
+                while n_hit > 0:
+                    # best beating candidate of every row (score desc, index asc)
+                    cv = tl.max(tl.where(beat, s, -inf), axis=1)
+                    best = beat & (s == cv[:, None])
+                    cj = tl.min(tl.where(best, cols64[None, :], EMPTY), axis=1)
+                    take = cj < EMPTY
+                    beat = beat & (cols64[None, :] != cj[:, None])
+                    if HAS_EXCL:
+                        take = take & ~_excluded(EXI, ex_lo, ex_len, ex_max, cj, take, BLOCK_M,
+                                                 BLOCK_X)
+                    # replace the worst slot (the lowest slot number among equal worst entries)
+                    is_worst = real & (lv == thr_v[:, None]) & (lj == thr_j[:, None])
+                    pos = tl.min(tl.where(is_worst, slots[None, :], KP), axis=1)
+                    upd = take[:, None] & (slots[None, :] == pos[:, None])
+                    lv = tl.where(upd, cv[:, None], lv)
+                    lj = tl.where(upd, cj[:, None], lj)
+                    nthr_v, nthr_j = _worst(lv, lj, real)
+                    thr_v = tl.where(rmask, nthr_v, inf)
+                    thr_j = tl.where(rmask, nthr_j, -1)
+                    beat = beat & _beats(s, cols64[None, :], thr_v, thr_j)
+                    n_hit = tl.max(tl.sum(beat.to(tl.int32), axis=1), axis=0)
 
     # write the list sorted by (score desc, index asc); empty slots become (-1, -inf)
-    avail = real
-    for p in range(0, K):
-        bv = tl.max(tl.where(avail, lv, -inf), axis=1)
-        bj = tl.min(tl.where(avail & (lv == bv[:, None]), lj, EMPTY + 1), axis=1)
-        chosen = avail & (lv == bv[:, None]) & (lj == bj[:, None])
-        pos = tl.min(tl.where(chosen, slots[None, :], KP), axis=1)
-        avail = avail & (slots[None, :] != pos[:, None])
-        empty = bj >= EMPTY
-        tl.store(OUT_I + rows64 * K + p, tl.where(empty, -1, bj), mask=rmask)
-        tl.store(OUT_V + rows64 * K + p, tl.where(empty, -inf, bv), mask=rmask)
+    if PACKED:
+        lk = tl.where(real, lk, _NO_KEY)  # disabled slots and padding rows: never chosen
+        for p in range(0, K):
+            bk = tl.max(lk, axis=1)  # the best entry left (disabled slots hold _NO_KEY below)
+            lk = tl.where(lk == bk[:, None], _NO_KEY, lk)
+            bj = _key_index(bk)
+            empty = bj >= 2 ** 31
+            tl.store(OUT_I + rows64 * K + p, tl.where(empty, -1, bj), mask=rmask)
+            tl.store(OUT_V + rows64 * K + p, tl.where(empty, -inf, _key_score(bk)), mask=rmask)
+    else:
+        avail = real
+        for p in range(0, K):
+            bv = tl.max(tl.where(avail, lv, -inf), axis=1)
+            bj = tl.min(tl.where(avail & (lv == bv[:, None]), lj, EMPTY + 1), axis=1)
+            chosen = avail & (lv == bv[:, None]) & (lj == bj[:, None])
+            pos = tl.min(tl.where(chosen, slots[None, :], KP), axis=1)
+            avail = avail & (slots[None, :] != pos[:, None])
+            empty = bj >= EMPTY
+            tl.store(OUT_I + rows64 * K + p, tl.where(empty, -1, bj), mask=rmask)
+            tl.store(OUT_V + rows64 * K + p, tl.where(empty, -inf, bv), mask=rmask)
 
 
 def _config(d: int, k: int):
@@ -223,7 +317,8 @@ def _launch(x, y, k, exclude_self, excl_indptr, excl_indices, tf32):
         excl_indptr if has_excl else idx, excl_indices if has_excl else idx,
         n, m, d, k,
         EXCL_SELF=bool(exclude_self), HAS_EXCL=has_excl,
-        DIAG_FIRST=True, TF32=bool(tf32), **cfg,
+        DIAG_FIRST=True, TF32=bool(tf32), PACKED=x.dtype == torch.float32 and m <= 2 ** 31,
+        **cfg,
     )
     return idx, val
 
