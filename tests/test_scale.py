@@ -41,6 +41,7 @@ def _last_json(stdout: str) -> dict:
 @pytest.mark.parametrize("main, extra", [
     (scale.main, ["--static-knn", "bucket", "--refresh", "refine"]),
     (scale.main, ["--static-knn", "exact", "--refresh", "exact", "--max-steps", "1"]),
+    (scale.main, ["--refresh", "refine", "--max-steps", "1", "--reorder", "graph"]),
     (peer_dense.main, ["--sim", "chunked", "--chunk", "64"]),
 ])
 def test_command_prints_json_last(main, extra, capsys):
@@ -56,6 +57,8 @@ def test_command_prints_json_last(main, extra, capsys):
     assert abs(parts - ep["epoch_seconds"]) < 0.01
     assert ep["steps"] == -(-res["train"] // 2048)
     assert res["extrapolated"] == ("--max-steps" in extra)
+    if "--reorder" in extra:  # bench/reorder.py's relabelling, timed on its own
+        assert res["reorder"] == "graph" and res["reorder_seconds"] > 0
 
 
 @pytest.mark.parametrize("script", ["scale.py", "peer_dense.py"])
