@@ -417,8 +417,10 @@ def _knn_reference(xn, k, rows=None):
 
 
 #: Triton tile shapes tried for the TF32 candidate pass at the first kNN size (the fastest is
-#: kept for the larger sizes): (BLOCK_M, BLOCK_N, num_warps).
-TRITON_TF32_CONFIGS = ((32, 64, 4), (64, 64, 4), (64, 128, 8), (128, 64, 8))
+#: kept for the larger sizes): (BLOCK_M, BLOCK_N, num_warps, packed int64 keys). The entry with
+#: pair lists is the A/B of the packed keys (slifmr_kernels/topk/triton.py) on the default shape.
+TRITON_TF32_CONFIGS = ((32, 64, 4, True), (64, 64, 4, True), (64, 64, 4, False),
+                       (64, 128, 8, True), (128, 64, 8, True))
 
 
 def _knn_variants(name, mod):
@@ -429,31 +431,33 @@ def _knn_variants(name, mod):
     return [(name, mod.topk)]
 
 
-def _tune_triton_tf32(mod, xn, k, log, dev):
+def _tune_triton_tf32(mod, xn, k, log, dev, rows, sec):
     """Time the TF32 candidate pass of the triton backend for each TRITON_TF32_CONFIGS entry
-    on xn; install the fastest as the backend's config. Returns {config: ms}."""
+    on xn (a table row each); install the fastest as the backend's config. Returns
+    {config: ms}."""
     from slifmr_kernels.topk import rerank
     base = mod._config
     c = rerank.candidate_count(k, xn.shape[0])
     res = {}
-    for bm, bn, nw in TRITON_TF32_CONFIGS:
-        def cfg(d, kk, bm=bm, bn=bn, nw=nw):
-            out = dict(base(d, kk))
-            out.update(BLOCK_M=bm, BLOCK_N=bn, num_warps=nw)
-            return out
-        mod._config = cfg
+    def config(bm, bn, nw, packed):
+        return lambda d, kk: dict(base(d, kk), BLOCK_M=bm, BLOCK_N=bn, num_warps=nw,
+                                  PACKED=packed)
+
+    for cf in TRITON_TF32_CONFIGS:
+        mod._config = config(*cf)
         try:
-            res[(bm, bn, nw)] = time_ms(lambda: mod.topk_candidates(xn, xn, c, True, None, None),
-                                        warmup=1, reps=3, max_s=20, device=dev)
+            res[cf] = time_ms(lambda: mod.topk_candidates(xn, xn, c, True, None, None),
+                              warmup=1, reps=3, max_s=20, device=dev)
         except Exception as exc:  # a shape this triton cannot compile: skip it
-            log(f"triton config {(bm, bn, nw)} failed: {type(exc).__name__}: {exc}")
+            log(f"triton config {cf} failed: {type(exc).__name__}: {exc}")
     best = min(res, key=res.get) if res else None
-    if best is None:
-        mod._config = base
-    else:
-        bm, bn, nw = best
-        mod._config = lambda d, kk: dict(base(d, kk), BLOCK_M=bm, BLOCK_N=bn, num_warps=nw)
-    log("triton tf32 configs (BLOCK_M, BLOCK_N, warps) -> ms: " +
+    mod._config = base if best is None else config(*best)
+    for (bm, bn, nw, packed), ms in res.items():
+        rows.append(dict(section=sec, ms=ms, check="candidates only" + (
+            " (used)" if (bm, bn, nw, packed) == best else ""),
+            impl=f"triton tf32 candidates BLOCK_M={bm} BLOCK_N={bn} warps={nw} "
+                 f"{'packed keys' if packed else 'pair lists'}"))
+    log("triton tf32 configs (BLOCK_M, BLOCK_N, warps, packed) -> ms: " +
         ", ".join(f"{cf}: {ms:.1f}" for cf, ms in res.items()) + f"; using {best}")
     return res
 
@@ -510,7 +514,7 @@ def check_knn(args, backends, ceil, rows, log):
                     rows.append(dict(section=sec, impl=name, check=f"unavailable: {exc}"))
                     continue
                 if name == "triton" and dev == "cuda" and not tuned and hasattr(mod, "_config"):
-                    _tune_triton_tf32(mod, xn, k, log, dev)
+                    _tune_triton_tf32(mod, xn, k, log, dev, rows, sec)
                     tuned = True
                 variants = _knn_variants(name, mod)
             for label, fn in variants:

@@ -338,6 +338,19 @@ def test_topk_random(n, m, d, k, dtype):
     _check_topk(x, y, k, dtype=dtype, exact_idx=dtype == torch.float64)
 
 
+def test_topk_float32_pair_lists(monkeypatch):
+    """float32 with the (score, index) pair lists, which serve joins with more than 2^31
+    columns: forced through the config on a small join with ties, exclusions and self."""
+    base = ttopk._config
+    monkeypatch.setattr(ttopk, "_config", lambda d, k: dict(base(d, k), PACKED=False))
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randint(-2, 3, (70, 5), generator=gen).double()
+    x[60:] = x[:10]  # exact duplicates: ties broken by the lower index
+    ep = torch.arange(0, 3 * 70 + 1, 3, dtype=torch.int64)
+    ei = torch.randint(0, 70, (3 * 70,), generator=gen, dtype=torch.int64)
+    _check_topk(x, x, 7, exclude_self=True, excl=(ep, ei), dtype=torch.float32)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_topk_knn_self_excluded_with_duplicates(dtype):
     gen = torch.Generator().manual_seed(3)

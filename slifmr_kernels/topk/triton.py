@@ -311,14 +311,15 @@ def _launch(x, y, k, exclude_self, excl_indptr, excl_indices, tf32):
         return idx, val
     has_excl = excl_indptr is not None
     cfg = _config(d, k)
+    # packed keys need float32 scores and column ids below 2^31 (a tuning run may force pairs)
+    cfg.setdefault("PACKED", x.dtype == torch.float32 and m <= 2 ** 31)
     grid = (triton.cdiv(n, cfg["BLOCK_M"]),)
     _topk_kernel[grid](
         x, y, idx, val,
         excl_indptr if has_excl else idx, excl_indices if has_excl else idx,
         n, m, d, k,
         EXCL_SELF=bool(exclude_self), HAS_EXCL=has_excl,
-        DIAG_FIRST=True, TF32=bool(tf32), PACKED=x.dtype == torch.float32 and m <= 2 ** 31,
-        **cfg,
+        DIAG_FIRST=True, TF32=bool(tf32), **cfg,
     )
     return idx, val
 
