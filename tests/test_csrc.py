@@ -9,12 +9,14 @@
   tensors in that build) and the Python wrappers of slifmr_kernels/{propagate,topk,fuse}/cuda.py,
   so the wrappers' arguments must match the C++ schemas, and are compared with the float64
   references: forward, backward, top-k with ties,
-  exclusions, padding, heavy rows, vectorised and scalar paths; fuse_views
+  exclusions, padding, its resident (cp.async, 16-byte or one-element copies) and sliced tile
+  paths, heavy rows, vectorised and scalar paths; fuse_views
   (slifmr_kernels/fuse/cuda.py) against z + sum alpha_k F.normalize(v_k) and its autograd
   gradients, clamped rows, register and streaming paths, aligned and misaligned rows.
 * The loader's error path: a clear ImportError when the extension is absent.
 * CuPy/DLPack interop (importable without CuPy) and the non-GPU parts of bench/gpu_check.py.
 """
+import ctypes
 import importlib
 import os
 import re
@@ -142,6 +144,28 @@ def test_rewrite_launches():
         "emu::launch(1, 2, [&]() { k(); });")
 
 
+_DYNAMIC_SMEM = re.compile(
+    r"extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+"
+    r"([A-Za-z_]\w*)\s*\[\s*\]\s*;")
+
+
+def _emulation_source(src: str) -> str:
+    """A .cu file as C++ for the emulator: launches through emu::launch, and each dynamic
+    shared memory array (``extern __shared__`` cannot become a function-local static as
+    ``__shared__`` does there) a pointer to the block's buffer, emu::dynamic_smem()."""
+    src = _DYNAMIC_SMEM.sub(r"\1* \2 = reinterpret_cast<\1*>(emu::dynamic_smem());", src)
+    return _rewrite_launches(src)
+
+
+def test_emulation_source_dynamic_shared_memory():
+    src = ("  extern __shared__ __align__(128) unsigned char smem[];\n"
+           "extern __shared__ float buf [ ];\nk<<<1, 2, b>>>(x);")
+    assert _emulation_source(src) == (
+        "  unsigned char* smem = reinterpret_cast<unsigned char*>(emu::dynamic_smem());\n"
+        "float* buf = reinterpret_cast<float*>(emu::dynamic_smem());\n"
+        "emu::launch(1, 2, b, [&]() { k(x); });")
+
+
 @pytest.fixture(scope="module")
 def emu_ops(tmp_path_factory):
     """The real bindings + the .cu kernels compiled as C++ against the emulation header,
@@ -163,8 +187,8 @@ def emu_ops(tmp_path_factory):
     objs = []
     for rel in ("csrc/propagate/propagate.cu", "csrc/topk/topk.cu", "csrc/fuse/fuse.cu"):
         with open(os.path.join(ROOT, rel)) as f:
-            text = _rewrite_launches(f.read())
-        assert "<<<" not in text
+            text = _emulation_source(f.read())
+        assert "<<<" not in text and "extern __shared__" not in text
         cpp_file = out / (rel.replace("/", "_") + ".cpp")
         cpp_file.write_text(text)
         objs.append(str(cpp_file) + ".o")
@@ -335,12 +359,13 @@ def test_emulated_cuda_topk_ties_self_and_padding(emu_ops, dtype):
 
 
 @pytest.mark.parametrize("ex_dtype", [torch.int32, torch.int64])
-def test_emulated_cuda_topk_exclusions(emu_ops, ex_dtype):
+@pytest.mark.parametrize("d", [9, 16])  # resident tiles by one-element / 16-byte copies
+def test_emulated_cuda_topk_exclusions(emu_ops, ex_dtype, d):
     _, tc, _ = emu_ops
-    gen = torch.Generator().manual_seed(22)
+    gen = torch.Generator().manual_seed(22 + d)
     n, m, k = 40, 150, 6
-    x = torch.randn(n, 9, generator=gen, dtype=torch.float64)
-    y = torch.randn(m, 9, generator=gen, dtype=torch.float64)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.randn(m, d, generator=gen, dtype=torch.float64)
     best = torch.topk(x @ y.T, 45, dim=1).indices  # exclude the winners: > 32 per row
     lists = [best[i, : int(torch.randint(0, 45, (1,), generator=gen))].tolist()
              for i in range(n)]
@@ -355,18 +380,22 @@ def test_emulated_cuda_topk_exclusions(emu_ops, ex_dtype):
     assert bool((idx[0] == -1).all())
 
 
-def test_emulated_cuda_topk_tf32_candidates_and_rerank(emu_ops):
+# d = 21: resident tiles by one-element copies (depth padded to 24); 64: by 16-byte copies;
+# 136: above the residency limit, k-major slices
+@pytest.mark.parametrize("d", [21, 64, 136])
+def test_emulated_cuda_topk_tf32_candidates_and_rerank(emu_ops, emu_probe, d):
     """The TF32 (wmma) tile path: its candidates carry TF32 scores; through rerank.py the
     answer is exact, with self and exclusion lists honoured and ties (integer data) resolved
     by the exact fallback."""
     _, tc, _ = emu_ops
     from slifmr_kernels.testing import round_tf32
     from slifmr_kernels.topk import rerank
-    gen = torch.Generator().manual_seed(23)
-    n, m, d = 70, 150, 21  # two row blocks, three column tiles, d not a multiple of 8
+    gen = torch.Generator().manual_seed(23 + d)
+    n, m = 70, 150  # two row blocks, three column tiles
     x = torch.randn(n, d, generator=gen)
     y = torch.randn(m, d, generator=gen)
     ci, cv = tc.topk_candidates(x, y, 16, False, None, None)
+    assert emu_probe.path(torch.float32, d) == ("sliced" if d > 128 else "resident")
     want = (round_tf32(x).double() @ round_tf32(y).double().T).gather(1, ci)
     torch.testing.assert_close(cv.double(), want, rtol=1e-5, atol=1e-5)
     assert not torch.equal(cv, (x @ y.T).gather(1, ci))  # the tile really was TF32
@@ -378,6 +407,8 @@ def test_emulated_cuda_topk_tf32_candidates_and_rerank(emu_ops):
     ri, rv = _topk_ref(x, y, 10, False, lists)
     assert torch.equal(idx, ri)
     torch.testing.assert_close(val.double(), rv, rtol=1e-5, atol=1e-5)
+    if d != 21:
+        return
     # two distinct integer vectors, ~35 copies each: the 12th best ties the 32nd (the last
     # candidate), so the certificates fail and the exact kernel breaks the ties
     base = torch.randint(-2, 3, (2, 6), generator=gen).float()
@@ -386,6 +417,123 @@ def test_emulated_cuda_topk_tf32_candidates_and_rerank(emu_ops):
     ri, rv = _topk_ref(xi, xi, 12, True)
     assert torch.equal(idx, ri) and torch.equal(val.double(), rv)
     assert rerank.last_fallback_rows() > 0
+
+
+class _EmuProbe:
+    """The emulator's record of the last launch (csrc/emu/cuda_emu.h, through ctypes): which
+    way the top-k kernel filled its tiles."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        lib.slifmr_emu_async_copies.restype = ctypes.c_long
+        lib.slifmr_emu_async_copies.argtypes = [ctypes.c_int]
+        lib.slifmr_emu_last_dynamic_smem.restype = ctypes.c_long
+        lib.slifmr_emu_set_smem_optin.restype = ctypes.c_int
+        lib.slifmr_emu_set_smem_optin.argtypes = [ctypes.c_int]
+
+    def copies(self):
+        """{bytes: count} of the last launch's asynchronous copies."""
+        return {b: self.lib.slifmr_emu_async_copies(b) for b in (4, 8, 16)}
+
+    def path(self, dtype, d):
+        """"resident" (after checking its dynamic shared memory: x, two y buffers, the score
+        tile, rows padded as topk.cu's row_stride) or "sliced" (no dynamic shared memory and
+        no asynchronous copies)."""
+        smem = self.lib.slifmr_emu_last_dynamic_smem()
+        if smem == 0:
+            assert sum(self.copies().values()) == 0
+            return "sliced"
+        size = torch.empty(0, dtype=dtype).element_size()
+        ld = (d + 7) // 8 * 8 + 16 // size
+        assert smem == size * (192 * ld + 64 * 80)
+        return "resident"
+
+
+@pytest.fixture(scope="module")
+def emu_probe(emu_ops):
+    return _EmuProbe(ctypes.CDLL(os.environ["SLIFMR_CUDA_LIB"]))
+
+
+def _int_rows_with_late_duplicates(gen, d, dtype):
+    """x (70, d) and y (150, d) of small integers (exact scores in both dtypes, many exact
+    ties), y[:70] = x (so exclude_self matters) and y[100:120] = y[:20]: the second row block
+    visits its diagonal tile (columns 64-127) first, so it meets those duplicates before their
+    lower-indexed originals."""
+    y = torch.randint(-2, 3, (150, d), generator=gen).double()
+    y[100:120] = y[:20]
+    return y[:70].clone().to(dtype), y.to(dtype)
+
+
+# (dtype, d, path, bytes per asynchronous copy): the residency limit is a 512-byte padded row
+_TOPK_PATHS = [
+    (torch.float32, 64, "resident", 16),
+    (torch.float64, 64, "resident", 16),
+    (torch.float32, 6, "resident", 4),    # 24-byte rows: one element per copy
+    (torch.float64, 6, "resident", 16),   # 48-byte rows; the depth padded to 8 with zeros
+    (torch.float32, 128, "resident", 16),  # the largest resident fp32 row
+    (torch.float32, 132, "sliced", None),
+    (torch.float64, 72, "sliced", None),
+]
+
+
+@pytest.mark.parametrize("dtype,d,path,copy_bytes", _TOPK_PATHS)
+def test_emulated_cuda_topk_tile_paths(emu_ops, emu_probe, dtype, d, path, copy_bytes):
+    """Each way of filling the tiles against the float64 reference, exactly: N = 70 and
+    M = 150 (partial row block and column tile), ties and late duplicates, self exclusion,
+    k > 32 and k = M (padding)."""
+    _, tc, _ = emu_ops
+    gen = torch.Generator().manual_seed(31 + d + (dtype == torch.float64))
+    x, y = _int_rows_with_late_duplicates(gen, d, dtype)
+    for k in (40, 150):
+        _poison_heap((70, k), dtype=dtype)
+        idx, val = tc.topk(x, y, k, True, None, None)
+        assert emu_probe.path(dtype, d) == path
+        if copy_bytes is not None:
+            copies = emu_probe.copies()
+            assert copies[copy_bytes] > 0 and sum(copies.values()) == copies[copy_bytes]
+        ri, rv = _topk_ref(x, y, k, True)
+        assert torch.equal(idx, ri) and torch.equal(val.double(), rv)
+    assert bool((idx[:, -1] == -1).all()) and bool(torch.isneginf(val[:, -1]).all())
+
+
+@pytest.mark.parametrize("dtype,tf32", [(torch.float32, False), (torch.float64, False),
+                                        (torch.float32, True)])
+def test_emulated_cuda_topk_same_bits_every_way(emu_ops, emu_probe, dtype, tf32):
+    """Random data (no ties), d = 64: resident tiles by 16-byte copies, by one-element copies
+    (x and y one element off a 16-byte boundary) and, on a device with 48 KB of shared
+    memory, the sliced path give the same bits: every path sums each score over the depth in
+    the same order."""
+    _, tc, _ = emu_ops
+    gen = torch.Generator().manual_seed(32)
+    n, m, d = 70, 150, 64
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randn(m, d, generator=gen, dtype=torch.float64).to(dtype)
+    run = tc.topk_candidates if tf32 else tc.topk_exact
+
+    def shifted(t):
+        buf = torch.empty(t.numel() + 1, dtype=dtype)[1:]
+        buf.copy_(t.flatten())
+        return buf.view(t.shape)
+
+    want = run(x, y, 12, True, None, None)
+    assert emu_probe.path(dtype, d) == "resident" and emu_probe.copies()[16] > 0
+    xs, ys = shifted(x), shifted(y)
+    assert xs.data_ptr() % 16 != 0 and ys.data_ptr() % 16 != 0
+    got = run(xs, ys, 12, True, None, None)
+    assert emu_probe.path(dtype, d) == "resident" and emu_probe.copies()[16] == 0
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    old = emu_probe.lib.slifmr_emu_set_smem_optin(48 * 1024)
+    try:
+        got = run(x, y, 12, True, None, None)
+    finally:
+        emu_probe.lib.slifmr_emu_set_smem_optin(old)
+    assert emu_probe.path(dtype, d) == "sliced"
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    if not tf32:
+        ri, rv = _topk_ref(x, y, 12, True)
+        assert torch.equal(want[0], ri)
+        torch.testing.assert_close(want[1].double(), rv, rtol=1e-5 if dtype == torch.float32
+                                   else 1e-13, atol=1e-5 if dtype == torch.float32 else 1e-13)
 
 
 # fuse_views (csrc/fuse): against the float64 definition and its autograd gradients
