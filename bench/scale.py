@@ -57,6 +57,7 @@ import slifmr_kernels as sk  # noqa: E402
 from slifmr import graphs as sgraphs  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.data import make_synthetic  # noqa: E402
+from slifmr.data.reorder import REORDER_MODES, apply_reorder  # noqa: E402
 from slifmr.evaluate import metrics_from_topk, recommend  # noqa: E402
 from slifmr.train import Trainer  # noqa: E402
 
@@ -313,14 +314,14 @@ def run(args, log=print) -> dict:
                       args.dims.split(","), args.clusters, args.seed)
     ds = ds.with_validation(0.1, args.seed)
     mem.mark("generate", time.perf_counter() - t0, log)
-    result["reorder"] = getattr(args, "reorder", "none")
-    if result["reorder"] != "none":
-        # bench/reorder.py's relabelling: graph neighbours get nearby ids (SCALE.md, item 9)
-        from reorder import reorder_dataset
-        t0 = time.perf_counter()
-        ds = reorder_dataset(ds, args.reorder, seed=args.seed)
+    # The data layer's relabelling for locality, as slifmr.train.prepare_data does it
+    # (Config.reorder; "auto" relabels catalogs of 100k users + items and more).
+    t0 = time.perf_counter()
+    ds = apply_reorder(ds, getattr(args, "reorder", Config.reorder))
+    result["reorder"] = "none" if ds.orig_items is None else getattr(args, "reorder", Config.reorder)
+    if ds.orig_items is not None:
         result["reorder_seconds"] = round(time.perf_counter() - t0, 3)
-        mem.mark(f"reorder ({args.reorder})", result["reorder_seconds"], log)
+        mem.mark(f"reorder ({result['reorder']})", result["reorder_seconds"], log)
     n_inter = ds.train.shape[0] + ds.valid.shape[0] + ds.test.shape[0]
     result.update(users=ds.num_users, interactions=int(n_inter), train=int(ds.train.shape[0]),
                   triples=int(ds.kg.shape[0]) if ds.has_kg else 0,
@@ -480,9 +481,9 @@ def main(argv=None) -> dict:
     p.add_argument("--lr", type=float, default=Config.lr, help="Adam learning rate")
     p.add_argument("--exact-max", type=int, default=20000,
                    help="'auto' uses exact kNN up to this many items")
-    p.add_argument("--reorder", choices=("none", "features", "graph", "pca"), default="none",
+    p.add_argument("--reorder", choices=REORDER_MODES, default=Config.reorder,
                    help="relabel users and items for locality after generating "
-                        "(bench/reorder.py; not charged to the epoch)")
+                        "(Config.reorder, slifmr.data.reorder; not charged to the epoch)")
     args = p.parse_args(argv)
     result = run(args)
     print(json.dumps(result, sort_keys=True))

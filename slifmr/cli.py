@@ -103,7 +103,8 @@ def _load_run(output: str, data: Optional[str]):
     with open(cpath, encoding="utf-8") as f:
         saved = json.load(f)
     cfg = Config(**saved["config"])
-    ds = prepare_data(cfg, data if data is not None else saved.get("data"))
+    # best.pt's rows are in the dataset's original ids: no relabelling (Config.reorder) here
+    ds = prepare_data(cfg.updated(reorder="none"), data if data is not None else saved.get("data"))
     best = torch.load(bpath, map_location="cpu", weights_only=False)
     if best["user"].shape[0] != ds.num_users or best["item"].shape[0] != ds.num_items:
         raise SystemExit(f"{bpath}: embeddings for {best['user'].shape[0]} users / "

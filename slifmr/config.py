@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .data.reorder import REORDER_MODES
+
 __all__ = ["Config", "load_config"]
 
 
@@ -51,6 +53,8 @@ class Config:
     patience: int = 5                     # epochs without a better valid recall@20 (0: off)
     eval_every: int = 1
     valid_fraction: float = 0.1           # carved from train when there is no valid split
+    reorder: str = "auto"                 # relabel users/items for cache locality (data.reorder):
+                                          # "none" | "auto" (large datasets) | "features" | "graph" | "pca"
     seed: int = 2025
     eval_ks: list = field(default_factory=lambda: [10, 20])
     # --- runtime
@@ -86,6 +90,8 @@ class Config:
             raise ValueError(f"feedback_beta must be in [0, 1], got {self.feedback_beta!r}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
+        if self.reorder not in REORDER_MODES:
+            raise ValueError(f"reorder must be one of {list(REORDER_MODES)}, got {self.reorder!r}")
         if self.feedback_init not in ("features", "none"):
             raise ValueError(f"feedback_init must be 'features' or 'none', got {self.feedback_init!r}")
         bad = set(self.feedback_in) - {"interaction", "kg", "modality"}

@@ -6,8 +6,10 @@ Output directory layout::
     config.json      the effective configuration and data source
     metrics.jsonl    one record per epoch (loss parts, seconds, rebuild seconds, valid metrics)
     curves.svg       training loss and validation Recall/NDCG@20 per epoch
-    last.pt          everything needed to resume (model, optimiser, feedback state, history)
-    best.pt          the best-on-validation model and its final user/item embeddings
+    last.pt          everything needed to resume (model, optimiser, feedback state, history;
+                     in the trainer's ids, with the relabelling ``Config.reorder`` made)
+    best.pt          the best-on-validation model and its final user/item embeddings, rows in
+                     the dataset's original user and item ids
     metrics.json     test metrics of the best model (+ run statistics)
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from .config import Config
 from .data import Dataset, load_dataset, make_synthetic
+from .data.reorder import apply_reorder, to_original_rows
 from .evaluate import rank_metrics
 from .graphs import GraphBuilder, knn_scipy
 from .losses import bpr_loss, consistency_loss, l2_reg
@@ -37,7 +40,9 @@ __all__ = ["prepare_data", "Trainer", "NegativeSampler", "sample_negatives", "at
 # --------------------------------------------------------------------------- data
 def prepare_data(cfg: Config, data: Optional[str] = None) -> Dataset:
     """The dataset of a run: ``data`` (a directory or a name under $SLIFMR_DATA) or the
-    synthetic generator with ``cfg.synthetic``; validation carved from train (seeded) if absent."""
+    synthetic generator with ``cfg.synthetic``; validation carved from train (seeded) if absent;
+    then relabelled for locality as ``cfg.reorder`` says (``slifmr.data.reorder``: the split is
+    the same either way, ``ds.orig_users`` / ``ds.orig_items`` give the original ids)."""
     if data:
         ds = load_dataset(data, modalities=None, seed=cfg.seed)
     else:
@@ -47,7 +52,7 @@ def prepare_data(cfg: Config, data: Optional[str] = None) -> Dataset:
             ds = make_synthetic(**params)
         except TypeError as exc:
             raise ValueError(f"synthetic: {exc}") from None
-    return ds.with_validation(cfg.valid_fraction, cfg.seed)
+    return apply_reorder(ds.with_validation(cfg.valid_fraction, cfg.seed), cfg.reorder)
 
 
 class NegativeSampler:
@@ -314,7 +319,30 @@ class Trainer:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
                 "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
                 "h_prev": None if self.h_prev is None else self.h_prev.cpu(),
-                "config": self.cfg.to_dict()}
+                "config": self.cfg.to_dict(),
+                "orig_users": self.ds.orig_users, "orig_items": self.ds.orig_items}
+
+    def _check_order(self, st: dict) -> None:
+        """A resumed run must see its users and items under the ids it was trained with."""
+        for name in ("orig_users", "orig_items"):
+            saved, now = st.get(name), getattr(self.ds, name)
+            same = (saved is None and now is None) or (
+                saved is not None and now is not None and np.array_equal(saved, now))
+            if not same:
+                raise ValueError(f"--resume: the dataset's {name[5:]} are not in the order the "
+                                 f"checkpoint in {self.output} was trained with (Config.reorder)")
+
+    def _original_ids(self, sd: dict) -> dict:
+        """A model state dict with the user / item (and item-entity) rows in original ids."""
+        ou, oi = self.ds.orig_users, self.ds.orig_items
+        sd = dict(sd)
+        sd["user_emb"] = to_original_rows(sd["user_emb"], ou)
+        sd["item_emb"] = to_original_rows(sd["item_emb"], oi)
+        if oi is not None and "entity_emb" in sd and not self.model.share_item_entity:
+            ent = sd["entity_emb"].clone()
+            ent[: oi.size] = to_original_rows(ent[: oi.size], oi)
+            sd["entity_emb"] = ent
+        return sd
 
     def _load_state(self, st: dict) -> None:
         self.model.load_state_dict(st["model"])
@@ -351,6 +379,7 @@ class Trainer:
                 diff = sorted(k for k in now if saved.get(k) != now[k])
                 raise ValueError(f"--resume: the checkpoint in {self.output} was trained with a "
                                  f"different configuration (keys {diff})")
+            self._check_order(st)
             self._load_state(st)
             self.log(f"resumed from {self._p('last.pt')} after epoch {self.epoch}")
         elif resume:
@@ -387,8 +416,11 @@ class Trainer:
                 if score > self.best["recall@20"]:
                     self.best = {"recall@20": score, "epoch": epoch + 1}
                     self.bad_epochs = 0
-                    atomic_save({"model": self.model.state_dict(), "epoch": epoch + 1,
-                                 "user": out["user"].detach().cpu(), "item": out["item"].detach().cpu(),
+                    ou, oi = self.ds.orig_users, self.ds.orig_items
+                    atomic_save({"model": self._original_ids(self.model.state_dict()),
+                                 "epoch": epoch + 1,
+                                 "user": to_original_rows(out["user"].detach().cpu(), ou),
+                                 "item": to_original_rows(out["item"].detach().cpu(), oi),
                                  "config": cfg.to_dict()}, self._p("best.pt"))
                 else:
                     self.bad_epochs += 1
@@ -416,7 +448,11 @@ class Trainer:
         metrics.json and returns it."""
         best = torch.load(self._p("best.pt"), map_location="cpu", weights_only=False)
         exclude = (self.train_csr + self.valid_csr).tocsr()
-        m = rank_metrics(best["user"], best["item"], self.test_csr, exclude, self.cfg.eval_ks,
+        # best.pt holds rows in original ids; the trainer's matrices are in its own
+        ou, oi = self.ds.orig_users, self.ds.orig_items
+        user = best["user"] if ou is None else best["user"][torch.from_numpy(ou)]
+        item = best["item"] if oi is None else best["item"][torch.from_numpy(oi)]
+        m = rank_metrics(user, item, self.test_csr, exclude, self.cfg.eval_ks,
                          backend=self.cfg.backend)
         epochs = [r for r in self.history if "epoch_s" in r]
         n_run = len(epochs)

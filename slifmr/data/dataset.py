@@ -84,6 +84,9 @@ class Dataset:
         num_relations: number of KG relation ids (0 without KG).
         features: modality name -> float32 (num_items, d_m); row i describes item i.
         relation_names: optional names of the KG relations.
+        orig_users, orig_items: int64 (num_users,) / (num_items,): the id each user / item had
+            before :func:`slifmr.data.reorder.permute_dataset` relabelled the dataset, or
+            ``None`` (ids as loaded).
     """
 
     name: str
@@ -97,6 +100,8 @@ class Dataset:
     num_relations: int = 0
     features: dict = field(default_factory=dict)
     relation_names: Optional[list] = None
+    orig_users: Optional[np.ndarray] = None
+    orig_items: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.num_entities = max(int(self.num_entities), int(self.num_items))
@@ -133,6 +138,10 @@ class Dataset:
                 if kg[:, 1].max() >= self.num_relations:
                     raise DataFormatError(f"{self.name}: kg relation id >= num_relations={self.num_relations}")
             self.kg = kg.astype(np.int64, copy=False)
+        for name, n in (("orig_users", self.num_users), ("orig_items", self.num_items)):
+            ids = getattr(self, name)
+            if ids is not None and np.shape(ids) != (n,):
+                raise DataFormatError(f"{self.name}: {name} must have shape ({n},), got {np.shape(ids)}")
         for m, f in self.features.items():
             if f.ndim != 2 or f.shape[0] != self.num_items:
                 raise DataFormatError(f"{self.name}: feature {m!r} must have shape (num_items="
