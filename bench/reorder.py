@@ -20,7 +20,7 @@ transposes and Adam's state), ``first s`` the first one.
 ``--kernel`` times ``sk.propagate`` alone instead, forward and backward, on the interaction
 graph [[0, R], [R^T, 0]] (sym-normalised, d = 64) of the same catalog in each order, in one
 process, with the share of training edges whose item lies within 2048 positions of the
-median item of its user (``near``: 1.0 would be perfectly local)::
+median item of its user (``near``, ``slifmr.data.reorder.locality_share``)::
 
     python bench/reorder.py --items 1000000 --kernel --orders none,features,graph
 """
@@ -43,9 +43,9 @@ if os.path.dirname(HERE) not in sys.path:  # run as a script from a checkout
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from slifmr.data.reorder import REORDER_METHODS, reorder_dataset  # noqa: E402
+from slifmr.data.reorder import REORDER_METHODS, locality_share, reorder_dataset  # noqa: E402
 
-__all__ = ["near_share", "main"]
+__all__ = ["main"]
 
 
 def run_one(order: str, args) -> dict:
@@ -72,18 +72,6 @@ def summary(order: str, r: dict) -> dict:
             "steps": steps, "refresh_s": e["refresh"], "h_forward_s": e["h_forward"],
             "eval_s": e["eval"], "epoch_s": e["epoch_seconds"], "recall@20": e["recall@20"],
             "peak_rss_gib": r["peak_rss_gib"]}
-
-
-def near_share(ds, window: int = 2048) -> float:
-    """Share of training edges whose item id is within ``window`` of its user's median item."""
-    u, i = ds.train[:, 0], ds.train[:, 1]
-    o = np.lexsort((i, u))
-    deg = np.bincount(u, minlength=ds.num_users)
-    start = np.r_[0, np.cumsum(deg)[:-1]]
-    has = deg > 0
-    med = np.zeros(ds.num_users, np.int64)
-    med[has] = i[o][start[has] + (deg[has] - 1) // 2]
-    return float(np.mean(np.abs(i - med[u]) < window))
 
 
 def kernel_probe(args) -> list:
@@ -114,8 +102,9 @@ def kernel_probe(args) -> list:
             del y
         fwd = sum(t[0] for t in times[1:]) / args.repeats
         bwd = sum(t[1] for t in times[1:]) / args.repeats
-        rows.append({"order": order, "reorder_s": round(t_order, 2), "near": round(near_share(ds), 3),
-                     "forward_s": round(fwd, 3), "backward_s": round(bwd, 3)})
+        rows.append({"order": order, "reorder_s": round(t_order, 2),
+                     "near": round(locality_share(ds), 3), "forward_s": round(fwd, 3),
+                     "backward_s": round(bwd, 3)})
         print(f"{order:<10} reorder {t_order:6.1f} s  near {rows[-1]['near']:.3f}  forward "
               f"{fwd:.3f} s  backward {bwd:.3f} s  ({args.repeats} calls each)", flush=True)
         del g, x, ds

@@ -10,7 +10,8 @@ from slifmr.cli import main as cli_main
 from slifmr.config import Config
 from slifmr.data import Dataset, DataFormatError, make_synthetic
 from slifmr.data.reorder import (AUTO_MIN_NODES, REORDER_METHODS, apply_reorder, locality_order,
-                                 permute_dataset, to_original_rows, user_order_by_items)
+                                 locality_share, permute_dataset, to_original_rows,
+                                 user_order_by_items)
 from slifmr.evaluate import rank_metrics
 from slifmr.train import Trainer, prepare_data
 
@@ -111,19 +112,10 @@ def test_orders_are_deterministic_permutations(ds, method):
 def test_orders_put_graph_neighbours_close():
     big = make_synthetic(num_users=4000, num_items=3000, num_clusters=12, mean_interactions=12,
                          modalities={"image": 16}, kg_relations=0, seed=1)
-
-    def near(d):  # share of train edges whose item is within 256 positions of the user's median
-        pos = d.train[:, 1]
-        med = np.zeros(d.num_users, np.int64)
-        o = np.lexsort((pos, d.train[:, 0]))
-        deg = np.bincount(d.train[:, 0], minlength=d.num_users)
-        start = np.r_[0, np.cumsum(deg)[:-1]]
-        has = deg > 0
-        med[has] = pos[o][start[has] + (deg[has] - 1) // 2]
-        return np.mean(np.abs(pos - med[d.train[:, 0]]) < 256)
-    base = near(big)
+    base = locality_share(big, window=256)
     for method in ("features", "graph"):
-        assert near(permute_dataset(big, *locality_order(big, method, group=256))) > base + 0.3
+        new = permute_dataset(big, *locality_order(big, method, group=256))
+        assert locality_share(new, window=256) > base + 0.3
 
 
 def test_apply_reorder_modes(ds):

@@ -27,13 +27,14 @@ import math
 from typing import Optional
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from .dataset import Dataset
 
 __all__ = ["locality_order", "permute_dataset", "reorder_dataset", "apply_reorder",
-           "user_order_by_items", "to_original_rows", "REORDER_METHODS", "REORDER_MODES",
-           "AUTO_METHOD", "AUTO_MIN_NODES"]
+           "user_order_by_items", "locality_share", "to_original_rows", "REORDER_METHODS",
+           "REORDER_MODES", "AUTO_METHOD", "AUTO_MIN_NODES"]
 
 REORDER_METHODS = ("features", "graph", "pca")
 REORDER_MODES = ("none", "auto") + REORDER_METHODS
@@ -95,21 +96,34 @@ def permute_dataset(ds: Dataset, user_order: np.ndarray, item_order: np.ndarray)
 
 
 # --------------------------------------------------------------------------- orders
+def _user_medians(train: np.ndarray, num_users: int, item_pos: np.ndarray) -> np.ndarray:
+    """Each user's median (the lower one for an even count) of ``item_pos`` over its training
+    items; ``item_pos.size`` for a user without any."""
+    med = np.full(num_users, np.int64(item_pos.size), np.int64)
+    if train.shape[0]:
+        pos = item_pos[train[:, 1]].astype(np.int64)
+        o = np.lexsort((pos, train[:, 0]))
+        deg = np.bincount(train[:, 0], minlength=num_users)
+        start = np.r_[0, np.cumsum(deg)[:-1]]
+        has = deg > 0
+        med[has] = pos[o][start[has] + (deg[has] - 1) // 2]
+    return med
+
+
 def user_order_by_items(train: np.ndarray, num_users: int, item_pos: np.ndarray) -> np.ndarray:
     """Users ordered by the median (the lower one for an even count) of ``item_pos`` over their
     training items, ties by user id; users without training items last, by id."""
-    n = train.shape[0]
-    big = np.int64(item_pos.size)
-    med = np.full(num_users, big, np.int64)
-    if n:
-        pos = item_pos[train[:, 1]].astype(np.int64)
-        o = np.lexsort((pos, train[:, 0]))
-        u, p = train[o, 0], pos[o]
-        deg = np.bincount(u, minlength=num_users)
-        start = np.r_[0, np.cumsum(deg)[:-1]]
-        has = deg > 0
-        med[has] = p[start[has] + (deg[has] - 1) // 2]
+    med = _user_medians(train, num_users, item_pos)
     return np.lexsort((np.arange(num_users), med)).astype(np.int64)
+
+
+def locality_share(ds: Dataset, window: int = 2048) -> float:
+    """Share of the training edges whose item id lies within ``window`` of its user's median
+    item id (1.0: every user's items sit together)."""
+    if ds.train.shape[0] == 0:
+        return 1.0
+    med = _user_medians(ds.train, ds.num_users, np.arange(ds.num_items))
+    return float(np.mean(np.abs(ds.train[:, 1] - med[ds.train[:, 0]]) < window))
 
 
 def _pc1(x: torch.Tensor) -> torch.Tensor:
@@ -177,12 +191,12 @@ def _graph_matrix(ds: Dataset, dim: int, seed: int, rounds: int = 4) -> torch.Te
     """(I, dim) item vectors smoothed over the training interactions: random vectors, then
     ``rounds`` times item -> mean over its users of (user = mean over its items), centred and
     rescaled each round (the constant direction would otherwise take over)."""
-    import scipy.sparse as sp
     R = ds.interaction_matrix("train")
     du = np.asarray(R.sum(1)).ravel()
     di = np.asarray(R.sum(0)).ravel()
-    Ru = sp.diags((1.0 / np.maximum(du, 1)).astype(np.float32)) @ R           # users: mean of items
-    Ri = (sp.diags((1.0 / np.maximum(di, 1)).astype(np.float32)) @ R.T).tocsr()  # items: mean of users
+    # users: the mean of their items; items: the mean of their users
+    Ru = sp.diags((1.0 / np.maximum(du, 1)).astype(np.float32)) @ R
+    Ri = (sp.diags((1.0 / np.maximum(di, 1)).astype(np.float32)) @ R.T).tocsr()
     x = np.random.default_rng(seed).standard_normal((ds.num_items, dim)).astype(np.float32)
     for _ in range(rounds):
         x = np.asarray(Ri @ (Ru @ x), dtype=np.float32)
@@ -191,7 +205,7 @@ def _graph_matrix(ds: Dataset, dim: int, seed: int, rounds: int = 4) -> torch.Te
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def locality_order(ds: Dataset, method: str = "features", group: int = 1024, dim: int = 32,
+def locality_order(ds: Dataset, method: str = "graph", group: int = 1024, dim: int = 32,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(user_order, item_order)`` for :func:`permute_dataset` (new id j = old id order[j]).
 
@@ -202,19 +216,18 @@ def locality_order(ds: Dataset, method: str = "features", group: int = 1024, dim
         raise ValueError(f"reorder method must be one of {REORDER_METHODS}, got {method!r}")
     if method != "graph" and not ds.features:
         method = "graph"
-    with torch.random.fork_rng(devices=[]):
-        if method == "graph":
-            item_order = _cluster_order(_graph_matrix(ds, dim, seed), group, seed)
-        elif method == "features":
-            item_order = _cluster_order(_feature_matrix(ds, dim, seed), group, seed)
-        else:
-            item_order = np.argsort(_pc1(_feature_matrix(ds, dim, seed)).numpy(),
-                                    kind="stable").astype(np.int64)
+    if method == "graph":
+        item_order = _cluster_order(_graph_matrix(ds, dim, seed), group, seed)
+    elif method == "features":
+        item_order = _cluster_order(_feature_matrix(ds, dim, seed), group, seed)
+    else:
+        item_order = np.argsort(_pc1(_feature_matrix(ds, dim, seed)).numpy(),
+                                kind="stable").astype(np.int64)
     user_order = user_order_by_items(ds.train, ds.num_users, _inverse(item_order))
     return user_order, item_order
 
 
-def reorder_dataset(ds: Dataset, method: str = "features", seed: int = 0, **kw) -> Dataset:
+def reorder_dataset(ds: Dataset, method: str = "graph", seed: int = 0, **kw) -> Dataset:
     """:func:`permute_dataset` with :func:`locality_order`."""
     return permute_dataset(ds, *locality_order(ds, method, seed=seed, **kw))
 
