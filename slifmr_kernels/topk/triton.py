@@ -83,11 +83,16 @@ _EMPTY_KEY = tl.constexpr(-2139095041 * 2 ** 32 + 2 ** 31 - 1)  # ordered(-inf) 
 
 
 @triton.jit
+def _flip_negative(b):
+    """Flip the magnitude bits of negative int32s: maps a float32's bits to an int32 whose
+    signed order is the float order, and back (the map is its own inverse)."""
+    return b ^ ((b >> 31) & _SIGN_FREE)
+
+
+@triton.jit
 def _ordered(s):
     """float32 -> int32 whose signed order is the float order (-0.0 and +0.0 both map to 0)."""
-    b = s.to(tl.int32, bitcast=True)
-    o = b ^ ((b >> 31) & _SIGN_FREE)
-    return tl.where(s == 0, 0, o)
+    return tl.where(s == 0, 0, _flip_negative(s.to(tl.int32, bitcast=True)))
 
 
 @triton.jit
@@ -100,8 +105,7 @@ def _key(s, j):
 @triton.jit
 def _key_score(key):
     """The float32 score of a key (its high 32 bits, back through the order map)."""
-    o = (key >> 32).to(tl.int32)
-    return (o ^ ((o >> 31) & _SIGN_FREE)).to(tl.float32, bitcast=True)
+    return _flip_negative((key >> 32).to(tl.int32)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -267,7 +271,7 @@ def _topk_kernel(
     if PACKED:
         lk = tl.where(real, lk, _NO_KEY)  # disabled slots and padding rows: never chosen
         for p in range(0, K):
-            bk = tl.max(lk, axis=1)  # the best entry left (disabled slots hold _NO_KEY below)
+            bk = tl.max(lk, axis=1)  # the best entry left; taken ones become _NO_KEY
             lk = tl.where(lk == bk[:, None], _NO_KEY, lk)
             bj = _key_index(bk)
             empty = bj >= 2 ** 31
