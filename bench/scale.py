@@ -317,8 +317,9 @@ def run(args, log=print) -> dict:
     # The data layer's relabelling for locality, as slifmr.train.prepare_data does it
     # (Config.reorder; "auto" relabels catalogs of 100k users + items and more).
     t0 = time.perf_counter()
-    ds = apply_reorder(ds, getattr(args, "reorder", Config.reorder))
-    result["reorder"] = "none" if ds.orig_items is None else getattr(args, "reorder", Config.reorder)
+    mode = getattr(args, "reorder", Config.reorder)
+    ds = apply_reorder(ds, mode)
+    result["reorder"] = "none" if ds.orig_items is None else mode
     if ds.orig_items is not None:
         result["reorder_seconds"] = round(time.perf_counter() - t0, 3)
         mem.mark(f"reorder ({result['reorder']})", result["reorder_seconds"], log)
