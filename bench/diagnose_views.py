@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from slifmr.checkpoint import load_checkpoint  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.evaluate import rank_metrics  # noqa: E402
 from slifmr.train import Trainer, prepare_data  # noqa: E402
@@ -33,9 +34,9 @@ def main():
     cfg = Config(**saved["config"])
     ds = prepare_data(cfg, saved["data"])
     tr = Trainer(cfg.updated(progress=False), ds, os.path.join(args.run, "diagnose"), log=lambda s: None)
-    st = torch.load(os.path.join(args.run, "last.pt"), map_location="cpu", weights_only=False)
+    st = load_checkpoint(os.path.join(args.run, "last.pt"))
     tr._load_state(st)
-    graphs, _ = tr._graphs_for_epoch()
+    graphs, _ = tr.selfloop.graphs()
     model = tr.model.eval()
     with torch.no_grad():
         out = model(graphs)

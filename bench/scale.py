@@ -8,7 +8,7 @@ generates a synthetic catalog (by default 2N users, 20N interactions, 5N KG trip
 ``image`` and a 384-d ``text`` feature), builds the static graphs, and runs ``--epochs`` full
 SLIF-MR epochs through the real library: ``slifmr.train.Trainer`` (its graph builder, model,
 negative sampler and ``_train_epoch``), the per-epoch feedback refresh
-(``Trainer._graphs_for_epoch`` -> ``sk.knn_graph`` or ``sk.knn_refine``), and a full-ranking
+(``SelfLoop.graphs`` -> ``sk.knn_graph`` or ``sk.knn_refine``), and a full-ranking
 evaluation of a user sample (``slifmr.evaluate.recommend`` -> ``sk.topk_scores``).
 
 It prints one line per phase (seconds, resident memory now, peak resident memory so far) and,
@@ -18,7 +18,7 @@ as its last line, one JSON object with ``items``, ``epoch_seconds``, ``refresh_s
 Phases of an epoch:
 
 * ``refresh``      feedback graph S(t) from H(t-1) (kNN or incremental refine) + rebuild of
-                   A(t), A_m(t), KG(t)  (``Trainer._graphs_for_epoch``)
+                   A(t), A_m(t), KG(t)  (``SelfLoop.graphs``)
 * ``propagation``  the model's forward passes inside the training steps (all views)
 * ``loss_backward`` the rest of the steps: BPR + consistency + L2, backward, Adam
 * ``h_forward``    one forward without gradient: H(t) for the next refresh and the eval embeddings
@@ -285,7 +285,7 @@ def warmup(backend: str = "auto") -> float:
     cfg = Config(batch_size=4096, epochs=1, progress=False, feedback_refine=False,
                  modalities=sorted(ds.features), backend=backend)
     tr = Trainer(cfg, ds, tempfile.mkdtemp(prefix="slifmr-warmup-"), log=lambda s: None)
-    graphs, _ = tr._graphs_for_epoch()
+    graphs, _ = tr.selfloop.graphs()
     tr._train_epoch(graphs, 0)
     tr.model.eval()
     with torch.no_grad():
@@ -294,7 +294,7 @@ def warmup(backend: str = "auto") -> float:
     recommend(out["user"], out["item"], users, 20, tr.train_csr, backend=backend)
     bucket_knn(out["item"], 5, block=64, backend=backend)
     if hasattr(sk, "knn_refine"):
-        sk.knn_refine(out["item"].detach(), tr.raw_prev, 5, backend=backend)
+        sk.knn_refine(out["item"].detach(), tr.selfloop.raw_prev, 5, backend=backend)
     return time.perf_counter() - t0
 
 
@@ -351,7 +351,7 @@ def run(args, log=print) -> dict:
     result.update(static_knn=static_mode, refresh_mode=refresh, batch_size=args.batch_size,
                   embed_dim=args.embed_dim, knn_k=args.knn_k, lr=args.lr,
                   static_graphs_seconds=round(trainer.static_graph_s, 3))
-    seed_graph = trainer.builder.seed_graph
+    seed_graph = trainer.selfloop.seed
     if static_mode == "bucket" and seed_graph is not None:
         first = cfg.modalities[0]
         result["static_knn_recall"] = {first: round(knn_recall(torch.from_numpy(ds.features[first]),
@@ -368,8 +368,7 @@ def run(args, log=print) -> dict:
         graphs0 = trainer.builder.build(None)  # not cached by the builder: freed below
         model.eval()
         with torch.no_grad():
-            trainer.h_prev = model(graphs0)["item"].detach()
-        trainer.raw_prev, trainer.builder.seed_graph = seed_graph, None
+            trainer.selfloop.prime(model(graphs0)["item"], seed_graph)
         del graphs0
         mem.mark("seed H(-1)", time.perf_counter() - t0, log)
 
@@ -398,7 +397,7 @@ def run(args, log=print) -> dict:
         log(f"epoch {epoch + 1}")
         rec: dict = {"epoch": epoch + 1}
         t0 = time.perf_counter()
-        graphs, _ = trainer._graphs_for_epoch()
+        graphs, _ = trainer.selfloop.graphs()
         rec["refresh"] = time.perf_counter() - t0
         rec["feedback_edges"] = graphs.feedback_edges
         mem.mark("refresh", rec["refresh"], log)
@@ -437,7 +436,7 @@ def run(args, log=print) -> dict:
         model.eval()
         with torch.no_grad():
             out = orig_forward(graphs)
-        trainer.h_prev = out["item"].detach()
+        trainer.selfloop.observe(out["item"])
         rec["h_forward"] = time.perf_counter() - t0
         mem.mark("h_forward", rec["h_forward"], log)
 

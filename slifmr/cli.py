@@ -18,8 +18,9 @@ import sys
 from typing import Optional
 
 import numpy as np
-import torch
 
+from .checkpoint import (CheckpointError, TrainingInterrupted, load_checkpoint, require_keys,
+                         write_json_atomic)
 from .config import Config, _parse_value, load_config
 from .data import DataFormatError
 
@@ -105,7 +106,8 @@ def _load_run(output: str, data: Optional[str]):
     cfg = Config(**saved["config"])
     # best.pt's rows are in the dataset's original ids: no relabelling (Config.reorder) here
     ds = prepare_data(cfg.updated(reorder="none"), data if data is not None else saved.get("data"))
-    best = torch.load(bpath, map_location="cpu", weights_only=False)
+    best = load_checkpoint(bpath)  # tensors and plain containers only: never runs code
+    require_keys(best, bpath, ("user", "item", "epoch"))
     if best["user"].shape[0] != ds.num_users or best["item"].shape[0] != ds.num_items:
         raise SystemExit(f"{bpath}: embeddings for {best['user'].shape[0]} users / "
                          f"{best['item'].shape[0]} items do not match the dataset "
@@ -132,7 +134,6 @@ def _cmd_train(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from .evaluate import rank_metrics
-    from .train import write_json_atomic
     cfg, ds, best = _load_run(args.output, args.data)
     train = ds.interaction_matrix("train")
     if args.split == "test":
@@ -178,9 +179,13 @@ def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _cmd_train, "evaluate": _cmd_evaluate, "recommend": _cmd_recommend}[args.command](args)
-    except (FileNotFoundError, DataFormatError) as exc:
+    except (FileNotFoundError, DataFormatError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        # the trainer has said what is on disk; 128 + the signal, as a shell reports it
+        print(f"slifmr: stopped by {exc}", file=sys.stderr)
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":

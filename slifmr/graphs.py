@@ -210,7 +210,8 @@ class GraphBuilder:
 
     What it holds: R~ (``user_item``), [[0, R], [R^T, 0]] (scipy), the sym-normalised modality
     kNN graphs (scipy, ``modality_knn``), the directed kNN graph of the first modality
-    (``seed_graph``: the seed of the first incremental feedback refresh), and the KG edge
+    (``seed_graph``: the seed of the first incremental feedback refresh, which
+    :class:`~slifmr.selfloop.SelfLoop` takes over), and the KG edge
     arrays (int32). The static CSRGraphs of ``build(None)`` are built on demand.
     """
 

@@ -25,16 +25,19 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .checkpoint import (CheckpointError, TrainingInterrupted, atomic_save, deferred_interrupts,
+                         interrupts_as_exceptions, load_checkpoint, remove_stale_temporaries,
+                         require_keys, write_json_atomic, write_text_atomic)
 from .config import Config
 from .data import Dataset, load_dataset, make_synthetic
 from .data.reorder import apply_reorder, to_original_rows
 from .evaluate import rank_metrics
-from .graphs import GraphBuilder, knn_scipy
+from .graphs import GraphBuilder
 from .losses import bpr_loss, consistency_loss, l2_reg
 from .model import build_model
+from .selfloop import SelfLoop
 
-__all__ = ["prepare_data", "Trainer", "NegativeSampler", "sample_negatives", "atomic_save", "write_json_atomic",
-           "write_curves_svg"]
+__all__ = ["prepare_data", "Trainer", "NegativeSampler", "sample_negatives", "write_curves_svg"]
 
 
 # --------------------------------------------------------------------------- data
@@ -100,21 +103,6 @@ def sample_negatives(users: np.ndarray, train: np.ndarray, num_users: int, num_i
 
 
 # --------------------------------------------------------------------------- files
-def atomic_save(obj, path: str) -> None:
-    """torch.save to ``path`` through a temporary file and os.replace (never a torn file)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(obj, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _polyline(xs, ys, x0, y0, w, h, xmin, xmax, ymin, ymax, color):
     if not xs:
         return ""
@@ -154,10 +142,7 @@ def write_curves_svg(history: list, path: str) -> None:
             parts.append(_polyline([x for x, _ in d], [y for _, y in d], x0, y0, w, h, xmin, xmax, ymin, ymax, color))
             parts.append(f'<text x="{x0 + 6}" y="{y0 + 14 + 13 * k}" fill="{color}">{name}</text>')
     parts.append("</svg>")
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic("\n".join(parts) + "\n", path)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -214,41 +199,15 @@ class Trainer:
         self.history: list = []
         self.best = {"recall@20": -1.0, "epoch": -1}
         self.bad_epochs = 0
-        self.h_prev: Optional[torch.Tensor] = None   # H(t-1): item representations
-        self.raw_prev = None                          # previous kNN graph (for knn_refine)
+        self.stopped_early = False
+        # H(t-1) and the previous kNN graph: the self-loop's state, checkpointed whole
+        self.selfloop = SelfLoop(self.builder, ds.features, enabled=self.cfg.feedback,
+                                 k=self.cfg.feedback_k, refine=self.cfg.feedback_refine,
+                                 initial=self.cfg.feedback_init, modalities=mods, device=self.device)
 
     # ------------------------------------------------------------------ paths
     def _p(self, name: str) -> str:
         return os.path.join(self.output, name)
-
-    # ------------------------------------------------------------------ feedback
-    def _initial_feedback_source(self) -> Optional[torch.Tensor]:
-        """S(0) source: the mean of the L2-normalised modality features (concatenated / sqrt(M)
-        gives cosine = mean of per-modality cosines), or None."""
-        if self.cfg.feedback_init != "features" or not self.cfg.modalities:
-            return None
-        feats = [torch.nn.functional.normalize(torch.from_numpy(self.ds.features[m]), dim=1)
-                 for m in self.cfg.modalities]
-        return torch.cat(feats, 1) / math.sqrt(len(feats))
-
-    def _graphs_for_epoch(self):
-        if not self.cfg.feedback:
-            return self.builder.build(None), 0.0
-        t0 = time.perf_counter()
-        src = self.h_prev if self.h_prev is not None else self._initial_feedback_source()
-        if src is None:
-            return self.builder.build(None), time.perf_counter() - t0
-        previous = self.raw_prev if (self.cfg.feedback_refine and self.h_prev is not None) else None
-        if self.h_prev is None and not self.builder.knn_exact:
-            # S(0) over the concatenated features of a catalogue too large for exact kNN
-            # (O(I^2 D), hours at a million items): refine the first modality's kNN graph
-            # instead, which is O(I k^2 D). The seed is used once; drop it.
-            previous, self.builder.seed_graph = self.builder.seed_graph, None
-        S, raw, raw_graph, _ = self.builder.feedback(src.to(self.device), self.cfg.feedback_k, previous)
-        del src, previous
-        self.raw_prev = raw_graph
-        graphs = self.builder.build(S, raw)
-        return graphs, time.perf_counter() - t0
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self, graphs, epoch: int) -> dict:
@@ -318,14 +277,15 @@ class Trainer:
     def _state(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
                 "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
-                "h_prev": None if self.h_prev is None else self.h_prev.cpu(),
-                "config": self.cfg.to_dict(),
-                "orig_users": self.ds.orig_users, "orig_items": self.ds.orig_items}
+                "selfloop": self.selfloop.state_dict(), "config": self.cfg.to_dict(),
+                # numpy arrays are not loadable with weights_only: stored as tensors
+                "orig_users": _as_tensor(self.ds.orig_users), "orig_items": _as_tensor(self.ds.orig_items)}
 
     def _check_order(self, st: dict) -> None:
         """A resumed run must see its users and items under the ids it was trained with."""
         for name in ("orig_users", "orig_items"):
             saved, now = st.get(name), getattr(self.ds, name)
+            saved = saved.numpy() if isinstance(saved, torch.Tensor) else saved
             same = (saved is None and now is None) or (
                 saved is not None and now is not None and np.array_equal(saved, now))
             if not same:
@@ -351,14 +311,13 @@ class Trainer:
         self.history = list(st["history"])
         self.best = dict(st["best"])
         self.bad_epochs = int(st["bad_epochs"])
-        self.h_prev = None if st["h_prev"] is None else st["h_prev"].to(self.device)
+        self.stopped_early = bool(self.cfg.patience) and self.bad_epochs >= self.cfg.patience
+        # checkpoints from before the self-loop kept its state kept only H(t-1)
+        self.selfloop.load_state_dict(st["selfloop"] if "selfloop" in st else {"h_prev": st.get("h_prev")})
 
     def _write_log(self) -> None:
-        tmp = self._p("metrics.jsonl") + f".tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in self.history:
-                f.write(json.dumps(r, sort_keys=True) + "\n")
-        os.replace(tmp, self._p("metrics.jsonl"))
+        write_text_atomic("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history),
+                          self._p("metrics.jsonl"))
         write_curves_svg(self.history, self._p("curves.svg"))
 
     # ------------------------------------------------------------------ main loop
@@ -366,10 +325,15 @@ class Trainer:
         """Train (or resume) until ``epochs`` or early stopping; evaluate the best model on test;
         write metrics.json. Returns the test metrics dict."""
         cfg = self.cfg
+        stale = remove_stale_temporaries(self.output)
+        if stale:
+            self.log(f"removed {len(stale)} temporary file(s) left by an interrupted write: {stale}")
         write_json_atomic({"config": cfg.to_dict(), "data": self.data_source,
                            "dataset": self.ds.summary()}, self._p("config.json"))
         if resume and os.path.isfile(self._p("last.pt")):
-            st = torch.load(self._p("last.pt"), map_location=self.device, weights_only=False)
+            st = load_checkpoint(self._p("last.pt"), map_location=self.device)
+            require_keys(st, self._p("last.pt"), ("model", "opt", "epoch", "history", "best",
+                                                   "bad_epochs", "config"))
             # A key the checkpoint predates had its default value then.
             defaults = Config().to_dict()
             saved = {k: st["config"].get(k, defaults[k]) for k in cfg.to_dict()
@@ -389,11 +353,31 @@ class Trainer:
                  f"{'on' if cfg.feedback else 'off'}, sc_weight {cfg.sc_weight}; "
                  f"{sum(p.numel() for p in self.model.parameters())} parameters; static graphs "
                  f"{self.static_graph_s:.2f}s")
+        try:
+            with interrupts_as_exceptions():
+                stopped = self._run_epochs()
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", 2)
+            done = (f"last.pt holds epoch {self.epoch}; continue with --resume" if self.epoch
+                    else "no epoch had finished, nothing was saved")
+            self.log(f"interrupted ({'SIGTERM' if signum == 15 else 'SIGINT'}) during epoch "
+                     f"{self.epoch + 1}: {done}")
+            raise TrainingInterrupted(signum) from None
+        if stopped:
+            self.log(f"early stop: no better validation recall@20 for {cfg.patience} evaluations "
+                     f"(best at epoch {self.best['epoch']})")
+        return self.test()
+
+    def _run_epochs(self) -> bool:
+        """The epochs left; True when early stopping ended them. Every epoch ends with best.pt
+        (if better), last.pt and the logs written as one step that SIGINT / SIGTERM cannot cut:
+        an interrupt then leaves the files of the last completed epoch."""
+        cfg = self.cfg
         stopped = False
         while self.epoch < cfg.epochs and not stopped:
             epoch = self.epoch
             t0 = time.perf_counter()
-            graphs, rebuild_s = self._graphs_for_epoch()
+            graphs, rebuild_s = self.selfloop.graphs()
             t1 = time.perf_counter()
             parts = self._train_epoch(graphs, epoch)
             t2 = time.perf_counter()
@@ -402,7 +386,8 @@ class Trainer:
             self.model.eval()
             with torch.no_grad():
                 out = self.model(graphs)
-            self.h_prev = out["item"].detach()
+            self.selfloop.observe(out["item"])
+            best_ckpt = None
             rec = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in parts.items()},
                    "train_s": round(t2 - t1, 3), "rebuild_s": round(rebuild_s, 3),
                    "feedback_edges": graphs.feedback_edges}
@@ -417,11 +402,11 @@ class Trainer:
                     self.best = {"recall@20": score, "epoch": epoch + 1}
                     self.bad_epochs = 0
                     ou, oi = self.ds.orig_users, self.ds.orig_items
-                    atomic_save({"model": self._original_ids(self.model.state_dict()),
+                    best_ckpt = {"model": self._original_ids(self.model.state_dict()),
                                  "epoch": epoch + 1,
                                  "user": to_original_rows(out["user"].detach().cpu(), ou),
                                  "item": to_original_rows(out["item"].detach().cpu(), oi),
-                                 "config": cfg.to_dict()}, self._p("best.pt"))
+                                 "config": cfg.to_dict()}
                 else:
                     self.bad_epochs += 1
                     if cfg.patience and self.bad_epochs >= cfg.patience:
@@ -431,22 +416,25 @@ class Trainer:
             rec["epoch_s"] = round(time.perf_counter() - t0, 3)
             self.history.append(rec)
             self.epoch = epoch + 1
-            atomic_save(self._state(), self._p("last.pt"))
-            self._write_log()
+            self.stopped_early = stopped
+            with deferred_interrupts():
+                if best_ckpt is not None:
+                    atomic_save(best_ckpt, self._p("best.pt"))
+                del best_ckpt
+                atomic_save(self._state(), self._p("last.pt"))
+                self._write_log()
             v = rec.get("valid_recall@20")
             self.log(f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} (bpr {parts['bpr']:.4f}, sc "
                      f"{parts['sc']:.4f})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
                      f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
                      f"(rebuild {rebuild_s:.2f}s)")
-        if stopped:
-            self.log(f"early stop: no better validation recall@20 for {cfg.patience} evaluations "
-                     f"(best at epoch {self.best['epoch']})")
-        return self.test()
+        return stopped
 
     def test(self) -> dict:
         """Test metrics of the best checkpoint (train + validation items excluded); writes
         metrics.json and returns it."""
-        best = torch.load(self._p("best.pt"), map_location="cpu", weights_only=False)
+        best = load_checkpoint(self._p("best.pt"))
+        require_keys(best, self._p("best.pt"), ("user", "item", "epoch"))
         exclude = (self.train_csr + self.valid_csr).tocsr()
         # best.pt holds rows in original ids; the trainer's matrices are in its own
         ou, oi = self.ds.orig_users, self.ds.orig_items
@@ -463,6 +451,8 @@ class Trainer:
         rebuild = [r["rebuild_s"] for r in steady]
         tot = [r["epoch_s"] for r in steady]
         m.update({"model": self.cfg.model, "best_epoch": int(best["epoch"]), "epochs_run": n_run,
+                  # "early_stop": validation stopped improving; "epoch_cap": cfg.epochs ran out
+                  "stopped": "early_stop" if self.stopped_early else "epoch_cap",
                   "first_epoch_seconds": float(epochs[0]["epoch_s"]) if epochs else 0.0,
                   "seconds_per_epoch": float(np.mean(tot)) if tot else 0.0,
                   "train_seconds_per_epoch": float(np.mean(train_s)) if train_s else 0.0,
@@ -475,3 +465,7 @@ class Trainer:
                        for n in ("recall", "ndcg", "precision", "hit"))
         self.log(f"test ({m['num_users']} users, best epoch {m['best_epoch']}): {ks}")
         return m
+
+
+def _as_tensor(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a))

@@ -178,7 +178,7 @@ def test_large_catalogue_path_trains(tmp_path, small_ds):
     graph (the seed is then dropped), no cached no-feedback graphs; it still learns."""
     tr = Trainer(_cfg(epochs=2, feedback_refine=True, knn_exact_max=10), small_ds, str(tmp_path / "big"),
                  log=lambda s: None)
-    assert not tr.builder.knn_exact and tr.builder.seed_graph is not None
+    assert not tr.builder.knn_exact and tr.selfloop.seed is not None and tr.builder.seed_graph is None
     m = tr.fit()
-    assert tr.builder.seed_graph is None and not tr.builder._static_cache
+    assert tr.selfloop.seed is None and not tr.builder._static_cache
     assert m["recall@20"] > 1.5 * 20 / 90
