@@ -50,8 +50,8 @@ def main():
         m = rank_metrics(u, i, truth, exclude, [20])
         return m["recall@20"], m["ndcg@20"]
 
-    rows = [("fused (the model)", *score(out["user"], out["item"]))]
-    zu_cf, zi_cf = out["cf"]
+    rows = [("fused (the model)", *score(out.user, out.item))]
+    zu_cf, zi_cf = out.cf
     rows.append(("interaction view alone (Z^cf)", *score(zu_cf, zi_cf)))
     alpha = model.alpha.detach()
     names = model.view_names
@@ -59,12 +59,12 @@ def main():
         zu, zi = zu_cf.clone(), zi_cf.clone()
         for j, other in enumerate(names):
             if j != k:
-                vu, vi = out["views"][other]
+                vu, vi = out.views[other]
                 zu = zu + alpha[j] * F.normalize(vu, dim=1)
                 zi = zi + alpha[j] * F.normalize(vi, dim=1)
         rows.append((f"fused without {name}", *score(zu, zi)))
     for name in names:
-        vu, vi = out["views"][name]
+        vu, vi = out.views[name]
         rows.append((f"{name} view alone", *score(F.normalize(vu, dim=1), F.normalize(vi, dim=1))))
     print(f"run {args.run}, epoch {tr.epoch}, {args.split} split; learned alpha: "
           + ", ".join(f"{n} {float(a):.3f}" for n, a in zip(names, alpha)))

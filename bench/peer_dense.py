@@ -44,7 +44,7 @@ from scale import MemoryMeter, catalog_args, make_catalog  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.evaluate import metrics_from_topk  # noqa: E402
 from slifmr.losses import bpr_loss, consistency_loss, l2_reg  # noqa: E402
-from slifmr.model import SLIFMR  # noqa: E402
+from slifmr.models import ModelOutput, SLIFMR  # noqa: E402
 from slifmr.train import NegativeSampler  # noqa: E402
 
 __all__ = ["dense_knn", "PeerGraphs", "PeerModel", "run", "main"]
@@ -162,7 +162,7 @@ class PeerGraphs:
 class PeerModel(SLIFMR):
     """SLIF-MR's parameters and formulas with ``torch.sparse.mm`` in place of ``sk.propagate``."""
 
-    def forward(self, g) -> dict:
+    def forward(self, g) -> ModelOutput:
         adj, user_item, modality, kg = g
         mm = torch.sparse.mm
         x = torch.cat([self.user_emb, self.item_emb], 0)
@@ -188,7 +188,12 @@ class PeerModel(SLIFMR):
                     acc = acc + h
                 zi = acc / (self.cfg.modality_layers + 1)
             views[name] = (mm(user_item, zi), zi)
-        return self.fuse(zu_cf, zi_cf, views)
+        # The fusion as the peers write it: one normalised copy per view.
+        zu, zi = zu_cf, zi_cf
+        for k, (vu, vi) in enumerate(views.values()):
+            zu = zu + self.alpha[k] * F.normalize(vu, dim=1)
+            zi = zi + self.alpha[k] * F.normalize(vi, dim=1)
+        return ModelOutput(zu, zi, cf=(zu_cf, zi_cf), views=views)
 
 
 def dense_rank(user_emb, item_emb, users, k, exclude, batch: int = 1024) -> np.ndarray:
@@ -243,7 +248,7 @@ def run(args, log=print) -> dict:
     g = pg.build(*dense_knn(feats, cfg.feedback_k, chunk))
     model.eval()
     with torch.no_grad():
-        h_prev = model(g)["item"]
+        h_prev = model(g).item
     del g, feats
     mem.mark("seed H(-1)", time.perf_counter() - t0, log)
 
@@ -278,7 +283,7 @@ def run(args, log=print) -> dict:
             tf = time.perf_counter()
             out = model(g)
             fwd += time.perf_counter() - tf
-            zu, zi = out["user"], out["item"]
+            zu, zi = out.user, out.item
             eu = zu[u]
             loss = bpr_loss((eu * zi[ip]).sum(1), (eu * zi[ineg]).sum(1))
             loss = loss + cfg.reg_weight * l2_reg(model.user_emb[u], model.item_emb[ip],
@@ -301,13 +306,13 @@ def run(args, log=print) -> dict:
         model.eval()
         with torch.no_grad():
             out = model(g)
-        h_prev = out["item"].detach()
+        h_prev = out.item.detach()
         rec["h_forward"] = time.perf_counter() - t0
         mem.mark("h_forward", rec["h_forward"], log)
 
         t0 = time.perf_counter()
         with torch.no_grad():
-            top = dense_rank(out["user"], out["item"], eval_users, 20, train_csr)
+            top = dense_rank(out.user, out.item, eval_users, 20, train_csr)
         m = metrics_from_topk(top, eval_users, valid_csr, [10, 20])
         rec["eval"] = time.perf_counter() - t0
         rec["recall@20"] = round(m["recall@20"], 5)

@@ -291,10 +291,10 @@ def warmup(backend: str = "auto") -> float:
     with torch.no_grad():
         out = tr.model(graphs)
     users = np.arange(min(50, ds.num_users))
-    recommend(out["user"], out["item"], users, 20, tr.train_csr, backend=backend)
-    bucket_knn(out["item"], 5, block=64, backend=backend)
+    recommend(out.user, out.item, users, 20, tr.train_csr, backend=backend)
+    bucket_knn(out.item, 5, block=64, backend=backend)
     if hasattr(sk, "knn_refine"):
-        sk.knn_refine(out["item"].detach(), tr.selfloop.raw_prev, 5, backend=backend)
+        sk.knn_refine(out.item.detach(), tr.selfloop.raw_prev, 5, backend=backend)
     return time.perf_counter() - t0
 
 
@@ -368,7 +368,7 @@ def run(args, log=print) -> dict:
         graphs0 = trainer.builder.build(None)  # not cached by the builder: freed below
         model.eval()
         with torch.no_grad():
-            trainer.selfloop.prime(model(graphs0)["item"], seed_graph)
+            trainer.selfloop.prime(model(graphs0).item, seed_graph)
         del graphs0
         mem.mark("seed H(-1)", time.perf_counter() - t0, log)
 
@@ -436,12 +436,12 @@ def run(args, log=print) -> dict:
         model.eval()
         with torch.no_grad():
             out = orig_forward(graphs)
-        trainer.selfloop.observe(out["item"])
+        trainer.selfloop.observe(out.item)
         rec["h_forward"] = time.perf_counter() - t0
         mem.mark("h_forward", rec["h_forward"], log)
 
         t0 = time.perf_counter()
-        top, _ = recommend(out["user"], out["item"], eval_users, 20, trainer.train_csr,
+        top, _ = recommend(out.user, out.item, eval_users, 20, trainer.train_csr,
                            backend=cfg.backend)
         m = metrics_from_topk(top, eval_users, trainer.valid_csr, [10, 20])
         rec["eval"] = time.perf_counter() - t0

@@ -2,7 +2,7 @@
 features, on the ``slifmr_kernels`` sparse kernels.
 
 Modules follow the data flow: :mod:`slifmr.data` (layouts, synthetic) -> :mod:`slifmr.graphs`
-(graph assembly + feedback insertion) -> :mod:`slifmr.model` (SLIF-MR, LightGCN) ->
+(graph assembly + feedback insertion) -> :mod:`slifmr.models` (SLIF-MR, LightGCN, FREEDOM, LATTICE) ->
 :mod:`slifmr.train` / :mod:`slifmr.evaluate` -> :mod:`slifmr.cli`.
 """
 # The kernels first: they choose the OpenMP wait policy before torch starts its thread pool.

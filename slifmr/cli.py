@@ -18,10 +18,11 @@ import sys
 from typing import Optional
 
 import numpy as np
+from slifmr_kernels.backends import BackendUnavailable
 
 from .checkpoint import (CheckpointError, TrainingInterrupted, load_checkpoint, require_keys,
                          write_json_atomic)
-from .config import Config, _parse_value, load_config
+from .config import Config, ConfigError, check_runtime, check_value, load_config, parse_override
 from .data import DataFormatError
 
 __all__ = ["main", "build_parser"]
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model, evaluate it on test, write OUTPUT/metrics.json")
     _add_common(t)
-    t.add_argument("--model", choices=["slifmr", "lightgcn"], default=None)
+    t.add_argument("--model", choices=["slifmr", "lightgcn", "freedom", "lattice"], default=None)
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
@@ -69,15 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args) -> dict:
+    """The configuration keys the command line sets, each checked against its declared type
+    (``--set`` values are parsed by that type); a bad one raises ConfigError naming the option."""
     ov = {}
     for item in args.set:
-        if "=" not in item:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        ov[k.strip()] = _parse_value(v)
+        k, v = parse_override(item)
+        ov[k] = v
     for key in ("model", "epochs", "seed"):
         if getattr(args, key, None) is not None:
-            ov[key] = getattr(args, key)
+            ov[key] = check_value(key, getattr(args, key), f"--{key}")
     if getattr(args, "no_feedback", False):
         ov["feedback"] = False
     if getattr(args, "no_kg", False):
@@ -117,11 +118,8 @@ def _load_run(output: str, data: Optional[str]):
 
 def _cmd_train(args) -> int:
     from .train import Trainer, prepare_data
-    try:
-        cfg = load_config(args.config, _overrides(args))
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, _overrides(args))
+    check_runtime(cfg)  # the device exists and the backend runs on it, before any data is read
     ds = prepare_data(cfg, args.data)
     trainer = Trainer(cfg, ds, args.output, data_source=args.data)
     m = trainer.fit(resume=args.resume)
@@ -161,11 +159,9 @@ def _cmd_recommend(args) -> int:
     users = np.asarray(args.users, dtype=np.int64)
     bad = users[(users < 0) | (users >= ds.num_users)]
     if bad.size:
-        print(f"error: --users: ids out of range [0, {ds.num_users}): {bad.tolist()}", file=sys.stderr)
-        return 2
+        return _fail(f"--users: ids out of range [0, {ds.num_users}): {bad.tolist()}")
     if args.k < 1:
-        print("error: --k must be >= 1", file=sys.stderr)
-        return 2
+        return _fail(f"--k: expected an integer >= 1, got {args.k}")
     exclude = None if args.include_seen else (ds.interaction_matrix("train") + ds.interaction_matrix("valid")).tocsr()
     items, scores = recommend(best["user"], best["item"], users, args.k, exclude, backend=cfg.backend)
     for u, it, sc in zip(users.tolist(), items, scores):
@@ -175,13 +171,21 @@ def _cmd_recommend(args) -> int:
     return 0
 
 
+def _fail(message: str) -> int:
+    """Report a rejected input as argparse reports a bad option: one line, exit status 2."""
+    print(f"slifmr: error: {' '.join(str(message).splitlines())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _cmd_train, "evaluate": _cmd_evaluate, "recommend": _cmd_recommend}[args.command](args)
-    except (FileNotFoundError, DataFormatError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, DataFormatError, CheckpointError, ConfigError) as exc:
+        return _fail(str(exc))
+    except BackendUnavailable as exc:
+        # a backend named in the configuration that cannot serve one of the ops it is asked for
+        return _fail(f"config key 'backend': {exc}")
     except TrainingInterrupted as exc:
         # the trainer has said what is on disk; 128 + the signal, as a shell reports it
         print(f"slifmr: stopped by {exc}", file=sys.stderr)

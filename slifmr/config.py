@@ -8,20 +8,38 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+from slifmr_kernels.backends import BACKENDS
 
 from .data.reorder import REORDER_MODES
+from .data.synthetic import check_synthetic_params
 
-__all__ = ["Config", "load_config"]
+__all__ = ["Config", "ConfigError", "load_config", "check_value", "parse_override",
+           "check_runtime"]
+
+# Integer keys are counts, sizes and thresholds that numpy and torch take as C ints.
+_INT_MAX = 2 ** 31 - 1
+# torch.manual_seed and numpy's generators take any seed in [0, 2^63).
+_SEED_MAX = 2 ** 63 - 1
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is not valid. The message names the key and the bad value,
+    prefixed by where the value came from (``file:line``, ``--set KEY=VALUE`` or the option)."""
 
 
 @dataclass
 class Config:
     # --- model
-    model: str = "slifmr"                 # "slifmr" | "lightgcn"
+    model: str = "slifmr"                 # "slifmr" | "lightgcn" | "freedom" | "lattice"
     embed_dim: int = 64
+    init: str = "normal"                  # ID embeddings: "normal" (std 0.1) | "xavier" (uniform)
     num_layers: int = 3                   # LightGCN layers on A(t)
     kg_layers: int = 2                    # relation-aware layers on KG(t)
     modality_layers: int = 1              # layers on A_m(t)
@@ -30,6 +48,11 @@ class Config:
     modalities: Optional[list] = field(default_factory=lambda: ["image", "text"])  # None: all present
     view_weight: float = 0.2              # alpha_v (initial value when learned)
     learn_view_weight: bool = True
+    # --- FREEDOM / LATTICE (their feature kNN item graphs use knn_k and modality_layers)
+    image_graph_weight: float = 0.1       # FREEDOM: weight of the image kNN graph (text: the rest)
+    prune_ratio: float = 0.8              # FREEDOM: share of user-item edges dropped per epoch
+    modality_bpr_weight: float = 0.0      # FREEDOM: BPR of users against projected features
+    frozen_graph_weight: float = 0.9      # LATTICE: lambda, frozen vs learned item graph
     # --- graphs and the self-loop feedback
     knn_k: int = 10                       # modality kNN graphs
     feedback: bool = True
@@ -69,45 +92,20 @@ class Config:
         self.validate()
 
     def validate(self) -> "Config":
-        if self.model not in ("slifmr", "lightgcn"):
-            raise ValueError(f"model must be 'slifmr' or 'lightgcn', got {self.model!r}")
-        for name in ("embed_dim", "batch_size", "epochs", "eval_every", "knn_k", "feedback_k"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("num_layers", "kg_layers", "modality_layers", "patience", "num_threads",
-                     "knn_exact_max"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-        for name in ("lr", "sc_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("sc_weight", "reg_weight", "view_weight", "feedback_gamma"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.feedback_beta <= 1.0:
-            raise ValueError(f"feedback_beta must be in [0, 1], got {self.feedback_beta!r}")
-        if not 0.0 <= self.valid_fraction < 1.0:
-            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
-        if self.reorder not in REORDER_MODES:
-            raise ValueError(f"reorder must be one of {list(REORDER_MODES)}, got {self.reorder!r}")
-        if self.feedback_init not in ("features", "none"):
-            raise ValueError(f"feedback_init must be 'features' or 'none', got {self.feedback_init!r}")
-        bad = set(self.feedback_in) - {"interaction", "kg", "modality"}
-        if bad:
-            raise ValueError(f"feedback_in: unknown targets {sorted(bad)} "
-                             f"(choose from interaction, kg, modality)")
-        if not self.eval_ks or any(int(k) < 1 for k in self.eval_ks):
-            raise ValueError(f"eval_ks must be positive integers, got {self.eval_ks!r}")
-        if self.modalities is not None and not isinstance(self.modalities, list):
-            raise ValueError(f"modalities must be a list of names or null, got {self.modalities!r}")
+        """Check every key against its declared type and range (``_RULES`` below); values are
+        normalised in place (an integer given for a float key becomes a float). Raises
+        :class:`ConfigError` naming the first bad key and its value."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_value(f.name, getattr(self, f.name)))
         return self
 
     def resolved(self) -> "Config":
-        """The effective configuration: ``model: lightgcn`` turns every auxiliary view off."""
+        """The effective configuration: ``model: lightgcn`` turns every auxiliary view off;
+        FREEDOM and LATTICE keep the modalities but have no KG view, feedback or consistency."""
         if self.model == "lightgcn":
             return dataclasses.replace(self, use_kg=False, modalities=[], feedback=False, sc_weight=0.0)
+        if self.model in ("freedom", "lattice"):
+            return dataclasses.replace(self, use_kg=False, feedback=False, sc_weight=0.0)
         return self
 
     def to_dict(self) -> dict:
@@ -122,55 +120,323 @@ class Config:
         return dataclasses.replace(self, **overrides)
 
 
-def _parse_value(text: str) -> Any:
-    """A ``--set key=value`` value: JSON when it parses (numbers, booleans, lists), else a string."""
+# --------------------------------------------------------------------------- key rules
+def _show(value: Any) -> str:
+    """A value as a message shows it: repr (strings quoted, ``nan`` bare), at most 60 chars."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """The declared type of one key: how ``--set`` text is parsed and how a value is checked.
+
+    ``kind`` picks the parser (``int``, ``float``, ``bool``, ``str``, ``list``, ``dict``);
+    ``problem(value)`` returns None for a valid value, else what is wrong ("expected ..., got ...").
+    """
+    kind: str
+    problem: Callable[[Any], Optional[str]]
+    item: str = "str"          # list keys: the kind of each element
+    nullable: bool = False     # list keys: ``null`` / ``none`` allowed (modalities: all present)
+
+
+def _int(lo: int, hi: int = _INT_MAX) -> _Rule:
+    span = {_INT_MAX: "2^31-1", _SEED_MAX: "2^63-1"}.get(hi, str(hi))
+    return _Rule("int", lambda v: None if _is_int(v) and lo <= v <= hi
+                 else f"expected an integer in [{lo}, {span}], got {_show(v)}")
+
+
+def _float(lo: float, hi: Optional[float] = None, lo_open: bool = False,
+           hi_open: bool = False) -> _Rule:
+    if hi is None:
+        what = f"{'>' if lo_open else '>='} {lo:g}"
+    else:
+        what = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def problem(v):
+        ok = (_is_real(v) and math.isfinite(v) and (v > lo if lo_open else v >= lo)
+              and (hi is None or (v < hi if hi_open else v <= hi)))
+        return None if ok else f"expected a finite number {what}, got {_show(v)}"
+    return _Rule("float", problem)
+
+
+def _bool() -> _Rule:
+    return _Rule("bool", lambda v: None if isinstance(v, bool)
+                 else f"expected true or false, got {_show(v)}")
+
+
+def _choice(options: tuple) -> _Rule:
+    listed = ", ".join(repr(o) for o in options)
+    return _Rule("str", lambda v: None if isinstance(v, str) and v in options
+                 else f"expected one of {listed}, got {_show(v)}")
+
+
+def _device() -> _Rule:
+    # the syntax only; whether this machine has the device is check_runtime's question
+    pattern = re.compile(r"^(cpu|cuda(:\d+)?)$")
+    return _Rule("str", lambda v: None if isinstance(v, str) and pattern.match(v)
+                 else f"expected 'cpu', 'cuda' or 'cuda:N', got {_show(v)}")
+
+
+def _names(options: Optional[tuple] = None, nullable: bool = False) -> _Rule:
+    what = ("a list of names" if options is None else
+            "a list drawn from " + ", ".join(repr(o) for o in options))
+    what += " or null" if nullable else ""
+
+    def problem(v):
+        if v is None and nullable:
+            return None
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            bad = [x for x in v if options is not None and x not in options]
+            if not bad:
+                return None
+            return f"expected {what}, got unknown {_show(bad)}"
+        return f"expected {what}, got {_show(v)}"
+    return _Rule("list", problem, nullable=nullable)
+
+
+def _ks() -> _Rule:
+    def problem(v):
+        if isinstance(v, list) and v and all(_is_int(k) and 1 <= k <= _INT_MAX for k in v):
+            return None
+        return f"expected a non-empty list of integers >= 1, got {_show(v)}"
+    return _Rule("list", problem, item="int")
+
+
+def _synthetic() -> _Rule:
+    def problem(v):
+        if not isinstance(v, dict):
+            return f"expected a mapping of make_synthetic parameters, got {_show(v)}"
+        try:
+            check_synthetic_params(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return _Rule("dict", problem)
+
+
+_RULES: dict = {
+    "model": _choice(("slifmr", "lightgcn", "freedom", "lattice")),
+    "embed_dim": _int(1), "init": _choice(("normal", "xavier")), "num_layers": _int(0), "kg_layers": _int(0), "modality_layers": _int(0),
+    "use_kg": _bool(), "share_item_entity": _bool(), "modalities": _names(nullable=True),
+    "view_weight": _float(0), "learn_view_weight": _bool(),
+    "image_graph_weight": _float(0, 1), "prune_ratio": _float(0, 1, hi_open=True),
+    "modality_bpr_weight": _float(0), "frozen_graph_weight": _float(0, 1),
+    "knn_k": _int(1), "feedback": _bool(), "feedback_k": _int(1),
+    "feedback_beta": _float(0, 1), "feedback_gamma": _float(0),
+    "feedback_in": _names(("interaction", "kg", "modality")),
+    "feedback_init": _choice(("features", "none")), "feedback_refine": _bool(),
+    "knn_exact_max": _int(0),
+    "sc_weight": _float(0), "sc_temperature": _float(0, lo_open=True), "sc_max_batch": _int(1),
+    "reg_weight": _float(0),
+    "lr": _float(0, lo_open=True), "batch_size": _int(1), "epochs": _int(1), "patience": _int(0),
+    "eval_every": _int(1), "valid_fraction": _float(0, 1, hi_open=True),
+    "reorder": _choice(REORDER_MODES), "seed": _int(0, _SEED_MAX), "eval_ks": _ks(),
+    "device": _device(), "backend": _choice(("auto",) + BACKENDS), "num_threads": _int(0),
+    "progress": _bool(), "synthetic": _synthetic(),
+}
+
+
+def _normalise(rule: _Rule, value: Any) -> Any:
+    """The value in its key's Python type where that loses nothing: an integer (or numpy
+    scalar) for a float key becomes a float, a tuple for a list key a list. A string for a float
+    key is read as a number because YAML 1.1 (PyYAML) loads ``1e-3`` (no dot) as a string."""
+    if rule.kind == "float":
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return float(value) if _is_real(value) else value
+    if rule.kind == "int" and _is_int(value):
+        return int(value)
+    if rule.kind == "list" and isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _unknown_key(key: Any) -> str:
+    import difflib
+    near = difflib.get_close_matches(str(key), list(_RULES), n=1)
+    return f"unknown configuration key {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+
+
+def check_value(key: str, value: Any, where: Optional[str] = None) -> Any:
+    """``value`` checked against the declared type and range of ``key`` and normalised
+    (see ``_normalise``). Raises :class:`ConfigError` ``"[where: ]config key 'lr': expected a
+    finite number > 0, got nan"`` (or naming an unknown key)."""
+    prefix = f"{where}: " if where else ""
+    rule = _RULES.get(key) if isinstance(key, str) else None
+    if rule is None:
+        raise ConfigError(prefix + _unknown_key(key))
+    value = _normalise(rule, value)
+    problem = rule.problem(value)
+    if problem is not None:
+        raise ConfigError(f"{prefix}config key {key!r}: {problem}")
+    return value
+
+
+# --------------------------------------------------------------------------- --set parsing
+_INT_TEXT = re.compile(r"^[+-]?\d+$")
+_BOOL_TEXT = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+def _parse_scalar(kind: str, text: str) -> Any:
+    """Text of an ``int``/``float``/``bool``/``str`` value; text that does not parse is returned
+    as it is, so that the check names it (``expected an integer ..., got 'abc'``)."""
+    if kind == "int":
+        return int(text) if _INT_TEXT.match(text) else text
+    if kind == "float":
+        try:
+            return float(text)  # nan and inf parse here; the check rejects them by name
+        except ValueError:
+            return text
+    if kind == "bool":
+        return _BOOL_TEXT.get(text.lower(), text)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        try:
+            return json.loads(text)  # a JSON string literal, as the old JSON-first parser took
+        except json.JSONDecodeError:
+            pass
+    return text
+
+
+def _parse_structured(text: str) -> Any:
+    """A JSON (or YAML flow) list or mapping; the text itself when it parses as neither."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        low = text.lower()
-        if low in ("true", "false"):
-            return low == "true"
-        if low in ("none", "null"):
-            return None
+        pass
+    import yaml
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
         return text
+
+
+def _parse_text(rule: _Rule, text: str) -> Any:
+    """A ``--set`` value, read by the declared type of its key (never by guessing: ``none``
+    is the string "none" for ``reorder``, null only where a key accepts null)."""
+    text = text.strip()
+    if rule.kind != "list" and rule.kind != "dict":
+        return _parse_scalar(rule.kind, text)
+    if rule.nullable and text.lower() in ("none", "null"):
+        return None
+    if rule.kind == "dict" or text.startswith("["):
+        return _parse_structured(text)
+    # a list written as comma-separated items: --set modalities=image,text, eval_ks=10,20
+    return [_parse_scalar(rule.item, x.strip()) for x in text.split(",") if x.strip()]
+
+
+def parse_override(item: str) -> tuple:
+    """One ``--set KEY=VALUE`` argument as ``(key, checked value)``; raises :class:`ConfigError`
+    naming the argument."""
+    where = f"--set {item}"
+    if "=" not in item:
+        raise ConfigError(f"{where}: expected KEY=VALUE")
+    key, text = (part.strip() for part in item.split("=", 1))
+    rule = _RULES.get(key)
+    if rule is None:
+        raise ConfigError(f"{where}: {_unknown_key(key)}")
+    return key, check_value(key, _parse_text(rule, text), where)
+
+
+# --------------------------------------------------------------------------- files
+def _read_json(path: str, text: str) -> tuple:
+    """(value, {}) of a JSON file: JSON gives no key positions. A key given twice is an error
+    (the json module would keep the last one silently)."""
+    def no_duplicates(pairs):
+        seen = {}
+        for k, v in pairs:
+            if k in seen:
+                raise ConfigError(f"{path}: key {k!r} given twice")
+            seen[k] = v
+        return seen
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates), {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+
+
+def _read_yaml(path: str, text: str) -> tuple:
+    """(value, line of each top-level key) of a YAML file; a top-level key given twice is an
+    error (PyYAML keeps the last one silently)."""
+    import yaml
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    lines: dict = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.value in lines:
+                raise ConfigError(f"{path}:{line}: key {key_node.value!r} given twice "
+                                  f"(first on line {lines[key_node.value]})")
+            lines[key_node.value] = line
+    return data, lines
+
+
+def _read_file(path: str) -> dict:
+    """The checked values of a YAML or JSON configuration file (a mapping of keys to values);
+    an error names the file and, for YAML, the line of the key."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    data, lines = (_read_json if path.endswith(".json") else _read_yaml)(path, text)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of keys to values")
+    values = {}
+    for key, value in data.items():
+        where = f"{path}:{lines[key]}" if key in lines else path
+        values[key] = check_value(key, value, where)
+    return values
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) -> Config:
     """Defaults, then the file (YAML or JSON mapping), then ``overrides``.
 
-    An unknown key in the file raises ``ValueError`` naming the file and the key.
+    Every value is checked against its key's declared type and range: a bad key or value
+    raises :class:`ConfigError` (a ``ValueError``) naming the file and line (or "overrides"),
+    the key and the value.
     """
-    values: dict = {}
-    if path:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        if path.endswith(".json"):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-        else:
-            import yaml
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f"{path}:{mark.line + 1}" if mark is not None else path
-                raise ValueError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the configuration must be a mapping of keys to values")
-        known = {f.name for f in dataclasses.fields(Config)}
-        for k in data:
-            if k not in known:
-                raise ValueError(f"{path}: unknown configuration key {k!r}")
-        values.update(data)
-    if overrides:
-        values.update(overrides)
-    try:
-        return Config(**values)
-    except TypeError as exc:
-        raise ValueError(f"{path or 'overrides'}: {exc}") from None
+    values: dict = _read_file(path) if path else {}
+    for key, value in (overrides or {}).items():
+        values[key] = check_value(key, value, "overrides")
+    return Config(**values)
+
+
+def check_runtime(cfg: Config) -> None:
+    """Check the keys whose validity depends on this machine: ``device`` exists here and an
+    explicitly named ``backend`` can run on it. Raises :class:`ConfigError` naming the key."""
+    import torch
+    from slifmr_kernels.backends import available_backends
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise ConfigError(f"config key 'device': {cfg.device!r} is not available here "
+                              f"({count} CUDA device(s))")
+    if cfg.backend != "auto":
+        usable = available_backends(cfg.device)
+        if cfg.backend not in usable:
+            raise ConfigError(f"config key 'backend': {cfg.backend!r} cannot run on device "
+                              f"{cfg.device!r} here (usable: {', '.join(usable)})")

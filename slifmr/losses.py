@@ -41,16 +41,17 @@ def l2_reg(*tensors: torch.Tensor) -> torch.Tensor:
     return 0.5 * total / max(tensors[0].shape[0], 1)
 
 
-def consistency_loss(out: dict, users: np.ndarray, items: np.ndarray, *, max_batch: int,
+def consistency_loss(out, users: np.ndarray, items: np.ndarray, *, max_batch: int,
                      temperature: float, rng: np.random.Generator) -> torch.Tensor:
     """Semantic consistency: InfoNCE between every auxiliary view and the interaction view (users
     and items), and between every pair of modality views (items), averaged.
 
     Args:
-        out: the model's forward output: ``out["cf"] = (Z_u, Z_i)`` of the interaction view and
-            ``out["views"][name] = (Z_u^v, Z_i^v)`` per auxiliary view ("kg" is not a modality);
-            optionally ``out["stacked"] = (users (U, V*d), items (I, V*d))``, the same views
-            side by side in the order of ``out["views"]`` (gathered from there when given).
+        out: the model's forward output (:class:`slifmr.models.ModelOutput`): ``out.cf =
+            (Z_u, Z_i)`` of the interaction view and ``out.views[name] = (Z_u^v, Z_i^v)`` per
+            auxiliary view ("kg" is not a modality); optionally ``out.stacked = (users (U,
+            V*d), items (I, V*d))``, the same views side by side in the order of ``out.views``
+            (gathered from there when given).
         users, items: the batch's user / positive item ids (numpy int); distinct ids are used,
             at most ``max_batch`` of each (sampled with ``rng``) so the B×B logits stay small.
     """
@@ -59,11 +60,11 @@ def consistency_loss(out: dict, users: np.ndarray, items: np.ndarray, *, max_bat
         uu = rng.choice(uu, max_batch, replace=False)
     if ii.size > max_batch:
         ii = rng.choice(ii, max_batch, replace=False)
-    zu_cf, zi_cf = out["cf"]
+    zu_cf, zi_cf = out.cf
     tu = torch.from_numpy(uu).to(zu_cf.device)
     ti = torch.from_numpy(ii).to(zi_cf.device)
-    names = list(out["views"])
-    stacked = out.get("stacked")
+    names = list(out.views)
+    stacked = out.stacked
     if stacked is not None:
         # The views side by side (N, V*d): one gather per side, its sparse gradient goes
         # straight into the stacked tensor's (no per-view split/cat of full-size gradients).
@@ -71,8 +72,8 @@ def consistency_loss(out: dict, users: np.ndarray, items: np.ndarray, *, max_bat
         rows_u = dict(zip(names, rows(stacked[0], tu).split(d, dim=1)))
         rows_i = dict(zip(names, rows(stacked[1], ti).split(d, dim=1)))
     else:
-        rows_u = {n: rows(v[0], tu) for n, v in out["views"].items()}
-        rows_i = {n: rows(v[1], ti) for n, v in out["views"].items()}
+        rows_u = {n: rows(v[0], tu) for n, v in out.views.items()}
+        rows_i = {n: rows(v[1], ti) for n, v in out.views.items()}
     cu, ci = rows(zu_cf, tu), rows(zi_cf, ti)
     terms = []
     for n in names:

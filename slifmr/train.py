@@ -33,8 +33,7 @@ from .data import Dataset, load_dataset, make_synthetic
 from .data.reorder import apply_reorder, to_original_rows
 from .evaluate import rank_metrics
 from .graphs import GraphBuilder
-from .losses import bpr_loss, consistency_loss, l2_reg
-from .model import build_model
+from .models import Batch, build_model
 from .selfloop import SelfLoop
 
 __all__ = ["prepare_data", "Trainer", "NegativeSampler", "sample_negatives", "write_curves_svg"]
@@ -178,7 +177,9 @@ class Trainer:
             log(f"note: modalities {missing} not in the dataset; using {mods or 'none'}")
         self.cfg = dataclasses.replace(self.cfg, modalities=mods)
         t0 = time.perf_counter()
-        self.builder = GraphBuilder(ds, modalities=mods, use_kg=self.cfg.use_kg, knn_k=self.cfg.knn_k,
+        # SLIF-MR's modality graphs; FREEDOM and LATTICE build their own item graphs
+        self.builder = GraphBuilder(ds, modalities=mods if self.cfg.model == "slifmr" else [],
+                                    use_kg=self.cfg.use_kg, knn_k=self.cfg.knn_k,
                                     beta=self.cfg.feedback_beta, gamma=self.cfg.feedback_gamma,
                                     feedback_in=self.cfg.feedback_in, device=self.device,
                                     backend=self.cfg.backend, knn_exact_max=self.cfg.knn_exact_max,
@@ -211,13 +212,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self, graphs, epoch: int) -> dict:
+        """One pass over the training pairs in random order; the mean of each loss part."""
         cfg, ds = self.cfg, self.ds
         rng = np.random.default_rng([cfg.seed, epoch])
         n = ds.train.shape[0]
         perm = rng.permutation(n)
         n_batches = max(1, math.ceil(n / cfg.batch_size))
-        sums = {"loss": 0.0, "bpr": 0.0, "sc": 0.0, "reg": 0.0}
+        sums = dict.fromkeys(("loss",) + tuple(self.model.loss_parts), 0.0)
         self.model.train()
+        self.model.begin_epoch(epoch, rng)
         it = range(n_batches)
         bar = None
         if cfg.progress:
@@ -230,48 +233,31 @@ class Trainer:
             users = ds.train[idx, 0]
             pos = ds.train[idx, 1]
             neg = self.sampler(users, rng)
-            loss, bpr, reg, sc = self._batch_loss(graphs, users, pos, neg, rng)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            sums["loss"] += loss.item()
-            sums["bpr"] += bpr.item()
-            sums["sc"] += sc.item()
-            sums["reg"] += reg.item()
-            del loss, bpr, reg, sc
+            parts = self._step(graphs, users, pos, neg, rng)
+            for k, v in parts.items():
+                sums[k] += v
             if bar is not None:
                 bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", refresh=False)
         if bar is not None:
             bar.close()
         return {k: v / n_batches for k, v in sums.items()}
 
-    def _batch_loss(self, graphs, users: np.ndarray, pos: np.ndarray, neg: np.ndarray, rng):
-        """One step's forward and loss: (loss, bpr, reg, sc) scalars.
+    def _step(self, graphs, users: np.ndarray, pos: np.ndarray, neg: np.ndarray, rng) -> dict:
+        """One optimiser step; the loss parts as floats.
 
         A method of its own so that the forward's full-graph outputs (the fused, per-view and
-        stacked representations: GiBs at a million items) are dropped when it returns: during
-        the backward pass autograd then frees each one as soon as its last use is done,
-        instead of all of them staying alive until the step ends.
+        stacked representations: GiBs at a million items) are dropped when the loss is
+        computed: during the backward pass autograd then frees each one as soon as its last
+        use is done, instead of all of them staying alive until the step ends.
         """
-        cfg = self.cfg
-        u = torch.from_numpy(users).to(self.device)
-        ip = torch.from_numpy(pos).to(self.device)
-        ineg = torch.from_numpy(neg).to(self.device)
-        out = self.model(graphs)
-        zu, zi = out["user"], out["item"]
-        eu = zu[u]
-        bpr = bpr_loss((eu * zi[ip]).sum(1), (eu * zi[ineg]).sum(1))
-        reg = l2_reg(self.model.user_emb[u], self.model.item_emb[ip], self.model.item_emb[ineg])
-        loss = bpr + cfg.reg_weight * reg
-        sc = torch.zeros((), device=self.device)
-        if cfg.sc_weight > 0 and out["views"]:
-            sc = self._consistency(out, users, pos, rng)
-            loss = loss + cfg.sc_weight * sc
-        return loss, bpr, reg, sc
-
-    def _consistency(self, out: dict, users: np.ndarray, items: np.ndarray, rng) -> torch.Tensor:
-        return consistency_loss(out, users, items, max_batch=self.cfg.sc_max_batch,
-                                temperature=self.cfg.sc_temperature, rng=rng)
+        dev = self.device
+        batch = Batch(torch.from_numpy(users).to(dev), torch.from_numpy(pos).to(dev),
+                      torch.from_numpy(neg).to(dev), users, pos, rng)
+        parts = self.model.calculate_loss(graphs, batch)
+        self.opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        self.opt.step()
+        return {k: float(v.detach()) for k, v in parts.items()}
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
@@ -298,7 +284,7 @@ class Trainer:
         sd = dict(sd)
         sd["user_emb"] = to_original_rows(sd["user_emb"], ou)
         sd["item_emb"] = to_original_rows(sd["item_emb"], oi)
-        if oi is not None and "entity_emb" in sd and not self.model.share_item_entity:
+        if oi is not None and "entity_emb" in sd and not getattr(self.model, "share_item_entity", True):
             ent = sd["entity_emb"].clone()
             ent[: oi.size] = to_original_rows(ent[: oi.size], oi)
             sd["entity_emb"] = ent
@@ -386,13 +372,13 @@ class Trainer:
             self.model.eval()
             with torch.no_grad():
                 out = self.model(graphs)
-            self.selfloop.observe(out["item"])
+            self.selfloop.observe(out.item)
             best_ckpt = None
             rec = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in parts.items()},
                    "train_s": round(t2 - t1, 3), "rebuild_s": round(rebuild_s, 3),
                    "feedback_edges": graphs.feedback_edges}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                vm = rank_metrics(out["user"], out["item"], self.valid_csr, self.train_csr,
+                vm = rank_metrics(out.user, out.item, self.valid_csr, self.train_csr,
                                   cfg.eval_ks, backend=cfg.backend)
                 for k in cfg.eval_ks:
                     rec[f"valid_recall@{k}"] = round(vm[f"recall@{k}"], 6)
@@ -404,8 +390,8 @@ class Trainer:
                     ou, oi = self.ds.orig_users, self.ds.orig_items
                     best_ckpt = {"model": self._original_ids(self.model.state_dict()),
                                  "epoch": epoch + 1,
-                                 "user": to_original_rows(out["user"].detach().cpu(), ou),
-                                 "item": to_original_rows(out["item"].detach().cpu(), oi),
+                                 "user": to_original_rows(out.user.detach().cpu(), ou),
+                                 "item": to_original_rows(out.item.detach().cpu(), oi),
                                  "config": cfg.to_dict()}
                 else:
                     self.bad_epochs += 1
@@ -424,8 +410,8 @@ class Trainer:
                 atomic_save(self._state(), self._p("last.pt"))
                 self._write_log()
             v = rec.get("valid_recall@20")
-            self.log(f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} (bpr {parts['bpr']:.4f}, sc "
-                     f"{parts['sc']:.4f})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
+            terms = ", ".join(f"{k} {parts[k]:.4f}" for k in self.model.loss_parts)
+            self.log(f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} ({terms})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
                      f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
                      f"(rebuild {rebuild_s:.2f}s)")
         return stopped
@@ -458,8 +444,8 @@ class Trainer:
                   "train_seconds_per_epoch": float(np.mean(train_s)) if train_s else 0.0,
                   "rebuild_seconds_per_epoch": float(np.mean(rebuild)) if rebuild else 0.0,
                   "rebuild_share": float(np.sum(rebuild) / max(np.sum(tot), 1e-12)) if tot else 0.0,
-                  "dataset": self.ds.name, "feedback": self.cfg.feedback, "use_kg": self.model.use_kg,
-                  "modalities": list(self.model.modalities), "sc_weight": self.cfg.sc_weight})
+                  "dataset": self.ds.name, "feedback": self.cfg.feedback, "use_kg": getattr(self.model, "use_kg", False),
+                  "modalities": list(getattr(self.model, "modalities", [])), "sc_weight": self.cfg.sc_weight})
         write_json_atomic(m, self._p("metrics.json"))
         ks = ", ".join(f"{n}@{k} {m[f'{n}@{k}']:.4f}" for k in self.cfg.eval_ks
                        for n in ("recall", "ndcg", "precision", "hit"))

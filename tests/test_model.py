@@ -10,7 +10,7 @@ from slifmr.config import Config
 from slifmr.data import make_synthetic
 from slifmr.graphs import GraphBuilder
 from slifmr.losses import bpr_loss, info_nce, l2_reg
-from slifmr.model import LightGCN, SLIFMR, build_model
+from slifmr.models import LightGCN, SLIFMR, build_model
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_forward_matches_dense_definition(ds):
     x = torch.cat([model.user_emb, model.item_emb]).double()
     layers = [x, A @ x, A @ (A @ x)]
     z = sum(layers) / 3
-    torch.testing.assert_close(out["cf"][0].double(), z[:U], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.cf[0].double(), z[:U], rtol=1e-4, atol=1e-5)
     # KG: e_h <- sum_e w_e * (E_r[e] * x_t[e]) per edge, mean over layers
     kg = g.kg
     rows, cols, rel, w = kg.row_ids(), kg.indices.long(), kg.relation.long(), kg.values.double()
@@ -52,17 +52,17 @@ def test_forward_matches_dense_definition(ds):
         h = torch.zeros_like(h).index_add_(0, rows, msg)
         acc = acc + h
     zkg = (acc / 3)[:I]
-    torch.testing.assert_close(out["views"]["kg"][1].double(), zkg, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.views["kg"][1].double(), zkg, rtol=1e-4, atol=1e-5)
     Rt = g.user_item.to_dense().double()
-    torch.testing.assert_close(out["views"]["kg"][0].double(), Rt @ zkg, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.views["kg"][0].double(), Rt @ zkg, rtol=1e-4, atol=1e-5)
     for m in ("image", "text"):
         f = F.normalize(torch.as_tensor(ds.features[m]), dim=1)
-        hm = model.proj[m](f).double()
+        hm = model.proj[m].linear(f).double()
         Am = g.modality[m].to_dense().double()
-        torch.testing.assert_close(out["views"][m][1].double(), (hm + Am @ hm) / 2, rtol=1e-4, atol=1e-5)
-    fused = out["cf"][1] + sum(model.alpha[k] * F.normalize(out["views"][n][1], dim=1)
+        torch.testing.assert_close(out.views[m][1].double(), (hm + Am @ hm) / 2, rtol=1e-4, atol=1e-5)
+    fused = out.cf[1] + sum(model.alpha[k] * F.normalize(out.views[n][1], dim=1)
                                for k, n in enumerate(model.view_names))
-    torch.testing.assert_close(out["item"], fused)
+    torch.testing.assert_close(out.item, fused)
     assert model.view_names == ["kg", "image", "text"]
 
 
@@ -72,8 +72,8 @@ def test_every_parameter_gets_a_gradient(ds, shared):
     b, g = _graphs(ds)
     model = build_model(cfg, ds, b.num_view_relations)
     out = model(g)
-    loss = (out["user"][:5] @ out["item"][:7].t()).sum()
-    for _, (vu, vi) in out["views"].items():
+    loss = (out.user[:5] @ out.item[:7].t()).sum()
+    for _, (vu, vi) in out.views.items():
         loss = loss + vi.pow(2).sum() + vu.pow(2).sum()
     loss.backward()
     for name, p in model.named_parameters():
@@ -88,18 +88,18 @@ def test_any_subset_of_views(ds, use_kg, mods):
     b, g = _graphs(ds, mods=mods, use_kg=use_kg)
     model = build_model(cfg, ds, b.num_view_relations)
     out = model(g)
-    assert set(out["views"]) == ({"kg"} if use_kg else set()) | set(mods)
-    assert out["user"].shape == (ds.num_users, 4) and out["item"].shape == (ds.num_items, 4)
-    assert torch.isfinite(out["item"]).all()
+    assert set(out.views) == ({"kg"} if use_kg else set()) | set(mods)
+    assert out.user.shape == (ds.num_users, 4) and out.item.shape == (ds.num_items, 4)
+    assert torch.isfinite(out.item).all()
 
 
 def test_lightgcn_is_the_interaction_view_only(ds):
     cfg = Config(embed_dim=4, num_layers=3)
     b, g = _graphs(ds, feedback=False)
     lg = LightGCN(ds.num_users, ds.num_items, cfg)
-    assert lg.view_names == [] and not lg.use_kg and lg.modalities == []
+    assert lg.view_names == []
     out = lg(g)
-    torch.testing.assert_close(out["user"], out["cf"][0])
+    torch.testing.assert_close(out.user, out.cf[0])
     assert build_model(cfg.updated(model="lightgcn"), ds, b.num_view_relations).view_names == []
     assert cfg.updated(model="lightgcn").resolved().feedback is False
 
@@ -139,7 +139,7 @@ def test_fuse_views_matches_the_plain_formula(stacked):
     vs = [torch.randn(7, 4, generator=g, dtype=torch.float64) for _ in range(3)]
     vs[1][2] = 0.0  # a zero row: F.normalize divides by eps there
     vs = [v.requires_grad_() for v in vs]
-    from slifmr.model import fuse_views
+    from slifmr.models import fuse_views
 
     def ours(z, alpha, *vs, backend="auto"):
         return fuse_views(z, alpha, torch.cat(vs, 1) if stacked else list(vs), backend)
@@ -171,5 +171,5 @@ def test_feature_rows_are_normalised_without_a_copy(ds):
     model = build_model(cfg, ds, b.num_view_relations)
     for m in ("image", "text"):
         f = torch.as_tensor(ds.features[m])
-        torch.testing.assert_close(model.project(m), model.proj[m](F.normalize(f, dim=1)))
+        torch.testing.assert_close(model.project(m), model.proj[m].linear(F.normalize(f, dim=1)))
         assert model.feature(m).data_ptr() == f.data_ptr()

@@ -166,10 +166,10 @@ def test_model_and_metrics_are_invariant_under_relabelling(tmp_path, ds, share):
         with torch.no_grad():
             outs.append(tr.model(graphs))
     oa, ob = outs
-    torch.testing.assert_close(ob["user"], oa["user"][uo], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ob["item"], oa["item"][io], rtol=1e-5, atol=1e-6)
-    ma = rank_metrics(oa["user"], oa["item"], a.valid_csr, a.train_csr, [10, 20])
-    mb = rank_metrics(ob["user"], ob["item"], b.valid_csr, b.train_csr, [10, 20])
+    torch.testing.assert_close(ob.user, oa.user[uo], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ob.item, oa.item[io], rtol=1e-5, atol=1e-6)
+    ma = rank_metrics(oa.user, oa.item, a.valid_csr, a.train_csr, [10, 20])
+    mb = rank_metrics(ob.user, ob.item, b.valid_csr, b.train_csr, [10, 20])
     for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
         assert mb[k] == pytest.approx(ma[k], abs=1e-9), k
 

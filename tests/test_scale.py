@@ -18,7 +18,7 @@ import peer_dense  # noqa: E402
 import scale  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.graphs import GraphBuilder, feedback_knn  # noqa: E402
-from slifmr.model import SLIFMR  # noqa: E402
+from slifmr.models import SLIFMR  # noqa: E402
 
 SIZE = ["--items", "400", "--dims", "16,24", "--batch-size", "2048", "--eval-users", "100", "--threads", "1",
         "--epochs", "2"]
@@ -113,4 +113,4 @@ def test_peer_computes_the_library_model():
     a = lib(builder.build(S, raw))
     b = peer(pg.build(*peer_dense.dense_knn(h, 5)))
     for key in ("user", "item"):
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(getattr(a, key), getattr(b, key), rtol=1e-4, atol=1e-5)

@@ -7,13 +7,19 @@ fine; memory is linear in users + items + interactions (+ items x feature dims).
 """
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
 from typing import Optional
 
 import numpy as np
 
 from .dataset import Dataset, split_per_user, unique_pairs
 
-__all__ = ["make_synthetic"]
+__all__ = ["make_synthetic", "check_synthetic_params"]
+
+# Counts stay below 2^31: numpy and torch take them as C ints, and the arrays they size must fit.
+_MAX_COUNT = 2 ** 31 - 1
 
 
 def make_synthetic(num_users: int = 2000, num_items: int = 1500, *, num_clusters: int = 20,
@@ -42,12 +48,7 @@ def make_synthetic(num_users: int = 2000, num_items: int = 1500, *, num_clusters
         test_fraction: per-user share of interactions held out as test.
         seed: everything is a function of the seed.
     """
-    if num_users < 1 or num_items < 1:
-        raise ValueError(f"num_users and num_items must be >= 1, got {num_users}, {num_items}")
-    if not 1 <= num_clusters <= num_items:
-        raise ValueError(f"num_clusters must be in [1, num_items], got {num_clusters}")
-    if not 0.0 <= in_cluster <= 1.0 or not 0.0 <= kg_noise <= 1.0:
-        raise ValueError("in_cluster and kg_noise must be probabilities")
+    check_synthetic_params(dict(locals()))  # first statement: locals() = the arguments
     if modalities is None:
         modalities = {"image": 64, "text": 96}
     rng = np.random.default_rng(seed)
@@ -111,3 +112,69 @@ def make_synthetic(num_users: int = 2000, num_items: int = 1500, *, num_clusters
     return Dataset(name=name, num_users=num_users, num_items=num_items, train=train, test=test,
                    kg=kg, num_entities=num_entities, num_relations=max(kg_relations, 0),
                    features=features)
+
+
+# ------------------------------------------------------------------ parameter checks
+def _count(lo: int, hi: int = _MAX_COUNT):
+    """An integer in [lo, hi] (a count, a size or a seed)."""
+    def check(v):
+        ok = isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi
+        return None if ok else f"an integer in [{lo}, {hi}]"
+    return check
+
+
+def _real(lo: float, hi: float = math.inf, hi_open: bool = False, lo_open: bool = False):
+    """A finite real number between lo and hi (each bound open or closed)."""
+    def check(v):
+        ok = (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+              and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi))
+        if ok:
+            return None
+        left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+        return f"a finite number in {left}{lo}, {'inf' if hi == math.inf else hi}{right}"
+    return check
+
+
+def _modalities(v):
+    """None, or {name: feature dimension >= 1}."""
+    if v is None:
+        return None
+    if isinstance(v, dict) and all(isinstance(k, str) and _count(1)(d) is None for k, d in v.items()):
+        return None
+    return "a mapping of modality names to dimensions >= 1"
+
+
+# One check per parameter of make_synthetic; each returns None (fine) or what was expected.
+_CHECKS = {
+    "num_users": _count(1), "num_items": _count(1), "num_clusters": _count(1),
+    "mean_interactions": _real(0, lo_open=True), "min_interactions": _count(0),
+    "user_exponent": _real(0, lo_open=True), "item_exponent": _real(0),
+    "in_cluster": _real(0, 1), "modalities": _modalities, "feature_noise": _real(0),
+    "kg_relations": _count(0), "kg_entities_per_cluster": _count(1), "kg_noise": _real(0, 1),
+    "test_fraction": _real(0, 1, hi_open=True), "seed": _count(0, 2 ** 63 - 1),
+    "name": lambda v: None if isinstance(v, str) else "a string",
+}
+
+
+def check_synthetic_params(params: dict) -> None:
+    """Check keyword arguments of :func:`make_synthetic` (names, types, ranges) before anything
+    is generated; raise ``ValueError`` naming the first bad parameter and its value."""
+    known = list(inspect.signature(make_synthetic).parameters)
+    for name, value in params.items():
+        if name not in known:
+            raise ValueError(f"unknown parameter {name!r} (known: {', '.join(known)})")
+        expected = _CHECKS[name](value)
+        if expected is not None:
+            shown = repr(value)
+            raise ValueError(f"{name}: expected {expected}, got "
+                             f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
+    users, items = params.get("num_users", 2000), params.get("num_items", 1500)
+    clusters = params.get("num_clusters", 20)
+    if clusters > items:
+        raise ValueError(f"num_clusters: expected at most num_items={items}, got {clusters}")
+    # The generator's arrays hold about users x mean_interactions pairs: past 2^31 that is tens
+    # of GiB of intermediates, which no test or benchmark of this project asks for.
+    pairs = users * float(params.get("mean_interactions", 25.0))
+    if pairs > _MAX_COUNT:
+        raise ValueError(f"num_users x mean_interactions = {pairs:.3g} interactions: expected at "
+                         f"most {_MAX_COUNT}")

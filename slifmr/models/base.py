@@ -1,0 +1,118 @@
+"""What every model shares: the typed forward output, the training batch, the base class the
+trainer drives, and the layer-0 initialisation.
+
+A model (one module each under ``slifmr/models/``) is a :class:`Recommender`:
+
+* ``forward(graphs) -> ModelOutput``: full-graph user and item representations for ranking
+  (scores are inner products ``<user[u], item[i]>``), plus what its losses need;
+* ``calculate_loss(graphs, batch) -> dict``: the training objective of one batch, ``"loss"``
+  (the scalar to minimise) and its named parts (logged per epoch);
+* ``begin_epoch(epoch, rng)``: per-epoch work before the first batch (FREEDOM prunes its
+  user-item graph, LATTICE re-learns its item graph).
+
+The trainer (``slifmr.train``) knows nothing else about a model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import Config
+from ..graphs import Graphs
+from ..losses import bpr_loss, l2_reg
+
+__all__ = ["ModelOutput", "Batch", "Recommender", "init_embedding"]
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    """A forward pass over the whole graph.
+
+    Attributes:
+        user: (U, d) float user representations used for ranking.
+        item: (I, d) float item representations used for ranking.
+        cf: (Z_u, Z_i) of the interaction view, when the model has one apart from its fusion.
+        views: auxiliary view name -> ((U, d), (I, d)) (SLIF-MR; empty elsewhere).
+        stacked: ((U, V*d), (I, V*d)): the ``views`` side by side (their entries are column
+            slices of these), or None.
+    """
+    user: torch.Tensor
+    item: torch.Tensor
+    cf: Optional[tuple] = None
+    views: dict = dataclasses.field(default_factory=dict)
+    stacked: Optional[tuple] = None
+
+
+@dataclasses.dataclass
+class Batch:
+    """One training batch of (user, positive item, negative item) triples.
+
+    ``users`` / ``pos`` / ``neg``: int64 (B,) tensors on the model's device; ``users_np`` /
+    ``pos_np``: the same ids as numpy arrays; ``rng``: the epoch's generator (losses that
+    subsample the batch draw from it, so a resumed run draws the same).
+    """
+    users: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+    users_np: np.ndarray
+    pos_np: np.ndarray
+    rng: np.random.Generator
+
+
+def init_embedding(rows: int, dim: int, scheme: str) -> nn.Parameter:
+    """A (rows, dim) float32 embedding table: ``"normal"`` (std 0.1) or ``"xavier"`` (Xavier
+    uniform, the initialisation of LightGCN's, FREEDOM's and LATTICE's reference code)."""
+    if scheme == "xavier":
+        w = torch.empty(rows, dim)
+        if rows:
+            nn.init.xavier_uniform_(w)
+        return nn.Parameter(w)
+    if scheme == "normal":
+        return nn.Parameter(torch.randn(rows, dim) * 0.1)
+    raise ValueError(f"init must be 'normal' or 'xavier', got {scheme!r}")
+
+
+class Recommender(nn.Module):
+    """Base class: user and item ID embeddings, BPR + L2 on the batch's layer-0 rows.
+
+    Subclasses implement :meth:`forward`; the default :meth:`calculate_loss` is LightGCN's
+    (BPR on the forward's representations, L2 on the batch's ID embeddings weighted by
+    ``cfg.reg_weight``), which subclasses extend with their own terms.
+    """
+
+    #: names of the parts :meth:`calculate_loss` returns besides "loss", in log order
+    loss_parts: tuple = ("bpr", "reg")
+
+    def __init__(self, num_users: int, num_items: int, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.num_users, self.num_items = int(num_users), int(num_items)
+        self.user_emb = init_embedding(self.num_users, cfg.embed_dim, cfg.init)
+        self.item_emb = init_embedding(self.num_items, cfg.embed_dim, cfg.init)
+
+    @property
+    def view_names(self) -> list:
+        """Auxiliary views whose weights the trainer logs (none by default)."""
+        return []
+
+    def begin_epoch(self, epoch: int, rng: np.random.Generator) -> None:
+        """Per-epoch work before the first batch (nothing by default)."""
+
+    def forward(self, g: Graphs) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def calculate_loss(self, g: Graphs, batch: Batch) -> dict:
+        """{"loss": scalar to minimise, "bpr": ..., "reg": ...} for one batch."""
+        out = self.forward(g)
+        return self.bpr_terms(out, batch)
+
+    def bpr_terms(self, out: ModelOutput, batch: Batch) -> dict:
+        """BPR on ``out``'s representations and L2 on the batch's layer-0 embeddings."""
+        eu = out.user[batch.users]
+        bpr = bpr_loss((eu * out.item[batch.pos]).sum(1), (eu * out.item[batch.neg]).sum(1))
+        reg = l2_reg(self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg])
+        return {"loss": bpr + self.cfg.reg_weight * reg, "bpr": bpr, "reg": reg}
