@@ -45,7 +45,7 @@ from slifmr.config import Config  # noqa: E402
 from slifmr.evaluate import metrics_from_topk  # noqa: E402
 from slifmr.losses import bpr_loss, consistency_loss, l2_reg  # noqa: E402
 from slifmr.models import ModelOutput, SLIFMR  # noqa: E402
-from slifmr.train import NegativeSampler  # noqa: E402
+from slifmr.sampling import NegativeSampler  # noqa: E402
 
 __all__ = ["dense_knn", "PeerGraphs", "PeerModel", "run", "main"]
 

@@ -96,15 +96,13 @@ def _overrides(args) -> dict:
 
 def _load_run(output: str, data: Optional[str]):
     """Config, dataset and best checkpoint of a finished run."""
-    from .train import prepare_data
+    from .data.prepare import prepare_data
     cpath = os.path.join(output, "config.json")
     bpath = os.path.join(output, "best.pt")
     for p in (cpath, bpath):
         if not os.path.isfile(p):
             raise SystemExit(f"{p} not found: train a model into {output} first")
-    with open(cpath, encoding="utf-8") as f:
-        saved = json.load(f)
-    cfg = Config(**saved["config"])
+    cfg, saved = _saved_config(cpath)
     # best.pt's rows are in the dataset's original ids: no relabelling (Config.reorder) here
     ds = prepare_data(cfg.updated(reorder="none"), data if data is not None else saved.get("data"))
     best = load_checkpoint(bpath)  # tensors and plain containers only: never runs code
@@ -116,8 +114,25 @@ def _load_run(output: str, data: Optional[str]):
     return cfg, ds, best
 
 
+def _saved_config(cpath: str):
+    """``(Config, the whole file)`` of a run's ``config.json``, every key checked as a
+    configuration file's are; a damaged file raises ConfigError naming it."""
+    try:
+        with open(cpath, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8
+        raise ConfigError(f"{cpath}: not a readable run configuration ({exc})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise ConfigError(f"{cpath}: expected a JSON object with a 'config' mapping")
+    if not isinstance(saved.get("data"), (str, type(None))):
+        raise ConfigError(f"{cpath}: 'data' must be a dataset path or null")
+    values = {k: check_value(k, v, cpath) for k, v in saved["config"].items()}
+    return Config(**values), saved
+
+
 def _cmd_train(args) -> int:
-    from .train import Trainer, prepare_data
+    from .data.prepare import prepare_data
+    from .train import Trainer
     cfg = load_config(args.config, _overrides(args))
     check_runtime(cfg)  # the device exists and the backend runs on it, before any data is read
     ds = prepare_data(cfg, args.data)

@@ -27,6 +27,12 @@ __all__ = ["Config", "ConfigError", "load_config", "check_value", "parse_overrid
 _INT_MAX = 2 ** 31 - 1
 # torch.manual_seed and numpy's generators take any seed in [0, 2^63).
 _SEED_MAX = 2 ** 63 - 1
+# Keys that size memory or threads per node get a ceiling far above any useful value, so that a
+# typo (embed_dim=64000000, num_threads=10**8) is an error naming the key, not a failed
+# allocation of hundreds of GB or a crash while torch starts 10^8 threads.
+_DIM_MAX = 4096        # embed_dim: the embedding tables are (users + entities) x embed_dim
+_LAYERS_MAX = 64       # propagation layers: every layer's output is kept for the layer mean
+_THREADS_MAX = 1024    # num_threads: passed to torch.set_num_threads
 
 
 class ConfigError(ValueError):
@@ -46,6 +52,8 @@ class Config:
     use_kg: bool = True
     share_item_entity: bool = True        # item rows of the entity table = item ID embeddings
     modalities: Optional[list] = field(default_factory=lambda: ["image", "text"])  # None: all present
+    modality_input: str = "features"      # SLIF-MR modality views propagate: "features" (W_m F_m)
+                                          # | "ids" (item ID embeddings) | "both" (their sum)
     view_weight: float = 0.2              # alpha_v (initial value when learned)
     learn_view_weight: bool = True
     # --- FREEDOM / LATTICE (their feature kNN item graphs use knn_k and modality_layers)
@@ -69,6 +77,9 @@ class Config:
     sc_temperature: float = 0.2
     sc_max_batch: int = 256               # InfoNCE on at most this many batch users/items
     reg_weight: float = 1e-4
+    loss: str = "bpr"                     # ranking loss: "bpr" | "softmax" (sampled, cosine scores)
+    num_negatives: int = 256              # softmax: uniform negatives shared by a batch's rows
+    softmax_temperature: float = 0.1      # softmax: temperature of the cosine scores
     # --- optimisation
     lr: float = 1e-3
     batch_size: int = 4096
@@ -116,14 +127,20 @@ class Config:
         known = {f.name for f in dataclasses.fields(self)}
         for k in overrides:
             if k not in known:
-                raise KeyError(f"unknown configuration key {k!r}")
+                raise ConfigError(_unknown_key(k))
         return dataclasses.replace(self, **overrides)
 
 
 # --------------------------------------------------------------------------- key rules
 def _show(value: Any) -> str:
-    """A value as a message shows it: repr (strings quoted, ``nan`` bare), at most 60 chars."""
-    text = repr(value)
+    """A value as a message shows it: repr (strings quoted, ``nan`` bare), at most 60 chars.
+    Containers are shown through :mod:`reprlib` (a few levels and items), so a value built from
+    YAML aliases that nest a list in itself a million-fold is never expanded."""
+    import reprlib
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 8, 8, 60, 60
+    short.maxlong = 40
+    text = short.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -225,9 +242,11 @@ def _synthetic() -> _Rule:
 
 _RULES: dict = {
     "model": _choice(("slifmr", "lightgcn", "freedom", "lattice")),
-    "embed_dim": _int(1), "init": _choice(("normal", "xavier")), "num_layers": _int(0), "kg_layers": _int(0), "modality_layers": _int(0),
+    "embed_dim": _int(1, _DIM_MAX), "init": _choice(("normal", "xavier")),
+    "num_layers": _int(0, _LAYERS_MAX), "kg_layers": _int(0, _LAYERS_MAX),
+    "modality_layers": _int(0, _LAYERS_MAX),
     "use_kg": _bool(), "share_item_entity": _bool(), "modalities": _names(nullable=True),
-    "view_weight": _float(0), "learn_view_weight": _bool(),
+    "view_weight": _float(0), "modality_input": _choice(("features", "ids", "both")), "learn_view_weight": _bool(),
     "image_graph_weight": _float(0, 1), "prune_ratio": _float(0, 1, hi_open=True),
     "modality_bpr_weight": _float(0), "frozen_graph_weight": _float(0, 1),
     "knn_k": _int(1), "feedback": _bool(), "feedback_k": _int(1),
@@ -236,11 +255,12 @@ _RULES: dict = {
     "feedback_init": _choice(("features", "none")), "feedback_refine": _bool(),
     "knn_exact_max": _int(0),
     "sc_weight": _float(0), "sc_temperature": _float(0, lo_open=True), "sc_max_batch": _int(1),
-    "reg_weight": _float(0),
+    "reg_weight": _float(0), "loss": _choice(("bpr", "softmax")), "num_negatives": _int(1),
+    "softmax_temperature": _float(0, lo_open=True),
     "lr": _float(0, lo_open=True), "batch_size": _int(1), "epochs": _int(1), "patience": _int(0),
     "eval_every": _int(1), "valid_fraction": _float(0, 1, hi_open=True),
     "reorder": _choice(REORDER_MODES), "seed": _int(0, _SEED_MAX), "eval_ks": _ks(),
-    "device": _device(), "backend": _choice(("auto",) + BACKENDS), "num_threads": _int(0),
+    "device": _device(), "backend": _choice(("auto",) + BACKENDS), "num_threads": _int(0, _THREADS_MAX),
     "progress": _bool(), "synthetic": _synthetic(),
 }
 
@@ -293,7 +313,9 @@ def _parse_scalar(kind: str, text: str) -> Any:
     """Text of an ``int``/``float``/``bool``/``str`` value; text that does not parse is returned
     as it is, so that the check names it (``expected an integer ..., got 'abc'``)."""
     if kind == "int":
-        return int(text) if _INT_TEXT.match(text) else text
+        if _INT_TEXT.match(text) and len(text) <= 40:  # longer: far out of any range
+            return int(text)
+        return text
     if kind == "float":
         try:
             return float(text)  # nan and inf parse here; the check rejects them by name
@@ -313,12 +335,12 @@ def _parse_structured(text: str) -> Any:
     """A JSON (or YAML flow) list or mapping; the text itself when it parses as neither."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; so is int overflow
         pass
     import yaml
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         return text
 
 
@@ -339,7 +361,7 @@ def _parse_text(rule: _Rule, text: str) -> Any:
 def parse_override(item: str) -> tuple:
     """One ``--set KEY=VALUE`` argument as ``(key, checked value)``; raises :class:`ConfigError`
     naming the argument."""
-    where = f"--set {item}"
+    where = f"--set {item if len(item) <= 60 else item[:57] + '...'}"
     if "=" not in item:
         raise ConfigError(f"{where}: expected KEY=VALUE")
     key, text = (part.strip() for part in item.split("=", 1))
@@ -364,27 +386,57 @@ def _read_json(path: str, text: str) -> tuple:
         return json.loads(text, object_pairs_hook=no_duplicates), {}
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except ConfigError:
+        raise
+    except (ValueError, RecursionError) as exc:  # an integer of 5000 digits, nesting too deep
+        raise ConfigError(f"{path}: invalid JSON: {type(exc).__name__}: {exc}") from None
+
+
+def _yaml_duplicates(path: str, root) -> None:
+    """Raise ConfigError for a key given twice in any mapping of the YAML node graph (PyYAML
+    keeps the last one silently). Each node is visited once: aliases are not expanded."""
+    import yaml
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+            continue
+        first: dict = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in first:
+                    raise ConfigError(f"{path}:{line}: key {key_node.value!r} given twice "
+                                      f"(first on line {first[key_node.value]})")
+                first[key_node.value] = line
+            stack.append(value_node)
 
 
 def _read_yaml(path: str, text: str) -> tuple:
-    """(value, line of each top-level key) of a YAML file; a top-level key given twice is an
-    error (PyYAML keeps the last one silently)."""
+    """(value, line of each top-level key) of a YAML file; a key given twice, at any level, is
+    an error."""
     import yaml
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _yaml_duplicates(path, node)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        # PyYAML's int() of a 5000-digit number, or nesting deeper than Python's stack
+        raise ConfigError(f"{path}: invalid YAML: {type(exc).__name__}: {exc}") from None
     lines: dict = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, _ in node.value:
-            line = key_node.start_mark.line + 1
-            if key_node.value in lines:
-                raise ConfigError(f"{path}:{line}: key {key_node.value!r} given twice "
-                                  f"(first on line {lines[key_node.value]})")
-            lines[key_node.value] = line
+            lines[key_node.value] = key_node.start_mark.line + 1
     return data, lines
 
 
@@ -393,8 +445,12 @@ def _read_file(path: str) -> dict:
     an error names the file and, for YAML, the line of the key."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file "
+                          f"({exc.strerror or exc})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

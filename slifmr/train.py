@@ -1,5 +1,7 @@
-"""Training: BPR with vectorised negative sampling, the per-epoch self-loop, early stopping,
-atomic checkpoints with resume, a JSON-lines metrics log and an SVG of the learning curves.
+"""Training: the :class:`Trainer` drives any model of :mod:`slifmr.models` (its
+``calculate_loss`` / ``begin_epoch``) with negatives from :mod:`slifmr.sampling`, the per-epoch
+self-loop (:mod:`slifmr.selfloop`), early stopping on validation, atomic checkpoints with resume
+(:mod:`slifmr.checkpoint`), a JSON-lines metrics log and the learning curves (:mod:`slifmr.curves`).
 
 Output directory layout::
 
@@ -25,123 +27,20 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .checkpoint import (CheckpointError, TrainingInterrupted, atomic_save, deferred_interrupts,
+from .checkpoint import (TrainingInterrupted, atomic_save, deferred_interrupts,
                          interrupts_as_exceptions, load_checkpoint, remove_stale_temporaries,
                          require_keys, write_json_atomic, write_text_atomic)
 from .config import Config
-from .data import Dataset, load_dataset, make_synthetic
-from .data.reorder import apply_reorder, to_original_rows
+from .curves import write_curves_svg
+from .data import Dataset
+from .data.reorder import to_original_rows
 from .evaluate import rank_metrics
 from .graphs import GraphBuilder
 from .models import Batch, build_model
+from .sampling import NegativeSampler
 from .selfloop import SelfLoop
 
-__all__ = ["prepare_data", "Trainer", "NegativeSampler", "sample_negatives", "write_curves_svg"]
-
-
-# --------------------------------------------------------------------------- data
-def prepare_data(cfg: Config, data: Optional[str] = None) -> Dataset:
-    """The dataset of a run: ``data`` (a directory or a name under $SLIFMR_DATA) or the
-    synthetic generator with ``cfg.synthetic``; validation carved from train (seeded) if absent;
-    then relabelled for locality as ``cfg.reorder`` says (``slifmr.data.reorder``: the split is
-    the same either way, ``ds.orig_users`` / ``ds.orig_items`` give the original ids)."""
-    if data:
-        ds = load_dataset(data, modalities=None, seed=cfg.seed)
-    else:
-        params = dict(cfg.synthetic or {})
-        params.setdefault("seed", cfg.seed)
-        try:
-            ds = make_synthetic(**params)
-        except TypeError as exc:
-            raise ValueError(f"synthetic: {exc}") from None
-    return apply_reorder(ds.with_validation(cfg.valid_fraction, cfg.seed), cfg.reorder)
-
-
-class NegativeSampler:
-    """Uniform negatives among the items a user has *not* interacted with in train — exact and
-    vectorised, no rejection loop.
-
-    With the user's seen items sorted, s_0 < s_1 < ..., the r-th unseen item is r + j where j is
-    the number of k with s_k - k <= r. ``s_k - k`` is non-decreasing within a user, so one
-    global sorted key ``user * (I + 1) + s_k - k`` answers every draw with one searchsorted:
-    O(B log n) per batch, memory linear in the training pairs.
-
-    Args:
-        train: int64 (n, 2) unique (user, item) pairs.
-        num_users, num_items: id space sizes.
-    """
-
-    def __init__(self, train: np.ndarray, num_users: int, num_items: int):
-        self.num_items = int(num_items)
-        order = np.argsort(train[:, 0] * num_items + train[:, 1], kind="stable")
-        u, i = train[order, 0], train[order, 1]
-        self.deg = np.bincount(u, minlength=num_users).astype(np.int64)
-        self.start = np.zeros(num_users + 1, np.int64)
-        np.cumsum(self.deg, out=self.start[1:])
-        rank = np.arange(u.size, dtype=np.int64) - self.start[u]
-        self.key = u * (self.num_items + 1) + (i - rank)
-
-    def __call__(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """int64 (B,) one negative item per entry of ``users``. A user who has seen every item
-        gets a uniformly random item (there is no negative to give)."""
-        users = np.asarray(users, dtype=np.int64)
-        free = self.num_items - self.deg[users]
-        r = np.floor(rng.random(users.size) * np.maximum(free, 1)).astype(np.int64)
-        j = np.searchsorted(self.key, users * (self.num_items + 1) + r, side="right") - self.start[users]
-        out = r + j
-        full = free <= 0
-        if full.any():
-            out[full] = rng.integers(0, self.num_items, int(full.sum()))
-        return out
-
-
-def sample_negatives(users: np.ndarray, train: np.ndarray, num_users: int, num_items: int,
-                     rng: np.random.Generator) -> np.ndarray:
-    """One-off convenience wrapper around :class:`NegativeSampler`."""
-    return NegativeSampler(train, num_users, num_items)(users, rng)
-
-
-# --------------------------------------------------------------------------- files
-def _polyline(xs, ys, x0, y0, w, h, xmin, xmax, ymin, ymax, color):
-    if not xs:
-        return ""
-    sx = w / max(xmax - xmin, 1e-12)
-    sy = h / max(ymax - ymin, 1e-12)
-    pts = " ".join(f"{x0 + (x - xmin) * sx:.1f},{y0 + h - (y - ymin) * sy:.1f}" for x, y in zip(xs, ys))
-    return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>'
-
-
-def write_curves_svg(history: list, path: str) -> None:
-    """Two panels: training loss, and validation Recall@20 / NDCG@20, against the epoch."""
-    W, H, pad = 360, 220, 40
-    panels = [("training loss", [("loss", "#1f77b4")]),
-              ("validation", [("valid_recall@20", "#d62728"), ("valid_ndcg@20", "#2ca02c")])]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" '
-             f'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
-    for p, (title, series) in enumerate(panels):
-        ox = p * W
-        data = [(name, color, [(r["epoch"], r[name]) for r in history
-                               if r.get(name) is not None and math.isfinite(r[name])]) for name, color in series]
-        pts = [pt for _, _, d in data for pt in d]
-        parts.append(f'<text x="{ox + W / 2}" y="14" text-anchor="middle">{title}</text>')
-        x0, y0, w, h = ox + pad, 22, W - pad - 10, H - 22 - pad + 10
-        parts.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#888"/>')
-        if not pts:
-            continue
-        xmin, xmax = min(x for x, _ in pts), max(x for x, _ in pts)
-        ymin, ymax = min(y for _, y in pts), max(y for _, y in pts)
-        if ymax - ymin < 1e-12:
-            ymin, ymax = ymin - 0.5, ymax + 0.5
-        for frac in (0.0, 0.5, 1.0):
-            yv = ymin + frac * (ymax - ymin)
-            parts.append(f'<text x="{x0 - 3}" y="{y0 + h - frac * h + 4:.1f}" text-anchor="end">{yv:.4g}</text>')
-        parts.append(f'<text x="{x0}" y="{y0 + h + 14}">{xmin}</text>')
-        parts.append(f'<text x="{x0 + w}" y="{y0 + h + 14}" text-anchor="end">epoch {xmax}</text>')
-        for k, (name, color, d) in enumerate(data):
-            parts.append(_polyline([x for x, _ in d], [y for _, y in d], x0, y0, w, h, xmin, xmax, ymin, ymax, color))
-            parts.append(f'<text x="{x0 + 6}" y="{y0 + 14 + 13 * k}" fill="{color}">{name}</text>')
-    parts.append("</svg>")
-    write_text_atomic("\n".join(parts) + "\n", path)
+__all__ = ["Trainer"]
 
 
 # --------------------------------------------------------------------------- trainer

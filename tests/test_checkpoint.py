@@ -18,7 +18,8 @@ from slifmr.checkpoint import (CheckpointError, TrainingInterrupted, atomic_save
                                load_checkpoint, remove_stale_temporaries)
 from slifmr.cli import main
 from slifmr.config import Config
-from slifmr.train import Trainer, prepare_data
+from slifmr.data.prepare import prepare_data
+from slifmr.train import Trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = {"num_users": 120, "num_items": 90, "num_clusters": 4, "mean_interactions": 10,

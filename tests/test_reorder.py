@@ -13,7 +13,8 @@ from slifmr.data.reorder import (AUTO_MIN_NODES, REORDER_METHODS, apply_reorder,
                                  locality_share, permute_dataset, to_original_rows,
                                  user_order_by_items)
 from slifmr.evaluate import rank_metrics
-from slifmr.train import Trainer, prepare_data
+from slifmr.data.prepare import prepare_data
+from slifmr.train import Trainer
 
 SMALL = {"num_users": 120, "num_items": 90, "num_clusters": 4, "mean_interactions": 10,
          "modalities": {"image": 8, "text": 6}, "kg_relations": 2}

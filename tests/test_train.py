@@ -10,7 +10,9 @@ import torch
 
 from slifmr.config import Config
 from slifmr.evaluate import metrics_from_topk, rank_metrics
-from slifmr.train import NegativeSampler, Trainer, prepare_data, sample_negatives
+from slifmr.data.prepare import prepare_data
+from slifmr.sampling import NegativeSampler, sample_negatives
+from slifmr.train import Trainer
 
 SMALL = {"num_users": 120, "num_items": 90, "num_clusters": 4, "mean_interactions": 10,
          "modalities": {"image": 8, "text": 6}, "kg_relations": 2}

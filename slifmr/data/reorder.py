@@ -7,7 +7,7 @@ items at d = 64 and 32 MiB). :func:`locality_order` computes a cheap item order 
 real user has, and users by the median new position of their training items;
 :func:`permute_dataset` applies it to every part of a dataset and records the original ids,
 so that user-facing output can name them (:func:`to_original_rows`). ``Config.reorder``
-(:func:`apply_reorder`, called by ``slifmr.train.prepare_data``) chooses the order; its
+(:func:`apply_reorder`, called by ``slifmr.data.prepare.prepare_data``) chooses the order; its
 default ``auto`` relabels large datasets with ``graph`` (docs/SCALE.md, "Found and left",
 item 9: 1.17x per training step at a million items).
 

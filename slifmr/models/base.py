@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..config import Config
 from ..graphs import Graphs
@@ -77,15 +78,24 @@ def init_embedding(rows: int, dim: int, scheme: str) -> nn.Parameter:
 
 
 class Recommender(nn.Module):
-    """Base class: user and item ID embeddings, BPR + L2 on the batch's layer-0 rows.
+    """Base class: user and item ID embeddings, a ranking loss + L2 on the batch's layer-0 rows.
 
-    Subclasses implement :meth:`forward`; the default :meth:`calculate_loss` is LightGCN's
-    (BPR on the forward's representations, L2 on the batch's ID embeddings weighted by
-    ``cfg.reg_weight``), which subclasses extend with their own terms.
+    Subclasses implement :meth:`forward` (ending in :meth:`finish`); the default
+    :meth:`calculate_loss` is the ranking loss on the forward's representations plus
+    ``cfg.reg_weight`` times L2 on the batch's ID embeddings, which subclasses extend.
+
+    The ranking loss (``cfg.loss``):
+
+    * ``"bpr"``: -log sigmoid(<u, i+> - <u, i->) with the batch's one sampled negative per
+      triple; scores are inner products (LightGCN's, FREEDOM's and LATTICE's objective).
+    * ``"softmax"``: sampled softmax over cosine scores with temperature ``softmax_temperature``:
+      the positive against ``num_negatives`` items drawn uniformly once per batch and shared by
+      its rows, -log(e^{s+/t} / (e^{s+/t} + sum_j e^{s_j/t})). The forward's representations
+      are then L2-normalised (:meth:`finish`), so ranking uses the same cosine score.
     """
 
-    #: names of the parts :meth:`calculate_loss` returns besides "loss", in log order
-    loss_parts: tuple = ("bpr", "reg")
+    #: names of the parts :meth:`calculate_loss` returns after the ranking loss, in log order
+    extra_parts: tuple = ("reg",)
 
     def __init__(self, num_users: int, num_items: int, cfg: Config):
         super().__init__()
@@ -93,6 +103,11 @@ class Recommender(nn.Module):
         self.num_users, self.num_items = int(num_users), int(num_items)
         self.user_emb = init_embedding(self.num_users, cfg.embed_dim, cfg.init)
         self.item_emb = init_embedding(self.num_items, cfg.embed_dim, cfg.init)
+
+    @property
+    def loss_parts(self) -> tuple:
+        """Names of the parts :meth:`calculate_loss` returns besides "loss", in log order."""
+        return (self.cfg.loss,) + tuple(self.extra_parts)
 
     @property
     def view_names(self) -> list:
@@ -105,14 +120,33 @@ class Recommender(nn.Module):
     def forward(self, g: Graphs) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def calculate_loss(self, g: Graphs, batch: Batch) -> dict:
-        """{"loss": scalar to minimise, "bpr": ..., "reg": ...} for one batch."""
-        out = self.forward(g)
-        return self.bpr_terms(out, batch)
+    def finish(self, out: ModelOutput) -> ModelOutput:
+        """The ranking representations of a forward: L2-normalised rows when the model is
+        trained on cosine scores (``loss: softmax``), as they are otherwise."""
+        if self.cfg.loss == "softmax":
+            out.user = F.normalize(out.user, dim=1)
+            out.item = F.normalize(out.item, dim=1)
+        return out
 
-    def bpr_terms(self, out: ModelOutput, batch: Batch) -> dict:
-        """BPR on ``out``'s representations and L2 on the batch's layer-0 embeddings."""
+    def calculate_loss(self, g: Graphs, batch: Batch) -> dict:
+        """{"loss": scalar to minimise, <ranking loss>: ..., "reg": ...} for one batch."""
+        out = self.forward(g)
+        return self.ranking_terms(out, batch)
+
+    def ranking_loss(self, out: ModelOutput, batch: Batch) -> torch.Tensor:
+        """The batch's ranking loss (``cfg.loss``, see the class docstring), a scalar."""
         eu = out.user[batch.users]
-        bpr = bpr_loss((eu * out.item[batch.pos]).sum(1), (eu * out.item[batch.neg]).sum(1))
+        if self.cfg.loss == "bpr":
+            return bpr_loss((eu * out.item[batch.pos]).sum(1), (eu * out.item[batch.neg]).sum(1))
+        shared = torch.from_numpy(batch.rng.integers(0, self.num_items, self.cfg.num_negatives))
+        t = self.cfg.softmax_temperature
+        pos = (eu * out.item[batch.pos]).sum(1, keepdim=True) / t
+        neg = eu @ out.item[shared.to(eu.device)].t() / t
+        return (torch.logsumexp(torch.cat([pos, neg], 1), 1) - pos[:, 0]).mean()
+
+    def ranking_terms(self, out: ModelOutput, batch: Batch) -> dict:
+        """The ranking loss on ``out``'s representations and L2 on the batch's layer-0
+        embeddings: {"loss", cfg.loss, "reg"}."""
+        rank = self.ranking_loss(out, batch)
         reg = l2_reg(self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg])
-        return {"loss": bpr + self.cfg.reg_weight * reg, "bpr": bpr, "reg": reg}
+        return {"loss": rank + self.cfg.reg_weight * reg, self.cfg.loss: rank, "reg": reg}

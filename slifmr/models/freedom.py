@@ -68,7 +68,7 @@ class FREEDOM(Recommender):
             here are used.
     """
 
-    loss_parts = ("bpr", "modality_bpr", "reg")
+    extra_parts = ("modality_bpr", "reg")
 
     def __init__(self, num_users: int, num_items: int, cfg: Config, *, train: np.ndarray,
                  features: Optional[dict] = None):
@@ -123,11 +123,11 @@ class FREEDOM(Recommender):
     def forward(self, g: Graphs) -> ModelOutput:
         adj = self._pruned if (self.training and self._pruned is not None) else g.adj
         zu, zi = interaction_view(self, adj, self.cfg.num_layers)
-        return ModelOutput(zu, zi + self.item_view(), cf=(zu, zi))
+        return self.finish(ModelOutput(zu, zi + self.item_view(), cf=(zu, zi)))
 
     def calculate_loss(self, g: Graphs, batch: Batch) -> dict:
         out = self.forward(g)
-        parts = self.bpr_terms(out, batch)
+        parts = self.ranking_terms(out, batch)
         eu = out.user[batch.users]
         aux = torch.zeros((), device=eu.device)
         for m in self.modalities:

@@ -27,7 +27,7 @@ import slifmr_kernels as sk
 
 from ..config import Config
 from ..graphs import Graphs
-from ..losses import bpr_loss, l2_reg
+from ..losses import l2_reg
 from .base import Batch, ModelOutput, Recommender
 from .features import ModalityProjection
 from .item_graphs import (edge_cosine, graph_from_edges, knn_edges, mixed_feature_graph,
@@ -103,11 +103,10 @@ class LATTICE(Recommender):
 
     def forward(self, g: Graphs) -> ModelOutput:
         zu, zi = interaction_view(self, g.adj, self.cfg.num_layers)
-        return ModelOutput(zu, zi + F.normalize(self.item_view(), dim=1), cf=(zu, zi))
+        return self.finish(ModelOutput(zu, zi + F.normalize(self.item_view(), dim=1), cf=(zu, zi)))
 
     def calculate_loss(self, g: Graphs, batch: Batch) -> dict:
         out = self.forward(g)
-        eu, ep, en = out.user[batch.users], out.item[batch.pos], out.item[batch.neg]
-        bpr = bpr_loss((eu * ep).sum(1), (eu * en).sum(1))
-        reg = l2_reg(eu, ep, en)
-        return {"loss": bpr + self.cfg.reg_weight * reg, "bpr": bpr, "reg": reg}
+        rank = self.ranking_loss(out, batch)
+        reg = l2_reg(out.user[batch.users], out.item[batch.pos], out.item[batch.neg])
+        return {"loss": rank + self.cfg.reg_weight * reg, self.cfg.loss: rank, "reg": reg}

@@ -37,4 +37,4 @@ class LightGCN(Recommender):
 
     def forward(self, g: Graphs) -> ModelOutput:
         zu, zi = interaction_view(self, g.adj, self.cfg.num_layers)
-        return ModelOutput(zu, zi, cf=(zu, zi))
+        return self.finish(ModelOutput(zu, zi, cf=(zu, zi)))

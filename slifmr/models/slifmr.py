@@ -5,7 +5,8 @@ Views (each computed over the whole graph on every forward, like LightGCN):
 * interaction (cf): LightGCN, ``num_layers`` layers on A(t), mean over layers -> Z_u, Z_i^cf
 * kg: relation-aware aggregation e_h <- sum w_hrt (e_r * e_t) over KG(t) (``kg_layers``
   layers, mean over layers incl. layer 0); Z_i^kg = rows 0..I-1 (items are entities 0..I-1)
-* modality m: H_m = W_m F_m (rows of F_m L2-normalised), ``modality_layers`` layers on A_m(t)
+* modality m: H_m = W_m F_m (rows of F_m L2-normalised; or the item ID embeddings, or both:
+  ``modality_input``), ``modality_layers`` layers on A_m(t)
 * users read every item-side view through the row-normalised interactions: Z_u^v = R~ Z_i^v
 * fusion: Z = Z^cf + sum_v alpha_v * normalize(Z^v); score(u, i) = <z_u, z_i>
 
@@ -66,7 +67,7 @@ class SLIFMR(Recommender):
             ``modalities`` are used.
     """
 
-    loss_parts = ("bpr", "sc", "reg")
+    extra_parts = ("sc", "reg")
 
     def __init__(self, num_users: int, num_items: int, cfg: Config, *, num_entities: int = 0,
                  num_view_relations: int = 0, features: Optional[dict] = None):
@@ -86,10 +87,11 @@ class SLIFMR(Recommender):
         self.modalities = [m for m in (cfg.modalities or []) if m in features]
         self.proj = nn.ModuleDict()
         for m in self.modalities:
-            self.proj[m] = ModalityProjection(features[m], d, normalize_rows=True)
-            if self.proj[m].feature.shape[0] != self.num_items:
-                raise ValueError(f"features[{m!r}] must be (num_items={self.num_items}, d), got "
-                                 f"{tuple(self.proj[m].feature.shape)}")
+            shape = tuple(getattr(features[m], "shape", ()))
+            if len(shape) != 2 or shape[0] != self.num_items:
+                raise ValueError(f"features[{m!r}] must be (num_items={self.num_items}, d), got {shape}")
+            if cfg.modality_input != "ids":  # the ID-embedding views use no projection
+                self.proj[m] = ModalityProjection(features[m], d, normalize_rows=True)
         self._view_names = (["kg"] if self.use_kg else []) + list(self.modalities)
         alpha = torch.full((len(self._view_names),), float(cfg.view_weight))
         if cfg.learn_view_weight:
@@ -125,14 +127,19 @@ class SLIFMR(Recommender):
         return (acc / (self.cfg.kg_layers + 1))[: self.num_items]
 
     def modality_view(self, g: Graphs, m: str) -> torch.Tensor:
-        h = self.project(m)
+        """(I, d): the modality's input (``cfg.modality_input``: its projected features H_m,
+        the item ID embeddings, or their sum) over A_m(t), mean over ``modality_layers``."""
+        src = self.cfg.modality_input
+        h = self.item_emb if src == "ids" else self.project(m)
+        if src == "both":
+            h = h + self.item_emb
         return sk.propagate_layers(g.modality[m], h, self.cfg.modality_layers, backend=self.cfg.backend)
 
     def forward(self, g: Graphs) -> ModelOutput:
         """All views and the fused representations (see :class:`ModelOutput`)."""
         zu_cf, zi_cf = interaction_view(self, g.adj, self.cfg.num_layers)
         if not self.view_names:
-            return ModelOutput(zu_cf, zi_cf, cf=(zu_cf, zi_cf))
+            return self.finish(ModelOutput(zu_cf, zi_cf, cf=(zu_cf, zi_cf)))
         item_views = [self.kg_view(g) if name == "kg" else self.modality_view(g, name)
                       for name in self.view_names]
         # The item-side views side by side, (I, V*d): users read them through R~ in ONE pass
@@ -146,13 +153,14 @@ class SLIFMR(Recommender):
         views = {name: (zu, zi) for name, zu, zi in
                  zip(self.view_names, zu_all.split(d, dim=1), zi_all.split(d, dim=1))}
         b = self.cfg.backend
-        return ModelOutput(fuse_views(zu_cf, self.alpha, zu_all, b), fuse_views(zi_cf, self.alpha, zi_all, b),
-                           cf=(zu_cf, zi_cf), views=views, stacked=(zu_all, zi_all))
+        return self.finish(ModelOutput(fuse_views(zu_cf, self.alpha, zu_all, b),
+                                       fuse_views(zi_cf, self.alpha, zi_all, b),
+                                       cf=(zu_cf, zi_cf), views=views, stacked=(zu_all, zi_all)))
 
     def calculate_loss(self, g: Graphs, batch: Batch) -> dict:
-        """BPR + reg_weight * L2 + sc_weight * consistency."""
+        """Ranking loss + reg_weight * L2 + sc_weight * consistency."""
         out = self.forward(g)
-        parts = self.bpr_terms(out, batch)
+        parts = self.ranking_terms(out, batch)
         parts["sc"] = torch.zeros((), device=parts["loss"].device)
         if self.cfg.sc_weight > 0 and out.views:
             parts["sc"] = consistency_loss(out, batch.users_np, batch.pos_np,
