@@ -249,3 +249,85 @@ def test_real_kg_only():
     assert (bx.num_users, bx.num_items) == (17860, 14967)
     assert bx.train.shape[0] + bx.test.shape[0] == 69873 and bx.kg.shape[0] == 151500
     assert bx.num_relations == 25 and bx.num_entities == 77903
+
+
+# ------------------------------------------------------------------ bounds and header checks (#16 item 5)
+def test_ids_are_bounded_by_what_the_files_define(kgat_dir):
+    """An id may exceed the ids that occur (items only in features, users only in user_list),
+    but not what the directory can define: no table is sized by a corrupt id."""
+    _write(kgat_dir / "train.txt", "0 0 1\n1 2\n")
+    _write(kgat_dir / "test.txt", "0 5\n")  # item 5: a feature row, no interaction before it
+    ds = load_kgat(str(kgat_dir))
+    assert ds.num_items == 6 and ds.num_users == 4
+    _write(kgat_dir / "test.txt", "0 5\n7 1\n")  # 4 user lines + 4 user_list rows: users 0..7
+    assert load_kgat(str(kgat_dir)).num_users == 8
+    _write(kgat_dir / "test.txt", "0 5\n8 1\n")
+    with pytest.raises(DataFormatError, match=r"test.txt:2: user id 8 is too large.*at most 8 user"):
+        load_kgat(str(kgat_dir))
+    _write(kgat_dir / "test.txt", "0 5\n")
+    _write(kgat_dir / "kg_final.txt", "0 0 6\n1 1 13\n")  # 6 items + 2 x 2 triples = 10 entities
+    with pytest.raises(DataFormatError, match=r"kg_final.txt:2: entity id 13 is too large"):
+        load_kgat(str(kgat_dir))
+    _write(kgat_dir / "kg_final.txt", "0 0 6\n\n1 2 9\n")  # 2 triples: relations 0 and 1 at most
+    with pytest.raises(DataFormatError, match=r"kg_final.txt:3: relation id 2 is too large"):
+        load_kgat(str(kgat_dir))
+
+
+def test_id_beyond_int64_names_its_line(kgat_dir):
+    # numpy's parser saturates at 2^63-1; the check must blame train.txt, not a feature file
+    _write(kgat_dir / "train.txt", "0 1 2\n1 99999999999999999999 2\n")
+    with pytest.raises(DataFormatError, match=r"train.txt:2: integer '99999999999999999999' is out of range"):
+        load_kgat(str(kgat_dir))
+
+
+def test_npy_header_is_checked_before_reading(kgat_dir, monkeypatch):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                               "shape": (10 ** 7, 10 ** 5)})
+    (kgat_dir / "image_feat.npy").write_bytes(buf.getvalue())
+    assert len(buf.getvalue()) <= 128
+
+    def no_load(*a, **k):
+        raise AssertionError("np.load must not be reached")
+    monkeypatch.setattr(np, "load", no_load)
+    with pytest.raises(DataFormatError, match=r"image_feat.npy: the header says shape \(10000000, 100000\)"):
+        load_kgat(str(kgat_dir))
+
+
+@pytest.mark.parametrize("arr, what", [
+    (np.ones((6, 4), np.complex64), "real number type"),
+    (np.array([[None] * 4] * 6, dtype=object), "plain number type"),
+    (np.ones((6, 4), bool), "real number type"),
+])
+def test_npy_dtypes_rejected(kgat_dir, arr, what):
+    np.save(kgat_dir / "image_feat.npy", arr, allow_pickle=True)
+    with pytest.raises(DataFormatError, match=what):
+        load_kgat(str(kgat_dir))
+
+
+def test_empty_splits_are_errors(kgat_dir, tmp_path):
+    for name in ("train.txt", "test.txt"):
+        keep = (kgat_dir / name).read_text()
+        _write(kgat_dir / name, "")
+        with pytest.raises(DataFormatError, match=rf"{name}: no interactions"):
+            load_kgat(str(kgat_dir))
+        _write(kgat_dir / name, keep)
+    _write(kgat_dir / "test.txt", "0 1\n")  # a pair train already has: nothing left to test
+    with pytest.raises(DataFormatError, match="no test interactions left"):
+        load_dataset(str(kgat_dir))
+    with pytest.raises(DataFormatError, match="not a directory"):
+        load_dataset(str(kgat_dir / "train.txt"))
+
+
+def test_parse_int_tokens_and_delimited_lines(tmp_path):
+    from slifmr.data._io import parse_int_tokens, read_delimited
+    p = tmp_path / "m.txt"
+    _write(p, "a\t1\n\nb\t-2\n")
+    _, rows, lines = read_delimited(str(p), header=False, with_lines=True)
+    assert lines == [1, 3]
+    assert parse_int_tokens(str(p), [r[1] for r in rows], lines, "entity").tolist() == [1, -2]
+    with pytest.raises(DataFormatError, match=r"m.txt:3: entity: expected a non-negative"):
+        parse_int_tokens(str(p), [r[1] for r in rows], lines, "entity", nonnegative=True)
+    with pytest.raises(DataFormatError, match=r"m.txt:3: entity: integer .* out of range"):
+        parse_int_tokens(str(p), ["1", "9" * 30], lines, "entity")

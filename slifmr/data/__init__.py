@@ -39,14 +39,19 @@ def data_root() -> str:
 
 
 def resolve_data_path(path: str) -> str:
-    """An existing directory as given, else ``data_root()/path``; raises FileNotFoundError."""
+    """An existing directory as given, else ``data_root()/path``; raises FileNotFoundError
+    (``DataFormatError`` when ``path`` is a file: a dataset is a directory)."""
     if os.path.isdir(path):
         return path
     alt = os.path.join(data_root(), path)
     if os.path.isdir(alt):
         return alt
-    raise FileNotFoundError(f"dataset directory not found: {path!r} (also looked in {alt}; set "
-                            f"SLIFMR_DATA to the data directory)")
+    if os.path.exists(path):
+        raise DataFormatError(f"{path}: not a directory (a dataset is a directory of files; "
+                              f"give the directory that holds it)")
+    also = "" if os.path.isabs(path) else f"also looked in {alt}; "
+    raise FileNotFoundError(f"dataset directory not found: {path!r} ({also}set SLIFMR_DATA to "
+                            f"the data directory)")
 
 
 def load_dataset(path: str, modalities: Optional[list] = None, seed: int = 0) -> Dataset:
@@ -70,4 +75,10 @@ def load_dataset(path: str, modalities: Optional[list] = None, seed: int = 0) ->
             raise DataFormatError(f"{path}: unknown layout (expected train.txt+test.txt, *.inter, "
                                   f"user_artists.dat or ratings_final.txt)")
         ds = load_recbole(path, seed=seed) if is_recbole_inter(inter) else load_mmrec(path, modalities)
-    return ds.clean()
+    ds = ds.clean()
+    # the loaders reject empty files; here what is left after cleaning
+    if ds.test.shape[0] == 0:
+        raise DataFormatError(f"{path}: no test interactions left, nothing to evaluate (test "
+                              f"pairs that also occur in train or valid are dropped; a random "
+                              f"split keeps a user's only interaction in train)")
+    return ds

@@ -20,7 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from ._io import DataFormatError, read_delimited, read_int_columns
+from ._io import (DataFormatError, check_id_bound, nonblank_line_numbers, parse_int_tokens,
+                  read_delimited, read_int_columns, require_rows)
 from .dataset import Dataset, remap_ids, split_per_user
 
 __all__ = ["load_lastfm", "load_book_crossing", "is_lastfm_dir", "is_book_crossing_dir"]
@@ -39,6 +40,8 @@ def _entities_to_ids(kg_ent: np.ndarray, item_entity: np.ndarray, path: str) -> 
     num_items = item_entity.size
     if np.unique(item_entity).size != num_items:
         raise DataFormatError(f"{path}: two items map to the same KG entity")
+    if kg_ent.size == 0:
+        return kg_ent.astype(np.int64), num_items
     order = np.argsort(item_entity)
     pos = np.searchsorted(item_entity[order], kg_ent)
     pos = np.minimum(pos, num_items - 1)
@@ -51,9 +54,9 @@ def _entities_to_ids(kg_ent: np.ndarray, item_entity: np.ndarray, path: str) -> 
     return out, int(out.max()) + 1 if out.size else num_items
 
 
-def _build(name, pairs, num_users, num_items, kg_raw, item_entity, kg_path, rel_names,
+def _build(name, pairs, num_users, num_items, kg_raw, item_entity, map_path, rel_names,
            test_fraction, seed) -> Dataset:
-    ent, num_entities = _entities_to_ids(kg_raw[:, [0, 2]].reshape(-1), item_entity, kg_path)
+    ent, num_entities = _entities_to_ids(kg_raw[:, [0, 2]].reshape(-1), item_entity, map_path)
     ent = ent.reshape(-1, 2)
     kg = np.stack([ent[:, 0], kg_raw[:, 1], ent[:, 1]], axis=1)
     train, test = split_per_user(pairs, test_fraction, seed)
@@ -62,37 +65,43 @@ def _build(name, pairs, num_users, num_items, kg_raw, item_entity, kg_path, rel_
                    num_relations=int(kg[:, 1].max()) + 1 if kg.size else 0, relation_names=rel_names)
 
 
+def _first_line(path: str, rows: np.ndarray, header_lines: int = 0) -> int:
+    """Line of the first of ``rows`` (indices of :func:`read_int_columns` rows) in ``path``."""
+    return int(nonblank_line_numbers(path, header_lines)[int(rows[0])])
+
+
 def load_lastfm(path: str, test_fraction: float = 0.2, seed: int = 0, name: Optional[str] = None) -> Dataset:
     """Load the Last.FM KG dataset (see module docstring)."""
     ua_path = os.path.join(path, "user_artists.dat")
     ua = read_int_columns(ua_path, 3, header_lines=1, names=("userID", "artistID", "weight"))
+    require_rows(ua_path, ua.shape[0], hint=" after its header")
     map_path = os.path.join(path, "item_index2entity_id.txt")
     mp = read_int_columns(map_path, 2, names=("artistID", "entity"))
+    require_rows(map_path, mp.shape[0], what="artists")
     if np.unique(mp[:, 0]).size != mp.shape[0]:
-        raise DataFormatError(f"{map_path}: an artist id occurs twice")
+        _, first = np.unique(mp[:, 0], return_index=True)
+        dup = np.setdiff1d(np.arange(mp.shape[0]), first)
+        raise DataFormatError(f"{map_path}:{_first_line(map_path, dup)}: artist id "
+                              f"{int(mp[dup[0], 0])} occurs twice")
     artist_sorted = np.argsort(mp[:, 0])
     pos = np.minimum(np.searchsorted(mp[artist_sorted, 0], ua[:, 1]), mp.shape[0] - 1)
     known = mp[artist_sorted, 0][pos] == ua[:, 1]
+    if not known.any():
+        raise DataFormatError(f"{ua_path}: no interactions with an artist listed in {map_path}")
     items = artist_sorted[pos[known]]  # item k = line k of the mapping file
     users, _ = remap_ids(ua[known, 0])
     pairs = np.stack([users, items], axis=1)
     kg_path = os.path.join(path, "kg.txt")
-    _, rows = read_delimited(kg_path, header=False)
+    _, rows, lines = read_delimited(kg_path, header=False, with_lines=True)
     if rows and len(rows[0]) != 3:
-        raise DataFormatError(f"{kg_path}:1: expected head, relation, tail")
-    try:
-        hv = np.array([int(r[0]) for r in rows], np.int64)
-        tv = np.array([int(r[2]) for r in rows], np.int64)
-    except ValueError:
-        for lineno, r in enumerate(rows, start=1):
-            for tok in (r[0], r[2]):
-                if not tok.strip().lstrip("-").isdigit():
-                    raise DataFormatError(f"{kg_path}:{lineno}: entity id must be an integer, got {tok!r}") from None
-        raise
-    rel, rel_names = remap_ids(np.array([r[1] for r in rows]))
-    kg_raw = np.stack([hv, rel, tv], axis=1)
+        raise DataFormatError(f"{kg_path}:{lines[0]}: expected head, relation, tail separated "
+                              f"by tabs, got {len(rows[0])} fields")
+    hv = parse_int_tokens(kg_path, [r[0] for r in rows], lines, "head entity id")
+    tv = parse_int_tokens(kg_path, [r[2] for r in rows], lines, "tail entity id")
+    rel, rel_names = remap_ids(np.array([r[1] for r in rows], dtype=str))
+    kg_raw = np.stack([hv, rel, tv], axis=1) if rows else np.zeros((0, 3), np.int64)
     return _build(name or "lastfm-kg", pairs, int(users.max()) + 1, mp.shape[0], kg_raw, mp[:, 1],
-                  kg_path, [str(r) for r in rel_names], test_fraction, seed)
+                  map_path, [str(r) for r in rel_names], test_fraction, seed)
 
 
 def load_book_crossing(path: str, test_fraction: float = 0.2, seed: int = 0,
@@ -100,28 +109,41 @@ def load_book_crossing(path: str, test_fraction: float = 0.2, seed: int = 0,
     """Load the Book-Crossing KG dataset (see module docstring)."""
     r_path = os.path.join(path, "ratings_final.txt")
     r = read_int_columns(r_path, 3, names=("user", "item", "label"))
+    require_rows(r_path, r.shape[0])
     bad = np.nonzero(~np.isin(r[:, 2], (0, 1)))[0]
     if bad.size:
-        raise DataFormatError(f"{r_path}:{int(bad[0]) + 1}: label must be 0 or 1, got {r[bad[0], 2]}")
-    if r.size and r[:, :2].min() < 0:
-        raise DataFormatError(f"{r_path}:{int(np.nonzero((r[:, :2] < 0).any(1))[0][0]) + 1}: negative id")
+        raise DataFormatError(f"{r_path}:{_first_line(r_path, bad)}: label must be 0 or 1, "
+                              f"got {r[bad[0], 2]}")
+    bad = np.nonzero((r[:, :2] < 0).any(1))[0]
+    if bad.size:
+        raise DataFormatError(f"{r_path}:{_first_line(r_path, bad)}: negative id in "
+                              f"{r[bad[0]].tolist()} (user item label)")
     map_path = os.path.join(path, "item_index2entity_id_rehashed.txt")
-    _, mrows = read_delimited(map_path, header=False)
-    try:
-        item_entity = np.array([int(m[1]) for m in mrows], np.int64)
-    except (ValueError, IndexError):
-        for lineno, m in enumerate(mrows, start=1):
-            if len(m) != 2 or not m[1].strip().isdigit():
-                raise DataFormatError(f"{map_path}:{lineno}: expected 'isbn <tab> entity id'") from None
-        raise
+    _, mrows, mlines = read_delimited(map_path, header=False, with_lines=True)
+    require_rows(map_path, len(mrows), what="items")
+    if len(mrows[0]) != 2:
+        raise DataFormatError(f"{map_path}:{mlines[0]}: expected 'isbn <tab> entity id', got "
+                              f"{len(mrows[0])} fields")
+    item_entity = parse_int_tokens(map_path, [m[1] for m in mrows], mlines, "entity id")
     num_items = item_entity.size
     pos = r[r[:, 2] == 1]
-    if pos.size and pos[:, 1].max() >= num_items:
-        line = int(np.nonzero((r[:, 2] == 1) & (r[:, 1] >= num_items))[0][0]) + 1
-        raise DataFormatError(f"{r_path}:{line}: item {r[line - 1, 1]} has no line in {map_path}")
+    if not pos.size:
+        raise DataFormatError(f"{r_path}: no interactions (no row with label 1)")
+    if pos[:, 1].max() >= num_items:
+        bad = np.nonzero((r[:, 2] == 1) & (r[:, 1] >= num_items))[0]
+        raise DataFormatError(f"{r_path}:{_first_line(r_path, bad)}: item {r[bad[0], 1]} has no "
+                              f"line in {map_path} ({num_items} items)")
     users, _ = remap_ids(pos[:, 0])
     pairs = np.stack([users, pos[:, 1]], axis=1)
     kg_path = os.path.join(path, "kg_final.txt")
     kg_raw = read_int_columns(kg_path, 3, names=("head", "relation", "tail"))
+    if kg_raw.size:
+        bad = np.nonzero((kg_raw < 0).any(1))[0]
+        if bad.size:
+            raise DataFormatError(f"{kg_path}:{_first_line(kg_path, bad)}: negative id in the "
+                                  f"triple {kg_raw[bad[0]].tolist()} (head relation tail)")
+        # entities are renumbered (dense) below; relation ids are kept, so they size a table
+        check_id_bound(kg_path, kg_raw[:, 1], lambda: nonblank_line_numbers(kg_path),
+                       kg_raw.shape[0], "relation", "one per triple")
     return _build(name or "book-crossing-kg", pairs, int(users.max()) + 1, num_items, kg_raw,
-                  item_entity, kg_path, None, test_fraction, seed)
+                  item_entity, map_path, None, test_fraction, seed)

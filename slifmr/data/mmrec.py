@@ -7,20 +7,20 @@ RecBole ``<name>.kg`` / ``<name>.link`` files next to it, when present, supply t
 """
 from __future__ import annotations
 
-import glob
 import os
 from typing import Optional
 
 import numpy as np
 
-from ._io import DataFormatError, read_int_columns, read_npy_features
+from ._io import (DataFormatError, check_id_bound, data_files, nonblank_line_numbers, npy_rows,
+                  read_int_columns, read_npy_features, require_rows)
 from .dataset import Dataset
 
 __all__ = ["load_mmrec", "find_inter_file"]
 
 
 def find_inter_file(path: str) -> Optional[str]:
-    files = sorted(glob.glob(os.path.join(path, "*.inter")))
+    files = data_files(os.path.join(path, "*.inter"))
     return files[0] if files else None
 
 
@@ -30,7 +30,13 @@ def _header(path: str) -> list:
 
 
 def load_mmrec(path: str, modalities: Optional[list] = None, name: Optional[str] = None) -> Dataset:
-    """Load an MMRec directory (see module docstring). Returns a :class:`Dataset`."""
+    """Load an MMRec directory (see module docstring). Returns a :class:`Dataset`.
+
+    ``userID`` / ``itemID`` must be non-negative integers below what the directory can define
+    (ids are dense: users at most one per row; items one per row plus the rows of the largest
+    feature file); the split must have train (``x_label`` 0) and test (2) rows. Errors name
+    ``file:line``.
+    """
     inter = find_inter_file(path)
     if inter is None:
         raise FileNotFoundError(f"{path}: no *.inter file")
@@ -41,31 +47,43 @@ def load_mmrec(path: str, modalities: Optional[list] = None, name: Optional[str]
             raise DataFormatError(f"{inter}:1: header must name userID, itemID and x_label "
                                   f"(tab separated), got {head}")
     table = read_int_columns(inter, len(head), header_lines=1, dtype=np.float64)
+    require_rows(inter, table.shape[0], hint=" after its header")
     u, i, lab = (table[:, cols[c]] for c in ("userID", "itemID", "x_label"))
-    for arr, what in ((u, "userID"), (i, "itemID")):
+    lines = lambda: nonblank_line_numbers(inter, 1)  # line numbers: only for a message
+
+    names = modalities if modalities is not None else [
+        os.path.basename(f)[: -len("_feat.npy")] for f in data_files(os.path.join(path, "*_feat.npy"))]
+    feat_files = {m: os.path.join(path, f"{m}_feat.npy") for m in names}
+    feat_files = {m: fp for m, fp in feat_files.items() if os.path.isfile(fp)}
+    feat_rows = max([npy_rows(fp) for fp in feat_files.values()], default=0)
+
+    for arr, col, what, bound, rule in ((u, "userID", "user", table.shape[0], "one per row"),
+                                        (i, "itemID", "item", table.shape[0] + feat_rows,
+                                    "one per row plus the rows of the largest *_feat.npy")):
         bad = np.nonzero((arr < 0) | (arr != np.floor(arr)))[0]
         if bad.size:
-            raise DataFormatError(f"{inter}:{int(bad[0]) + 2}: {what} must be a non-negative "
-                                  f"integer, got {arr[bad[0]]}")
+            raise DataFormatError(f"{inter}:{int(lines()[bad[0]])}: {col} must be a non-negative "
+                                  f"integer, got {arr[bad[0]]:g}")
+        check_id_bound(inter, arr, lines, bound, what, rule)
     bad = np.nonzero(~np.isin(lab, (0, 1, 2)))[0]
     if bad.size:
-        raise DataFormatError(f"{inter}:{int(bad[0]) + 2}: x_label must be 0, 1 or 2, got {lab[bad[0]]}")
+        raise DataFormatError(f"{inter}:{int(lines()[bad[0]])}: x_label must be 0, 1 or 2, "
+                              f"got {lab[bad[0]]:g}")
+    for label, what in ((0, "train"), (2, "test")):
+        if not (lab == label).any():
+            raise DataFormatError(f"{inter}: no {what} interactions (no row with x_label {label})")
     pairs = np.stack([u, i], axis=1).astype(np.int64)
-    num_users = int(u.max()) + 1 if u.size else 0
-    num_items = int(i.max()) + 1 if i.size else 0
+    num_users = int(u.max()) + 1
+    num_items = int(i.max()) + 1
 
     features = {}
-    names = modalities if modalities is not None else [
-        os.path.basename(f)[: -len("_feat.npy")] for f in sorted(glob.glob(os.path.join(path, "*_feat.npy")))]
-    for m in names:
-        fp = os.path.join(path, f"{m}_feat.npy")
-        if os.path.isfile(fp):
-            feat = read_npy_features(fp, num_items)
-            num_items = max(num_items, feat.shape[0])
-            features[m] = feat
+    for m, fp in feat_files.items():
+        feat = read_npy_features(fp, num_items)
+        num_items = max(num_items, feat.shape[0])
+        features[m] = feat
     for m, f in features.items():
         if f.shape[0] != num_items:
-            raise DataFormatError(f"{os.path.join(path, m + '_feat.npy')}: {f.shape[0]} rows, expected {num_items}")
+            raise DataFormatError(f"{feat_files[m]}: {f.shape[0]} rows, expected {num_items}")
 
     kg, num_entities, num_relations, rel_names = None, num_items, 0, None
     from .recbole import find_kg_files, read_kg_link

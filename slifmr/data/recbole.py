@@ -9,21 +9,20 @@ per-user split makes the test set.
 """
 from __future__ import annotations
 
-import glob
 import os
 from typing import Optional
 
 import numpy as np
 
-from ._io import DataFormatError, read_delimited
+from ._io import DataFormatError, data_files, read_delimited, require_rows
 from .dataset import Dataset, remap_ids, split_per_user
 
 __all__ = ["load_recbole", "read_kg_link", "find_kg_files", "is_recbole_inter"]
 
 
 def find_kg_files(path: str) -> tuple:
-    kg = sorted(glob.glob(os.path.join(path, "*.kg")))
-    link = sorted(glob.glob(os.path.join(path, "*.link")))
+    kg = data_files(os.path.join(path, "*.kg"))
+    link = data_files(os.path.join(path, "*.link"))
     return (kg[0] if kg else None), (link[0] if link else None)
 
 
@@ -95,17 +94,18 @@ def read_kg_link(kg_path: str, link_path: Optional[str], num_items: int,
 
 def load_recbole(path: str, test_fraction: float = 0.2, seed: int = 0, name: Optional[str] = None) -> Dataset:
     """Load a RecBole directory (``.inter`` plus optional ``.kg`` / ``.link``)."""
-    inters = sorted(glob.glob(os.path.join(path, "*.inter")))
+    inters = data_files(os.path.join(path, "*.inter"))
     if not inters:
         raise FileNotFoundError(f"{path}: no *.inter file")
     inter = inters[0]
     head, rows = read_delimited(inter)
     cu, ci = _column(inter, head, "user_id"), _column(inter, head, "item_id")
+    require_rows(inter, len(rows), hint=" after its header")
     users, _ = remap_ids(np.array([r[cu] for r in rows]))
     items, item_tokens = remap_ids(np.array([r[ci] for r in rows]))
-    num_items = len(item_tokens) if rows else 0
-    num_users = int(users.max()) + 1 if rows else 0
-    pairs = np.stack([users, items], axis=1) if rows else np.zeros((0, 2), np.int64)
+    num_items = len(item_tokens)
+    num_users = int(users.max()) + 1
+    pairs = np.stack([users, items], axis=1)
     train, test = split_per_user(pairs, test_fraction, seed)
     kg, num_entities, rel_names = None, num_items, None
     kg_file, link_file = find_kg_files(path)

@@ -156,16 +156,24 @@ _CHECKS = {
 }
 
 
+def _short_repr(value) -> str:
+    """repr bounded in depth and items (a value read from YAML may nest itself via aliases)."""
+    import reprlib
+    short = reprlib.Repr()
+    short.maxlevel, short.maxdict, short.maxlist, short.maxstring, short.maxlong = 3, 8, 8, 60, 40
+    return short.repr(value)
+
+
 def check_synthetic_params(params: dict) -> None:
     """Check keyword arguments of :func:`make_synthetic` (names, types, ranges) before anything
     is generated; raise ``ValueError`` naming the first bad parameter and its value."""
     known = list(inspect.signature(make_synthetic).parameters)
     for name, value in params.items():
         if name not in known:
-            raise ValueError(f"unknown parameter {name!r} (known: {', '.join(known)})")
+            raise ValueError(f"unknown parameter {_short_repr(name)} (known: {', '.join(known)})")
         expected = _CHECKS[name](value)
         if expected is not None:
-            shown = repr(value)
+            shown = _short_repr(value)
             raise ValueError(f"{name}: expected {expected}, got "
                              f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
     users, items = params.get("num_users", 2000), params.get("num_items", 1500)
