@@ -83,8 +83,8 @@ class Config:
     # --- optimisation
     lr: float = 1e-3
     batch_size: int = 4096
-    epochs: int = 30
-    patience: int = 5                     # epochs without a better valid recall@20 (0: off)
+    epochs: int = 1000                    # a cap: runs are meant to stop early, on validation
+    patience: int = 10                    # evaluations without a better valid recall@20 (0: off)
     eval_every: int = 1
     valid_fraction: float = 0.1           # carved from train when there is no valid split
     reorder: str = "auto"                 # relabel users/items for cache locality (data.reorder):
@@ -96,6 +96,8 @@ class Config:
     backend: str = "auto"
     num_threads: int = 0                  # 0: leave torch's default
     progress: bool = True
+    tensorboard: Any = "auto"             # TensorBoard events in OUTPUT/tb: "auto" (if installed)
+                                          # | true (error if not installed) | false
     # --- synthetic data (when no --data)
     synthetic: dict = field(default_factory=lambda: {"num_users": 2000, "num_items": 1500})
 
@@ -190,6 +192,12 @@ def _bool() -> _Rule:
                  else f"expected true or false, got {_show(v)}")
 
 
+def _auto_bool() -> _Rule:
+    # parsed as a bool key: --set tensorboard=true gives True, --set tensorboard=auto "auto"
+    return _Rule("bool", lambda v: None if isinstance(v, bool) or v == "auto"
+                 else f"expected 'auto', true or false, got {_show(v)}")
+
+
 def _choice(options: tuple) -> _Rule:
     listed = ", ".join(repr(o) for o in options)
     return _Rule("str", lambda v: None if isinstance(v, str) and v in options
@@ -261,7 +269,7 @@ _RULES: dict = {
     "eval_every": _int(1), "valid_fraction": _float(0, 1, hi_open=True),
     "reorder": _choice(REORDER_MODES), "seed": _int(0, _SEED_MAX), "eval_ks": _ks(),
     "device": _device(), "backend": _choice(("auto",) + BACKENDS), "num_threads": _int(0, _THREADS_MAX),
-    "progress": _bool(), "synthetic": _synthetic(),
+    "progress": _bool(), "synthetic": _synthetic(), "tensorboard": _auto_bool(),
 }
 
 

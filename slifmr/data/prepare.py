@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..config import Config
+from ..config import Config, ConfigError
 from . import Dataset, load_dataset, make_synthetic
 from .reorder import apply_reorder
 
@@ -24,5 +24,5 @@ def prepare_data(cfg: Config, data: Optional[str] = None) -> Dataset:
         try:
             ds = make_synthetic(**params)
         except TypeError as exc:
-            raise ValueError(f"synthetic: {exc}") from None
+            raise ConfigError(f"config key 'synthetic': {exc}") from None
     return apply_reorder(ds.with_validation(cfg.valid_fraction, cfg.seed), cfg.reorder)
