@@ -64,8 +64,10 @@ setup(
         "cpu": ["numba>=0.59", "threadpoolctl>=3.0"],
         "gpu": ["triton>=3.0"],
         "bench": ["faiss-cpu>=1.8", "pytest-benchmark>=4.0"],
+        # slifmr tune (Optuna), TensorBoard events of every run, curves.png and result figures
+        "track": ["optuna>=3.0", "tensorboard>=2.10", "matplotlib>=3.7"],
         "test": ["pytest>=7", "pytest-benchmark>=4.0", "numba>=0.59", "threadpoolctl>=3.0",
-                 "triton>=3.0"],
+                 "triton>=3.0", "optuna>=3.0", "tensorboard>=2.10", "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["slifmr = slifmr.cli:main"]},
     ext_modules=ext_modules,

@@ -1,4 +1,4 @@
-"""The ``slifmr`` command: ``train``, ``evaluate``, ``recommend`` (SPEC §2.5).
+"""The ``slifmr`` command: ``train``, ``evaluate``, ``recommend`` (SPEC §2.5), ``tune``.
 
 Examples::
 
@@ -8,6 +8,7 @@ Examples::
     slifmr train --data ml-1m-kg-mm --output runs/lgcn --model lightgcn
     slifmr evaluate --output runs/ml1m                          # test metrics of best.pt
     slifmr recommend --output runs/ml1m --users 0 1 2 --k 10
+    slifmr tune --data ml-1m-kg-mm --model lightgcn --space space.yaml --trials 20
 """
 from __future__ import annotations
 
@@ -66,6 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--users", type=int, nargs="+", required=True)
     r.add_argument("--k", type=int, default=10)
     r.add_argument("--include-seen", action="store_true", help="do not exclude known items")
+
+    u = sub.add_parser("tune", help="hyperparameter search with Optuna (pip install optuna): "
+                       "every trial a training run, pruned on validation Recall@20; resumable")
+    u.add_argument("--data", default=None,
+                   help="dataset directory or name under $SLIFMR_DATA (default: synthetic data)")
+    u.add_argument("--model", choices=["slifmr", "lightgcn", "freedom", "lattice"], default=None)
+    u.add_argument("--space", required=True, help="YAML search space: KEY: {type: float|int|"
+                   "categorical, low, high, log, step | choices}")
+    u.add_argument("--trials", type=int, required=True,
+                   help="finished (completed or pruned) trials the study should hold")
+    u.add_argument("--output", default=None,
+                   help="study directory (default runs/tune/<data>-<model>): study.db, trials/, "
+                        "best.yaml, best.json; rerun the same command to resume")
+    u.add_argument("--config", default=None, help="base configuration file (YAML or JSON)")
+    u.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one base configuration key (repeatable)")
+    u.add_argument("--pruner", choices=["median", "none"], default="median")
+    u.add_argument("--prune-startup", type=int, default=5,
+                   help="trials that complete before any is pruned (default 5)")
+    u.add_argument("--prune-warmup", type=int, default=5,
+                   help="epochs every trial runs before it can be pruned (default 5)")
     return ap
 
 
@@ -145,6 +167,24 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from .tune import TuneError, load_space, tune
+    cfg = load_config(args.config, _overrides(args))
+    check_runtime(cfg)
+    space = load_space(args.space)
+    output = args.output or os.path.join(
+        "runs", "tune", f"{os.path.basename(os.path.normpath(args.data)) if args.data else 'synthetic'}"
+                        f"-{cfg.model}")
+    try:
+        tune(cfg, space, args.trials, output, args.data, pruner=args.pruner,
+             prune_startup=args.prune_startup, prune_warmup=args.prune_warmup)
+    except TuneError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt as exc:  # SIGINT between two trials' epochs
+        raise TrainingInterrupted(getattr(exc, "signum", 2)) from None
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluate import rank_metrics
     cfg, ds, best = _load_run(args.output, args.data)
@@ -195,7 +235,8 @@ def _fail(message: str) -> int:
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _cmd_train, "evaluate": _cmd_evaluate, "recommend": _cmd_recommend}[args.command](args)
+        return {"train": _cmd_train, "evaluate": _cmd_evaluate, "recommend": _cmd_recommend,
+                "tune": _cmd_tune}[args.command](args)
     except (FileNotFoundError, DataFormatError, CheckpointError, ConfigError) as exc:
         return _fail(str(exc))
     except BackendUnavailable as exc:

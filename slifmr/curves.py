@@ -1,50 +1,93 @@
-"""The learning-curve plot of a run: ``curves.svg``, written with no plotting library."""
+"""The learning curves of a run, ``curves.png``, drawn with matplotlib (optional dependency).
+
+Two panels against the epoch: the training loss, and validation Recall@20 / NDCG@20. The best
+epoch (highest validation Recall@20, the trainer's selection) is marked in both. Without
+matplotlib no figure is written: :func:`write_curves` returns False and the trainer says once
+what to install.
+"""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
-from .checkpoint import write_text_atomic
+from .checkpoint import _atomic_write
 
-__all__ = ["write_curves_svg"]
+__all__ = ["write_curves", "matplotlib_available", "MISSING_MATPLOTLIB"]
 
-
-def _polyline(xs, ys, x0, y0, w, h, xmin, xmax, ymin, ymax, color):
-    if not xs:
-        return ""
-    sx = w / max(xmax - xmin, 1e-12)
-    sy = h / max(ymax - ymin, 1e-12)
-    pts = " ".join(f"{x0 + (x - xmin) * sx:.1f},{y0 + h - (y - ymin) * sy:.1f}" for x, y in zip(xs, ys))
-    return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>'
+MISSING_MATPLOTLIB = ("no curves.png: matplotlib is not installed "
+                      "(pip install matplotlib, or pip install 'slifmr[track]')")
 
 
-def write_curves_svg(history: list, path: str) -> None:
-    """Two panels: training loss, and validation Recall@20 / NDCG@20, against the epoch."""
-    W, H, pad = 360, 220, 40
-    panels = [("training loss", [("loss", "#1f77b4")]),
-              ("validation", [("valid_recall@20", "#d62728"), ("valid_ndcg@20", "#2ca02c")])]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" '
-             f'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
-    for p, (title, series) in enumerate(panels):
-        ox = p * W
-        data = [(name, color, [(r["epoch"], r[name]) for r in history
-                               if r.get(name) is not None and math.isfinite(r[name])]) for name, color in series]
-        pts = [pt for _, _, d in data for pt in d]
-        parts.append(f'<text x="{ox + W / 2}" y="14" text-anchor="middle">{title}</text>')
-        x0, y0, w, h = ox + pad, 22, W - pad - 10, H - 22 - pad + 10
-        parts.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#888"/>')
-        if not pts:
-            continue
-        xmin, xmax = min(x for x, _ in pts), max(x for x, _ in pts)
-        ymin, ymax = min(y for _, y in pts), max(y for _, y in pts)
-        if ymax - ymin < 1e-12:
-            ymin, ymax = ymin - 0.5, ymax + 0.5
-        for frac in (0.0, 0.5, 1.0):
-            yv = ymin + frac * (ymax - ymin)
-            parts.append(f'<text x="{x0 - 3}" y="{y0 + h - frac * h + 4:.1f}" text-anchor="end">{yv:.4g}</text>')
-        parts.append(f'<text x="{x0}" y="{y0 + h + 14}">{xmin}</text>')
-        parts.append(f'<text x="{x0 + w}" y="{y0 + h + 14}" text-anchor="end">epoch {xmax}</text>')
-        for k, (name, color, d) in enumerate(data):
-            parts.append(_polyline([x for x, _ in d], [y for _, y in d], x0, y0, w, h, xmin, xmax, ymin, ymax, color))
-            parts.append(f'<text x="{x0 + 6}" y="{y0 + 14 + 13 * k}" fill="{color}">{name}</text>')
-    parts.append("</svg>")
-    write_text_atomic("\n".join(parts) + "\n", path)
+def matplotlib_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _series(history: list, key: str) -> tuple:
+    pts = [(r["epoch"], float(r[key])) for r in history
+           if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return [x for x, _ in pts], [y for _, y in pts]
+
+
+def write_curves(history: list, path: str, best_epoch: Optional[int] = None) -> bool:
+    """Draw the learning curves of ``history`` (the records of ``metrics.jsonl``) into ``path``
+    (PNG, written atomically). ``best_epoch``: the epoch to mark (default: the epoch of the
+    highest validation Recall@20). Returns False, writing nothing, without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return False
+    # Figure directly, not pyplot: no global state, no GUI backend, safe in any thread.
+    fig = Figure(figsize=(10, 4.2), dpi=110, layout="constrained")
+    ax_loss, ax_val = fig.subplots(1, 2, sharex=True)
+    marker = {"marker": "o", "markersize": 3} if len(history) <= 40 else {}
+    x, y = _series(history, "loss")
+    ax_loss.plot(x, y, color="C0", label="training loss", **marker)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Training loss")
+    rx, ry = _series(history, "valid_recall@20")
+    nx, ny = _series(history, "valid_ndcg@20")
+    if rx:
+        ax_val.plot(rx, ry, color="C3", label="validation Recall@20", **marker)
+    if nx:
+        ax_val.plot(nx, ny, color="C2", label="validation NDCG@20", **marker)
+    if not (rx or nx):
+        ax_val.text(0.5, 0.5, "no validation yet", transform=ax_val.transAxes, ha="center",
+                    va="center", color="0.4")
+    ax_val.set(xlabel="epoch", ylabel="metric", title="Validation")
+    if best_epoch is None and ry:
+        best_epoch = rx[max(range(len(ry)), key=lambda i: (ry[i], -rx[i]))]
+    if best_epoch is not None:
+        label = f"best epoch {best_epoch}"
+        if best_epoch in rx:
+            best = ry[rx.index(best_epoch)]
+            label += f" (Recall@20 {best:.4f})"
+            ax_val.plot([best_epoch], [best], linestyle="none", marker="*", markersize=12,
+                        color="C3", zorder=3)
+        for ax in (ax_loss, ax_val):
+            ax.axvline(best_epoch, color="0.35", linestyle="--", linewidth=1, label=label)
+    for ax in (ax_loss, ax_val):
+        ax.grid(True, alpha=0.35)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = sorted({r["epoch"] for r in history if "epoch" in r})
+    if len(epochs) == 1:  # one epoch: one tick (the axes are shared), not fractions around it
+        ax_loss.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+        ax_loss.set_xticks(epochs)
+    # one legend for both panels, below them (never over a curve); the best-epoch line once
+    handles, labels = [], []
+    for ax in (ax_loss, ax_val):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if best_epoch is not None:  # the best-epoch line last
+        i = labels.index(label)
+        handles.append(handles.pop(i))
+        labels.append(labels.pop(i))
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False)
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return True

@@ -24,7 +24,7 @@ import slifmr_kernels as sk
 
 from .graphs import GraphBuilder, Graphs
 
-__all__ = ["SelfLoop", "graph_state", "graph_from_state"]
+__all__ = ["SelfLoop", "graph_state", "graph_from_state", "changed_edge_share"]
 
 
 def graph_state(g: Optional[sk.CSRGraph]) -> Optional[dict]:
@@ -47,6 +47,25 @@ def graph_from_state(st: Optional[Mapping], name: str, device) -> Optional[sk.CS
     except (KeyError, AttributeError, TypeError, ValueError) as exc:
         raise ValueError(f"self-loop state: {name} is not a valid graph ({exc})") from None
     return g.to(device) if str(device) != "cpu" else g
+
+
+def changed_edge_share(old: Optional[sk.CSRGraph], new: Optional[sk.CSRGraph]) -> Optional[float]:
+    """The share of ``new``'s edges (row, column) that ``old`` does not have: how much of the
+    kNN graph behind S(t) changed since S(t-1). None when there is no previous graph to compare.
+    O(E log E) on the graphs' device (an ``isin`` of the edge keys)."""
+    if old is None or new is None or tuple(old.shape) != tuple(new.shape):
+        return None
+
+    def keys(g: sk.CSRGraph) -> torch.Tensor:
+        rows = torch.repeat_interleave(torch.arange(g.shape[0], device=g.indices.device),
+                                       torch.diff(g.indptr.long()))
+        return rows * g.shape[1] + g.indices.long()
+
+    k_new = keys(new)
+    if k_new.numel() == 0:
+        return 0.0
+    kept = torch.isin(k_new, keys(old).to(k_new.device))
+    return float(1.0 - kept.double().mean())
 
 
 class SelfLoop:
@@ -77,6 +96,8 @@ class SelfLoop:
         self.raw_prev: Optional[sk.CSRGraph] = None      # directed kNN graph behind S(t-1)
         self.seed: Optional[sk.CSRGraph] = builder.seed_graph if self.enabled else None
         builder.seed_graph = None                        # one owner
+        # share of the kNN edges behind the last S(t) not in S(t-1) (None: nothing to compare)
+        self.changed_share: Optional[float] = None
 
     # ------------------------------------------------------------------ per epoch
     def initial_source(self) -> Optional[torch.Tensor]:
@@ -105,8 +126,12 @@ class SelfLoop:
         self.seed = None
         S, raw, raw_graph, _ = self.builder.feedback(src.to(self.device), self.k, previous)
         del src, previous
+        # a statistic for the logs, not part of the refresh: its time is not counted in it
+        t_share = time.perf_counter()
+        self.changed_share = changed_edge_share(self.raw_prev, raw_graph)
+        t_share = time.perf_counter() - t_share
         self.raw_prev = raw_graph
-        return self.builder.build(S, raw), time.perf_counter() - t0
+        return self.builder.build(S, raw), time.perf_counter() - t0 - t_share
 
     def observe(self, item_repr: torch.Tensor) -> None:
         """Record H(t) (I, d), the item representations after an epoch."""

@@ -1,13 +1,19 @@
 """Training: the :class:`Trainer` drives any model of :mod:`slifmr.models` (its
 ``calculate_loss`` / ``begin_epoch``) with negatives from :mod:`slifmr.sampling`, the per-epoch
 self-loop (:mod:`slifmr.selfloop`), early stopping on validation, atomic checkpoints with resume
-(:mod:`slifmr.checkpoint`), a JSON-lines metrics log and the learning curves (:mod:`slifmr.curves`).
+(:mod:`slifmr.checkpoint`), a JSON-lines metrics log, TensorBoard events (:mod:`slifmr.tracking`)
+and the learning curves (:mod:`slifmr.curves`). A per-evaluation callback (``on_evaluation``)
+can stop a run after any validation (the pruning of :mod:`slifmr.tune`).
 
 Output directory layout::
 
     config.json      the effective configuration and data source
-    metrics.jsonl    one record per epoch (loss parts, seconds, rebuild seconds, valid metrics)
-    curves.svg       training loss and validation Recall/NDCG@20 per epoch
+    metrics.jsonl    one record per epoch (loss parts, seconds, rebuild seconds, valid metrics,
+                     feedback-graph edges and the share of them changed since the previous
+                     epoch, the view weights alpha_<view>)
+    tb/              the same as TensorBoard scalars (Config.tensorboard; needs tensorboard)
+    curves.png       training loss and validation Recall/NDCG@20 per epoch, best epoch marked
+                     (needs matplotlib)
     last.pt          everything needed to resume (model, optimiser, feedback state, history;
                      in the trainer's ids, with the relabelling ``Config.reorder`` made)
     best.pt          the best-on-validation model and its final user/item embeddings, rows in
@@ -31,7 +37,7 @@ from .checkpoint import (TrainingInterrupted, atomic_save, deferred_interrupts,
                          interrupts_as_exceptions, load_checkpoint, remove_stale_temporaries,
                          require_keys, write_json_atomic, write_text_atomic)
 from .config import Config
-from .curves import write_curves_svg
+from .curves import MISSING_MATPLOTLIB, write_curves
 from .data import Dataset
 from .data.reorder import to_original_rows
 from .evaluate import rank_metrics
@@ -39,6 +45,7 @@ from .graphs import GraphBuilder
 from .models import Batch, build_model
 from .sampling import NegativeSampler
 from .selfloop import SelfLoop
+from .tracking import log_epoch, open_writer
 
 __all__ = ["Trainer"]
 
@@ -53,16 +60,25 @@ class Trainer:
         output: output directory (created).
         data_source: how to reload the data later (written to config.json), e.g. a path.
         log: function receiving human-readable progress lines.
+        on_evaluation: called after every validation, once the epoch's files are written, as
+            ``on_evaluation(epoch, record)`` (``record``: the epoch's line of metrics.jsonl, with
+            ``valid_recall@20`` ...); a true return value ends training there (``stopped``:
+            "callback" in metrics.json). Exceptions it raises propagate out of :meth:`fit`.
     """
 
+    # seconds between redraws of curves.png while training (it is always drawn at the end)
+    CURVES_EVERY_S = 30.0
+
     def __init__(self, cfg: Config, ds: Dataset, output: str, data_source: Optional[str] = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print,
+                 on_evaluation: Optional[Callable[[int, dict], Optional[bool]]] = None):
         self.cfg = cfg.resolved()
         self.ds = ds
         if ds.valid is None:
             raise ValueError("the dataset needs a validation split (use prepare_data or Dataset.with_validation)")
         self.output = output
         self.log = log
+        self.on_evaluation = on_evaluation
         os.makedirs(output, exist_ok=True)
         self.data_source = data_source
         if self.cfg.num_threads:
@@ -100,6 +116,9 @@ class Trainer:
         self.best = {"recall@20": -1.0, "epoch": -1}
         self.bad_epochs = 0
         self.stopped_early = False
+        self.stopped_by_callback = False
+        self._tb = None                 # SummaryWriter while training, if any
+        self._curves_t = None           # when curves.png was last drawn (None: not yet)
         # H(t-1) and the previous kNN graph: the self-loop's state, checkpointed whole
         self.selfloop = SelfLoop(self.builder, ds.features, enabled=self.cfg.feedback,
                                  k=self.cfg.feedback_k, refine=self.cfg.feedback_refine,
@@ -203,36 +222,72 @@ class Trainer:
     def _write_log(self) -> None:
         write_text_atomic("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history),
                           self._p("metrics.jsonl"))
-        write_curves_svg(self.history, self._p("curves.svg"))
+
+    def _write_curves(self, force: bool = False) -> None:
+        """curves.png, at most every CURVES_EVERY_S seconds unless ``force``; without matplotlib
+        one log line says what to install."""
+        now = time.monotonic()
+        if not self.history or (not force and self._curves_t is not None
+                                and now - self._curves_t < self.CURVES_EVERY_S):
+            return
+        first = self._curves_t is None
+        self._curves_t = now
+        best = self.best["epoch"] if self.best["epoch"] > 0 else None
+        if not write_curves(self.history, self._p("curves.png"), best_epoch=best) and first:
+            self.log(MISSING_MATPLOTLIB)
+
+    def _alpha(self) -> dict:
+        """The view weights alpha by view name (models with views: SLIF-MR), else {}."""
+        alpha = getattr(self.model, "alpha", None)
+        names = list(getattr(self.model, "view_names", []) or [])
+        if not isinstance(alpha, torch.Tensor) or alpha.numel() != len(names):
+            return {}
+        return {n: round(float(a), 6) for n, a in zip(names, alpha.detach().cpu().tolist())}
 
     # ------------------------------------------------------------------ main loop
     def fit(self, resume: bool = False) -> dict:
         """Train (or resume) until ``epochs`` or early stopping; evaluate the best model on test;
         write metrics.json. Returns the test metrics dict."""
+        self.train(resume)
+        return self.test()
+
+    def restore(self) -> bool:
+        """Load OUTPUT/last.pt (model, optimiser, history, self-loop state), checked against
+        this configuration; False when there is none."""
+        if not os.path.isfile(self._p("last.pt")):
+            return False
+        st = load_checkpoint(self._p("last.pt"), map_location=self.device)
+        require_keys(st, self._p("last.pt"), ("model", "opt", "epoch", "history", "best",
+                                               "bad_epochs", "config"))
+        # A key the checkpoint predates had its default value then; keys that do not change
+        # what is trained may differ.
+        defaults = Config().to_dict()
+        free = ("epochs", "progress", "patience", "tensorboard")
+        saved = {k: st["config"].get(k, defaults[k]) for k in self.cfg.to_dict() if k not in free}
+        now = {k: v for k, v in self.cfg.to_dict().items() if k not in free}
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now[k])
+            raise ValueError(f"--resume: the checkpoint in {self.output} was trained with a "
+                             f"different configuration (keys {diff})")
+        self._check_order(st)
+        self._load_state(st)
+        return True
+
+    def train(self, resume: bool = False) -> dict:
+        """Train (or resume) until ``epochs``, early stopping or the ``on_evaluation`` callback;
+        no test evaluation. Returns the best validation score and its epoch
+        (``{"recall@20": ..., "epoch": ...}``)."""
         cfg = self.cfg
         stale = remove_stale_temporaries(self.output)
         if stale:
             self.log(f"removed {len(stale)} temporary file(s) left by an interrupted write: {stale}")
         write_json_atomic({"config": cfg.to_dict(), "data": self.data_source,
                            "dataset": self.ds.summary()}, self._p("config.json"))
-        if resume and os.path.isfile(self._p("last.pt")):
-            st = load_checkpoint(self._p("last.pt"), map_location=self.device)
-            require_keys(st, self._p("last.pt"), ("model", "opt", "epoch", "history", "best",
-                                                   "bad_epochs", "config"))
-            # A key the checkpoint predates had its default value then.
-            defaults = Config().to_dict()
-            saved = {k: st["config"].get(k, defaults[k]) for k in cfg.to_dict()
-                     if k not in ("epochs", "progress", "patience")}
-            now = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "progress", "patience")}
-            if saved != now:
-                diff = sorted(k for k in now if saved.get(k) != now[k])
-                raise ValueError(f"--resume: the checkpoint in {self.output} was trained with a "
-                                 f"different configuration (keys {diff})")
-            self._check_order(st)
-            self._load_state(st)
+        if resume and self.restore():
             self.log(f"resumed from {self._p('last.pt')} after epoch {self.epoch}")
         elif resume:
             self.log(f"--resume: no checkpoint in {self.output}, starting from scratch")
+        self._tb = open_writer(cfg.tensorboard, self._p("tb"), cfg.to_dict())
         self.log(self.ds.summary())
         self.log(f"model {cfg.model}: views {['cf'] + self.model.view_names}, feedback "
                  f"{'on' if cfg.feedback else 'off'}, sc_weight {cfg.sc_weight}; "
@@ -248,10 +303,18 @@ class Trainer:
             self.log(f"interrupted ({'SIGTERM' if signum == 15 else 'SIGINT'}) during epoch "
                      f"{self.epoch + 1}: {done}")
             raise TrainingInterrupted(signum) from None
-        if stopped:
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+        self._write_curves(force=True)
+        if self.stopped_by_callback:
+            self.log(f"stopped by on_evaluation after epoch {self.epoch} "
+                     f"(best at epoch {self.best['epoch']})")
+        elif stopped:
             self.log(f"early stop: no better validation recall@20 for {cfg.patience} evaluations "
                      f"(best at epoch {self.best['epoch']})")
-        return self.test()
+        return dict(self.best)
 
     def _run_epochs(self) -> bool:
         """The epochs left; True when early stopping ended them. Every epoch ends with best.pt
@@ -276,6 +339,10 @@ class Trainer:
             rec = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in parts.items()},
                    "train_s": round(t2 - t1, 3), "rebuild_s": round(rebuild_s, 3),
                    "feedback_edges": graphs.feedback_edges}
+            if self.selfloop.changed_share is not None and graphs.feedback_edges:
+                rec["feedback_changed"] = round(self.selfloop.changed_share, 6)
+            alpha = self._alpha()
+            rec.update({f"alpha_{n}": a for n, a in alpha.items()})
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 vm = rank_metrics(out.user, out.item, self.valid_csr, self.train_csr,
                                   cfg.eval_ks, backend=cfg.backend)
@@ -313,6 +380,12 @@ class Trainer:
             self.log(f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} ({terms})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
                      f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
                      f"(rebuild {rebuild_s:.2f}s)")
+            if self._tb is not None:
+                log_epoch(self._tb, rec, ("loss",) + tuple(self.model.loss_parts), alpha)
+            self._write_curves()
+            if (self.on_evaluation is not None and any(k.startswith("valid_") for k in rec)
+                    and self.on_evaluation(epoch + 1, dict(rec))):
+                self.stopped_by_callback = stopped = True
         return stopped
 
     def test(self) -> dict:
@@ -336,8 +409,10 @@ class Trainer:
         rebuild = [r["rebuild_s"] for r in steady]
         tot = [r["epoch_s"] for r in steady]
         m.update({"model": self.cfg.model, "best_epoch": int(best["epoch"]), "epochs_run": n_run,
-                  # "early_stop": validation stopped improving; "epoch_cap": cfg.epochs ran out
-                  "stopped": "early_stop" if self.stopped_early else "epoch_cap",
+                  # "early_stop": validation stopped improving; "epoch_cap": cfg.epochs ran out;
+                  # "callback": the on_evaluation callback ended it
+                  "stopped": ("callback" if self.stopped_by_callback else
+                              "early_stop" if self.stopped_early else "epoch_cap"),
                   "first_epoch_seconds": float(epochs[0]["epoch_s"]) if epochs else 0.0,
                   "seconds_per_epoch": float(np.mean(tot)) if tot else 0.0,
                   "train_seconds_per_epoch": float(np.mean(train_s)) if train_s else 0.0,
