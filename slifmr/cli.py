@@ -1,4 +1,4 @@
-"""The ``slifmr`` command: ``train``, ``evaluate``, ``recommend`` (SPEC §2.5), ``tune``.
+"""The ``slifmr`` command: ``train``, ``evaluate``, ``recommend``, ``tune``.
 
 Examples::
 

@@ -1,4 +1,4 @@
-"""The graphs SLIF-MR propagates over, and the per-epoch feedback insertion (SPEC §1).
+"""The graphs SLIF-MR propagates over, and the per-epoch feedback insertion.
 
 Static parts (built once): the user-item interactions R, the modality kNN graphs kNN_k(F_m),
 the KG triples (with inverse relations). Per epoch, :meth:`GraphBuilder.build` takes the

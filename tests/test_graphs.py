@@ -1,4 +1,4 @@
-"""Graph assembly and the feedback insertion (SPEC §1 table), against dense formulas."""
+"""Graph assembly and the feedback insertion (which graph S(t) enters, with which weight), against dense formulas."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
