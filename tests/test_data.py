@@ -331,3 +331,15 @@ def test_parse_int_tokens_and_delimited_lines(tmp_path):
         parse_int_tokens(str(p), [r[1] for r in rows], lines, "entity", nonnegative=True)
     with pytest.raises(DataFormatError, match=r"m.txt:3: entity: integer .* out of range"):
         parse_int_tokens(str(p), ["1", "9" * 30], lines, "entity")
+
+
+def test_feature_file_variants_are_modalities(tmp_path):
+    """``<m>_feat.npy`` is modality m, ``<m>_feat_<v>.npy`` modality ``<m>_<v>``; masks and
+    other .npy files are not features."""
+    from slifmr.data._io import feature_files
+    for name in ("image_feat.npy", "text_feat.npy", "text_feat_llm.npy", "text_llm_mask.npy",
+                 "image_mask.npy", "_feat.npy", "text_feat_.npy"):
+        np.save(tmp_path / name, np.zeros((2, 2), np.float32))
+    found = feature_files(str(tmp_path))
+    assert {m: os.path.basename(f) for m, f in found.items()} == {
+        "image": "image_feat.npy", "text": "text_feat.npy", "text_llm": "text_feat_llm.npy"}

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 __all__ = ["DataFormatError", "read_int_columns", "read_ragged_lines", "read_delimited",
-           "read_npy_features", "npy_rows", "nonblank_line_numbers", "check_id_bound",
+           "read_npy_features", "npy_rows", "feature_files", "nonblank_line_numbers", "check_id_bound",
            "parse_int_tokens", "require_rows", "data_files"]
 
 _INT_RE = re.compile(rb"^[+-]?\d+$")
@@ -46,6 +46,18 @@ def data_files(pattern: str) -> list:
     ``image_feat.npy`` is not a data file)."""
     import glob
     return sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+
+
+def feature_files(path: str) -> dict:
+    """Modality name -> feature file of a dataset directory: ``<m>_feat.npy`` is modality ``m``,
+    and a variant ``<m>_feat_<v>.npy`` (e.g. ``text_feat_llm.npy``) is modality ``<m>_<v>``."""
+    found = {}
+    for f in data_files(os.path.join(path, "*_feat*.npy")):
+        stem = os.path.basename(f)[: -len(".npy")]
+        base, _, variant = stem.partition("_feat")
+        if base and (not variant or variant.startswith("_") and len(variant) > 1):
+            found[base + variant] = f
+    return found
 
 
 def require_rows(path: str, n: int, what: str = "interactions", hint: str = "") -> None:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._io import (DataFormatError, check_id_bound, data_files, nonblank_line_numbers, npy_rows,
+from ._io import (DataFormatError, check_id_bound, feature_files, nonblank_line_numbers, npy_rows,
                   read_int_columns, read_npy_features, read_ragged_lines, require_rows)
 from .dataset import Dataset
 
@@ -82,8 +82,8 @@ def load_kgat(path: str, modalities: Optional[list] = None, name: Optional[str] 
 
     Args:
         path: directory with ``train.txt`` and ``test.txt``.
-        modalities: names of the ``<name>_feat.npy`` files to load; ``None`` loads every
-            ``*_feat.npy`` present.
+        modalities: names of the feature files to load (``<name>_feat.npy``, or
+            ``<m>_feat_<v>.npy`` for the name ``<m>_<v>``); ``None`` loads every one present.
     Returns:
         :class:`Dataset` with ``valid`` set only when ``valid.txt`` exists.
     """
@@ -94,12 +94,9 @@ def load_kgat(path: str, modalities: Optional[list] = None, name: Optional[str] 
     user_ids, user_rows = _table_size(os.path.join(path, "user_list.txt"))
     item_ids, item_rows = _table_size(os.path.join(path, "item_list.txt"))
 
-    if modalities is None:
-        wanted = [os.path.basename(f)[: -len("_feat.npy")]
-                  for f in data_files(os.path.join(path, "*_feat.npy"))]
-    else:
-        wanted = [m for m in modalities if os.path.isfile(os.path.join(path, f"{m}_feat.npy"))]
-    feat_rows = max([npy_rows(os.path.join(path, f"{m}_feat.npy")) for m in wanted], default=0)
+    files = feature_files(path)
+    wanted = list(files) if modalities is None else [m for m in modalities if m in files]
+    feat_rows = max([npy_rows(files[m]) for m in wanted], default=0)
 
     user_bound = sum(s.user_lines for s in splits.values()) + user_rows
     item_bound = sum(s.pairs.shape[0] for s in splits.values()) + item_rows + feat_rows
@@ -114,13 +111,13 @@ def load_kgat(path: str, modalities: Optional[list] = None, name: Optional[str] 
 
     features = {}
     for m in wanted:
-        feat = read_npy_features(os.path.join(path, f"{m}_feat.npy"), num_items)
+        feat = read_npy_features(files[m], num_items)
         features[m] = feat
     num_items = max([num_items] + [f.shape[0] for f in features.values()])
     # All features must agree on the item count (a feature file may have enlarged it).
     for m in list(features):
         if features[m].shape[0] != num_items:
-            raise DataFormatError(f"{os.path.join(path, m + '_feat.npy')}: {features[m].shape[0]} rows, "
+            raise DataFormatError(f"{files[m]}: {features[m].shape[0]} rows, "
                                   f"but another feature file has {num_items}")
 
     kg, num_entities, num_relations, rel_names = None, num_items, 0, None

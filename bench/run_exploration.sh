@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The exploration runs of docs/RESULTS.md ("Converged training: exploration"), one training run
+# each, until validation Recall@20 has not improved for 10 evaluations (the defaults), batch
+# 8192. Finished runs (metrics.json present) are skipped, so the sweep resumes.
+#
+#   bench/run_exploration.sh                 # every run below, in order
+#   bench/run_exploration.sh lfm_ bx_        # only the runs whose name starts with these
+#   python bench/runs_table.py runs/explore  # the table
+#
+# Datasets are looked up under $SLIFMR_DATA (default ../shared/data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/explore}
+prefixes=("$@")
+
+run() {  # run NAME DATASET ARGS...
+  local name=$1 data=$2
+  shift 2
+  if [[ ${#prefixes[@]} -gt 0 ]]; then
+    local hit=0 p
+    for p in "${prefixes[@]}"; do [[ $name == "$p"* ]] && hit=1; done
+    [[ $hit == 1 ]] || return 0
+  fi
+  if [[ -f "$OUT/$name/metrics.json" ]]; then
+    echo "== $name: done already"
+    return
+  fi
+  echo "== $name: slifmr train --data $data $*"
+  rm -rf "${OUT:?}/$name"
+  python -m slifmr train --data "$data" --output "$OUT/$name" --quiet --set batch_size=8192 "$@" \
+    > "$OUT/$name.log" 2>&1
+}
+mkdir -p "$OUT"
+
+# ml-1m-kg-mm: LightGCN (both losses), SLIF-MR variants, the peers with their reference
+# settings at this protocol's batch size and rate
+M=ml-1m-kg-mm
+run lgcn_bpr "$M" --model lightgcn --set lr=0.005
+run lgcn_sm_t01 "$M" --model lightgcn --set loss=softmax --set lr=0.005
+run sm_full "$M" --model slifmr --set loss=softmax --set lr=0.005
+run sm_ids "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids
+run sm_ids_g03 "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids --set feedback_gamma=0.3
+run bpr_ids "$M" --model slifmr --set lr=0.001 --set modality_input=ids
+run sm_llm "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modalities=[image,text_llm]
+run freedom_b8192 "$M" --config configs/freedom.yaml --set lr=0.005 --set batch_size=8192
+run lattice_b8192 "$M" --config configs/lattice.yaml --set lr=0.005 --set batch_size=8192
+
+# lastfm-kg and book-crossing-kg (KG only)
+for D in lfm:lastfm-kg bx:book-crossing-kg; do
+  p=${D%%:*}; data=${D#*:}
+  run "${p}_lgcn_bpr" "$data" --model lightgcn --set lr=0.005
+  run "${p}_lgcn_sm" "$data" --model lightgcn --set lr=0.005 --set loss=softmax
+  run "${p}_sm_full" "$data" --model slifmr --set lr=0.005 --set loss=softmax
+  run "${p}_bpr_full" "$data" --model slifmr --set lr=0.005
+  run "${p}_bpr_nosc" "$data" --model slifmr --set lr=0.005 --set sc_weight=0
+done
+run lfm_lgcn_bpr_lr001 lastfm-kg --model lightgcn --set lr=0.001
+run lfm_bpr_nofb lastfm-kg --model slifmr --set lr=0.005 --set feedback=false
+run lfm_bpr_nokg lastfm-kg --model slifmr --set lr=0.005 --set use_kg=false
+for s in 2026 2027; do
+  run "lfm_lgcn_bpr_s$s" lastfm-kg --model lightgcn --set lr=0.005 --set seed=$s
+  run "lfm_bpr_full_s$s" lastfm-kg --model slifmr --set lr=0.005 --set seed=$s
+  run "bx_lgcn_bpr_s$s" book-crossing-kg --model lightgcn --set lr=0.005 --set seed=$s
+  run "bx_bpr_nosc_s$s" book-crossing-kg --model slifmr --set lr=0.005 --set sc_weight=0 --set seed=$s
+done
+python bench/runs_table.py "$OUT"
