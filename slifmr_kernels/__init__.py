@@ -11,6 +11,10 @@ Ops (each: pure-torch reference, Numba CPU kernel, Triton kernel, CUDA C++ kerne
 
 ``backend="auto"`` picks the fastest implementation installed for the inputs' device;
 ``SLIFMR_BACKEND`` overrides it; :func:`last_backend` says which one ran.
+
+Bad input raises :class:`InputError` (a ``ValueError``; :class:`GraphError` for a graph's
+arrays, with ``TypeError`` / ``IndexError`` variants) naming the argument, before any kernel
+runs: see :mod:`slifmr_kernels.errors`.
 """
 import os as _os
 
@@ -22,7 +26,9 @@ import os as _os
 # An explicit OMP_WAIT_POLICY in the environment wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .backends import BackendUnavailable, available_backends, last_backend  # noqa: E402
+from .errors import (BackendUnavailable, GraphError, GraphIndexError, GraphTypeError,  # noqa: E402
+                     InputError, InputIndexError, InputTypeError, KernelError)
+from .backends import available_backends, last_backend  # noqa: E402
 from .graph import CSRGraph, stack_relations  # noqa: E402
 from .propagate.op import propagate, propagate_layers  # noqa: E402
 from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity  # noqa: E402
@@ -34,5 +40,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CSRGraph", "stack_relations", "propagate", "propagate_layers", "topk_similarity",
     "knn_graph", "topk_scores", "normalize_rows", "available_backends", "last_backend",
-    "BackendUnavailable", "knn_refine", "fuse_views",
+    "BackendUnavailable", "knn_refine", "fuse_views", "KernelError", "InputError",
+    "InputTypeError", "InputIndexError", "GraphError", "GraphTypeError", "GraphIndexError",
 ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InputError, InputTypeError
+
 __all__ = ["to_torch", "to_cupy", "csr_arrays_from_cupy", "csr_graph_from_cupy"]
 
 
@@ -23,7 +25,7 @@ def to_torch(a) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a
     if not hasattr(a, "__dlpack__"):
-        raise TypeError(f"expected an array with __dlpack__ (CuPy, NumPy, ...), got "
+        raise InputTypeError(f"expected an array with __dlpack__ (CuPy, NumPy, ...), got "
                         f"{type(a).__name__}")
     return torch.from_dlpack(a)
 
@@ -36,7 +38,7 @@ def to_cupy(t: torch.Tensor):
         raise ImportError("to_cupy needs CuPy: pip install cupy-cuda12x (or cupy-cuda13x)") \
             from exc
     if not t.is_cuda:
-        raise ValueError("to_cupy needs a CUDA tensor")
+        raise InputError("to_cupy needs a CUDA tensor")
     return cupy.from_dlpack(t.detach())
 
 
@@ -53,7 +55,8 @@ def csr_arrays_from_cupy(m):
     indptr is widened to int64 when it is int32 (a copy of n_rows + 1 entries).
     """
     if not _is_sparse_csr(m):
-        raise TypeError(f"expected a CSR matrix with indptr/indices/data, got {type(m).__name__}")
+        raise InputTypeError(f"expected a CSR matrix with indptr/indices/data, got "
+                             f"{type(m).__name__}")
     indptr = to_torch(m.indptr)
     indices = to_torch(m.indices)
     values = to_torch(m.data)

@@ -19,6 +19,8 @@ import threading
 
 import torch
 
+from .errors import BackendUnavailable, InputError, InputTypeError
+
 __all__ = ["BACKENDS", "BackendUnavailable", "available_backends", "last_backend", "resolve",
            "load"]
 
@@ -40,8 +42,6 @@ _errors: dict[tuple[str, str], str] = {}
 _last = threading.local()
 
 
-class BackendUnavailable(RuntimeError):
-    """An explicitly requested backend cannot run here; the message says why and what to do."""
 
 
 def _triton_interpreted() -> bool:
@@ -62,15 +62,15 @@ def _device_ok(name: str, device: torch.device) -> str | None:
             return None
         return (f"triton needs CUDA tensors (got {kind}); on CPU it runs only under "
                 f"TRITON_INTERPRET=1")
-    raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
+    raise InputError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
 
 
 def load(op: str, name: str):
     """Import and return the module of backend ``name`` for ``op``; raise BackendUnavailable."""
     if op not in OPS:
-        raise ValueError(f"op must be one of {OPS}, got {op!r}")
-    if name not in _MODULE_OF:
-        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
+        raise InputError(f"op must be one of {OPS}, got {op!r}")
+    if not isinstance(name, str) or name not in _MODULE_OF:
+        raise InputError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
     key = (op, name)
     if key in _cache:
         return _cache[key]
@@ -96,14 +96,14 @@ def resolve(op: str, backend: str, device, order: tuple[str, ...] | None = None)
     A named backend that cannot run raises :class:`BackendUnavailable`.
     """
     if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+        raise InputTypeError(f"backend must be a str, got {type(backend).__name__}")
     source = "backend"
     if backend == "auto" and os.environ.get("SLIFMR_BACKEND", "auto") not in ("", "auto"):
         backend, source = os.environ["SLIFMR_BACKEND"], "SLIFMR_BACKEND"
     device = torch.device(device)
     if backend != "auto":
         if backend not in BACKENDS:
-            raise ValueError(f"{source} must be one of {('auto',) + BACKENDS}, got {backend!r}")
+            raise InputError(f"{source} must be one of {('auto',) + BACKENDS}, got {backend!r}")
         reason = _device_ok(backend, device)
         if reason is not None:
             raise BackendUnavailable(f"{source}={backend!r} cannot run {op}: {reason}")
@@ -145,10 +145,17 @@ def available_backends(device="cpu", op: str | None = None) -> list[str]:
     >>> "torch" in available_backends()
     True
     """
+    if op is not None and op not in OPS:
+        raise InputError(f"op must be one of {OPS} or None, got {op!r}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InputError(f"device must name a torch device, got {device!r}: "
+                         f"{str(exc).splitlines()[0]}") from None
     ops = OPS if op is None else (op,)
     out = []
     for name in BACKENDS:
-        if _device_ok(name, torch.device(device)) is not None:
+        if _device_ok(name, device) is not None:
             continue
         ok = []
         for o in ops:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_float, check_same_device
+from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
 
 __all__ = ["fuse_views", "NORM_EPS"]
@@ -91,7 +92,9 @@ def fuse_views(z: Tensor, alpha: Tensor, views: Tensor, backend: str = "auto") -
 
     Returns:
         (N, d) tensor of z's dtype. Autograd keeps the views and their (N, V) norms, nothing
-        of size (N, d) per view. Deterministic on every backend.
+        of size (N, d) per view. Deterministic on every backend. NaN / inf in z, alpha or the
+        views are not checked (a pass per call): they reach the rows (and, in backward, the
+        gradients) that read them, as the same torch formula would.
 
     >>> import torch, slifmr_kernels as sk
     >>> z = torch.zeros(1, 2); v = torch.tensor([[3.0, 4.0, 0.0, 2.0]])
@@ -105,10 +108,10 @@ def fuse_views(z: Tensor, alpha: Tensor, views: Tensor, backend: str = "auto") -
     n, d = z.shape
     V = alpha.numel()
     if views.shape[0] != n or views.shape[1] != V * d:
-        raise ValueError(f"views must be (N, V*d) = ({n}, {V * d}) for z of shape {tuple(z.shape)} "
+        raise InputError(f"views must be (N, V*d) = ({n}, {V * d}) for z of shape {tuple(z.shape)} "
                          f"and {V} view weights, got {tuple(views.shape)}")
     if views.dtype != z.dtype:
-        raise TypeError(f"views must have z's dtype {z.dtype}, got {views.dtype}")
+        raise InputTypeError(f"views must have z's dtype {z.dtype}, got {views.dtype}")
     name = resolve("fuse", backend, z.device)
     if V == 0 or n == 0 or d == 0:
         # Nothing to normalise: keep autograd's view of alpha and the views (zero gradients).

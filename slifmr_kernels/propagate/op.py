@@ -18,11 +18,16 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._checks import check_finite, check_float, check_same_device
+from .._checks import check_choice, check_finite, check_float, check_int, check_same_device
+from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
 from ..graph import CSRGraph
 
-__all__ = ["propagate", "propagate_layers"]
+__all__ = ["propagate", "propagate_layers", "MAX_LAYERS"]
+
+#: propagate_layers refuses more rounds than this: past a few dozen, the layers of any graph
+#: have converged (over-smoothed), and an id passed by mistake would run for hours.
+MAX_LAYERS = 1024
 
 
 @torch.library.custom_op("slifmr::propagate", mutates_args=())
@@ -51,6 +56,11 @@ def _propagate_backward_op(t_indptr: Tensor, t_indices: Tensor, t_values: Tensor
     n_cols = t_indptr.numel() - 1
     if table is None:
         dx = mod.spmm(t_indptr, t_indices, t_values, dy, n_cols) if need_dx else None
+        g = None
+    elif not need_g:
+        # dx alone is the forward kernel on A^T. x is not kept for this case (an empty
+        # placeholder arrives), and some backends size dx by x (the cuda binding by its shape).
+        dx = mod.spmm_rel(t_indptr, t_indices, t_values, t_relation, table, dy, n_cols)
         g = None
     else:
         dx, g = mod.spmm_rel_backward(t_indptr, t_indices, t_values, t_relation, table, dy, x,
@@ -123,31 +133,11 @@ def _folded_values(g: CSRGraph, w: Tensor, dtype: torch.dtype, transposed: bool 
     return cache["t_values" if transposed else "values"]
 
 
-def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
-              relation_weight: Optional[Tensor] = None, backend: str = "auto") -> Tensor:
-    """Fused heterogeneous propagation ``Y = sum_r w_r * A_r (X * E_r)`` in one CSR pass.
-
-    Args:
-        g: CSRGraph of shape (n_rows, n_cols); with ``g.relation`` its edges carry relation ids
-            (e.g. from :func:`stack_relations`).
-        x: (n_cols, d) float32/float64 node features; differentiable.
-        relation_emb: optional (num_relations, d) relation embeddings E (needs ``g.relation``);
-            differentiable.
-        relation_weight: optional (num_relations,) relation weights w; differentiable. Defaults
-            to ``g.relation_weight`` (may be None: all ones).
-        backend: "auto", "torch", "numba", "triton" or "cuda" (see ``backends``).
-
-    Returns:
-        (n_rows, d) tensor of x's dtype. Deterministic on every backend (no float atomics).
-
-    >>> import torch, slifmr_kernels as sk
-    >>> g = sk.CSRGraph.from_edges([0, 0, 1], [0, 1, 1], [1.0, 2.0, 3.0], shape=(2, 2))
-    >>> sk.propagate(g, torch.tensor([[1.0], [10.0]]), backend="torch")
-    tensor([[21.],
-            [30.]])
-    """
+def _check_args(g, x, relation_emb, relation_weight, backend):
+    """Every check of propagate's arguments, before any kernel: (backend name, relation
+    weights in use, num_relations, n_rows)."""
     if not isinstance(g, CSRGraph):
-        raise TypeError(f"g must be a CSRGraph, got {type(g).__name__}")
+        raise InputTypeError(f"g must be a CSRGraph, got {type(g).__name__}")
     if not torch.compiler.is_compiling():
         # Traced code keeps the graph as a constant checked when built; eager calls recheck it
         # whenever its arrays changed since the last check.
@@ -155,26 +145,67 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
     check_float("x", x, ndim=2)
     n_rows, n_cols = g.shape
     if x.shape[0] != n_cols:
-        raise ValueError(f"x must have g.shape[1] = {n_cols} rows, got {x.shape[0]}")
+        raise InputError(f"x must have g.shape[1] = {n_cols} rows, got {x.shape[0]}")
     w = g.relation_weight if relation_weight is None else relation_weight
     check_same_device(graph=g.indptr, x=x, relation_emb=relation_emb, relation_weight=w)
+    if g.values.requires_grad and torch.is_grad_enabled():
+        raise InputError("g.values requires grad, but propagate is not differentiable in the "
+                         "edge values; pass g.with_values(g.values.detach()) (or differentiate "
+                         "through the edges with torch operations)")
     R = g.num_relations
     if relation_emb is not None:
         if g.relation is None:
-            raise ValueError("relation_emb needs a graph with relation ids (g.relation is None)")
+            raise InputError("relation_emb needs a graph with relation ids (g.relation is None)")
         check_float("relation_emb", relation_emb, ndim=2)
         if tuple(relation_emb.shape) != (R, x.shape[1]):
-            raise ValueError(f"relation_emb must have shape (num_relations, d) = "
+            raise InputError(f"relation_emb must have shape (num_relations, d) = "
                              f"({R}, {x.shape[1]}), got {tuple(relation_emb.shape)}")
         check_finite("relation_emb", relation_emb.detach())
     if w is not None:
         check_float("relation_weight", w, ndim=1)
         if g.relation is None and relation_weight is not None:
-            raise ValueError("relation_weight needs a graph with relation ids (g.relation is None)")
+            raise InputError("relation_weight needs a graph with relation ids (g.relation is None)")
         if g.relation is not None and w.numel() != R:
-            raise ValueError(f"relation_weight must have num_relations = {R} entries, "
+            raise InputError(f"relation_weight must have num_relations = {R} entries, "
                              f"got {w.numel()}")
-    name = resolve("propagate", backend, x.device)
+        if relation_weight is not None:
+            check_finite("relation_weight", w.detach())
+    return resolve("propagate", backend, x.device), w, R, n_rows
+
+
+def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
+              relation_weight: Optional[Tensor] = None, backend: str = "auto") -> Tensor:
+    """Fused heterogeneous propagation ``Y = sum_r w_r * A_r (X * E_r)`` in one CSR pass.
+
+    Args:
+        g: CSRGraph of shape (n_rows, n_cols); with ``g.relation`` its edges carry relation ids
+            (e.g. from :func:`stack_relations`).
+        x: (n_cols, d) float32/float64 node features (any strides); differentiable. Not
+            checked for NaN / inf (a pass over x per layer): they reach the rows that read
+            them, as in ``torch.sparse.mm``.
+        relation_emb: optional (num_relations, d) finite relation embeddings E (needs
+            ``g.relation``); differentiable.
+        relation_weight: optional (num_relations,) finite relation weights w; differentiable.
+            Defaults to ``g.relation_weight`` (may be None: all ones).
+        backend: "auto", "torch", "numba", "triton" or "cuda" (see ``backends``).
+
+    Returns:
+        (n_rows, d) tensor of x's dtype. Deterministic on every backend (no float atomics).
+        Not differentiable in the edge values: a graph whose values require grad is refused
+        (while grad mode is on) rather than silently given no gradient.
+
+    Raises:
+        InputError (or its TypeError / IndexError variants, GraphError for a graph whose
+        arrays are invalid) naming the argument; BackendUnavailable for a named backend that
+        cannot run here.
+
+    >>> import torch, slifmr_kernels as sk
+    >>> g = sk.CSRGraph.from_edges([0, 0, 1], [0, 1, 1], [1.0, 2.0, 3.0], shape=(2, 2))
+    >>> sk.propagate(g, torch.tensor([[1.0], [10.0]]), backend="torch")
+    tensor([[21.],
+            [30.]])
+    """
+    name, w, R, n_rows = _check_args(g, x, relation_emb, relation_weight, backend)
     x = x.contiguous()
     values = g.values.to(x.dtype)
     relation, table, folded = None, None, False
@@ -212,19 +243,21 @@ def propagate_layers(g: CSRGraph, x: Tensor, num_layers: int, relation_emb: Opti
     Args:
         g: square CSRGraph (n, n) (typically symmetric-normalised).
         x: (n, d) layer-0 embeddings.
-        num_layers: L >= 0.
+        num_layers: 0 <= L <= 1024 (``MAX_LAYERS``).
         combine: "mean" (LightGCN: mean of x, Ax, ..., A^L x), "sum", or "last" (A^L x).
 
     Returns:
         (n, d). Only what autograd needs is kept between forward and backward: the plain
         SpMM backward stores no activations, so memory does not grow with L beyond the output.
     """
-    if combine not in ("mean", "sum", "last"):
-        raise ValueError(f"combine must be 'mean', 'sum' or 'last', got {combine!r}")
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-        raise ValueError(f"num_layers must be a non-negative int, got {num_layers!r}")
+    if not isinstance(g, CSRGraph):
+        raise InputTypeError(f"g must be a CSRGraph, got {type(g).__name__}")
+    check_choice("combine", combine, ("mean", "sum", "last"))
+    num_layers = check_int("num_layers", num_layers, 0, MAX_LAYERS)
     if g.shape[0] != g.shape[1]:
-        raise ValueError(f"propagate_layers needs a square graph, got shape {g.shape}")
+        raise InputError(f"propagate_layers needs a square graph, got shape {g.shape}")
+    # Checked here too, so that num_layers = 0 refuses what L >= 1 would.
+    _check_args(g, x, relation_emb, relation_weight, backend)
     if combine == "last" or num_layers == 0:
         h = x
         for _ in range(num_layers):

@@ -13,7 +13,9 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .._checks import check_finite, check_float
+from .._checks import (check_bool, check_choice, check_finite, check_float, check_int,
+                       check_same_device, is_int)
+from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
 from ..graph import CSRGraph
 from ..topk.op import normalize_rows, topk_as_graph
@@ -24,9 +26,7 @@ _METRICS = ("cosine", "ip")
 
 
 def _int_arg(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return check_int(name, value, minimum)
 
 
 def knn_refine(x: Tensor, previous_graph: CSRGraph, k: int, metric: str = "cosine",
@@ -43,12 +43,13 @@ def knn_refine(x: Tensor, previous_graph: CSRGraph, k: int, metric: str = "cosin
         k: neighbours per row, 1 <= k; clamped to N - 1 (self is never a neighbour).
         metric: "cosine" (rows L2-normalised first) or "ip".
         max_iters: NN-descent rounds at most (0: only rescore the seeds).
-        sample_random: random candidates per row and round (escape from stale regions).
+        sample_random: random candidates per row and round (escape from stale regions);
+            clamped to N.
         max_candidates: reverse neighbours joined per row and round (default k); caps the
-            cost of hubs.
+            cost of hubs; clamped to N - 1.
         delta: stop when fewer than ``delta * N * k`` list entries changed in a round.
-        seed: int seed of all sampling (default 0). Same inputs + seed -> same graph, on
-            any thread count.
+        seed: int seed of all sampling in [-2**63, 2**64) (default 0). Same inputs + seed ->
+            same graph, on any thread count.
         backend: "auto", "numba" or "torch".
         return_stats: also return a dict (backend, iterations, updates per round).
 
@@ -66,26 +67,35 @@ def knn_refine(x: Tensor, previous_graph: CSRGraph, k: int, metric: str = "cosin
     """
     check_float("x", x, ndim=2)
     if not isinstance(previous_graph, CSRGraph):
-        raise TypeError(f"previous_graph must be a CSRGraph, got {type(previous_graph).__name__}")
+        raise InputTypeError(f"previous_graph must be a CSRGraph, got "
+                             f"{type(previous_graph).__name__}")
+    previous_graph.ensure_valid()
     n = x.shape[0]
     if previous_graph.shape != (n, n):
-        raise ValueError(f"previous_graph must have shape (N, N) = ({n}, {n}) to match x, got "
+        raise InputError(f"previous_graph must have shape (N, N) = ({n}, {n}) to match x, got "
                          f"{previous_graph.shape}")
     if previous_graph.device != x.device:
-        raise ValueError(f"previous_graph is on {previous_graph.device} but x is on {x.device}")
+        raise InputError(f"previous_graph is on {previous_graph.device} but x is on {x.device}")
     k = _int_arg("k", k, 1)
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    check_choice("metric", metric, _METRICS)
     max_iters = _int_arg("max_iters", max_iters, 0)
     sample_random = _int_arg("sample_random", sample_random, 0)
     max_candidates = k if max_candidates is None else _int_arg("max_candidates",
                                                                 max_candidates, 0)
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta >= 0:
-        raise ValueError(f"delta must be a number >= 0, got {delta!r}")
+        raise InputError(f"delta must be a number >= 0, got {delta!r}")
     seed = 0 if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    previous_graph.ensure_valid()
+    if not is_int(seed):
+        raise InputTypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    seed = int(seed)
+    if not -2**63 <= seed < 2**64:
+        raise InputError(f"seed must lie in [-2**63, 2**64), got {seed}")
+    return_stats = check_bool("return_stats", return_stats)
+    # A node has at most N - 1 reverse neighbours and N candidates: larger values only cost
+    # (a (N, max_candidates) buffer in the torch backend, a loop per row in numba).
+    max_candidates = min(max_candidates, max(n - 1, 0))
+    sample_random = min(sample_random, n)
+    check_same_device(x=x, previous_graph=previous_graph.indptr)
     x = x.detach()
     check_finite("x", x)
     name = resolve("refine", backend, x.device)
@@ -117,7 +127,7 @@ def _as_padded(name: str, a: Union[CSRGraph, Tensor]) -> Tensor:
         return out
     if isinstance(a, Tensor) and a.dim() == 2 and not a.dtype.is_floating_point:
         return a.long()
-    raise TypeError(f"{name} must be a CSRGraph or an (N, k) integer tensor of neighbour ids")
+    raise InputTypeError(f"{name} must be a CSRGraph or an (N, k) integer tensor of neighbour ids")
 
 
 def knn_recall(approx_graph_or_idx: Union[CSRGraph, Tensor], exact_idx: Union[CSRGraph, Tensor]
@@ -138,7 +148,7 @@ def knn_recall(approx_graph_or_idx: Union[CSRGraph, Tensor], exact_idx: Union[CS
     a = _as_padded("approx_graph_or_idx", approx_graph_or_idx)
     e = _as_padded("exact_idx", exact_idx).to(a.device)
     if a.shape[0] != e.shape[0]:
-        raise ValueError(f"approx_graph_or_idx has {a.shape[0]} rows but exact_idx has "
+        raise InputError(f"approx_graph_or_idx has {a.shape[0]} rows but exact_idx has "
                          f"{e.shape[0]}")
     total = int((e >= 0).sum())
     if total == 0:

@@ -12,7 +12,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._checks import check_finite, check_float, check_same_device
+from .._checks import (check_bool, check_choice, check_finite, check_float, check_int,
+                       check_same_device)
+from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
 from ..graph import CSRGraph
 
@@ -22,6 +24,22 @@ __all__ = ["topk_similarity", "knn_graph", "topk_scores", "normalize_rows"]
 _CUDA_JOIN_ORDER = ("triton", "cuda", "torch")
 
 _METRICS = ("cosine", "ip")
+
+#: k may exceed the candidate count M (the extra columns are padding: idx -1, val -inf) by at
+#: most max(M, MAX_PAD): a larger k would only allocate padding (topk_similarity(x, 2**31)
+#: asked for 120 GB of it).
+MAX_PAD = 1024
+
+
+def check_k(k, m: int) -> int:
+    """k as an int in [0, M + max(M, MAX_PAD)]."""
+    k = check_int("k", k, 0)
+    if k > m + max(m, MAX_PAD):
+        raise InputError(f"k = {k} exceeds the M = {m} candidates by more than max(M, "
+                         f"{MAX_PAD}): the (N, k) result would be almost all padding "
+                         f"(idx -1, val -inf); pass k <= {m + max(m, MAX_PAD)} (k = min(k, M) "
+                         f"returns every candidate)")
+    return k
 
 
 @torch.library.custom_op("slifmr::topk", mutates_args=())
@@ -37,20 +55,30 @@ def _topk_fake(x, y, k, exclude_self, excl_indptr, excl_indices, backend):
 
 
 def normalize_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
-    """Rows scaled to unit L2 norm; zero rows stay zero (the norm is clamped by ``eps``)."""
-    return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
+    """Rows scaled to unit L2 norm; zero rows stay zero (the norm is clamped by ``eps``).
+
+    A row whose norm overflows (float32 entries beyond ~1e19) is first divided by its largest
+    magnitude, so it still comes out as a unit vector instead of zeros. ``x``: (N, d) float32 /
+    float64."""
+    check_float("x", x, ndim=2)
+    nrm = x.norm(dim=1, keepdim=True)
+    if nrm.numel() and not torch.compiler.is_compiling() and bool(torch.isinf(nrm).any()):
+        big = torch.isinf(nrm)
+        x = torch.where(big, x / x.abs().amax(1, keepdim=True).clamp_min(eps), x)
+        nrm = x.norm(dim=1, keepdim=True)
+    return x / nrm.clamp_min(eps)
 
 
 def _check_exclude(exclude, n: int, m: int, device) -> tuple[Optional[Tensor], Optional[Tensor]]:
     if exclude is None:
         return None, None
     if not isinstance(exclude, CSRGraph):
-        raise TypeError(f"exclude must be a CSRGraph of (row, column) pairs, got "
-                        f"{type(exclude).__name__}")
+        raise InputTypeError(f"exclude must be a CSRGraph of (row, column) pairs, got "
+                             f"{type(exclude).__name__}")
     if exclude.shape != (n, m):
-        raise ValueError(f"exclude must have shape (N, M) = ({n}, {m}), got {exclude.shape}")
+        raise InputError(f"exclude must have shape (N, M) = ({n}, {m}), got {exclude.shape}")
     if exclude.device != torch.device(device):
-        raise ValueError(f"exclude is on {exclude.device} but x is on {device}")
+        raise InputError(f"exclude is on {exclude.device} but x is on {device}")
     if not torch.compiler.is_compiling():
         exclude.ensure_valid()
     return exclude.indptr, exclude.indices
@@ -63,7 +91,8 @@ def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str =
 
     Args:
         x: (N, d) float32/float64 queries.
-        k: number of neighbours (>= 0); k larger than the candidate count is padded.
+        k: number of neighbours, an int >= 0; k larger than the candidate count M is padded
+            (at most max(M, 1024) padding columns: a larger k raises InputError).
         y: (M, d) candidates of x's dtype; None means x (a self-join).
         metric: "cosine" (rows L2-normalised first; zero rows score 0) or "ip" (inner product).
         exclude_self: skip j == i; default True for a self-join, False otherwise.
@@ -73,7 +102,12 @@ def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str =
     Returns:
         (idx, val): (N, k) int64 indices and (N, k) scores (x's dtype), sorted by score
         descending, ties by lower index. Missing entries (fewer than k candidates) are
-        idx = -1, val = -inf.
+        idx = -1, val = -inf. Not differentiable (inputs are detached).
+
+    Raises:
+        InputError (TypeError / IndexError variants) naming the argument: NaN or inf in x or
+        y, a wrong dtype (only float32 / float64), shape or device, a bad k, metric or
+        exclusion graph; BackendUnavailable for a named backend that cannot run here.
 
     >>> import torch, slifmr_kernels as sk
     >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
@@ -81,19 +115,19 @@ def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str =
     [[1], [0], [1]]
     """
     check_float("x", x, ndim=2)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be a non-negative int, got {k!r}")
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    check_choice("metric", metric, _METRICS)
+    if exclude_self is not None:
+        exclude_self = check_bool("exclude_self", exclude_self)
     self_join = y is None
     if y is None:
         y = x
     else:
         check_float("y", y, ndim=2)
         if y.shape[1] != x.shape[1]:
-            raise ValueError(f"y must have x's dimension d = {x.shape[1]}, got {y.shape[1]}")
+            raise InputError(f"y must have x's dimension d = {x.shape[1]}, got {y.shape[1]}")
         if y.dtype != x.dtype:
-            raise TypeError(f"y must have x's dtype {x.dtype}, got {y.dtype}")
+            raise InputTypeError(f"y must have x's dtype {x.dtype}, got {y.dtype}")
+    k = check_k(k, y.shape[0])
     check_same_device(x=x, y=y)
     if exclude_self is None:
         exclude_self = self_join
@@ -134,7 +168,7 @@ def topk_as_graph(idx: Tensor, val: Tensor, n_cols: int) -> CSRGraph:
     val_s = torch.gather(val, 1, order)
     keep = torch.gather(valid, 1, order)
     indices = idx_s[keep].to(torch.int32 if n_cols < 2**31 else torch.int64)
-    return CSRGraph(indptr, indices, val_s[keep].to(torch.float32), (n, n_cols), validate=False)
+    return CSRGraph._trusted(indptr, indices, val_s[keep].to(torch.float32), (n, n_cols))
 
 
 def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGraph] = None,
@@ -143,7 +177,8 @@ def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGr
 
     Args:
         x: (N, d) float32/float64.
-        k: neighbours per row (rows of a catalog smaller than k + 1 get N - 1).
+        k: neighbours per row, an int >= 0 (rows of a catalog smaller than k + 1 get N - 1:
+            k is clamped to N - 1, so any k is accepted).
         metric: "cosine" or "ip".
         exclude: optional CSRGraph (N, N) of pairs that may not become edges.
 
@@ -151,6 +186,8 @@ def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGr
         CSRGraph (N, N) with up to k edges per row, values = similarity (float32), columns
         sorted. Not symmetric: symmetrise and normalise with ``.symmetrize().normalize()``.
     """
+    check_float("x", x, ndim=2)
+    k = min(check_int("k", k, 0), max(x.shape[0] - 1, 0))
     idx, val = topk_similarity(x, k, metric=metric, exclude=exclude, backend=backend)
     return topk_as_graph(idx, val, x.shape[0])
 
@@ -162,7 +199,8 @@ def topk_scores(user_emb: Tensor, item_emb: Tensor, k: int, exclude: Optional[CS
     Args:
         user_emb: (U, d) float32/float64.
         item_emb: (I, d) of the same dtype.
-        k: items per user.
+        k: items per user, an int >= 0; more than the I items pads (at most max(I, 1024)
+            padding columns).
         exclude: optional CSRGraph (U, I): each user's training (and validation) items, never
             returned.
 
