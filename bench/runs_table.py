@@ -2,6 +2,7 @@
 validation Recall@20 (what choices are made on), and the test metrics of that epoch.
 
     python bench/runs_table.py runs/explore [--sort valid]
+    python bench/runs_table.py runs/explore --seeds     # runs NAME, NAME_s<seed>: mean ± std
 
 A run is a directory holding ``config.json`` and ``metrics.jsonl`` (``slifmr train --output``);
 runs still training show their best validation so far and no test metrics.
@@ -9,6 +10,8 @@ runs still training show their best validation so far and no test metrics.
 import argparse
 import json
 import os
+import re
+import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -47,12 +50,37 @@ def load(run: str):
     return os.path.basename(run), settings(cfg), rec
 
 
+def seed_table(rows) -> None:
+    """One row per group of finished runs ``NAME`` (the configured seed) and ``NAME_s<seed>``:
+    mean ± sample std over the seeds of test Recall@20 / NDCG@20 and best validation."""
+    groups = {}
+    for name, diff, r in rows:
+        if "recall@20" in r:
+            groups.setdefault(re.sub(r"_s\d+$", "", name), []).append(r)
+    print("| runs | model | seeds | best valid R@20 | test R@20 | test NDCG@20 | best epochs | s/epoch |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def ms(vals, fmt=".4f"):
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return f"{statistics.mean(vals):{fmt}} ± {sd:{fmt}}"
+    for base, rs in groups.items():
+        if len(rs) < 2:
+            continue
+        print(f"| {base} | {rs[0]['model']} | {len(rs)} | {ms([r['valid'] for r in rs])} | "
+              f"{ms([r['recall@20'] for r in rs])} | {ms([r['ndcg@20'] for r in rs])} | "
+              f"{', '.join(str(r['best_epoch']) for r in rs)} | {statistics.mean(r['s_epoch'] for r in rs):.1f} |")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root")
     ap.add_argument("--sort", choices=["name", "valid"], default="name")
+    ap.add_argument("--seeds", action="store_true", help="mean ± std over seeds instead")
     args = ap.parse_args(argv)
     rows = [r for r in (load(os.path.join(args.root, d)) for d in sorted(os.listdir(args.root))) if r]
+    if args.seeds:
+        seed_table(rows)
+        return
     if args.sort == "valid":
         rows.sort(key=lambda r: -(r[2]["valid"] or 0.0))
     print("| run | model | settings (vs defaults) | best valid R@20 | test R@20 | test NDCG@20 | "

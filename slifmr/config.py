@@ -81,8 +81,8 @@ class Config:
     num_negatives: int = 256              # softmax: uniform negatives shared by a batch's rows
     softmax_temperature: float = 0.1      # softmax: temperature of the cosine scores
     # --- optimisation
-    lr: float = 1e-3
-    batch_size: int = 4096
+    lr: float = 5e-3                      # chosen on validation (docs/RESULTS.md, "Defaults")
+    batch_size: int = 8192
     epochs: int = 1000                    # a cap: runs are meant to stop early, on validation
     patience: int = 10                    # evaluations without a better valid recall@20 (0: off)
     eval_every: int = 1
