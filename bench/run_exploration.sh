@@ -41,6 +41,7 @@ run sm_full "$M" --model slifmr --set loss=softmax --set lr=0.005
 run sm_ids "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids
 run sm_ids_g03 "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids --set feedback_gamma=0.3
 run bpr_ids "$M" --model slifmr --set lr=0.001 --set modality_input=ids
+run sm_ids_nosc "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids --set sc_weight=0
 run sm_llm "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modalities=[image,text_llm]
 run freedom_b8192 "$M" --config configs/freedom.yaml --set lr=0.005 --set batch_size=8192
 run lattice_b8192 "$M" --config configs/lattice.yaml --set lr=0.005 --set batch_size=8192
@@ -55,6 +56,9 @@ for D in lfm:lastfm-kg bx:book-crossing-kg; do
   run "${p}_bpr_nosc" "$data" --model slifmr --set lr=0.005 --set sc_weight=0
 done
 run lfm_lgcn_bpr_lr001 lastfm-kg --model lightgcn --set lr=0.001
+run lfm_lgcn_bpr_reg1e3 lastfm-kg --model lightgcn --set lr=0.005 --set reg_weight=0.001
+run lfm_lgcn_bpr_reg1e2 lastfm-kg --model lightgcn --set lr=0.005 --set reg_weight=0.01
+run lfm_lgcn_bpr_d32 lastfm-kg --model lightgcn --set lr=0.005 --set embed_dim=32
 run lfm_bpr_nofb lastfm-kg --model slifmr --set lr=0.005 --set feedback=false
 run lfm_bpr_nokg lastfm-kg --model slifmr --set lr=0.005 --set use_kg=false
 for s in 2026 2027; do
@@ -62,5 +66,9 @@ for s in 2026 2027; do
   run "lfm_bpr_full_s$s" lastfm-kg --model slifmr --set lr=0.005 --set seed=$s
   run "bx_lgcn_bpr_s$s" book-crossing-kg --model lightgcn --set lr=0.005 --set seed=$s
   run "bx_bpr_nosc_s$s" book-crossing-kg --model slifmr --set lr=0.005 --set sc_weight=0 --set seed=$s
+done
+for s in 2026 2027; do
+  run "lgcn_sm_t01_s$s" "$M" --model lightgcn --set loss=softmax --set lr=0.005 --set seed=$s
+  run "sm_ids_s$s" "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids --set seed=$s
 done
 python bench/runs_table.py "$OUT"
