@@ -420,16 +420,46 @@ def _dead_peer(rank, group):
     return res
 
 
+SILENT_TIMEOUT_S = 2
+
+
+def _silent_peer(rank, group):
+    """Ranks 0 and 2 build a graph on a group with a 2 s timeout; rank 2 then stays alive but
+    never enters propagate. Rank 0 must raise DistributedError after about the timeout."""
+    _GROUP[0] = group
+    skd = _skd()
+    import slifmr_kernels.distributed as skd_mod
+    n = 10
+    src = torch.arange(n)
+    sg = skd.ShardedGraph.from_edges(src, (src + 3) % n, num_nodes=n)
+    if rank != 0:
+        return None
+    t0 = time.perf_counter()
+    res = {"error": None, "type": None}
+    try:
+        skd.propagate(sg, torch.ones(sg.num_local, 2))
+    except skd_mod.DistributedError as exc:
+        res = {"error": str(exc), "type": type(exc).__name__}
+    except BaseException as exc:  # noqa: BLE001
+        res = {"error": repr(exc), "type": type(exc).__name__}
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
 def _worker(rank, world, port, outdir):
     dist = _init(rank, world, port)
     short = datetime.timedelta(seconds=TIMEOUT_S)
     groups = {w: dist.new_group(list(range(w)), timeout=short) for w in WORLD_SIZES}
     dying = dist.new_group([0, world - 1], timeout=short)
+    silent = dist.new_group([0, 2], timeout=datetime.timedelta(seconds=SILENT_TIMEOUT_S))
     out = {}
     for w in WORLD_SIZES:
         if rank < w:
             out[w] = _run_checks(rank, w, groups[w])
         dist.barrier()
+    if rank in (0, 2):
+        out["silent_peer"] = _silent_peer(rank, silent)
+    dist.barrier()
     if rank in (0, world - 1):
         out["dead_peer"] = _dead_peer(rank, dying)
     with open(os.path.join(outdir, f"rank{rank}.json"), "w") as f:
@@ -494,3 +524,14 @@ def test_dead_peer_fails_fast(outcomes):
     assert res["type"] == "DistributedError", res
     assert "peer process died" in res["error"] and "rank 0" in res["error"], res
     assert res["seconds"] < TIMEOUT_S + 5, res
+
+
+def test_silent_peer_times_out(outcomes):
+    """A rank alive but absent from the collective: the other raises DistributedError after
+    the group's timeout, not later."""
+    assert not outcomes["hung"], f"ranks hung and were killed: {outcomes}"
+    res = outcomes["ranks"][0]["silent_peer"]
+    print("silent peer:", res)
+    assert res["type"] == "DistributedError", res
+    assert "rank 0" in res["error"], res
+    assert SILENT_TIMEOUT_S - 0.5 < res["seconds"] < SILENT_TIMEOUT_S + 5, res
