@@ -535,3 +535,37 @@ def test_silent_peer_times_out(outcomes):
     assert res["type"] == "DistributedError", res
     assert "rank 0" in res["error"], res
     assert SILENT_TIMEOUT_S - 0.5 < res["seconds"] < SILENT_TIMEOUT_S + 5, res
+
+
+# ---------------------------------------------------------------------------- in process
+def test_partition_rows():
+    import slifmr_kernels.distributed as skd
+    from slifmr_kernels.errors import InputError
+    p = skd.partition_rows(10, 3)
+    assert p.counts.tolist() == [4, 3, 3]
+    assert [p.rows_of(r).tolist() for r in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert p.local_index.tolist() == [0, 1, 2, 3, 0, 1, 2, 0, 1, 2]
+    order = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    q = skd.partition_rows(10, 3, order=order)
+    assert q.rows_of(0).tolist() == [6, 7, 8, 9] and q.rows_of(2).tolist() == [0, 1, 2]
+    assert q != p and q == skd.partition_rows(10, 3, order=order)
+    assert q.fingerprint() != p.fingerprint()
+    w = skd.partition_rows(8, 2, weights=[7, 1, 1, 1, 1, 1, 1, 1])  # total 14: 7 | 7
+    assert w.rows_of(0).tolist() == [0]
+    assert skd.partition_rows(2, 4).counts.tolist() == [1, 1, 0, 0]  # empty ranks
+    assert skd.partition_rows(0, 2).counts.tolist() == [0, 0]
+    for bad in (dict(order=[0, 0, 1]), dict(weights=[1, -1, 1])):
+        with pytest.raises(InputError):
+            skd.partition_rows(3, 2, **bad)
+    with pytest.raises(InputError):
+        skd.RowPartition([0, 2], 2)
+
+
+def test_needs_process_group():
+    import torch.distributed as dist
+    import slifmr_kernels.distributed as skd
+    from slifmr_kernels.errors import InputError
+    if dist.is_available() and dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    with pytest.raises(InputError, match="init_process_group"):
+        skd.ShardedGraph.from_edges([0], [1], num_nodes=2)

@@ -5,7 +5,10 @@ P - 1 hops, each rank sending the block it holds to rank + 1 and receiving from 
 scores the current block (the next block's transfer overlaps the local top-k). Each block's
 top-k (:func:`slifmr_kernels.topk_similarity`, ids mapped to global) is merged into the running
 (n_local, k) result by (score descending, global id ascending): the total order the single
-process op uses, so the results are the single-process rows of this rank. Memory per rank:
+process op uses, so the results are the single-process rows of this rank wherever the local op
+scores a pair the same in a block as in the whole table (BLAS tiles of other shapes may round a
+score differently in the last bit, which can reorder candidates whose scores tie to rounding;
+docs/DISTRIBUTED.md, "Determinism"). Memory per rank:
 O(n_local * k) for the result plus two candidate blocks (the one scored, the one arriving) and the
 local op's own O(block) workspace: never N x M, never the whole candidate table.
 
