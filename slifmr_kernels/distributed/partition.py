@@ -12,7 +12,7 @@ import torch
 
 from ..errors import InputError, InputTypeError
 
-__all__ = ["RowPartition", "partition_rows"]
+__all__ = ["RowPartition", "partition_rows", "halo_sizes", "bipartite_order"]
 
 
 class RowPartition:
@@ -120,3 +120,51 @@ def partition_rows(num_rows: int, world_size: int, order=None, weights=None) -> 
     pos_rank = torch.repeat_interleave(torch.arange(world_size), cuts[1:] - cuts[:-1])
     owner[order_t] = pos_rank
     return RowPartition(owner, world_size)
+
+
+def halo_sizes(src, dst, partition: RowPartition) -> dict:
+    """Plan a partition on one machine, before launching: the halo each rank would receive.
+
+    ``src``, ``dst``: the whole graph's edges (row src[e] reads column dst[e]); ``partition``:
+    a candidate RowPartition. Returns ``{"halo_rows": [per rank], "total": sum,
+    "fraction": total / N, "cut_edges": edges whose row and column live on different ranks}``;
+    ``halo_rows`` equals what :meth:`ShardedGraph.report` measures for the built graph."""
+    src = torch.as_tensor(src).to("cpu", torch.int64).reshape(-1)
+    dst = torch.as_tensor(dst).to("cpu", torch.int64).reshape(-1)
+    if src.numel() != dst.numel():
+        raise InputError(f"src and dst must have the same length, got {src.numel()} and "
+                         f"{dst.numel()}")
+    n, p = partition.num_rows, partition.world_size
+    for name, t in (("src", src), ("dst", dst)):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+            raise InputError(f"{name} ids must lie in [0, {n})")
+    ro, co = partition.owner[src], partition.owner[dst]
+    cut = ro != co
+    pairs = torch.unique(ro[cut] * max(n, 1) + dst[cut])  # (reading rank, foreign column)
+    per_rank = torch.bincount(pairs // max(n, 1), minlength=p)
+    total = int(per_rank.sum())
+    return {"halo_rows": per_rank.tolist(), "total": total, "fraction": total / max(n, 1),
+            "cut_edges": int(cut.sum())}
+
+
+def bipartite_order(user_order, item_order) -> torch.Tensor:
+    """One node order of the (U + I) user-item graph (users 0..U-1, item i at node U + i) from
+    a user order and an item order (e.g. ``slifmr.data.reorder.locality_order``'s pair).
+
+    The two orders are interleaved by relative position (the user at position p of U and the
+    item at position q of I meet at p / U vs q / I; ties: the user first), so that a contiguous
+    run of the result holds the users and the items of the same stretch of both orders, which
+    is where the locality order puts a user's items. Concatenating the two orders instead would
+    put all users on the first ranks and all items on the last: every edge cut."""
+    uo = torch.as_tensor(user_order).to("cpu", torch.int64).reshape(-1)
+    io = torch.as_tensor(item_order).to("cpu", torch.int64).reshape(-1)
+    U, I = uo.numel(), io.numel()
+    for name, o, n in (("user_order", uo, U), ("item_order", io, I)):
+        if not torch.equal(torch.sort(o).values, torch.arange(n)):
+            raise InputError(f"{name} must be a permutation of range({n})")
+    # position keys as exact fractions p / U and q / I compared by cross-multiplication
+    ku = torch.arange(U, dtype=torch.int64) * max(I, 1)
+    ki = torch.arange(I, dtype=torch.int64) * max(U, 1)
+    key = torch.cat([ku * 2, ki * 2 + 1])  # users before items at equal positions
+    nodes = torch.cat([uo, U + io])
+    return nodes[torch.sort(key, stable=True).indices]
