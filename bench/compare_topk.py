@@ -7,6 +7,7 @@ Run the numbers you report under the exclusive CPU lock::
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py scores
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py variants --n 60000 --d 64
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py gemm --n 24000 --d 384
+    flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py bf16 --n 40000 --d 384
 
 Tasks (float32; every method runs once on the same data unless ``--repeat``):
 
@@ -27,6 +28,11 @@ Tasks (float32; every method runs once on the same data unless ``--repeat``):
   sgemm-only tile loop and the whole kernel (same lists checked) for the kernel's tile shape
   and for the ``--shapes`` given. The OpenBLAS kernel family (``OPENBLAS_CORETYPE``, else
   detected) is in the title.
+* ``bf16``: the exact bf16-candidate path (topk/bf16.py: bf16 GEMM tiles, C candidates per
+  row, fp32 re-rank, per-row certificate, 4x retry then fp32 for the rows it does not prove)
+  against the fp32 Numba kernel and FAISS ``IndexFlatIP`` on the same clustered data; the
+  ``fallback`` column counts the rows retried and the rows recomputed in fp32. Ceilings: bf16
+  ``torch.mm`` on the path's tiles (2 threads, one tile each) and 2-thread scipy sgemm.
 * ``variants``: the fused kernel (GEMM per L2 tile inside the parallel region, BLAS pinned
   to one thread) against ``topk_outer`` (4096 x 4096 blocks from a 2-thread ``torch.mm``,
   selection parallel in Numba), against the sgemm-only loop.
@@ -301,6 +307,74 @@ def task_knn(args):
                          "peak_extra_MiB", "agree"]
 
 
+def bf16_tile_rate(d, threads=2, tr=1024, tc=2048, repeat=5):
+    """GFLOP/s of bf16 torch.mm on the bf16 path's tiles (one tile per thread, torch on one
+    thread each, the way topk/bf16.py issues them): the GEMM ceiling of that path."""
+    import threading
+    from slifmr_kernels.topk import bf16
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(tr, d, generator=g).bfloat16() for _ in range(threads)]
+    ys = [torch.randn(tc, d, generator=g).bfloat16() for _ in range(threads)]
+    outs = [torch.empty(tr, tc, dtype=torch.bfloat16) for _ in range(threads)]
+
+    def work(i):
+        for _ in range(repeat):
+            torch.mm(xs[i], ys[i].T, out=outs[i])
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        work(0)
+        t = time.perf_counter()
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        dt = time.perf_counter() - t
+    finally:
+        torch.set_num_threads(saved)
+    del bf16
+    return 2.0 * tr * tc * d * repeat * threads / dt / 1e9
+
+
+def task_bf16(args):
+    """Exact kNN: bf16 candidates + fp32 re-rank + certificate vs the fp32 Numba kernel vs
+    FAISS IndexFlatIP, same data, same run."""
+    from slifmr_kernels.topk import bf16
+    n, d, k = args.n, args.d, args.k
+    x = clustered(n, d, seed=args.seed)
+    flop = 2.0 * n * n * d
+    c = args.cands
+    bf16.topk(x[:3000], x[:3000], k, True, None, None, c=c)  # JIT warm-up
+    nbk.topk_fp32(x[:2000], x[:2000], k, True, None, None)
+    rows = []
+    t_b, (i_b, _), m_b = measure(lambda: bf16.topk(x, x, k, True, None, None, c=c),
+                             args.repeat)
+    c_b = LAST_CPU["s"]
+    fb = bf16.last_fallback_rows()
+    t_f, (i_f, _), m_f = measure(lambda: nbk.topk_fp32(x, x, k, True, None, None), args.repeat)
+    c_f = LAST_CPU["s"]
+    diff, bad = agreement(i_b, i_f, x, x)
+    rows.append(_row("ours bf16 candidates + fp32 re-rank", t_b, flop, m_b, t_b, cpu=c_b,
+                     fallback=f"{fb[0] if fb else 0} retried, {fb[1] if len(fb) > 1 else 0} fp32",
+                     agree="(reference)"))
+    rows.append(_row("ours fp32 (numba, previous auto)", t_f, flop, m_f, t_b, cpu=c_f,
+                     agree=f"{diff} rows differ, {bad} beyond ties"))
+    if not args.no_faiss:
+        t_x, (i_x, _), m_x = measure(lambda: faiss_knn(x, k), args.repeat)
+        diff, bad = agreement(i_b, i_x, x, x)
+        rows.append(_row("FAISS IndexFlatIP (k+1, self dropped)", t_x, flop, m_x, t_b,
+                         agree=f"{diff} rows differ, {bad} beyond ties"))
+    rate = bf16_tile_rate(d)
+    blas_2t = blas_rate(4096, d, 2)
+    title = (f"exact kNN graph, bf16 candidates, N = {n}, d = {d}, k = {k}, C = "
+             f"{c or bf16.candidate_count(k, n)}; ceilings: bf16 torch.mm 1024x2048 tiles, 2 threads:"
+             f" {rate:.0f} GFLOP/s; scipy sgemm 4096x4096, 2 threads (OpenBLAS {blas_core()}): "
+             f"{blas_2t:.0f} GFLOP/s")
+    return title, rows, ["method", "time_s", "cpu_s", "GFLOP/s", "vs ours", "peak_extra_MiB",
+                         "fallback", "agree"]
+
+
 def task_scores(args):
     n_users, n_items, d, k = args.users, args.items, args.d, args.k
     g = torch.Generator().manual_seed(args.seed)
@@ -415,7 +489,7 @@ def task_gemm(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=["knn", "scores", "variants", "gemm"])
+    p.add_argument("task", choices=["knn", "scores", "variants", "gemm", "bf16"])
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--k", type=int, default=None, help="default 10 (knn) / 20 (scores)")
@@ -430,13 +504,15 @@ def main(argv=None):
     p.add_argument("--no-ceiling", action="store_true", help="knn: skip the sgemm-only loop")
     p.add_argument("--shapes", default="128x512,256x512,512x256,512x512,256x1024,128x1024",
                    help="gemm: extra tile shapes (rows x cols) to time")
+    p.add_argument("--cands", type=int, default=None,
+                   help="bf16: candidates per row C (default bf16.candidate_count)")
     p.add_argument("--output", help="append the result as JSON lines to this file")
     args = p.parse_args(argv)
     if args.k is None:
         args.k = 20 if args.task == "scores" else 10
     torch.manual_seed(args.seed)
     title, rows, cols = {"knn": task_knn, "scores": task_scores, "variants": task_variants,
-                         "gemm": task_gemm}[args.task](args)
+                         "gemm": task_gemm, "bf16": task_bf16}[args.task](args)
     info = env_info()
     print(f"\n{title}\n{fmt_table(rows, cols)}\n{json.dumps(info)}")
     if args.output:

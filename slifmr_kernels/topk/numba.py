@@ -38,7 +38,7 @@ import scipy.linalg.cython_blas  # noqa: F401
 import torch
 from numba import njit, prange
 
-__all__ = ["topk", "topk_outer", "tile_shape"]
+__all__ = ["topk", "topk_fp32", "topk_outer", "tile_shape"]
 
 CHUNK = 16  # scores per chunk-max test: one AVX-512 register of fp32
 
@@ -296,6 +296,16 @@ def _excl_arrays(excl_indptr, excl_indices):
 
 
 def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
+    """The backend entry: :func:`topk_fp32`, or on a bf16-capable CPU for large float32 calls
+    the exact bf16-candidate path of topk/bf16.py (same result; ``SLIFMR_TOPK_BF16=0/1``
+    forces it off / on, see ``bf16.enabled``)."""
+    from . import bf16
+    if k and bf16.enabled(x, y, int(k)):
+        return bf16.topk(x, y, k, exclude_self, excl_indptr, excl_indices, exact_fn=topk_fp32)
+    return topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices)
+
+
+def topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices):
     """The k largest <x[i], y[j]> of every row, over the allowed j (backend contract).
 
     Args:

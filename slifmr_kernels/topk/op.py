@@ -18,7 +18,8 @@ from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
 from ..graph import CSRGraph
 
-__all__ = ["topk_similarity", "knn_graph", "topk_scores", "normalize_rows"]
+__all__ = ["topk_similarity", "knn_graph", "topk_scores", "normalize_rows", "topk_as_graph"]
+
 
 #: Automatic backend order of a CUDA similarity join (no exclusion lists).
 _CUDA_JOIN_ORDER = ("triton", "cuda", "torch")
@@ -109,6 +110,10 @@ def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str =
         y, a wrong dtype (only float32 / float64), shape or device, a bad k, metric or
         exclusion graph; BackendUnavailable for a named backend that cannot run here.
 
+    Ties: equal scores are ordered by the lower index on every backend (see below).
+    On CPU, ``backend="auto"`` / ``"numba"`` score large float32 calls with bf16 candidates, an
+    fp32 re-rank and a per-row certificate (slifmr_kernels/topk/bf16.py): same result as fp32.
+
     >>> import torch, slifmr_kernels as sk
     >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     >>> sk.topk_similarity(x, 1, backend="torch")[0].tolist()
@@ -155,7 +160,9 @@ def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str =
 
 
 def topk_as_graph(idx: Tensor, val: Tensor, n_cols: int) -> CSRGraph:
-    """A CSRGraph with one edge i -> idx[i, t] of weight val[i, t] per valid (idx >= 0) entry."""
+    """A CSRGraph (N, n_cols) with one edge i -> idx[i, t] of weight val[i, t] per valid
+    (idx >= 0) entry of a top-k result (``idx`` (N, k) int64, ``val`` (N, k)); columns sorted
+    per row; values float32 (the graph containers' value dtype)."""
     n, k = idx.shape
     valid = idx >= 0
     counts = valid.sum(1)
@@ -172,23 +179,40 @@ def topk_as_graph(idx: Tensor, val: Tensor, n_cols: int) -> CSRGraph:
 
 
 def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGraph] = None,
-              backend: str = "auto") -> CSRGraph:
-    """Exact k-nearest-neighbour graph of the rows of ``x``, self excluded.
+              backend: str = "auto", exclude_self: bool = True) -> CSRGraph:
+    """Exact k-nearest-neighbour graph of the rows of ``x`` (self excluded by default).
 
     Args:
         x: (N, d) float32/float64.
-        k: neighbours per row, an int >= 0 (rows of a catalog smaller than k + 1 get N - 1:
-            k is clamped to N - 1, so any k is accepted).
+        k: neighbours per row, an int >= 0 (k is clamped to the N - 1 other rows, N with
+            ``exclude_self=False``, so any k is accepted).
         metric: "cosine" or "ip".
         exclude: optional CSRGraph (N, N) of pairs that may not become edges.
+        exclude_self: False keeps each row among its own candidates (FREEDOM / LATTICE build
+            their item graphs that way: with cosine the row itself is its first neighbour).
 
     Returns:
-        CSRGraph (N, N) with up to k edges per row, values = similarity (float32), columns
-        sorted. Not symmetric: symmetrise and normalise with ``.symmetrize().normalize()``.
+        CSRGraph (N, N) with up to k edges per row, columns sorted. Values = similarity, always
+        float32 (the graph containers' value dtype), also for float64 ``x``: the neighbour
+        *selection* is made in x's precision, only the stored weights are rounded. Not
+        symmetric: symmetrise and normalise with ``.symmetrize().normalize()``.
+
+    Ties: equal scores are ordered by the lower index, on every backend and thread count
+    (the reference is a *stable* descending sort). ``torch.topk`` makes no such promise (its
+    order among equal values is unspecified and differs between CPU and CUDA), so code ported
+    from ``torch.topk(x @ y.T, k)`` can differ from these ops exactly where scores tie —
+    duplicate rows, zero rows, integer-valued embeddings.
+
+    >>> import torch, slifmr_kernels as sk
+    >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> sk.knn_graph(x, 1, backend="torch", exclude_self=False).indices.tolist()
+    [0, 1, 2]
     """
     check_float("x", x, ndim=2)
-    k = min(check_int("k", k, 0), max(x.shape[0] - 1, 0))
-    idx, val = topk_similarity(x, k, metric=metric, exclude=exclude, backend=backend)
+    exclude_self = check_bool("exclude_self", exclude_self)
+    k = min(check_int("k", k, 0), max(x.shape[0] - int(exclude_self), 0))
+    idx, val = topk_similarity(x, k, metric=metric, exclude_self=exclude_self, exclude=exclude,
+                               backend=backend)
     return topk_as_graph(idx, val, x.shape[0])
 
 
@@ -207,6 +231,12 @@ def topk_scores(user_emb: Tensor, item_emb: Tensor, k: int, exclude: Optional[CS
     Returns:
         (idx, val): (U, k) int64 item ids and (U, k) scores, best first, ties by lower item id;
         -1 / -inf where a user has fewer than k candidate items.
+
+    Ties: equal scores are ordered by the lower index, on every backend and thread count
+    (the reference is a *stable* descending sort). ``torch.topk`` makes no such promise (its
+    order among equal values is unspecified and differs between CPU and CUDA), so code ported
+    from ``torch.topk(x @ y.T, k)`` can differ from these ops exactly where scores tie —
+    duplicate rows, zero rows, integer-valued embeddings.
     """
     return topk_similarity(user_emb, k, y=item_emb, metric="ip", exclude_self=False,
                            exclude=exclude, backend=backend)

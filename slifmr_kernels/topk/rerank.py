@@ -101,13 +101,19 @@ def subset_exclusions(rows: torch.Tensor, excl_indptr, excl_indices, add_self: b
     return ptr, out
 
 
-def _rerank_chunk(x, y, cand_i, k):
+def _rerank_chunk(x, y, cand_i, k, rescore_fn=None):
     """Exact fp32 re-score of the candidates of a chunk of rows; returns the first k by
-    (score desc, index asc): (idx int64 [B, k] with -1 padding, val [B, k] with -inf)."""
+    (score desc, index asc): (idx int64 [B, k] with -1 padding, val [B, k] with -inf).
+    ``rescore_fn(x, y, cand_i) -> s [B, C]`` (-inf where cand_i < 0) replaces the gather +
+    multiply-add (the CPU path passes a Numba kernel: torch's gather of [B, C, d] rows was
+    most of the time there)."""
     valid = cand_i >= 0
-    yc = y[cand_i.clamp_min(0)]  # [B, C, d]
-    # multiply-add on the CUDA cores in the input precision (a bmm could run on TF32)
-    s = (yc * x[:, None, :]).sum(dim=2).masked_fill(~valid, float("-inf"))
+    if rescore_fn is not None:
+        s = rescore_fn(x, y, cand_i)
+    else:
+        yc = y[cand_i.clamp_min(0)]  # [B, C, d]
+        # multiply-add on the CUDA cores in the input precision (a bmm could run on TF32)
+        s = (yc * x[:, None, :]).sum(dim=2).masked_fill(~valid, float("-inf"))
     key = torch.where(valid, cand_i, torch.iinfo(torch.int64).max)
     order = torch.argsort(key, dim=1, stable=True)  # index asc, then a stable score sort
     s, key = s.gather(1, order), key.gather(1, order)
@@ -119,13 +125,19 @@ def _rerank_chunk(x, y, cand_i, k):
 
 
 def topk_from_candidates(candidates_fn, exact_fn, x, y, k, exclude_self, excl_indptr,
-                         excl_indices):
+                         excl_indices, c=None, eps=None, bf16_output=False, rescore_fn=None):
     """Exact top-k (the backend contract of ``topk``) through approximate candidates.
 
     candidates_fn(x, y, c, exclude_self, excl_indptr, excl_indices) -> (idx, val): the c best
     columns per row by approximate score, sorted, padded with (-1, -inf), error within
     :func:`error_bound`. exact_fn: the same signature, exact (the fallback).
     Returns idx int64 [N, k], val [N, k] (dtype of x), sorted (score desc, index asc).
+
+    ``c`` (default :func:`candidate_count`) and ``eps`` [N] (default :func:`error_bound`, the
+    TF32 bound) let other candidate generators reuse the certificate (topk/bf16.py);
+    ``bf16_output``: the candidate scores were rounded to bf16 after accumulation, so the
+    last candidate's score is widened by half its bf16 spacing (<= 2^-8 |s| + 2^-120);
+    ``rescore_fn``: see :func:`_rerank_chunk`.
     """
     n, d = x.shape
     m = y.shape[0]
@@ -133,9 +145,9 @@ def topk_from_candidates(candidates_fn, exact_fn, x, y, k, exclude_self, excl_in
     if n == 0 or m == 0 or k == 0:  # nothing to rank: the exact kernel's padding rules
         _last_fallback[0] = 0
         return exact_fn(x, y, k, exclude_self, excl_indptr, excl_indices)
-    c = candidate_count(k, m)
+    c = candidate_count(k, m) if c is None else min(int(c), m)
     cand_i, cand_v = candidates_fn(x, y, c, exclude_self, excl_indptr, excl_indices)
-    eps = error_bound(x, y)
+    eps = error_bound(x, y) if eps is None else eps
     idx = torch.empty((n, k), dtype=torch.int64, device=x.device)
     val = torch.empty((n, k), dtype=x.dtype, device=x.device)
     ok = torch.empty(n, dtype=torch.bool, device=x.device)
@@ -143,11 +155,14 @@ def topk_from_candidates(candidates_fn, exact_fn, x, y, k, exclude_self, excl_in
     for a in range(0, n, step):
         b = min(n, a + step)
         ci = cand_i[a:b]
-        ii, vv = _rerank_chunk(x[a:b], y, ci, k)
+        ii, vv = _rerank_chunk(x[a:b], y, ci, k, rescore_fn)
         idx[a:b], val[a:b] = ii, vv
         # complete: every allowed column is a candidate (the list is not full, or C = M)
         complete = (ci[:, -1] < 0) | (c >= m)
-        ok[a:b] = complete | (cand_v[a:b, -1] + eps[a:b] < vv[:, -1])
+        last = cand_v[a:b, -1]
+        if bf16_output:
+            last = last + last.abs() * (2.0 ** -8 + 2.0 ** -20) + 2.0 ** -120
+        ok[a:b] = complete | (last + eps[a:b] < vv[:, -1])
     bad = torch.nonzero(~ok).flatten()
     _last_fallback[0] = int(bad.numel())
     if bad.numel():
