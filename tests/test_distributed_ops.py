@@ -196,9 +196,46 @@ def _grads(rank, P, seed):
 
 
 def _check_gradients(rank, P):
+    import slifmr_kernels as sk
+    skd = _skd()
+    # x's gradient: bit-identical (the backward runs the forward kernel on the transposed
+    # sharded graph, in the single-process order); the relation embeddings' gradient is a sum
+    # of per-rank contributions: equal to rounding.
     sg, gx, ge, want_x, want_e = _grads(rank, P, seed=14)
-    torch.testing.assert_close(gx, want_x[sg.rows], rtol=1e-12, atol=1e-12)
+    assert torch.equal(gx, want_x[sg.rows]), (gx - want_x[sg.rows]).abs().max()
     torch.testing.assert_close(ge, want_e, rtol=1e-12, atol=1e-12)
+    # float32, constant relation weights (folded into the values), three layers
+    n = 31
+    shards, ref = _graph_data(n, 130, P, seed=30, relations=2)
+    s, d_, w, r = shards[rank]
+    sg = skd.ShardedGraph.from_edges(s, d_, w, r, num_nodes=n, relation_weight=[0.5, 2.0])
+    x, wout = _x(n, 4, seed=31), _x(n, 4, seed=32)
+    xl = sg.local_rows(x).clone().requires_grad_()
+    (skd.propagate_layers(sg, xl, 3) * sg.local_rows(wout)).sum().backward()
+    xs = x.clone().requires_grad_()
+    (sk.propagate_layers(ref_with(ref, [0.5, 2.0]), xs, 3) * wout).sum().backward()
+    assert torch.equal(xl.grad, xs.grad[sg.rows]), (xl.grad - xs.grad[sg.rows]).abs().max()
+    # relation weights that need a gradient (a relation table in every edge)
+    rw = torch.tensor([1.5, 0.25], requires_grad=True)
+    xl = sg.local_rows(x).clone().requires_grad_()
+    (skd.propagate(sg, xl, relation_weight=rw) * sg.local_rows(wout)).sum().backward()
+    rws = torch.tensor([1.5, 0.25], requires_grad=True)
+    xs = x.clone().requires_grad_()
+    (sk.propagate(ref, xs, relation_weight=rws) * wout).sum().backward()
+    assert torch.equal(xl.grad, xs.grad[sg.rows])
+    g_rw = rw.grad.clone()
+    import torch.distributed as dist
+    dist.all_reduce(g_rw, group=_GROUP[0])
+    torch.testing.assert_close(g_rw, rws.grad, rtol=1e-5, atol=1e-5)
+
+
+def ref_with(ref, relation_weight):
+    """``ref`` with its relation weights replaced (same edges)."""
+    import slifmr_kernels as sk
+    return sk.CSRGraph.from_edges(ref.row_ids(), ref.indices.long(), ref.values,
+                                  relation=ref.relation.long(), shape=ref.shape,
+                                  num_relations=ref.num_relations,
+                                  relation_weight=torch.tensor(relation_weight))
 
 
 def _check_backward_deterministic(rank, P):
@@ -226,7 +263,7 @@ def _check_empty_shard(rank, P):
     y.sum().backward()
     xs = x.clone().requires_grad_()
     sk.propagate(ref, xs).sum().backward()
-    torch.testing.assert_close(xl.grad, xs.grad[sg.rows], rtol=1e-12, atol=1e-12)
+    assert torch.equal(xl.grad, xs.grad[sg.rows])
     kn = skd.knn_graph(sg.local_rows(x), 3, part)
     assert torch.equal(kn.to_dense(), sk.knn_graph(x, 3).to_dense()[sg.rows])
     # an empty edge shard everywhere: a graph with no edges

@@ -3,13 +3,14 @@ local fused kernel (:func:`slifmr_kernels.propagate`) on the local CSRGraph.
 
 Forward: bit-identical to ``slifmr_kernels.propagate`` on the global graph (same backend): each
 local row lists its edges in the global order and reads the same x rows.
-Backward: the local kernel's backward gives gradients for the local and halo x rows; the halo
-parts go back to their owners, and each owner sums the partial gradients of a row in rank order
-(0, 1, ..., P-1, its own part at its own rank) starting from zero. The result is deterministic
-(bit-identical run to run for a fixed partition) but not bit-identical to the single-process
-gradient: there a row's gradient is one running sum over its in-edges, here a sum of per-rank
-partial sums. The difference is rounding only (tests/test_distributed_ops.py bounds it at
-rtol = atol = 1e-12 in float64).
+
+Backward (the gradient of x): the single-process op runs the forward kernel on the transposed
+graph, ``dX = A^T dY``. Here too: :meth:`ShardedGraph.transposed` holds, on the owner of each
+row j, the in-edges of j (A^T's row j, sources in ascending id, the merged values); a halo
+exchange on that plan brings the dY rows it reads, and the local kernel computes dX's rows.
+Each gradient row is the same running sum in the same order as in the single process: bit
+identical (tests/test_distributed_ops.py), and so deterministic run to run. The relation
+parameters' gradients are this rank's contributions (see :func:`propagate`).
 """
 from __future__ import annotations
 
@@ -51,14 +52,14 @@ def _own_only(sg: ShardedGraph, x: Tensor) -> Tensor:
 
 
 def _scatter_halo_grad(sg: ShardedGraph, g_ext: Tensor) -> Tensor:
-    """(n_ext, d) partial gradients -> (n_local, d): each row's partials summed in rank order."""
+    """(n_ext, d) partial gradients -> (n_local, d): each row's partials summed in rank order
+    (the backward of :func:`halo_exchange`)."""
     g_ext = g_ext.contiguous()
     own = g_ext.index_select(0, sg.own_pos.to(g_ext.device))
     if sg.world_size == 1:
         return own
     send = g_ext.index_select(0, sg.recv_pos.to(g_ext.device))
-    with guard("distributed.propagate", "backward halo exchange (gradients to row owners)",
-               sg.group):
+    with guard("distributed.halo_exchange", "backward (gradients to row owners)", sg.group):
         recv = _comm.all_to_all_v(send, sg.recv_counts, sg.send_counts, sg.group)
     out = torch.zeros_like(own)
     idx = sg.send_idx.to(g_ext.device)
@@ -83,6 +84,29 @@ class _HaloExchange(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return _scatter_halo_grad(ctx.sg, g), None
+
+
+class _XGrad(torch.autograd.Function):
+    """Identity on y; its backward adds x's gradient ``A^T dY`` computed on the transposed
+    sharded graph, with the arithmetic of the single-process backward."""
+
+    @staticmethod
+    def forward(ctx, y, x_local, sg, rel_emb, rel_weight, backend):
+        ctx.sg, ctx.rel_emb, ctx.rel_weight, ctx.backend = sg, rel_emb, rel_weight, backend
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, gy):
+        dx = None
+        if ctx.needs_input_grad[1]:
+            if gy.layout != torch.strided:
+                gy = gy.to_dense()
+            t = ctx.sg.transposed()
+            with torch.no_grad():
+                dy_ext = _gather_halo(t, gy.contiguous())
+                dx = _local_propagate(t.graph, dy_ext, ctx.rel_emb, ctx.rel_weight,
+                                      backend=ctx.backend)
+        return gy, dx, None, None, None, None
 
 
 def _check(sg, x_local):
@@ -122,9 +146,27 @@ def propagate(sharded_graph: ShardedGraph, x_local: Tensor, relation_emb: Option
         InputError for bad arguments; DistributedError when a peer died or timed out.
     """
     _check(sharded_graph, x_local)
-    x_ext = _HaloExchange.apply(x_local, sharded_graph)
-    return _local_propagate(sharded_graph.graph, x_ext, relation_emb, relation_weight,
-                            backend=backend)
+    g = sharded_graph.graph
+    x_ext = _gather_halo(sharded_graph, x_local.detach())
+    # Autograd through the local op reaches only the relation parameters (x_ext is detached);
+    # x's gradient comes from _XGrad on the transposed graph.
+    y = _local_propagate(g, x_ext, relation_emb, relation_weight, backend=backend)
+    if not (torch.is_grad_enabled() and x_local.requires_grad):
+        return y
+    # The backward's relation arguments: the same arithmetic as the single-process backward,
+    # which multiplies a relation table into every edge when the forward used one (relation
+    # embeddings, or relation weights that need a gradient) and folds constant weights into
+    # the edge values otherwise.
+    w = g.relation_weight if relation_weight is None else relation_weight
+    emb_b, w_b = None, relation_weight
+    if g.relation is not None and (relation_emb is not None
+                                   or (w is not None and w.requires_grad)):
+        emb_b = (relation_emb.detach() if relation_emb is not None
+                 else x_local.new_ones(g.num_relations, x_local.shape[1]))
+        w_b = None if w is None else w.detach()
+    elif relation_weight is not None:
+        w_b = relation_weight.detach()
+    return _XGrad.apply(y, x_local, sharded_graph, emb_b, w_b, backend)
 
 
 def propagate_layers(sharded_graph: ShardedGraph, x_local: Tensor, num_layers: int,

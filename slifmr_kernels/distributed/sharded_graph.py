@@ -137,23 +137,46 @@ class ShardedGraph:
                                     num_relations=num_relations, relation_weight=relation_weight,
                                     dtype=dtype)
 
-        # 3. The halo plan: ask each owner for the rows I read, learn what others ask of me.
-        halo_pos = torch.nonzero(partition.owner[ext_ids] != rank).reshape(-1)
-        halo_owner = partition.owner[ext_ids[halo_pos]]
-        order = torch.sort(halo_owner, stable=True).indices
-        recv_pos = halo_pos[order]
-        need_counts = torch.bincount(halo_owner, minlength=p)
-        with guard(_OP, "exchanging the halo plan", group):
-            ask_counts = _comm.exchange_counts(need_counts, group)
-            asked = _comm.all_to_all_v(ext_ids[recv_pos], need_counts.tolist(),
-                                       ask_counts.tolist(), group)
-        if asked.numel() and bool((partition.owner[asked] != rank).any()):
-            raise InputError(f"{_OP}: rank {rank} was asked for rows it does not own: the "
-                             f"partitions differ across ranks")
         return cls(graph=graph, partition=partition, rank=rank, world_size=p, group=group,
                    num_nodes=num_nodes, rows=rows, ext_ids=ext_ids, own_pos=own_pos,
-                   recv_pos=recv_pos, recv_counts=need_counts.tolist(),
-                   send_idx=partition.local_index[asked], send_counts=ask_counts.tolist())
+                   _transpose=None, **_plan(partition, rank, p, ext_ids, group, _OP))
+
+    def transposed(self) -> "ShardedGraph":
+        """Collective (once; cached): the transposed graph sharded the same way: rank r holds
+        the in-edges of its rows (A^T's rows), with its own halo plan. The backward of
+        :func:`~slifmr_kernels.distributed.propagate` runs the forward kernel on it, as the
+        single-process op runs it on ``CSRGraph.transpose()``: the edges of a transposed row
+        come in ascending source id with the merged values of the global graph, so the gradient
+        is the single-process one bit for bit."""
+        if self._transpose is not None:
+            return self._transpose
+        op = "ShardedGraph.transposed"
+        g, part = self.graph, self.partition
+        src = self.rows[g.row_ids().cpu()]  # global ids of every local edge
+        dst = self.ext_ids[g.indices.cpu().long()]
+        rel = g.relation.cpu().long() if g.relation is not None else None
+        dest = part.owner[dst]
+        perm = torch.sort(dest, stable=True).indices
+        with guard(op, "sending in-edges to their column owners", self.group):
+            sc = torch.bincount(dest, minlength=self.world_size)
+            rc = _comm.exchange_counts(sc, self.group)
+            sc, rc = sc.tolist(), rc.tolist()
+            t_src = _comm.all_to_all_v(dst[perm], sc, rc, self.group)  # A^T row = A column
+            t_dst = _comm.all_to_all_v(src[perm], sc, rc, self.group)
+            t_val = _comm.all_to_all_v(g.values.cpu()[perm].contiguous(), sc, rc, self.group)
+            t_rel = _comm.all_to_all_v(rel[perm], sc, rc, self.group) if rel is not None else None
+        ext_ids = torch.unique(torch.cat([self.rows, t_dst]), sorted=True)
+        gt = CSRGraph.from_edges(part.local_index[t_src], torch.searchsorted(ext_ids, t_dst),
+                                 t_val, relation=t_rel, shape=(self.num_local, ext_ids.numel()),
+                                 num_relations=g.num_relations if t_rel is not None else None,
+                                 relation_weight=g.relation_weight, dtype=g.values.dtype)
+        gt = gt.to(g.device) if g.device.type != "cpu" else gt
+        self._transpose = ShardedGraph(
+            graph=gt, partition=part, rank=self.rank, world_size=self.world_size,
+            group=self.group, num_nodes=self.num_nodes, rows=self.rows, ext_ids=ext_ids,
+            own_pos=torch.searchsorted(ext_ids, self.rows), _transpose=self,
+            **_plan(part, self.rank, self.world_size, ext_ids, self.group, op))
+        return self._transpose
 
     # ------------------------------------------------------------------ properties
     @property
@@ -216,3 +239,22 @@ class ShardedGraph:
                 "max_halo_rows": int(g[:, 2].max()), "bytes_per_forward": halo * d * item,
                 "max_bytes_per_rank": int(g[:, 3].max()) * d * item, "d": d,
                 "dtype": str(dtype).replace("torch.", ""), "ranks": ranks}
+
+
+def _plan(partition, rank, p, ext_ids, group, op) -> dict:
+    """Collective: the halo plan for local columns ``ext_ids``: ask each owner for the rows
+    read here, learn what the others ask of this rank."""
+    halo_pos = torch.nonzero(partition.owner[ext_ids] != rank).reshape(-1)
+    halo_owner = partition.owner[ext_ids[halo_pos]]
+    order = torch.sort(halo_owner, stable=True).indices
+    recv_pos = halo_pos[order]
+    need_counts = torch.bincount(halo_owner, minlength=p)
+    with guard(op, "exchanging the halo plan", group):
+        ask_counts = _comm.exchange_counts(need_counts, group)
+        asked = _comm.all_to_all_v(ext_ids[recv_pos], need_counts.tolist(), ask_counts.tolist(),
+                                   group)
+    if asked.numel() and bool((partition.owner[asked] != rank).any()):
+        raise InputError(f"{op}: rank {rank} was asked for rows it does not own: the "
+                         f"partitions differ across ranks")
+    return dict(recv_pos=recv_pos, recv_counts=need_counts.tolist(),
+                send_idx=partition.local_index[asked], send_counts=ask_counts.tolist())
