@@ -133,14 +133,17 @@ def propagate(sharded_graph: ShardedGraph, x_local: Tensor, relation_emb: Option
     Args:
         sharded_graph: this rank's ShardedGraph.
         x_local: (n_local, d) rows of X this rank owns (``sharded_graph.rows``), float32/64; d
-            and dtype the same on every rank (checked by the exchange).
+            and dtype must be the same on every rank (not compared per call, which would cost
+            a collective per layer: a mismatch fails inside the exchange, at worst after the
+            process group's timeout).
         relation_emb, relation_weight: replicated relation parameters, as for the local op.
             Their gradient here is this rank's contribution only: sum it over ranks (as
             DistributedDataParallel does for replicated parameters).
         backend: the local kernel's backend.
 
     Returns:
-        (n_local, d): this rank's rows of Y. Bit-identical to the single-process op's rows.
+        (n_local, d): this rank's rows of Y. Forward and x's gradient bit-identical to the
+        single-process op's rows (same backend).
 
     Raises:
         InputError for bad arguments; DistributedError when a peer died or timed out.
