@@ -299,7 +299,8 @@ def _tie_data(n, d, seed):
     """Random rows and two zero rows: a zero row scores exactly 0 against every candidate in
     any block layout, so its ranking is decided by the tie rule alone (lower global id first).
     Duplicate vectors are not used: their scores may differ in the last bit between the
-    local op's BLAS tiles (block shapes differ from the single-process op's), docs/DISTRIBUTED.md."""
+    local op's BLAS tiles (block shapes differ from the single-process op's),
+    docs/DISTRIBUTED.md."""
     x = _x(n, d, seed)
     x[n // 3] = 0.0
     x[n - 2] = 0.0
@@ -386,7 +387,8 @@ def _check_args_disagree(rank, P):
     n = 12
     part = skd.partition_rows(n, P)
     x = _x(n, 3, seed=28)[part.rows_of(rank)]
-    with pytest.raises(InputError, match="k must be the same on every rank" if P > 1 else "non-negative"):
+    msg = "k must be the same on every rank" if P > 1 else "non-negative"
+    with pytest.raises(InputError, match=msg):
         skd.topk_similarity(x, 2 + rank if P > 1 else -1, part)
     with pytest.raises(InputError, match="rows"):
         sg = skd.ShardedGraph.from_edges([0], [1], num_nodes=n)

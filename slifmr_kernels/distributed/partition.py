@@ -6,8 +6,6 @@ never the graph's O(nnz). Every rank holds the rows it owns in ascending global 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from ..errors import InputError, InputTypeError
@@ -61,7 +59,8 @@ class RowPartition:
         if self.num_rows == 0:
             return self.world_size
         w = (torch.arange(self.num_rows, dtype=torch.int64) * 1_000_003 + 7) % 2_147_483_647
-        return int(((self.owner + 1) * w).sum() % (1 << 61)) ^ (self.num_rows << 3) ^ self.world_size
+        h = int(((self.owner + 1) * w).sum() % (1 << 61))
+        return h ^ (self.num_rows << 3) ^ self.world_size
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, RowPartition) and other.world_size == self.world_size
