@@ -1,6 +1,7 @@
 """Install slifmr and slifmr_kernels; build the CUDA extension only where CUDA is usable.
 
-* Default: pure-Python install (torch reference + Numba CPU kernels + Triton kernels).
+* Default: pure-Python install (torch reference + Numba CPU kernels, numba a core
+  dependency; Triton kernels with the 'gpu' extra).
 * ``FORCE_CUDA=1``: build ``slifmr_kernels._C`` from ``csrc/`` even without a visible GPU
   (needs torch with CUDA and nvcc; use ``pip install --no-build-isolation`` so the build sees
   the installed torch).
@@ -58,9 +59,14 @@ setup(
         "scipy>=1.10",
         "tqdm>=4.60",
         "pyyaml>=6.0",
+        # The CPU kernels: without numba, backend="auto" runs the torch reference (~3.5x
+        # slower for propagate). threadpoolctl pins BLAS to one thread inside the Numba
+        # top-k's parallel region.
+        "numba>=0.59",
+        "threadpoolctl>=3.0",
     ],
     extras_require={
-        # threadpoolctl pins BLAS to one thread inside the Numba top-k's parallel region
+        # kept for old install commands: numba and threadpoolctl are core dependencies now
         "cpu": ["numba>=0.59", "threadpoolctl>=3.0"],
         "gpu": ["triton>=3.0"],
         "bench": ["faiss-cpu>=1.8", "pytest-benchmark>=4.0"],

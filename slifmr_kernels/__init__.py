@@ -23,8 +23,12 @@ import os as _os
 # every small torch op after a Numba call became ~10x slower (a synthetic SLIF-MR epoch took
 # 5.5 s instead of 1.4 s). The policy is read when a runtime starts, so it is set before torch
 # is imported here (torch imported earlier keeps its own; Numba's pool still starts passive).
-# An explicit OMP_WAIT_POLICY in the environment wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# An explicit OMP_WAIT_POLICY in the environment wins (it is never overridden), and
+# SLIFMR_SET_OMP_WAIT_POLICY=0 leaves the variable alone altogether. Side effects of the import,
+# all documented in docs/PORTING.md: this variable (inherited by child processes), and the
+# Numba kernels' compile cache in ~/.cache/slifmr/numba (backends.numba_cache_dir).
+if _os.environ.get("SLIFMR_SET_OMP_WAIT_POLICY", "1") != "0":
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import (BackendUnavailable, GraphError, GraphIndexError, GraphTypeError,  # noqa: E402
                      InputError, InputIndexError, InputTypeError, KernelError)

@@ -158,6 +158,10 @@ def _merge_edges(src, dst, rel, weight, n_rows: int, n_cols: int, n_rel: int):
         key = src * n_cols + dst
         if rel is not None:
             key = key * n_rel + rel
+        if key.numel() < 2 or bool((key[1:] > key[:-1]).all()):
+            # Already in CSR order without duplicates (an edge list from a CSR graph, pruned
+            # by a mask): one O(E) comparison instead of a sort, and the weights as given.
+            return src, dst, rel, weight
         uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
         values = torch.zeros(uniq.numel(), dtype=dtype, device=device).index_add_(0, inverse,
                                                                                   weight)
@@ -408,10 +412,18 @@ class CSRGraph:
     @classmethod
     def from_edges(cls, src, dst, weight=None, relation=None, shape=None, num_relations=None,
                    relation_names=None, relation_weight=None, index_dtype=None,
-                   dtype=torch.float32) -> "CSRGraph":
+                   dtype=None) -> "CSRGraph":
         """Build from an edge list: edge e goes row ``src[e]`` -> column ``dst[e]``.
 
         Duplicate (row, column, relation) edges are summed; rows come out sorted by column.
+        Edges already in that order without duplicates (``src`` non-decreasing, ``dst``
+        increasing within a row: the edges of a CSR graph, pruned by a mask every epoch) are
+        recognised by one O(E) comparison and not sorted. For arrays already in CSR form,
+        ``CSRGraph.from_csr(indptr, indices, values)`` skips the edge list altogether.
+
+        Differentiable in ``weight``: when it requires grad, the graph's ``values`` are a
+        function of it (a gather and a duplicate sum, through torch autograd) and
+        :func:`slifmr_kernels.propagate` returns gradients for them.
 
         Args:
             src, dst: (E,) integer row / column ids (tensors, numpy arrays or lists; any
@@ -423,8 +435,14 @@ class CSRGraph:
             num_relations: 1 <= R < 2**31, default max(relation) + 1.
             relation_names, relation_weight: as for the constructor (num_relations of each).
             index_dtype: torch.int32 / torch.int64 for ``indices``; default int32 when it fits.
-            dtype: torch.float32 or torch.float64, the dtype of the values.
+            dtype: torch.float32 or torch.float64, the dtype of the values. Default: float64
+                when ``weight`` is a float64 tensor or NumPy array (the kernels run both), else
+                float32 (Python lists, integer and float32/float16 weights, no weight).
         """
+        if dtype is None:
+            wd = getattr(weight, "dtype", None)
+            dtype = (torch.float64 if wd is not None and str(wd) in ("torch.float64", "float64")
+                     else torch.float32)
         dtype = _value_dtype("dtype", dtype)
         src = _as_ids("src", src)
         dst = _as_ids("dst", dst)
@@ -472,6 +490,75 @@ class CSRGraph:
                             relation=None if rel is None else rel.to(torch.int32),
                             num_relations=num_relations, relation_names=relation_names,
                             relation_weight=relation_weight)
+
+    @classmethod
+    def from_csr(cls, indptr, indices, values=None, shape=None, relation=None,
+                 num_relations=None, relation_names=None, relation_weight=None) -> "CSRGraph":
+        """Build from arrays already in CSR form (no sort, no merge): the per-epoch rebuild of
+        a pruned graph. Every invariant is checked in O(nnz) (indptr from 0, non-decreasing,
+        ending at nnz; indices in range); columns within a row must be increasing (the
+        library's canonical order, which equal graphs rely on), else GraphError: use
+        :meth:`from_edges` for unsorted or duplicate edges. ``values`` keeps its autograd
+        history."""
+        g = cls(indptr, indices, values, shape, relation, num_relations, relation_names,
+                relation_weight)
+        if g.nnz > 1:
+            rows = g.row_ids()
+            key = rows * g.shape[1] + g.indices.to(torch.int64)
+            if g.relation is not None:
+                key = key * g.num_relations + g.relation.to(torch.int64)
+            if not bool((key[1:] > key[:-1]).all()):
+                at = int(torch.nonzero(key[1:] <= key[:-1])[0])
+                raise GraphError(f"from_csr: edge {at + 1} (row {int(rows[at + 1])}) is not "
+                                 f"after edge {at}: columns within a row must be increasing "
+                                 f"and unique; use CSRGraph.from_edges to sort and merge")
+        return g
+
+    # ------------------------------------------------------------------ persistence
+    _STATE_FORMAT = "slifmr_kernels.CSRGraph"
+
+    def state_dict(self) -> dict:
+        """The graph as plain tensors, ints and strings (values detached), loadable with
+        ``torch.load(..., weights_only=True)``; :meth:`from_state_dict` rebuilds it (checked).
+        A :meth:`mark_symmetric` mark is kept (re-checked on load)."""
+        self.ensure_valid()
+        return {
+            "format": self._STATE_FORMAT, "version": 1,
+            "shape": [int(self.shape[0]), int(self.shape[1])],
+            "indptr": self.indptr, "indices": self.indices, "values": self.values.detach(),
+            "relation": self.relation, "num_relations": int(self.num_relations),
+            "relation_names": (None if self.relation_names is None
+                               else [str(n) for n in self.relation_names]),
+            "relation_weight": (None if self.relation_weight is None
+                                else self.relation_weight.detach()),
+            "symmetric": self._transpose is self,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping) -> "CSRGraph":
+        """The graph of :meth:`state_dict` (every invariant checked, as for the constructor)."""
+        if not isinstance(state, Mapping) or state.get("format") != cls._STATE_FORMAT:
+            raise GraphError(f"state must be a dict from CSRGraph.state_dict() (format "
+                             f"{cls._STATE_FORMAT!r}), got {type(state).__name__}")
+        if state.get("version") != 1:
+            raise GraphError(f"unknown CSRGraph state version {state.get('version')!r}")
+        g = cls(state["indptr"], state["indices"], state["values"], tuple(state["shape"]),
+                state.get("relation"), state.get("num_relations"), state.get("relation_names"),
+                state.get("relation_weight"))
+        if state.get("symmetric"):
+            g.mark_symmetric()
+        return g
+
+    def save(self, path) -> None:
+        """``torch.save(self.state_dict(), path)``: plain tensors, safe to load with
+        ``weights_only=True`` (see :meth:`load`)."""
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path, map_location=None) -> "CSRGraph":
+        """A graph written by :meth:`save`, read with ``torch.load(weights_only=True)``."""
+        return cls.from_state_dict(torch.load(path, map_location=map_location,
+                                              weights_only=True))
 
     @classmethod
     def from_scipy(cls, m, index_dtype=None, dtype=torch.float32) -> "CSRGraph":
@@ -551,6 +638,15 @@ class CSRGraph:
         self.ensure_valid()
         return torch.sparse_csr_tensor(self.indptr, self.indices.to(torch.int64), self.values,
                                        size=self.shape, check_invariants=False)
+
+    def to_torch_sparse_coo(self) -> torch.Tensor:
+        """The matrix as a coalesced torch sparse COO tensor (int64 indices, relation ids
+        dropped); the values keep their autograd history (``torch.sparse.mm`` then
+        differentiates them too)."""
+        self.ensure_valid()
+        idx = torch.stack([self.row_ids(), self.indices.to(torch.int64)])
+        return torch.sparse_coo_tensor(idx, self.values, size=self.shape, is_coalesced=True,
+                                       check_invariants=False)
 
     def to_dense(self) -> torch.Tensor:
         """Dense (n_rows, n_cols) matrix; for tests and small graphs only."""
@@ -651,14 +747,18 @@ class CSRGraph:
             self._transpose = t
         return self._transpose
 
-    def mark_symmetric(self) -> "CSRGraph":
+    def mark_symmetric(self, check: bool = True) -> "CSRGraph":
         """Declare A == A^T: :meth:`transpose` then returns this graph itself, so a backward
         pass over it needs no transposed copy (16 B per edge). Returns ``self``.
 
-        For square graphs without relation ids (a symmetrised, sym-normalised adjacency). The
-        values' symmetry is the caller's promise; what is checked in O(nnz) is that every
-        node's row and column hold the same number of edges. :meth:`to` and
-        :meth:`with_values` keep the mark.
+        For square graphs without relation ids (a symmetrised, sym-normalised adjacency).
+        ``check=True`` (default) verifies it: every node's row and column hold the same edges
+        (structure, one sort of the column ids) and A[i, j] equals A[j, i] up to rounding
+        (relative 1e-5 in float32, 1e-12 in float64: ``normalize('sym')`` of a symmetric graph
+        rounds the two products differently); GraphError names the first offending edge.
+        ``check=False`` keeps only the O(n) degree check and trusts the caller (a graph
+        symmetric by construction, e.g. from :meth:`symmetrize`). :meth:`to` and
+        :meth:`with_values` keep the mark (new values are then the caller's promise).
         """
         self.ensure_valid()
         n_rows, n_cols = self.shape
@@ -673,6 +773,28 @@ class CSRGraph:
             bad = int((in_deg != out_deg).nonzero()[0, 0])
             raise GraphError(f"the graph is not symmetric: node {bad} has {int(out_deg[bad])} "
                              f"edges in its row and {int(in_deg[bad])} in its column")
+        if check and self.nnz:
+            cols = self.indices.to(torch.int64)
+            perm = torch.sort(cols, stable=True).indices
+            rows = self.row_ids()
+            # With equal degrees A^T has A's indptr; its column ids are the rows, sorted by column.
+            t_cols = rows[perm]
+            if not torch.equal(t_cols, cols):
+                at = int(torch.nonzero(t_cols != cols)[0])
+                raise GraphError(f"the graph is not symmetric: edge ({int(rows[at])}, "
+                                 f"{int(cols[at])}) has no mirror edge ({int(cols[at])}, "
+                                 f"{int(rows[at])})")
+            v = self.values.detach()
+            vt = v[perm]
+            rtol = 1e-5 if v.dtype == torch.float32 else 1e-12
+            scale = torch.maximum(v.abs(), vt.abs())
+            bad_v = (v - vt).abs() > rtol * scale + 1e-30
+            if bool(bad_v.any()):
+                at = int(torch.nonzero(bad_v)[0])
+                raise GraphError(f"the graph is not symmetric: A[{int(rows[at])}, "
+                                 f"{int(cols[at])}] = {float(v[at])!r} but A[{int(cols[at])}, "
+                                 f"{int(rows[at])}] = {float(vt[at])!r}; pass check=False "
+                                 f"only for a graph symmetric by construction")
         self._transpose = self
         return self
 
@@ -681,12 +803,24 @@ class CSRGraph:
 
         * ``"sym"``: D_r^{-1/2} A D_c^{-1/2} with D_r / D_c the row / column sums of the values
           (the LightGCN normalisation for a symmetric adjacency).
+        * ``"sym_row"``: D_r^{-1/2} A D_r^{-1/2}, the row sums on both sides (square graphs):
+          FREEDOM and LATTICE normalise their item-item kNN graphs this way (the kNN graph
+          S is not symmetric: its row sums are k-neighbour sums, its column sums are not), and
+          so do :func:`slifmr.models` ``row_sum_normalized`` and the peers' dense
+          ``compute_normalized_laplacian``. For a symmetric A it equals ``"sym"``.
         * ``"row"``: D_r^{-1} A (mean aggregation).
         * ``"none"``: unchanged.
-        Rows or columns whose sum is zero (isolated nodes) keep zero weights, never NaN.
+        Rows or columns whose sum is zero (isolated nodes) keep zero weights, never NaN (the
+        peers add 1e-7 to every sum instead: a relative difference below 1e-7 / degree).
         ``eps`` (a finite number >= 0): sums at most ``eps`` count as zero.
+        Differentiable: values that require grad give normalised values that do (torch ops).
+
+        Which peer uses which: LightGCN (and NGCF, KGAT's Laplacian variant) build the
+        bipartite user-item adjacency symmetric and use ``"sym"``; FREEDOM and LATTICE use
+        ``"sym"`` for their user-item graph and ``"sym_row"`` for the kNN item graphs; KGAT's
+        random-walk variant and mean aggregators use ``"row"``.
         """
-        check_choice("kind", kind, ("sym", "row", "none"))
+        check_choice("kind", kind, ("sym", "sym_row", "row", "none"))
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) \
                 or eps < 0:
             raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
@@ -696,15 +830,21 @@ class CSRGraph:
         rows = self.row_ids()
         cols = self.indices.to(torch.int64)
         vals = self.values
+        if kind == "sym_row" and self.shape[0] != self.shape[1]:
+            raise GraphError(f"normalize('sym_row') needs a square graph, got shape {self.shape}")
         with _alloc_guard(f"normalize of a {self.shape} graph needs its row and column sums"):
             row_sum = torch.zeros(self.shape[0], dtype=vals.dtype, device=self.device)
             col_sum = (torch.zeros(self.shape[1], dtype=vals.dtype, device=self.device)
                        if kind == "sym" else None)
-        row_sum.index_add_(0, rows, vals)
+        row_sum = row_sum.index_add(0, rows, vals)
+        if kind == "sym_row":
+            inv_r = torch.where(row_sum > eps, row_sum.clamp_min(1e-30).rsqrt(),
+                                torch.zeros_like(row_sum))
+            return self._with_values(_normalized(vals * inv_r[rows] * inv_r[cols], kind))
         if kind == "row":
             inv = torch.where(row_sum.abs() > eps, 1.0 / row_sum, torch.zeros_like(row_sum))
             return self._with_values(_normalized(vals * inv[rows], kind))
-        col_sum.index_add_(0, cols, vals)
+        col_sum = col_sum.index_add(0, cols, vals)
         inv_r = torch.where(row_sum > eps, row_sum.clamp_min(1e-30).rsqrt(),
                             torch.zeros_like(row_sum))
         inv_c = torch.where(col_sum > eps, col_sum.clamp_min(1e-30).rsqrt(),
@@ -720,6 +860,80 @@ class CSRGraph:
         return CSRGraph.from_edges(torch.cat([rows, cols]), torch.cat([cols, rows]),
                                    torch.cat([self.values, self.values]), shape=self.shape,
                                    index_dtype=self.indices.dtype, dtype=self.values.dtype)
+
+    # ------------------------------------------------------------------ arithmetic
+    # ``w * A + (1 - w) * B``: graphs of one shape add by the union of their patterns (edges
+    # in both are summed); a scalar (a number or a 0-d tensor, which may require grad) scales
+    # the values. Graphs with relation ids are refused: whether an edge of relation r in A and
+    # one of relation s in B are "the same edge" has no single answer (use stack_relations).
+    def _scalar(self, s, op: str) -> torch.Tensor | float:
+        if isinstance(s, torch.Tensor):
+            if s.numel() != 1 or s.is_complex() or s.dtype == torch.bool:
+                raise InputTypeError(f"CSRGraph {op} needs a real scalar, got a tensor of "
+                                     f"shape {tuple(s.shape)} and dtype {s.dtype}")
+            check_same_device(scalar=s.reshape(()), graph=self.indptr)
+            check_finite("scalar", s.detach().reshape(1))
+            return s.reshape(()).to(self.values.dtype)
+        if isinstance(s, bool) or not isinstance(s, (int, float)):
+            raise InputTypeError(f"CSRGraph {op} needs a number, a 0-d tensor or (for + and -) "
+                                 f"a CSRGraph, got {type(s).__name__}")
+        if not math.isfinite(s):
+            raise InputError(f"CSRGraph {op}: the scalar must be finite, got {s!r}")
+        return float(s)
+
+    def _no_relations(self, op: str) -> None:
+        if self.relation is not None:
+            raise GraphError(f"CSRGraph {op} is defined for graphs without relation ids; "
+                             f"combine relation graphs with stack_relations")
+
+    def __mul__(self, s) -> "CSRGraph":
+        if isinstance(s, CSRGraph):
+            return NotImplemented
+        s = self._scalar(s, "*")
+        self._no_relations("*")
+        self.ensure_valid()
+        return self._with_values(self.values * s)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, s) -> "CSRGraph":
+        if isinstance(s, CSRGraph):
+            return NotImplemented
+        s = self._scalar(s, "/")
+        if (float(s) if not isinstance(s, torch.Tensor) else float(s.detach())) == 0.0:
+            raise InputError("CSRGraph / 0")
+        return self * (1.0 / s)
+
+    def __neg__(self) -> "CSRGraph":
+        return self * -1.0
+
+    def __add__(self, other) -> "CSRGraph":
+        if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
+            return self  # sum([A, B]) starts from 0
+        if not isinstance(other, CSRGraph):
+            return NotImplemented
+        self._no_relations("+")
+        other._no_relations("+")
+        self.ensure_valid()
+        other.ensure_valid()
+        if self.shape != other.shape:
+            raise InputError(f"CSRGraph +: shapes differ, {self.shape} and {other.shape}")
+        if self.device != other.device:
+            raise InputError(f"CSRGraph +: devices differ, {self.device} and {other.device}")
+        dtype = torch.promote_types(self.values.dtype, other.values.dtype)
+        index_dtype = torch.promote_types(self.indices.dtype, other.indices.dtype)
+        return CSRGraph.from_edges(
+            torch.cat([self.row_ids(), other.row_ids()]),
+            torch.cat([self.indices.to(torch.int64), other.indices.to(torch.int64)]),
+            torch.cat([self.values.to(dtype), other.values.to(dtype)]),
+            shape=self.shape, index_dtype=index_dtype, dtype=dtype)
+
+    __radd__ = __add__
+
+    def __sub__(self, other) -> "CSRGraph":
+        if not isinstance(other, CSRGraph):
+            return NotImplemented
+        return self + (-other)
 
 
 def _normalized(v: torch.Tensor, kind: str) -> torch.Tensor:

@@ -398,8 +398,9 @@ def test_propagate_arguments():
         sk.propagate(g, x, relation_weight=torch.ones(3))
     v = g.values.clone().requires_grad_(True)
     gv = sk.CSRGraph(g.indptr, g.indices, v, g.shape, g.relation, g.num_relations)
-    with pytest.raises(sk.InputError, match="g.values requires grad"):
-        sk.propagate(gv, x)
+    # Edge-value gradients are supported (#18 item 2): the values get theirs.
+    sk.propagate(gv, x).sum().backward()
+    assert v.grad is not None and v.grad.shape == v.shape
     with torch.no_grad():
         sk.propagate(gv, x)  # nothing to differentiate: fine
     with pytest.raises(sk.InputTypeError, match="x must have dtype"):

@@ -310,6 +310,49 @@ cudaError_t launch_g(const int64_t* perm, const int64_t* src, const IdxT* col, c
   return cudaGetLastError();
 }
 
+// Edge-value gradient (SDDMM over the graph's pattern): one warp per edge, lane l sums the
+// features l, l + 32, ... in order, then a fixed xor-butterfly adds the 32 partials: every edge's
+// sum has one order, no atomics (deterministic). out[e] = sum_k dy[row_e, k] * x[col_e, k]
+// (* table[rel_e, k]). The whole warp takes the same edge, so no lane leaves early.
+template <typename T, typename IdxT, bool HAS_TABLE>
+__global__ void __launch_bounds__(kThreads)
+    sddmm_kernel(const int64_t* __restrict__ rows, const IdxT* __restrict__ col,
+                 const int32_t* __restrict__ rel, const T* __restrict__ table,
+                 const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ out,
+                 int64_t nnz, int64_t d) {
+  const int lane = threadIdx.x & 31;
+  const int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const bool valid = e < nnz;
+  T acc = T(0);
+  if (valid) {
+    const T* a = dy + rows[e] * d;
+    const T* b = x + static_cast<int64_t>(col[e]) * d;
+    const T* t = HAS_TABLE ? table + static_cast<int64_t>(rel[e]) * d : nullptr;
+    for (int64_t k = lane; k < d; k += 32) {
+      T p = a[k] * b[k];
+      if (HAS_TABLE) p *= t[k];
+      acc += p;
+    }
+  }
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_sync(0xffffffffu, acc, lane ^ off);
+  if (valid && lane == 0) out[e] = acc;
+}
+
+template <typename T, typename IdxT>
+cudaError_t launch_sddmm(const int64_t* rows, const IdxT* col, const int32_t* rel,
+                         const T* table, const T* dy, const T* x, T* out, int64_t nnz,
+                         int64_t d, cudaStream_t st) {
+  constexpr int64_t kEdgesPerBlock = kThreads / 32;
+  const int64_t nb = (nnz + kEdgesPerBlock - 1) / kEdgesPerBlock;
+  if (nb == 0) return cudaSuccess;
+  if (nb > 0x7fffffffLL) return cudaErrorInvalidValue;
+  if (table)
+    sddmm_kernel<T, IdxT, true><<<static_cast<unsigned>(nb), kThreads, 0, st>>>(rows, col, rel, table, dy, x, out, nnz, d);
+  else
+    sddmm_kernel<T, IdxT, false><<<static_cast<unsigned>(nb), kThreads, 0, st>>>(rows, col, rel, table, dy, x, out, nnz, d);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 // Entry points. dtype: 0 = float32, 1 = float64; idx64: column indices are int64 (else int32).
@@ -411,6 +454,30 @@ int slifmr_propagate_g_partials(int dtype, int idx64, const int64_t* perm, const
   if (idx64) return vec == 2 ? SLIFMR_G(int64_t, 2) : SLIFMR_G(int64_t, 1);
   return vec == 2 ? SLIFMR_G(int32_t, 2) : SLIFMR_G(int32_t, 1);
 #undef SLIFMR_G
+}
+
+// Edge-value gradient (see sddmm_kernel). rows: (nnz,) int64 row of each edge; table / rel may
+// be null (no relation factor).
+int slifmr_propagate_sddmm(int dtype, int idx64, const int64_t* rows, const void* col,
+                           const int32_t* rel, const void* table, const void* dy, const void* x,
+                           void* out, int64_t nnz, int64_t d, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (dtype == 0) {
+    if (idx64)
+      return launch_sddmm<float, int64_t>(rows, static_cast<const int64_t*>(col), rel,
+          static_cast<const float*>(table), static_cast<const float*>(dy),
+          static_cast<const float*>(x), static_cast<float*>(out), nnz, d, st);
+    return launch_sddmm<float, int32_t>(rows, static_cast<const int32_t*>(col), rel,
+        static_cast<const float*>(table), static_cast<const float*>(dy),
+        static_cast<const float*>(x), static_cast<float*>(out), nnz, d, st);
+  }
+  if (idx64)
+    return launch_sddmm<double, int64_t>(rows, static_cast<const int64_t*>(col), rel,
+        static_cast<const double*>(table), static_cast<const double*>(dy),
+        static_cast<const double*>(x), static_cast<double*>(out), nnz, d, st);
+  return launch_sddmm<double, int32_t>(rows, static_cast<const int32_t*>(col), rel,
+      static_cast<const double*>(table), static_cast<const double*>(dy),
+      static_cast<const double*>(x), static_cast<double*>(out), nnz, d, st);
 }
 
 const char* slifmr_cuda_error_string(int code) {

@@ -9,6 +9,9 @@
 //   slifmr_cuda::propagate_backward(indptr_t, indices_t, values_t?, relation_t, table, dy, x,
 //                                   num_relations, need_dx, need_g, stream) -> (dx, g)
 // (dx / g are empty [0, d] tensors when not requested.)
+//   slifmr_cuda::propagate_sddmm(indptr, indices, relation?, table?, dy, x, stream) -> dv
+//     dv[e] = sum_k dy[row_e, k] * x[col_e, k] (* table[relation[e], k]): the gradient of the
+//     edge values.
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
@@ -19,6 +22,9 @@
 #include <optional>
 
 extern "C" {
+int slifmr_propagate_sddmm(int dtype, int idx64, const int64_t* rows, const void* col,
+                           const int32_t* rel, const void* table, const void* dy, const void* x,
+                           void* out, int64_t nnz, int64_t d, void* stream);
 int slifmr_propagate_rows(int dtype, int idx64, const int64_t* indptr, const void* col,
                           const void* val, const int32_t* rel, const void* table, const void* x,
                           void* y, int64_t n_rows, int64_t d, int64_t chunk, void* stream);
@@ -210,6 +216,44 @@ std::tuple<at::Tensor, at::Tensor> propagate_backward(
   return {dx, g};
 }
 
+at::Tensor propagate_sddmm(const at::Tensor& indptr, const at::Tensor& indices,
+                           const std::optional<at::Tensor>& relation,
+                           const std::optional<at::Tensor>& table, const at::Tensor& dy,
+                           const at::Tensor& x, int64_t stream) {
+  check_graph(indptr, indices, std::nullopt, x);
+  check_cuda(dy, x, "dy");
+  TORCH_CHECK(dy.dim() == 2 && x.dim() == 2 && dy.size(1) == x.size(1),
+              "dy and x must be 2-D with the same number of columns");
+  TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "dy and x must share a dtype");
+  TORCH_CHECK(dy.size(0) == indptr.numel() - 1, "dy must have one row per graph row");
+  TORCH_CHECK(table.has_value() == relation.has_value(),
+              "relation and table come together (or neither)");
+  const int32_t* rel = nullptr;
+  if (table) {
+    check_cuda(*table, x, "table");
+    check_cuda(*relation, x, "relation");
+    TORCH_CHECK(relation->scalar_type() == at::kInt, "relation must be int32");
+    TORCH_CHECK(table->scalar_type() == x.scalar_type() && table->dim() == 2 &&
+                    table->size(1) == x.size(1),
+                "table must be (R, d) of x's dtype");
+    TORCH_CHECK(relation->numel() == indices.numel(), "relation must have one id per edge");
+    rel = relation->data_ptr<int32_t>();
+  }
+  c10::DeviceGuard guard(x.device());
+  const int64_t nnz = indices.numel(), n_rows = indptr.numel() - 1, d = x.size(1);
+  at::Tensor out = at::zeros({nnz}, x.options());
+  if (nnz == 0 || d == 0) return out;
+  const at::Tensor deg = indptr.slice(0, 1, n_rows + 1) - indptr.slice(0, 0, n_rows);
+  const at::Tensor rows = at::repeat_interleave(deg);
+  check_launch(slifmr_propagate_sddmm(dtype_code(x, "x"),
+                                      indices.scalar_type() == at::kLong ? 1 : 0,
+                                      rows.data_ptr<int64_t>(), indices.data_ptr(), rel,
+                                      opt_ptr(table), dy.data_ptr(), x.data_ptr(),
+                                      out.data_ptr(), nnz, d, as_stream(stream)),
+               "propagate sddmm");
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(slifmr_cuda, m) {
@@ -218,11 +262,14 @@ TORCH_LIBRARY_FRAGMENT(slifmr_cuda, m) {
   m.def("propagate_backward(Tensor indptr_t, Tensor indices_t, Tensor? values_t, "
         "Tensor relation_t, Tensor table, Tensor dy, Tensor x, int num_relations, "
         "bool need_dx, bool need_g, int stream) -> (Tensor, Tensor)");
+  m.def("propagate_sddmm(Tensor indptr, Tensor indices, Tensor? relation, Tensor? table, "
+        "Tensor dy, Tensor x, int stream) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(slifmr_cuda, SLIFMR_DISPATCH_KEY, m) {
   m.impl("propagate", &propagate);
   m.impl("propagate_backward", &propagate_backward);
+  m.impl("propagate_sddmm", &propagate_sddmm);
 }
 
 }  // namespace slifmr_cuda

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .._cuda import load_ops, stream_of
 
-__all__ = ["spmm", "spmm_rel", "spmm_rel_backward"]
+__all__ = ["spmm", "spmm_rel", "spmm_rel_backward", "sddmm"]
 
 _ops = load_ops()
 
@@ -39,3 +39,15 @@ def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, n
                                     int(num_relations), bool(need_dx), bool(need_g),
                                     stream_of(x))
     return (dx if need_dx else None), (g if need_g else None)
+
+
+if hasattr(_ops, "propagate_sddmm"):
+    def sddmm(indptr, indices, relation, table, dy, x, n_rows):
+        """Gradient of the edge values, ``dv[e] = sum_d dy[row_e, d] * x[col_e, d]`` (times
+        ``table[relation[e], d]`` with a table): one warp per edge, a fixed-order sum
+        (deterministic). Returns (nnz,) of x's dtype."""
+        if table is None:
+            relation = None
+        return _ops.propagate_sddmm(indptr, indices, relation, table, dy, x, stream_of(x))
+else:  # an extension built before the kernel existed: the op layer falls back (see op.py)
+    __all__.remove("sddmm")

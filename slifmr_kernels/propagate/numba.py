@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
         "the numba propagate backend needs numba (pip install numba)"
     ) from exc
 
-__all__ = ["spmm", "spmm_rel", "spmm_rel_backward", "make_tasks"]
+__all__ = ["spmm", "spmm_rel", "spmm_rel_backward", "sddmm", "make_tasks"]
 
 # Per-row cost added to the degree when balancing tasks: a row costs a zeroed
 # accumulator and one written output row even when it has no edges.
@@ -588,3 +588,55 @@ def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, n
     if need_g:
         _sum_partials(g_part, _np(g))
     return dx, g
+
+
+# ---------------------------------------------------------------------------
+# edge-value gradient (SDDMM)
+# ---------------------------------------------------------------------------
+#: Edges per parallel chunk of the SDDMM: fixed, so hubs are shared by every thread and each
+#: edge's sum is computed by one thread in feature order (same bits for any thread count).
+SDDMM_CHUNK = 2048
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _sddmm_kernel(indptr, indices, relation, table, dy, x, out, has_rel):
+    nnz = indices.shape[0]
+    d = x.shape[1]
+    n_chunks = (nnz + SDDMM_CHUNK - 1) // SDDMM_CHUNK
+    for c in prange(n_chunks):
+        e0 = c * SDDMM_CHUNK
+        e1 = min(nnz, e0 + SDDMM_CHUNK)
+        i = np.searchsorted(indptr, e0, side="right") - 1
+        for e in range(e0, e1):
+            while indptr[i + 1] <= e:
+                i += 1
+            j = indices[e]
+            acc = 0.0
+            if has_rel:
+                r = relation[e]
+                for k in range(d):
+                    acc += dy[i, k] * x[j, k] * table[r, k]
+            else:
+                for k in range(d):
+                    acc += dy[i, k] * x[j, k]
+            out[e] = acc
+
+
+def sddmm(indptr, indices, relation, table, dy, x, n_rows):
+    """Gradient of the edge values: ``dv[e] = sum_d dy[row_e, d] * x[col_e, d]`` (times
+    ``table[relation[e], d]`` when ``table`` is given), accumulated in float64 per edge.
+
+    Args: indptr (n_rows + 1,) int64; indices (nnz,) int32/int64; relation (nnz,) int32 or
+    None; table (R, d) or None; dy (n_rows, d); x (n_cols, d), one float dtype.
+    Returns (nnz,) of x's dtype; deterministic.
+    """
+    nnz = indices.shape[0]
+    out = torch.empty(nnz, dtype=x.dtype)
+    if nnz == 0:
+        return out
+    d = x.shape[1]
+    has_rel = table is not None
+    rel = _np(relation) if has_rel else np.zeros(1, dtype=np.int32)
+    tab = _np(table) if has_rel else np.zeros((1, max(d, 1)), dtype=_np(x).dtype)
+    _sddmm_kernel(_np(indptr), _np(indices), rel, tab, _np(dy), _np(x), _np(out), has_rel)
+    return out

@@ -8,6 +8,8 @@ Backward (derivation, with v_e the edge value, r_e its relation, T = w[:, None] 
     dX[j] = sum_{e=(i,j)} v_e T[r_e] * dY[i]          -> the forward kernel on A^T
     dT[r] = sum_{e: r_e=r} v_e X[j] * dY[i]           -> folded into the A^T pass as g
     dE = w[:, None] * dT,  dw = sum_d E * dT            (torch autograd through T = w * E)
+    dv[e] = sum_d dY[i] * T[r_e] * X[j]                 -> an SDDMM over A's pattern
+                                                           (only when the values need grad)
 No float atomics anywhere: the backward is as deterministic as the backend's forward.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_finite, check_float, check_int, check_same_device
 from ..errors import InputError, InputTypeError
-from ..backends import load, resolve
+from ..backends import _set_last, load, resolve
 from ..graph import CSRGraph
 
 __all__ = ["propagate", "propagate_layers", "MAX_LAYERS"]
@@ -45,6 +47,36 @@ def _propagate_op(indptr: Tensor, indices: Tensor, values: Tensor, relation: Opt
 def _propagate_fake(indptr, indices, values, relation, table, x, t_indptr, t_indices, t_values,
                     t_relation, n_rows, backend):
     return x.new_empty(n_rows, x.shape[1])
+
+
+#: Where the backend of a propagate call has no SDDMM kernel (the edge-value gradient: a CUDA
+#: extension built before ``propagate_sddmm`` existed), these run it instead on the same
+#: tensors, first available wins; ``last_backend("propagate_sddmm")`` says which ran.
+_SDDMM_FALLBACK = {"cuda": ("triton", "torch")}
+
+
+def _sddmm_backend(backend: str) -> str:
+    if hasattr(load("propagate", backend), "sddmm"):
+        return backend
+    for name in _SDDMM_FALLBACK.get(backend, ("torch",)):
+        try:
+            if hasattr(load("propagate", name), "sddmm"):
+                return name
+        except Exception:  # noqa: BLE001 - unavailable: try the next one
+            continue
+    return "torch"
+
+
+@torch.library.custom_op("slifmr::propagate_sddmm", mutates_args=())
+def _propagate_sddmm_op(indptr: Tensor, indices: Tensor, relation: Optional[Tensor],
+                        table: Optional[Tensor], dy: Tensor, x: Tensor, n_rows: int,
+                        backend: str) -> Tensor:
+    return load("propagate", backend).sddmm(indptr, indices, relation, table, dy, x, n_rows)
+
+
+@_propagate_sddmm_op.register_fake
+def _propagate_sddmm_fake(indptr, indices, relation, table, dy, x, n_rows, backend):
+    return x.new_empty(indices.shape[0])
 
 
 @torch.library.custom_op("slifmr::propagate_backward", mutates_args=())
@@ -79,33 +111,45 @@ def _propagate_backward_fake(t_indptr, t_indices, t_values, t_relation, table, d
 
 
 def _setup_context(ctx, inputs, output):
-    (_, _, _, _, table, x, t_indptr, t_indices, t_values, t_relation, _, backend) = inputs
+    (indptr, indices, values, relation, table, x, t_indptr, t_indices, t_values, t_relation,
+     n_rows, backend) = inputs
     ctx.backend = backend
     ctx.has_table = table is not None
-    # x is needed only for the table gradient; the plain SpMM backward keeps no activations,
-    # so stacked layers hold nothing but the graph between forward and backward.
-    keep_x = table is not None and table.requires_grad
+    ctx.n_rows = n_rows
+    # x is needed only for the table and edge-value gradients; the plain SpMM backward keeps no
+    # activations, so stacked layers hold nothing but the graph between forward and backward.
+    need_v = values.requires_grad
+    keep_x = (table is not None and table.requires_grad) or need_v
     ctx.keep_x = keep_x
     ctx.num_relations = 0 if table is None else table.shape[0]
     ctx.save_for_backward(t_indptr, t_indices, t_values, t_relation, table,
-                          x if keep_x else None)
+                          x if keep_x else None, indptr if need_v else None,
+                          indices if need_v else None, relation if need_v else None)
 
 
 def _backward(ctx, dy):
-    t_indptr, t_indices, t_values, t_relation, table, x = ctx.saved_tensors
+    (t_indptr, t_indices, t_values, t_relation, table, x, indptr, indices,
+     relation) = ctx.saved_tensors
     if dy.layout != torch.strided:  # a sparse gradient (a row gather with sparse=True) only
         dy = dy.to_dense()
+    dy = dy.contiguous()
+    need_v = ctx.needs_input_grad[2]
     need_dx = ctx.needs_input_grad[5]
     need_g = ctx.has_table and ctx.needs_input_grad[4]
-    if not (need_dx or need_g):
-        return (None,) * 12
-    if t_indptr.numel() == 0:
-        raise RuntimeError("propagate: the transposed graph was not passed to the op although a "
-                           "gradient is needed; call slifmr_kernels.propagate, not the raw op")
-    dx, g = _propagate_backward_op(t_indptr, t_indices, t_values, t_relation, table,
-                                   dy.contiguous(), x if x is not None else dy.new_empty(0, 0),
-                                   ctx.num_relations, need_dx, need_g, ctx.backend)
-    return (None, None, None, None, g if need_g else None, dx if need_dx else None,
+    dv = dx = g = None
+    if need_v:
+        name = _sddmm_backend(ctx.backend)
+        _set_last("propagate_sddmm", name)
+        dv = _propagate_sddmm_op(indptr, indices, relation, table, dy, x, ctx.n_rows, name)
+    if need_dx or need_g:
+        if t_indptr.numel() == 0:
+            raise RuntimeError("propagate: the transposed graph was not passed to the op "
+                               "although a gradient is needed; call slifmr_kernels.propagate, "
+                               "not the raw op")
+        dx, g = _propagate_backward_op(t_indptr, t_indices, t_values, t_relation, table, dy,
+                                       x if (x is not None and need_g) else dy.new_empty(0, 0),
+                                       ctx.num_relations, need_dx, need_g, ctx.backend)
+    return (None, None, dv, None, g if need_g else None, dx if need_dx else None,
             None, None, None, None, None, None)
 
 
@@ -148,10 +192,6 @@ def _check_args(g, x, relation_emb, relation_weight, backend):
         raise InputError(f"x must have g.shape[1] = {n_cols} rows, got {x.shape[0]}")
     w = g.relation_weight if relation_weight is None else relation_weight
     check_same_device(graph=g.indptr, x=x, relation_emb=relation_emb, relation_weight=w)
-    if g.values.requires_grad and torch.is_grad_enabled():
-        raise InputError("g.values requires grad, but propagate is not differentiable in the "
-                         "edge values; pass g.with_values(g.values.detach()) (or differentiate "
-                         "through the edges with torch operations)")
     R = g.num_relations
     if relation_emb is not None:
         if g.relation is None:
@@ -191,8 +231,16 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
 
     Returns:
         (n_rows, d) tensor of x's dtype. Deterministic on every backend (no float atomics).
-        Not differentiable in the edge values: a graph whose values require grad is refused
-        (while grad mode is on) rather than silently given no gradient.
+        Differentiable in the edge values too: when ``g.values`` requires grad (a graph
+        built by ``CSRGraph.from_edges(src, dst, weight)`` from a ``weight`` that requires
+        grad, by ``normalize``, graph arithmetic or ``with_values``), backward computes
+        ``dvalues[e] = sum_d dY[row_e, d] * T[r_e, d] * X[col_e, d]`` (``T = w * E``, ones
+        without relation embeddings) with an SDDMM kernel over the graph's pattern (every
+        backend has one: deterministic, no atomics) and autograd carries it back through the
+        graph's construction. A CUDA extension built before that kernel existed falls back to
+        the triton kernel (else the torch reference) on the same CUDA tensors;
+        ``last_backend("propagate_sddmm")`` names the backend that ran. x is then kept for the
+        backward (as for relation embeddings).
 
     Raises:
         InputError (or its TypeError / IndexError variants, GraphError for a graph whose
@@ -208,6 +256,7 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
     name, w, R, n_rows = _check_args(g, x, relation_emb, relation_weight, backend)
     x = x.contiguous()
     values = g.values.to(x.dtype)
+    values_grad = values.requires_grad and torch.is_grad_enabled()
     relation, table, folded = None, None, False
     if g.relation is not None:
         if relation_emb is not None or (w is not None and w.requires_grad):
@@ -217,6 +266,9 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
             table = (e if w is None else w.to(x.dtype)[:, None] * e).expand(R, x.shape[1])
             table = table.to(x.dtype).contiguous()
             relation = g.relation
+        elif w is not None and values_grad:
+            # Folded as below, but through autograd (and not cached: the values change).
+            values = values * w.detach().to(x.dtype)[g.relation.long()]
         elif w is not None:
             # Constant relation weights fold into the edge values: plain SpMM.
             values, folded = _folded_values(g, w, x.dtype), True
@@ -225,8 +277,12 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
     if needs_grad:
         t = g.transpose()
         t_indptr, t_indices = t.indptr, t.indices
-        t_values = (_folded_values(g, w, x.dtype, transposed=True) if folded
-                    else t.values.to(x.dtype))
+        if values_grad:
+            # The backward reads the transposed values as numbers only.
+            t_values = values.detach()[t.edge_perm] if t is not g else values.detach()
+        else:
+            t_values = (_folded_values(g, w, x.dtype, transposed=True) if folded
+                        else t.values.to(x.dtype))
         t_relation = t.relation if table is not None else None
     else:
         t_indptr = t_indices = torch.empty(0, dtype=torch.int64, device=x.device)

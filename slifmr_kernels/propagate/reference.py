@@ -55,3 +55,18 @@ def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, n
             msg = x[rows[a:b]] * dy[indices_t[a:b].long()] * values_t[a:b, None]
             g.index_add_(0, relation_t[a:b].long(), msg)
     return dx, g
+
+
+def sddmm(indptr, indices, relation, table, dy, x, n_rows):
+    """Gradient of the edge values (a sampled dense-dense product over the graph's pattern):
+    dv[e] = sum_d dy[row_e, d] * x[col_e, d] (* table[relation[e], d] when table is given)
+    -> (nnz,), dtype of x."""
+    nnz = indices.numel()
+    out = x.new_empty(nnz)
+    rows = _rows(indptr, n_rows)
+    for a, b in _chunks(nnz, x.shape[1]):
+        prod = dy[rows[a:b]] * x[indices[a:b].long()]
+        if table is not None:
+            prod = prod * table[relation[a:b].long()]
+        out[a:b] = prod.sum(1)
+    return out
