@@ -160,8 +160,9 @@ def _merge_edges(src, dst, rel, weight, n_rows: int, n_cols: int, n_rel: int):
             key = key * n_rel + rel
         if key.numel() < 2 or bool((key[1:] > key[:-1]).all()):
             # Already in CSR order without duplicates (an edge list from a CSR graph, pruned
-            # by a mask): one O(E) comparison instead of a sort, and the weights as given.
-            return src, dst, rel, weight
+            # by a mask): one O(E) comparison instead of a sort. Copies, so that the graph
+            # never aliases the caller's arrays (the weights' autograd history is kept).
+            return src, dst.clone(), rel, weight.clone()
         uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
         values = torch.zeros(uniq.numel(), dtype=dtype, device=device).index_add_(0, inverse,
                                                                                   weight)

@@ -374,6 +374,12 @@ def test_sorted_edges_skip_the_sort(monkeypatch):
     assert calls
     for f in ("indptr", "indices", "values"):
         assert torch.equal(getattr(pruned, f), getattr(ref, f))
+    # the graph does not alias the caller's arrays
+    w_in, d_in = g.values[keep].clone(), cols.clone()
+    h = sk.CSRGraph.from_edges(rows, d_in, w_in, shape=(20, 20), index_dtype=torch.int64)
+    w_in.add_(1.0)
+    d_in.zero_()
+    assert torch.equal(h.values, pruned.values) and torch.equal(h.indices, cols)
     # duplicates still merge
     d = sk.CSRGraph.from_edges([0, 0, 1], [1, 1, 0], [1.0, 2.0, 3.0])
     assert d.nnz == 2 and d.values.tolist() == [3.0, 3.0]
