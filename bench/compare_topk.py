@@ -8,6 +8,7 @@ Run the numbers you report under the exclusive CPU lock::
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py variants --n 60000 --d 64
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py gemm --n 24000 --d 384
     flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py bf16 --n 40000 --d 384
+    flock -x /tmp/slifmr-cpu.lock python bench/compare_topk.py approx --n 100000 --d 64
 
 Tasks (float32; every method runs once on the same data unless ``--repeat``):
 
@@ -33,6 +34,10 @@ Tasks (float32; every method runs once on the same data unless ``--repeat``):
   against the fp32 Numba kernel and FAISS ``IndexFlatIP`` on the same clustered data; the
   ``fallback`` column counts the rows retried and the rows recomputed in fp32. Ceilings: bf16
   ``torch.mm`` on the path's tiles (2 threads, one tile each) and 2-thread scipy sgemm.
+* ``approx``: ``sk.knn_graph(x, k, method="approx")`` (random-projection blocks + NN-descent)
+  against the exact graph and FAISS ``IndexHNSWFlat`` / ``IndexIVFFlat`` (self dropped from
+  k + 1), recall@k against the exact graph; ``--data clustered`` or ``ml1m`` (ml-1m's text
+  features, replicated with noise up to ``--n`` rows).
 * ``variants``: the fused kernel (GEMM per L2 tile inside the parallel region, BLAS pinned
   to one thread) against ``topk_outer`` (4096 x 4096 blocks from a 2-thread ``torch.mm``,
   selection parallel in Numba), against the sgemm-only loop.
@@ -375,6 +380,99 @@ def task_bf16(args):
                          "fallback", "agree"]
 
 
+def _recall(a_idx, e_idx):
+    """Fraction of the exact neighbours (N, k) found in the approximate lists (N, k')."""
+    a, e = a_idx.numpy(), e_idx.numpy()
+    hit = sum(len(set(ra[ra >= 0]) & set(re[re >= 0])) for ra, re in zip(a, e))
+    return hit / max(1, int((e_idx >= 0).sum()))
+
+
+def _graph_idx(g, n, k):
+    return g.indices.to(torch.int64).view(n, k) if g.nnz == n * k else None
+
+
+def approx_data(args):
+    """(name, x): clustered unit rows, or ml-1m's text features (3533 x 384) — as is when
+    --n <= 3533, else replicated with 5 % Gaussian noise per copy (real-like, N rows)."""
+    if args.data == "clustered":
+        return f"clustered (1000 centres, spread 0.6), d = {args.d}", clustered(args.n, args.d,
+                                                                              seed=args.seed)
+    feat = torch.from_numpy(np.load(ROOT.parent / "shared/data/ml-1m-kg-mm/text_feat.npy"))
+    feat = sk.normalize_rows(feat.float())
+    if args.n <= feat.shape[0]:
+        return f"ml-1m text_feat.npy ({feat.shape[0]} x {feat.shape[1]})", feat.contiguous()
+    g = torch.Generator().manual_seed(args.seed)
+    reps = -(-args.n // feat.shape[0])
+    x = feat.repeat(reps, 1)[:args.n]
+    x = x + 0.05 * feat.std() * torch.randn(x.shape, generator=g)
+    return (f"ml-1m text features x {reps} copies + 5 % noise ({args.n} x {feat.shape[1]})",
+            sk.normalize_rows(x).contiguous())
+
+
+def task_approx(args):
+    """Approximate kNN graph (sk.knn_graph(method="approx")) vs exact vs FAISS HNSW / IVF:
+    time and recall@k against the exact graph, same data, same run."""
+    import faiss
+    from slifmr_kernels.topk import approx
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    k = args.k
+    name, x = approx_data(args)
+    n, d = x.shape
+    approx.knn_graph_approx(x[:5000], k)  # JIT warm-up
+    sk.knn_graph(x[:3000], k)
+    rows = []
+    t_e, g_e, m_e = measure(lambda: sk.knn_graph(x, k, metric="ip"), args.repeat)
+    c_e = LAST_CPU["s"]
+    e_idx = _graph_idx(g_e, n, k)
+    t_a, g_a, m_a = measure(lambda: sk.knn_graph(x, k, metric="ip", method="approx"),
+                            args.repeat)
+    c_a = LAST_CPU["s"]
+    r_a = _recall(_graph_idx(g_a, n, k), e_idx)
+    flop = 2.0 * n * n * d
+
+    def hnsw():
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 64
+        index.add(x.numpy())
+        index.hnsw.efSearch = 64
+        _, i = index.search(x.numpy(), k + 1)
+        return torch.from_numpy(i)
+
+    def ivf():
+        nlist = max(16, int(4 * n ** 0.5))
+        q = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(q, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(x[torch.randperm(n, generator=torch.Generator().manual_seed(0))
+                      [:min(n, 40 * nlist)]].numpy())
+        index.add(x.numpy())
+        index.nprobe = 16
+        _, i = index.search(x.numpy(), k + 1)
+        return torch.from_numpy(i)
+
+    def drop_self(i):
+        keep = i != torch.arange(n)[:, None]
+        out = torch.full((n, k + 1), -1, dtype=torch.int64)
+        for r in range(n):  # rows keep their first k non-self ids
+            v = i[r][keep[r]][:k]
+            out[r, :v.numel()] = v
+        return out[:, :k]
+    rows.append(_row("exact sk.knn_graph (auto)", t_e, flop, m_e, t_a, cpu=c_e, recall="1.000"))
+    rows.append(_row('ours sk.knn_graph(method="approx")', t_a, flop, m_a, t_a, cpu=c_a,
+                     recall=f"{r_a:.3f}"))
+    if not args.no_faiss:
+        t_h, i_h, m_h = measure(hnsw, args.repeat)
+        c_h = LAST_CPU["s"]
+        rows.append(_row("FAISS HNSWFlat M=32 efC=64 efS=64", t_h, flop, m_h, t_a, cpu=c_h,
+                         recall=f"{_recall(drop_self(i_h), e_idx):.3f}"))
+        t_i, i_i, m_i = measure(ivf, args.repeat)
+        c_i = LAST_CPU["s"]
+        rows.append(_row(f"FAISS IVFFlat nlist={max(16, int(4 * n ** 0.5))} nprobe=16", t_i,
+                         flop, m_i, t_a, cpu=c_i, recall=f"{_recall(drop_self(i_i), e_idx):.3f}"))
+    title = (f"approximate kNN graph, {name}, N = {n}, k = {k}, inner product on unit rows; "
+             f"recall@{k} vs the exact graph; GFLOP/s column = the exact join's 2·N²·d / time")
+    return title, rows, ["method", "time_s", "cpu_s", "vs ours", "peak_extra_MiB", "recall"]
+
+
 def task_scores(args):
     n_users, n_items, d, k = args.users, args.items, args.d, args.k
     g = torch.Generator().manual_seed(args.seed)
@@ -489,7 +587,9 @@ def task_gemm(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=["knn", "scores", "variants", "gemm", "bf16"])
+    p.add_argument("task", choices=["knn", "scores", "variants", "gemm", "bf16", "approx"])
+    p.add_argument("--data", choices=["clustered", "ml1m"], default="clustered",
+                   help="approx: the data set")
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--k", type=int, default=None, help="default 10 (knn) / 20 (scores)")
@@ -512,7 +612,8 @@ def main(argv=None):
         args.k = 20 if args.task == "scores" else 10
     torch.manual_seed(args.seed)
     title, rows, cols = {"knn": task_knn, "scores": task_scores, "variants": task_variants,
-                         "gemm": task_gemm, "bf16": task_bf16}[args.task](args)
+                         "gemm": task_gemm, "bf16": task_bf16,
+                         "approx": task_approx}[args.task](args)
     info = env_info()
     print(f"\n{title}\n{fmt_table(rows, cols)}\n{json.dumps(info)}")
     if args.output:

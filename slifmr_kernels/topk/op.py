@@ -179,8 +179,10 @@ def topk_as_graph(idx: Tensor, val: Tensor, n_cols: int) -> CSRGraph:
 
 
 def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGraph] = None,
-              backend: str = "auto", exclude_self: bool = True) -> CSRGraph:
-    """Exact k-nearest-neighbour graph of the rows of ``x`` (self excluded by default).
+              backend: str = "auto", exclude_self: bool = True, method: str = "exact",
+              seed: int = 0) -> CSRGraph:
+    """k-nearest-neighbour graph of the rows of ``x`` (self excluded by default): exact, or
+    approximate with ``method="approx"``.
 
     Args:
         x: (N, d) float32/float64.
@@ -190,6 +192,11 @@ def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGr
         exclude: optional CSRGraph (N, N) of pairs that may not become edges.
         exclude_self: False keeps each row among its own candidates (FREEDOM / LATTICE build
             their item graphs that way: with cosine the row itself is its first neighbour).
+        method: "exact" (the top-k join, O(N² d)) or "approx": random-projection block
+            candidates refined by NN-descent (slifmr_kernels/topk/approx.py), for large N
+            with no previous graph; recall is measured, not guaranteed (docs/PERFORMANCE.md);
+            ``exclude`` is not supported there.
+        seed: int seed of the "approx" sampling (same inputs + seed -> same graph).
 
     Returns:
         CSRGraph (N, N) with up to k edges per row, columns sorted. Values = similarity, always
@@ -210,7 +217,17 @@ def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGr
     """
     check_float("x", x, ndim=2)
     exclude_self = check_bool("exclude_self", exclude_self)
+    check_choice("method", method, ("exact", "approx"))
     k = min(check_int("k", k, 0), max(x.shape[0] - int(exclude_self), 0))
+    if method == "approx":
+        check_choice("metric", metric, _METRICS)
+        if exclude is not None:
+            raise InputError('exclude is not supported with method="approx"')
+        seed = check_int("seed", seed, 0)
+        check_finite("x", x)
+        from .approx import knn_graph_approx
+        return knn_graph_approx(x.detach(), k, metric=metric, exclude_self=exclude_self,
+                                seed=seed, backend=backend)
     idx, val = topk_similarity(x, k, metric=metric, exclude_self=exclude_self, exclude=exclude,
                                backend=backend)
     return topk_as_graph(idx, val, x.shape[0])
