@@ -78,3 +78,9 @@ def test_arguments():
     with pytest.raises(sk.InputError):
         sk.knn_graph(torch.full((20, 4), float("nan")), 3, method="approx")
     assert sk.knn_graph(x, 0, method="approx").nnz == 0
+
+
+def test_orders_by_size():
+    assert approx.default_orders(100_000) == 2
+    assert approx.default_orders(200_000) == 2
+    assert approx.default_orders(1_000_000) == 2
