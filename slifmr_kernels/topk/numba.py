@@ -355,3 +355,9 @@ def topk_outer(x, y, k, exclude_self, excl_indptr, excl_indices, rows=4096, cols
             _select_block(tile.numpy(), r0, c0, k, bool(exclude_self), has_excl, buf, ptr, end,
                           n_sub, out_idx, out_val)
     return torch.from_numpy(out_idx), torch.from_numpy(out_val)
+
+
+# Imported here, at the end (it uses the helpers above), rather than at its first use: the
+# backend is loaded with Numba's cache pointed at the user cache directory
+# (backends.numba_cache_dir), and the bf16 kernels must compile into that cache too.
+from . import bf16  # noqa: E402,F401
