@@ -1,4 +1,4 @@
-// Fused heterogeneous propagation, CUDA kernels (KERNELS.md K2).
+// Fused heterogeneous propagation, CUDA kernels (docs/GPU.md).
 //
 //   y[i] = sum_{e in row i} v[e] * table[rel[e]] * x[col[e]]        (table optional)
 //

@@ -1,4 +1,4 @@
-// Batched top-k similarity with the selection fused into the tiled GEMM (KERNELS.md K1).
+// Batched top-k similarity with the selection fused into the tiled GEMM (docs/GPU.md).
 //
 // For every row i of x [N, d]: the k largest s(i, j) = <x[i], y[j]> over the allowed columns j
 // of y [M, d], sorted by (score desc, index asc); disallowed: j == i (exclude_self) and the

@@ -9,7 +9,7 @@ Implements the three kernel functions of the propagate backend contract
 * ``spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x,
   num_relations, need_dx, need_g)``  ->  ``(dx, g)`` over the transposed graph.
 
-How the work is cut (KERNELS.md K2, "CPU"):
+How the work is cut:
 
 * The rows are cut into *tasks* by a sequential scan over ``indptr`` whose
   result depends on ``nnz`` and the row count only, never on the number of

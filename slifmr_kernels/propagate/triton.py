@@ -1,4 +1,4 @@
-"""Triton backend of the fused heterogeneous propagation (KERNELS.md K2).
+"""Triton backend of the fused heterogeneous propagation (docs/GPU.md).
 
 Contract: docs/ARCHITECTURE.md, "propagate".  The op layer has validated the arguments, made
 every tensor contiguous and cast ``values`` / ``table`` to the dtype of ``x``; ``indptr`` is

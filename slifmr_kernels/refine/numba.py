@@ -1,4 +1,4 @@
-"""Numba CPU backend of the incremental kNN refresh (SPEC §2.4).
+"""Numba CPU backend of the incremental kNN refresh.
 
 NN-descent seeded by the previous graph, in a *pull* form that needs no locks and gives the
 same bits for any thread count:

@@ -1,4 +1,4 @@
-"""Incremental kNN refresh: update a kNN graph after the vectors moved (SPEC §2.4).
+"""Incremental kNN refresh: update a kNN graph after the vectors moved.
 
 Exact kNN costs 2·N²·d FLOP; after one training epoch the item vectors have moved a little,
 and the previous graph is an excellent seed. :func:`knn_refine` rescores the old neighbours

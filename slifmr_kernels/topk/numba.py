@@ -1,4 +1,4 @@
-"""Numba CPU backend of the top-k kernel (docs/ARCHITECTURE.md, KERNELS.md K1 "CPU").
+"""Numba CPU backend of the top-k kernel (docs/ARCHITECTURE.md, docs/PERFORMANCE.md).
 
 Work is cut into row tiles of ``TR`` rows (a function of the problem size only) processed in
 parallel with ``prange``. For each row tile the columns of ``y`` are visited in tiles of ``TC``
@@ -20,7 +20,7 @@ set is a function of the candidate set only.
 
 BLAS must run single-threaded inside the parallel region (two threads each asking a 2-thread
 OpenBLAS for a GEMM contend for the same pool); :func:`_blas_single_thread` pins it for the
-duration of a call. ``topk_outer`` is the other structure KERNELS.md names (2-thread GEMMs
+duration of a call. ``topk_outer`` is the other plausible CPU structure (2-thread GEMMs
 issued from Python, selection parallel in Numba); ``bench/compare_topk.py`` measures both.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Triton backend of the batched top-k similarity (KERNELS.md K1).
+"""Triton backend of the batched top-k similarity (docs/GPU.md).
 
 Contract: docs/ARCHITECTURE.md, "topk".  ``x`` [N, d] and ``y`` [M, d] share a float dtype
 (float32 or float64); scores are inner products (the op layer normalised the rows for cosine).
