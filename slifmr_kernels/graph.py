@@ -493,6 +493,38 @@ class CSRGraph:
                             relation_weight=relation_weight)
 
     @classmethod
+    def from_topk(cls, idx, val, n_cols: int) -> "CSRGraph":
+        """The graph of a top-k result: one edge i -> idx[i, t] of weight val[i, t] for every
+        valid entry (``idx >= 0``; -1 marks the padding of rows with fewer than k candidates).
+
+        Args:
+            idx: (N, k) integer tensor of column ids in [-1, n_cols).
+            val: (N, k) floating tensor of the same shape (the scores become float32 weights).
+            n_cols: the number of columns (items) of the graph.
+        Returns an (N, n_cols) CSRGraph, columns sorted within each row (what
+        ``topk_similarity`` / ``topk_scores`` return, as a graph; ``knn_graph`` builds it for you).
+        """
+        from .topk.op import topk_as_graph
+        if not isinstance(idx, torch.Tensor) or not isinstance(val, torch.Tensor):
+            raise InputTypeError(f"idx and val must be tensors, got {type(idx).__name__} and "
+                                 f"{type(val).__name__}")
+        if idx.dim() != 2 or idx.shape != val.shape:
+            raise InputError(f"idx and val must be (N, k) of the same shape, got {tuple(idx.shape)} "
+                             f"and {tuple(val.shape)}")
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise InputTypeError(f"idx must be an integer tensor, got {idx.dtype}")
+        if not val.dtype.is_floating_point:
+            raise InputTypeError(f"val must be a floating tensor, got {val.dtype}")
+        if isinstance(n_cols, bool) or not isinstance(n_cols, int) or n_cols < 0:
+            raise InputError(f"n_cols must be an integer >= 0, got {n_cols!r}")
+        if idx.device != val.device:
+            raise InputError(f"idx and val must be on one device, got {idx.device} and {val.device}")
+        if idx.numel() and (int(idx.min()) < -1 or int(idx.max()) >= n_cols):
+            raise GraphIndexError(f"idx must lie in [-1, n_cols={n_cols}), got values in "
+                                  f"[{int(idx.min())}, {int(idx.max())}]")
+        return topk_as_graph(idx.to(torch.int64), val, n_cols)
+
+    @classmethod
     def from_csr(cls, indptr, indices, values=None, shape=None, relation=None,
                  num_relations=None, relation_names=None, relation_weight=None) -> "CSRGraph":
         """Build from arrays already in CSR form (no sort, no merge): the per-epoch rebuild of

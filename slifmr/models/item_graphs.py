@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 import slifmr_kernels as sk
-from slifmr_kernels.topk.op import topk_as_graph
 
 __all__ = ["knn_edges", "row_sum_normalized", "edge_cosine", "propagate_edges", "graph_from_edges",
            "mixed_feature_graph"]
@@ -29,7 +28,7 @@ def knn_edges(x: torch.Tensor, k: int, backend: str = "auto") -> tuple:
     """
     idx, val = sk.topk_similarity(x.detach().float(), min(k, x.shape[0]), metric="cosine",
                                   exclude_self=False, backend=backend)
-    g = topk_as_graph(idx, val, x.shape[0])
+    g = sk.CSRGraph.from_topk(idx, val, x.shape[0])
     return g.row_ids(), g.indices.to(torch.int64)
 
 
