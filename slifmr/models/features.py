@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["ModalityProjection", "NORM_EPS"]
+__all__ = ["ModalityProjection", "raw_feature_projections", "NORM_EPS"]
 
 #: rows with a smaller L2 norm count as zero rows when normalised (F.normalize's eps)
 NORM_EPS = 1e-12
@@ -44,3 +44,15 @@ class ModalityProjection(nn.Module):
         if self.inv_norm is not None:
             h = h * self.inv_norm[:, None]
         return h + self.linear.bias
+
+
+def raw_feature_projections(features, cfg) -> tuple:
+    """``(modalities, ModuleDict)``: the names of ``cfg.modalities`` present in ``features``
+    and a :class:`ModalityProjection` of each one's raw (not row-normalised) features, as
+    FREEDOM and LATTICE project them. ``proj[m].feature`` is the (I, d_m) float32 tensor their
+    feature graphs are built from."""
+    features = features or {}
+    modalities = [m for m in (cfg.modalities or []) if m in features]
+    proj = nn.ModuleDict({m: ModalityProjection(features[m], cfg.embed_dim, normalize_rows=False)
+                          for m in modalities})
+    return modalities, proj

@@ -20,7 +20,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 import slifmr_kernels as sk
 
@@ -28,7 +27,7 @@ from ..config import Config
 from ..graphs import Graphs
 from ..losses import bpr_loss
 from .base import Batch, ModelOutput, Recommender
-from .features import ModalityProjection
+from .features import raw_feature_projections
 from .item_graphs import mixed_feature_graph
 from .lightgcn import interaction_view
 
@@ -73,15 +72,11 @@ class FREEDOM(Recommender):
     def __init__(self, num_users: int, num_items: int, cfg: Config, *, train: np.ndarray,
                  features: Optional[dict] = None):
         super().__init__(num_users, num_items, cfg)
-        features = features or {}
-        self.modalities = [m for m in (cfg.modalities or []) if m in features]
-        self.proj = nn.ModuleDict({m: ModalityProjection(features[m], cfg.embed_dim, normalize_rows=False)
-                                   for m in self.modalities})
+        self.modalities, self.proj = raw_feature_projections(features, cfg)
         self.item_graph = None
         if self.modalities:
-            feats = [torch.from_numpy(np.asarray(features[m], np.float32)) for m in self.modalities]
             self.item_graph = mixed_feature_graph(
-                feats, modality_weights(self.modalities, cfg.image_graph_weight), cfg.knn_k,
+                [self.proj[m].feature for m in self.modalities], modality_weights(self.modalities, cfg.image_graph_weight), cfg.knn_k,
                 self.num_items, backend=cfg.backend)
         u, i = train[:, 0].astype(np.int64), train[:, 1].astype(np.int64)
         du = np.bincount(u, minlength=self.num_users).astype(np.float64)

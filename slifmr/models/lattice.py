@@ -29,7 +29,7 @@ from ..config import Config
 from ..graphs import Graphs
 from ..losses import l2_reg
 from .base import Batch, ModelOutput, Recommender
-from .features import ModalityProjection
+from .features import raw_feature_projections
 from .item_graphs import (edge_cosine, graph_from_edges, knn_edges, mixed_feature_graph,
                           propagate_edges, row_sum_normalized)
 from .lightgcn import interaction_view
@@ -51,12 +51,9 @@ class LATTICE(Recommender):
     def __init__(self, num_users: int, num_items: int, cfg: Config, *,
                  features: Optional[dict] = None):
         super().__init__(num_users, num_items, cfg)
-        features = features or {}
-        self.modalities = [m for m in (cfg.modalities or []) if m in features]
-        self.proj = nn.ModuleDict({m: ModalityProjection(features[m], cfg.embed_dim, normalize_rows=False)
-                                   for m in self.modalities})
-        self.frozen = [mixed_feature_graph([torch.from_numpy(np.asarray(features[m], np.float32))],
-                                           [1.0], cfg.knn_k, self.num_items, backend=cfg.backend)
+        self.modalities, self.proj = raw_feature_projections(features, cfg)
+        self.frozen = [mixed_feature_graph([self.proj[m].feature], [1.0], cfg.knn_k, self.num_items,
+                                           backend=cfg.backend)
                        for m in self.modalities]
         self.modal_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # softmax: equal weights
         self._learned: Optional[sk.CSRGraph] = None
