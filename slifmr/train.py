@@ -305,7 +305,8 @@ class Trainer:
             raise TrainingInterrupted(signum) from None
         finally:
             if self._tb is not None:
-                self._tb.close()
+                with deferred_interrupts():
+                    self._tb.close()
                 self._tb = None
         self._write_curves(force=True)
         if self.stopped_by_callback:
@@ -369,20 +370,22 @@ class Trainer:
             self.history.append(rec)
             self.epoch = epoch + 1
             self.stopped_early = stopped
+            # Held as well: the TensorBoard writer and matplotlib, whose locks and queues an
+            # exception raised inside them can leave so that closing the writer never returns.
             with deferred_interrupts():
                 if best_ckpt is not None:
                     atomic_save(best_ckpt, self._p("best.pt"))
                 del best_ckpt
                 atomic_save(self._state(), self._p("last.pt"))
                 self._write_log()
-            v = rec.get("valid_recall@20")
-            terms = ", ".join(f"{k} {parts[k]:.4f}" for k in self.model.loss_parts)
-            self.log(f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} ({terms})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
-                     f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
-                     f"(rebuild {rebuild_s:.2f}s)")
-            if self._tb is not None:
-                log_epoch(self._tb, rec, ("loss",) + tuple(self.model.loss_parts), alpha)
-            self._write_curves()
+                v = rec.get("valid_recall@20")
+                terms = ", ".join(f"{k} {parts[k]:.4f}" for k in self.model.loss_parts)
+                self.log(f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} ({terms})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
+                         f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
+                         f"(rebuild {rebuild_s:.2f}s)")
+                if self._tb is not None:
+                    log_epoch(self._tb, rec, ("loss",) + tuple(self.model.loss_parts), alpha)
+                self._write_curves()
             if (self.on_evaluation is not None and any(k.startswith("valid_") for k in rec)
                     and self.on_evaluation(epoch + 1, dict(rec))):
                 self.stopped_by_callback = stopped = True

@@ -181,6 +181,29 @@ def test_interrupt_during_a_write_is_delivered_after_it():
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_tensorboard_logging_waits_for_it(tmp_path, small_ds, monkeypatch, sig):
+    """A signal that arrives while an epoch's TensorBoard scalars are written is delivered after
+    them: raised inside the writer, it could leave the writer's queue so that closing it hangs."""
+    pytest.importorskip("torch.utils.tensorboard")
+    import slifmr.train as train_mod
+    real, seen = train_mod.log_epoch, []
+
+    def log_then_finish(writer, rec, *a, **kw):
+        if rec["epoch"] == 2:
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)       # the handler runs here, inside the logging
+        real(writer, rec, *a, **kw)
+        seen.append(rec["epoch"])
+
+    monkeypatch.setattr(train_mod, "log_epoch", log_then_finish)
+    tr = Trainer(_cfg(epochs=5, tensorboard=True), small_ds, str(tmp_path / "run"), log=lambda s: None)
+    with pytest.raises(TrainingInterrupted) as exc:
+        tr.fit()
+    assert exc.value.signum == sig and seen == [1, 2] and tr._tb is None
+    assert load_checkpoint(str(tmp_path / "run" / "last.pt"))["epoch"] == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_cleanly_and_resume_matches_an_uninterrupted_run(tmp_path, sig):
     """A training process stopped by SIGINT / SIGTERM after its second epoch exits 128 + sig
     with last.pt written, and --resume then gives the uninterrupted run's losses."""
