@@ -44,7 +44,7 @@ def _n(x):
 
 @pytest.fixture(scope="module")
 def lightgcn():
-    a = cp.lightgcn_adjacency(np.random.default_rng(0), n_inter=_n(1_000_000))
+    a = cp.lightgcn_adjacency(0, n_inter=_n(1_000_000))
     x = torch.randn(a.shape[0], D)
     return dict(a=a, x=x, dy=torch.randn(a.shape[0], D), t=cp._csr_tensor(a),
                 g=sk.CSRGraph.from_scipy(a), args32=cp._kernel_args(a, torch.int32))
@@ -95,7 +95,7 @@ WEIGHTS = {"interaction": 1.0, "knn": 0.5, "kg": 0.25}
 
 @pytest.fixture(scope="module")
 def hetero():
-    graphs = cp.hetero_graphs(np.random.default_rng(1), n_inter=_n(1_000_000),
+    graphs = cp.hetero_graphs(1, n_inter=_n(1_000_000),
                               n_kg=_n(500_000))
     stacked = sk.stack_relations({k: sk.CSRGraph.from_scipy(m) for k, m in graphs.items()},
                                  weights=[WEIGHTS[k] for k in graphs])

@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
@@ -48,68 +45,58 @@ import scipy.sparse as sp
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "bench")):  # a checkout without an install; harness.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from harness import environment, markdown_table, time_call, write_report  # noqa: E402
+from slifmr_kernels.testing import power_law_ids, power_law_pairs, sym_normalize  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
 # graphs
 # ---------------------------------------------------------------------------
 
-def power_law_pairs(rng, n_a, n_b, n_pairs, alpha_a=0.6, alpha_b=0.9):
-    """``n_pairs`` distinct (a, b) pairs with Zipf-like marginals; ids shuffled so hot rows
-    are scattered over the id range as in real datasets."""
-    pa = np.arange(1, n_a + 1, dtype=np.float64) ** -alpha_a
-    pb = np.arange(1, n_b + 1, dtype=np.float64) ** -alpha_b
-    draw = int(n_pairs * 1.4) + 1000
-    a = rng.choice(n_a, draw, p=pa / pa.sum())
-    b = rng.choice(n_b, draw, p=pb / pb.sum())
-    key = np.unique(a.astype(np.int64) * n_b + b)
-    if key.size < n_pairs:
-        raise RuntimeError("power_law_pairs: too few distinct pairs; raise the draw factor")
-    key = rng.permutation(key)[:n_pairs]
-    return rng.permutation(n_a)[key // n_b], rng.permutation(n_b)[key % n_b]
+def _pairs(gen, n_a, n_b, count, alpha_a, alpha_b):
+    """``count`` distinct power-law (a, b) pairs as numpy int64 arrays (for scipy)."""
+    a, b = power_law_pairs(n_a, n_b, count, (alpha_a, alpha_b), distinct=True, generator=gen)
+    return a.numpy(), b.numpy()
 
 
-def sym_normalize(a: sp.csr_matrix) -> sp.csr_matrix:
-    deg = np.asarray(a.sum(axis=1)).ravel()
-    with np.errstate(divide="ignore"):
-        dinv = np.where(deg > 0, deg ** -0.5, 0.0)
-    out = (sp.diags(dinv) @ a @ sp.diags(dinv)).tocsr().astype(np.float32)
-    out.sort_indices()
-    return out
-
-
-def lightgcn_adjacency(rng, n_users=50_000, n_items=20_000, n_inter=1_000_000):
-    u, i = power_law_pairs(rng, n_users, n_items, n_inter)
+def lightgcn_adjacency(seed, n_users=50_000, n_items=20_000, n_inter=1_000_000):
+    """[[0, R], [R^T, 0]] of ``n_inter`` distinct power-law interactions, sym-normalised."""
+    u, i = _pairs(torch.Generator().manual_seed(seed), n_users, n_items, n_inter, 0.6, 0.9)
     r = sp.csr_matrix((np.ones(u.size, np.float32), (u, i)), shape=(n_users, n_items))
     return sym_normalize(sp.bmat([[None, r], [r.T, None]]).tocsr())
 
 
-def hetero_graphs(rng, n_users=50_000, n_items=20_000, n_entities=30_000, n_inter=1_000_000,
+def hetero_graphs(seed, n_users=50_000, n_items=20_000, n_entities=30_000, n_inter=1_000_000,
                   knn_k=20, n_kg=500_000):
     """Three relation graphs over one node space [users | items | entities] (N = 100k)."""
+    gen = torch.Generator().manual_seed(seed)
     n = n_users + n_items + n_entities
-    u, i = power_law_pairs(rng, n_users, n_items, n_inter)
+    u, i = _pairs(gen, n_users, n_items, n_inter, 0.6, 0.9)
     r = sp.csr_matrix((np.ones(u.size, np.float32), (u, i + n_users)), shape=(n, n))
     inter = sym_normalize((r + r.T).tocsr())
-    # kNN over items: k neighbours per item row, similarity-like positive weights.
+    # kNN over items: k neighbours per item row (never itself), similarity-like weights.
     rows = np.repeat(np.arange(n_items), knn_k) + n_users
-    cols = (rng.integers(0, n_items - 1, rows.size) + (rows - n_users) + 1) % n_items + n_users
-    knn = sym_normalize(sp.csr_matrix((rng.random(rows.size).astype(np.float32) + 0.1,
-                                       (rows, cols)), shape=(n, n)))
-    h, t = power_law_pairs(rng, n_items, n_entities, n_kg, 0.3, 0.8)
+    offset = torch.randint(0, n_items - 1, (rows.size,), generator=gen).numpy()
+    cols = (offset + (rows - n_users) + 1) % n_items + n_users
+    weight = torch.rand(rows.size, generator=gen).numpy() + np.float32(0.1)
+    knn = sym_normalize(sp.csr_matrix((weight, (rows, cols)), shape=(n, n)))
+    h, t = _pairs(gen, n_items, n_entities, n_kg, 0.3, 0.8)
     kg = sp.csr_matrix((np.ones(h.size, np.float32), (h + n_users, t + n_users + n_items)),
                        shape=(n, n))
     kg = sym_normalize((kg + kg.T).tocsr())
     return {"interaction": inter, "knn": knn, "kg": kg}
 
 
-def kg_triples(rng, n_entities=100_000, n_relations=20, n_triples=1_000_000):
-    """(head, relation, tail) with power-law entity degrees and skewed relation frequencies."""
-    h, t = power_law_pairs(rng, n_entities, n_entities, n_triples, 0.7, 0.7)
-    pr = np.arange(1, n_relations + 1, dtype=np.float64) ** -1.0
-    rel = rng.choice(n_relations, h.size, p=pr / pr.sum()).astype(np.int32)
+def kg_triples(seed, n_entities=100_000, n_relations=20, n_triples=1_000_000):
+    """(head, relation, tail) numpy arrays with power-law entity degrees and relation
+    frequencies (P(relation) ∝ rank^-1)."""
+    gen = torch.Generator().manual_seed(seed)
+    h, t = _pairs(gen, n_entities, n_entities, n_triples, 0.7, 0.7)
+    rel = power_law_ids(n_relations, h.size, alpha=1.0, generator=gen).numpy().astype(np.int32)
     return h, rel, t
 
 
@@ -123,15 +110,9 @@ def kg_triples(rng, n_entities=100_000, n_relations=20, n_triples=1_000_000):
 CLOCK = time.perf_counter
 
 
-def median_time(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = CLOCK()
-        fn()
-        ts.append(CLOCK() - t0)
-    return float(np.median(ts))
+def median_time(fn, repeats):
+    """Median seconds of ``repeats`` calls after 2 warm-up calls, on this script's clock."""
+    return time_call(fn, repeats=repeats, warmup=2, clock=CLOCK).seconds
 
 
 def spmm_bytes(n_rows, nnz, d, index_bytes=4, relation=False, elem=4):
@@ -189,8 +170,7 @@ def _kernel_args(a: sp.csr_matrix, index_dtype):
 
 
 def task_lightgcn(args, rows, nbk, sk):
-    rng = np.random.default_rng(args.seed)
-    a = lightgcn_adjacency(rng, n_inter=args.inter)
+    a = lightgcn_adjacency(args.seed, n_inter=args.inter)
     n, nnz, d = a.shape[0], a.nnz, args.dim
     x = torch.randn(n, d)
     xn = x.numpy()
@@ -236,8 +216,7 @@ def task_lightgcn(args, rows, nbk, sk):
 
 
 def task_hetero(args, rows, nbk, sk):
-    rng = np.random.default_rng(args.seed + 1)
-    graphs = hetero_graphs(rng, n_inter=args.inter)
+    graphs = hetero_graphs(args.seed + 1, n_inter=args.inter)
     weights = {"interaction": 1.0, "knn": 0.5, "kg": 0.25}
     names = list(graphs)
     n = graphs[names[0]].shape[0]
@@ -296,8 +275,7 @@ def task_hetero(args, rows, nbk, sk):
 
 
 def _kg_setup(args):
-    rng = np.random.default_rng(args.seed + 2)
-    h, rel, t = kg_triples(rng, args.entities, args.relations, args.triples)
+    h, rel, t = kg_triples(args.seed + 2, args.entities, args.relations, args.triples)
     n = args.entities
     deg = np.bincount(h, minlength=n).astype(np.float32)
     w = (1.0 / np.maximum(deg, 1))[h]               # w_hrt = 1 / |N(h)| (mean aggregation)
@@ -437,21 +415,27 @@ TASKS = {"lightgcn": task_lightgcn, "hetero": task_hetero, "kg": task_kg}
 # ---------------------------------------------------------------------------
 
 def format_table(rows, copy_gbs):
-    lines = ["| task | implementation | median ms | ours is × faster | GB/s (model) | % of copy |",
-             "|---|---|---:|---:|---:|---:|"]
-    groups = []
-    for r in rows:
-        if r[0] not in groups:
-            groups.append(r[0])
-    for grp in groups:
+    """Markdown table of ``rows`` (task, implementation, median s, model bytes, is ours):
+    each group's times against its ``ours`` row, GB/s and its share of the copy bandwidth."""
+    cells = []
+    for grp in dict.fromkeys(r[0] for r in rows):
         members = [r for r in rows if r[0] == grp]
         ours = next((r for r in members if r[4]), members[0])
-        for g_, name, t, nbytes, is_ours in members:
-            ratio = "—" if is_ours else f"{t / ours[2]:.2f}"
+        for _, name, t, nbytes, is_ours in members:
             gbs = nbytes / t / 1e9
-            lines.append(f"| {grp} | {'**' + name + '**' if is_ours else name} | {t * 1e3:.2f} | "
-                         f"{ratio} | {gbs:.1f} | {100 * gbs / copy_gbs:.0f} % |")
-    return "\n".join(lines)
+            cells.append({"task": grp, "implementation": f"**{name}**" if is_ours else name,
+                          "median ms": f"{t * 1e3:.2f}",
+                          "ours is × faster": "—" if is_ours else f"{t / ours[2]:.2f}",
+                          "GB/s (model)": f"{gbs:.1f}", "% of copy": f"{100 * gbs / copy_gbs:.0f} %"})
+    cols = ["task", "implementation", "median ms", "ours is × faster", "GB/s (model)", "% of copy"]
+    return markdown_table(cells, cols, right=cols[2:])
+
+
+def describe(info, copy_gbs, clock):
+    """The one-line description of the machine above the table."""
+    return (f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} "
+            f"threads), numba {info['numba']} ({info['numba_threads']} threads), scipy "
+            f"{info['scipy']}; copy bandwidth {copy_gbs:.1f} GB/s; clock: {clock}")
 
 
 def main(argv=None):
@@ -494,20 +478,14 @@ def main(argv=None):
     copy_gbs = copy_bandwidth(args.repeats)
     for name in args.tasks.split(","):
         TASKS[name](args, rows, nbk, sk)
-    env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba "
-           f"{numba.__version__} ({numba.get_num_threads()} threads), scipy {sp.__name__ and __import__('scipy').__version__}; "
-           f"copy bandwidth {copy_gbs:.1f} GB/s; clock: {args.clock}")
-    table = format_table(rows, copy_gbs)
-    text = f"{env}\n\n{table}\n"
+    info = environment()
+    env = describe(info, copy_gbs, args.clock)
+    text = f"{env}\n\n{format_table(rows, copy_gbs)}\n"
     print(text)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(
-        {"env": env, "copy_gbs": copy_gbs,
-         "rows": [dict(task=r[0], impl=r[1], median_s=r[2], bytes=r[3], ours=r[4])
-                  for r in rows]}, indent=1))
+    out = write_report(args.output, text, {
+        "env": env, "environment": info, "copy_gbs": copy_gbs,
+        "rows": [dict(task=r[0], impl=r[1], median_s=r[2], bytes=r[3], ours=r[4])
+                 for r in rows]})
     print(f"written to {out}")
 
 
