@@ -20,6 +20,7 @@ import torch
 pytest.importorskip("pytest_benchmark")
 pytest.importorskip("numba", reason="the numba backend is optional (pip install numba)")
 sk = pytest.importorskip("slifmr_kernels")
+from slifmr_kernels.testing import power_law_pairs  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "compare_topk", Path(__file__).with_name("compare_topk.py"))
@@ -46,8 +47,7 @@ def ranking_data():
     users = torch.randn(n_users, 64, generator=g) * 0.3
     items = torch.randn(n_items, 64, generator=g) * 0.3
     pairs = 20 * n_users
-    src = ct.power_law_ids(n_users, pairs, alpha=1.0, generator=g)
-    dst = ct.power_law_ids(n_items, pairs, alpha=1.0, generator=g)
+    src, dst = power_law_pairs(n_users, n_items, pairs, 1.0, generator=g)
     return users, items, sk.CSRGraph.from_edges(src, dst, shape=(n_users, n_items))
 
 

@@ -51,7 +51,8 @@ import slifmr_kernels as sk  # noqa: E402
 from slifmr_kernels.refine.op import knn_recall  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from compare_topk import LAST_CPU, clustered, env_info, fmt_table, measure  # noqa: E402
+from compare_topk import LAST_CPU, clustered, measure  # noqa: E402
+from harness import append_jsonl, environment, markdown_table  # noqa: E402
 
 
 def perturb(x, seed, scale=0.1):
@@ -168,24 +169,22 @@ def main(argv=None):
         exact = sampled_exact(x1, rows, k)
         t_e1 = time.perf_counter() - t_e1
         exact_note = f"; sampled exact: {t_e1:.1f} s"
-
-        def recall(g_or_idx):
-            got = (graph_rows(g_or_idx, rows) if isinstance(g_or_idx, sk.CSRGraph)
-                   else g_or_idx[rows])
-            return fmt_recall(row_recalls(got, exact), True)
         recall_note = f"on {rows.numel()} sampled rows (± standard error)"
     else:
-        exact = None
         recall_note = "on all rows"
     t_exact = None
     if not args.no_exact:
         t_exact, g_exact, m_exact = measure(lambda: sk.knn_graph(x1, k, backend="numba"))
         c_exact = LAST_CPU["s"]
-        if exact is None:
+        if not sampled:
             exact = g_exact
 
-            def recall(g_or_idx):
-                return f"{knn_recall(g_or_idx, exact):.4f}"
+    def recall(g_or_idx):
+        """Recall@k of a graph or an (N, k) id tensor against ``exact``, as a table cell."""
+        if not sampled:
+            return f"{knn_recall(g_or_idx, exact):.4f}"
+        got = graph_rows(g_or_idx, rows) if isinstance(g_or_idx, sk.CSRGraph) else g_or_idx[rows]
+        return fmt_recall(row_recalls(got, exact), True)
     rows_out.append({"method": "ours: sk.knn_refine (numba), seeded by g0",
                      "time_s": f"{t_ref:.2f}", "cpu_s": f"{c_ref:.2f}", "recall@k": recall(g1),
                      "peak_extra_MiB": f"{m_ref / 2**20:.0f}",
@@ -224,12 +223,11 @@ def main(argv=None):
     title = (f"kNN refresh, N = {n}, d = {d}, k = {k}, cosine, float32, rows moved by "
              f"{args.noise}·noise·|x|; recall {recall_note}")
     cols = ["method", "time_s", "cpu_s", "recall@k", "peak_extra_MiB", "note"]
-    info = env_info()
-    print(f"\n{title}\n{fmt_table(rows_out, cols)}\n{json.dumps(info)}")
+    info = environment()
+    print(f"\n{title}\n{markdown_table(rows_out, cols, pad=True)}\n{json.dumps(info)}")
     if args.output:
-        with open(args.output, "a") as f:
-            f.write(json.dumps({"task": "refine", "title": title, "rows": rows_out,
-                                "env": info}) + "\n")
+        append_jsonl(args.output, {"task": "refine", "title": title, "rows": rows_out,
+                                   "env": info})
 
 
 if __name__ == "__main__":

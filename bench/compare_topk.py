@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -65,47 +64,30 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "bench")):  # a checkout without an install; harness.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import slifmr_kernels as sk  # noqa: E402
+from harness import append_jsonl, blas_core, environment, markdown_table, time_call  # noqa: E402
+from slifmr_kernels.refine.op import knn_recall  # noqa: E402
+from slifmr_kernels.testing import power_law_pairs  # noqa: E402
 from slifmr_kernels.topk import numba as nbk  # noqa: E402
-from slifmr_kernels.testing import power_law_ids  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _status() -> dict:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                key, val = line.split(":")
-                out[key] = int(val.split()[0]) * 1024
-    return out
-
 
 LAST_CPU = {}
 
 
 def measure(fn, repeat=1):
-    """(best wall seconds, result, peak extra bytes) of fn(). The process CPU seconds of the
-    same (best) run go to LAST_CPU["s"]: on a shared, loaded machine CPU time counts the work
+    """(best wall seconds, result, peak extra bytes) of ``repeat`` calls of fn(), no warm-up
+    (the tasks warm their kernels on small slices). The process CPU seconds of the same
+    (best) call go to LAST_CPU["s"]: on a shared, loaded machine CPU time counts the work
     done, where wall time also counts the waits for a core."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak-RSS counter
-        base = _status()["VmRSS"]
-    except OSError:
-        base = None
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        out = fn()
-        wall = time.perf_counter() - t
-        if wall < best:
-            best, LAST_CPU["s"] = wall, time.process_time() - c
-    extra = (_status()["VmHWM"] - base) if base is not None else float("nan")
-    return best, out, extra
+    t = time_call(fn, repeats=repeat, stat="min", track_memory=True)
+    LAST_CPU["s"] = t.cpu_seconds
+    return t.seconds, t.result, t.peak_extra_bytes
 
 
 def clustered(n, d, seed=0, clusters=1000, spread=0.6):
@@ -217,47 +199,6 @@ def blas_rate(n, d, threads, repeat=3):
             blas.sgemm(1.0, a, b, trans_b=True, c=c, overwrite_c=True)
             best = min(best, time.perf_counter() - t)
     return 2.0 * n * n * d / best / 1e9
-
-
-def blas_core() -> str:
-    """OpenBLAS kernel family scipy's library runs (set by OPENBLAS_CORETYPE, else detected)."""
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401
-        from threadpoolctl import threadpool_info
-        return ",".join(sorted({str(i.get("architecture")) for i in threadpool_info()
-                                if i.get("internal_api") == "openblas"}))
-    except ImportError:
-        return "?"
-
-
-def env_info() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", ""),
-            "openblas_core": blas_core(), "loadavg": os.getloadavg()[0]}
-    try:
-        import numba
-        info["numba"] = numba.__version__
-        info["numba_threads"] = numba.get_num_threads()
-    except ImportError:
-        pass
-    try:
-        import faiss
-        info["faiss"] = faiss.__version__
-    except ImportError:
-        pass
-    return info
-
-
-def fmt_table(rows, cols):
-    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-    line = " | ".join(c.ljust(w) for c, w in zip(cols, widths))
-    out = [f"| {line} |", "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    for r in rows:
-        out.append("| " + " | ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths))
-                   + " |")
-    return "\n".join(out)
 
 
 def _row(name, t, flop, extra, ours_t, cpu=None, **kw):
@@ -380,13 +321,6 @@ def task_bf16(args):
                          "fallback", "agree"]
 
 
-def _recall(a_idx, e_idx):
-    """Fraction of the exact neighbours (N, k) found in the approximate lists (N, k')."""
-    a, e = a_idx.numpy(), e_idx.numpy()
-    hit = sum(len(set(ra[ra >= 0]) & set(re[re >= 0])) for ra, re in zip(a, e))
-    return hit / max(1, int((e_idx >= 0).sum()))
-
-
 def _graph_idx(g, n, k):
     return g.indices.to(torch.int64).view(n, k) if g.nnz == n * k else None
 
@@ -439,7 +373,7 @@ def task_approx(args):
                             args.repeat)
     c_a = LAST_CPU["s"]
     a_idx = _graph_idx(g_a, n, k)
-    r_a = _recall(a_idx if samp is None else a_idx[samp], e_idx)
+    r_a = knn_recall(a_idx if samp is None else a_idx[samp], e_idx)
     flop = 2.0 * n * n * d
 
     def hnsw():
@@ -477,11 +411,11 @@ def task_approx(args):
         t_h, i_h, m_h = measure(hnsw, args.repeat)
         c_h = LAST_CPU["s"]
         rows.append(_row("FAISS HNSWFlat M=32 efC=64 efS=64", t_h, flop, m_h, t_a, cpu=c_h,
-                         recall=f"{_recall(drop_self(i_h), e_idx):.3f}"))
+                         recall=f"{knn_recall(drop_self(i_h), e_idx):.3f}"))
         t_i, i_i, m_i = measure(ivf, args.repeat)
         c_i = LAST_CPU["s"]
         rows.append(_row(f"FAISS IVFFlat nlist={max(16, int(4 * n ** 0.5))} nprobe=16", t_i,
-                         flop, m_i, t_a, cpu=c_i, recall=f"{_recall(drop_self(i_i), e_idx):.3f}"))
+                         flop, m_i, t_a, cpu=c_i, recall=f"{knn_recall(drop_self(i_i), e_idx):.3f}"))
     title = (f"approximate kNN graph, {name}, N = {n}, k = {k}, inner product on unit rows; "
              f"recall@{k} vs the exact graph"
              f"{'' if samp is None else f' on {args.sample} sampled rows'}; GFLOP/s column = the exact join's 2·N²·d / time")
@@ -493,15 +427,9 @@ def task_scores(args):
     g = torch.Generator().manual_seed(args.seed)
     users = torch.randn(n_users, d, generator=g) * 0.3
     items = torch.randn(n_items, d, generator=g) * 0.3
-    # Power-law pairs repeat a lot: draw until about args.pairs distinct ones exist.
-    src = torch.empty(0, dtype=torch.int64)
-    dst = torch.empty(0, dtype=torch.int64)
+    # args.pairs distinct power-law pairs (a pair repeated is one training interaction).
+    src, dst = power_law_pairs(n_users, n_items, args.pairs, 1.0, distinct=True, generator=g)
     excl = sk.CSRGraph.from_edges(src, dst, shape=(n_users, n_items))
-    while excl.nnz < args.pairs:
-        more = max(1000, 2 * (args.pairs - excl.nnz))
-        src = torch.cat([src, power_law_ids(n_users, more, alpha=1.0, generator=g)])
-        dst = torch.cat([dst, power_law_ids(n_items, more, alpha=1.0, generator=g)])
-        excl = sk.CSRGraph.from_edges(src, dst, shape=(n_users, n_items))
     flop = 2.0 * n_users * n_items * d
     sk.topk_scores(users[:500], items, k, exclude=None, backend="numba")
 
@@ -632,12 +560,10 @@ def main(argv=None):
     title, rows, cols = {"knn": task_knn, "scores": task_scores, "variants": task_variants,
                          "gemm": task_gemm, "bf16": task_bf16,
                          "approx": task_approx}[args.task](args)
-    info = env_info()
-    print(f"\n{title}\n{fmt_table(rows, cols)}\n{json.dumps(info)}")
+    info = environment()
+    print(f"\n{title}\n{markdown_table(rows, cols, pad=True)}\n{json.dumps(info)}")
     if args.output:
-        with open(args.output, "a") as f:
-            f.write(json.dumps({"task": args.task, "title": title, "rows": rows,
-                                "env": info}) + "\n")
+        append_jsonl(args.output, {"task": args.task, "title": title, "rows": rows, "env": info})
 
 
 if __name__ == "__main__":

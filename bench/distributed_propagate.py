@@ -19,14 +19,18 @@ import datetime
 import json
 import os
 import socket
-import statistics
 import sys
 import time
 
 import torch
 import torch.multiprocessing as mp
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+BENCH = os.path.dirname(os.path.abspath(__file__))
+for _p in (os.path.dirname(BENCH), BENCH):  # a checkout without an install; harness.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from harness import time_call  # noqa: E402
 
 
 def shard(args, rank):
@@ -44,13 +48,8 @@ def shard(args, rank):
 
 
 def median_time(fn, repeat):
-    fn()  # warm-up (kernel load, caches)
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    """Median seconds of ``repeat`` calls after one warm-up (kernel load, caches)."""
+    return time_call(fn, repeats=repeat, warmup=1).seconds
 
 
 def worker(rank, args, port, q):

@@ -32,18 +32,21 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 import platform
-import statistics
 import sys
 import time
 
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _p in (ROOT, os.path.join(ROOT, "bench")):  # a checkout without an install; harness.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import harness  # noqa: E402
+from harness import environment, markdown_table, time_call  # noqa: E402
+from slifmr_kernels.testing import power_law_csr, recall_with_ties  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,32 +91,6 @@ def parse_args(argv=None):
     return a
 
 
-def power_law_csr(n_nodes, n_edges, n_rel, device="cpu", alpha=1.2, seed=0,
-                  dtype=torch.float32):
-    """Random CSR (n_nodes x n_nodes) with Zipf-like row and column popularity.
-
-    Returns (indptr int64 [n + 1], indices int32 [nnz], values [nnz], relation int32 [nnz]);
-    nnz == n_edges exactly (duplicates are kept: kernels must sum them).  Row ids are drawn
-    from a Zipf(alpha) law over a random permutation, so a few rows are very heavy and many
-    are empty, as in interaction graphs.
-    """
-    g = torch.Generator(device=device).manual_seed(seed)
-    ranks = torch.arange(1, n_nodes + 1, device=device, dtype=torch.float64)
-    w = ranks.pow(-alpha)
-    perm_r = torch.randperm(n_nodes, generator=g, device=device)
-    perm_c = torch.randperm(n_nodes, generator=g, device=device)
-    rows = perm_r[torch.multinomial(w, n_edges, replacement=True, generator=g)]
-    cols = perm_c[torch.multinomial(w.sqrt(), n_edges, replacement=True, generator=g)]
-    rows, order = torch.sort(rows, stable=True)
-    cols = cols[order]
-    indptr = torch.zeros(n_nodes + 1, dtype=torch.int64, device=device)
-    indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n_nodes), 0)
-    values = torch.rand(n_edges, generator=g, device=device, dtype=dtype) + 0.5
-    relation = torch.randint(0, n_rel, (n_edges,), generator=g, device=device,
-                             dtype=torch.int32)
-    return indptr, cols.to(torch.int32), values, relation
-
-
 def transpose_csr(indptr, indices, values, relation, n_cols):
     """CSR of A^T with values / relation carried along (stable counting order)."""
     n_rows = indptr.numel() - 1
@@ -140,85 +117,42 @@ def knn_flops(n, m, d):
     return 2.0 * n * m * d
 
 
-def recall_with_ties(idx, val, ref_idx, ref_val, rtol=1e-5):
-    """(tie-aware recall, exact-id recall) of a top-k result against a reference.
-
-    Tie-aware: the fraction of returned entries that are real neighbours (idx >= 0) scoring at
-    least the reference's k-th score minus ``rtol * (1 + |k-th score|)`` (fp32 sums in another
-    order differ in the last bits), so ids that swap within equal scores still count (ids are
-    a set within equal scores).  Exact: the fraction of reference ids returned.
-    """
-    kth = ref_val[:, -1:]
-    tol = rtol * (1 + kth.abs())
-    tie = ((val >= kth - tol) & (idx >= 0)).double().mean().item() if idx.numel() else 1.0
-    hits = sum(len(set(a) & set(b)) for a, b in zip(idx.tolist(), ref_idx.tolist()))
-    exact = hits / max(1, ref_idx.numel())
-    return tie, exact
-
-
 def knn_chunk_rows(n, budget_elems=1 << 30):
     """Rows per chunk of the reference's score matrix (at most ``budget_elems`` scores)."""
     return int(min(8192, max(256, budget_elems // max(n, 1))))
 
 
-def median_ms(samples):
-    return statistics.median(samples) if samples else float("nan")
-
-
 def format_table(rows):
     """Markdown table of result rows (dicts with the keys below)."""
-    head = ["section", "impl", "ms", "rate", "vs peer", "of ceiling", "check"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        ms = r.get("ms")
-        out.append("| " + " | ".join([
-            r.get("section", ""), r.get("impl", ""),
-            "" if ms is None else (f"{ms:.3f}" if ms < 100 else f"{ms:.0f}"),
-            r.get("rate_str", ""),
-            "" if r.get("vs_peer") is None else f"{r['vs_peer']:.2f}x",
-            "" if r.get("of_ceiling") is None else f"{100 * r['of_ceiling']:.0f}%",
-            r.get("check", ""),
-        ]) + " |")
-    return "\n".join(out)
+    cells = [{"section": r.get("section", ""), "impl": r.get("impl", ""),
+              "ms": "" if r.get("ms") is None else (f"{r['ms']:.3f}" if r["ms"] < 100
+                                                    else f"{r['ms']:.0f}"),
+              "rate": r.get("rate_str", ""),
+              "vs peer": "" if r.get("vs_peer") is None else f"{r['vs_peer']:.2f}x",
+              "of ceiling": "" if r.get("of_ceiling") is None else f"{100 * r['of_ceiling']:.0f}%",
+              "check": r.get("check", "")} for r in rows]
+    return markdown_table(cells, ["section", "impl", "ms", "rate", "vs peer", "of ceiling",
+                                  "check"])
 
 
 def write_report(out_dir, meta, rows):
-    os.makedirs(out_dir, exist_ok=True)
+    """gpu_check.md (the meta data and the table) and gpu_check.json in ``out_dir``."""
     md = ["# gpu_check", "", "```", json.dumps(meta, indent=1), "```", "", format_table(rows), ""]
-    with open(os.path.join(out_dir, "gpu_check.md"), "w") as f:
-        f.write("\n".join(md))
-    with open(os.path.join(out_dir, "gpu_check.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1, default=str)
+    harness.write_report(os.path.join(out_dir, "gpu_check.md"), "\n".join(md),
+                         {"meta": meta, "rows": rows})
 
 
 # ---------------------------------------------------------------------------------------------
 # GPU parts
 # ---------------------------------------------------------------------------------------------
 def time_ms(fn, warmup=2, reps=10, max_s=20.0, device="cuda"):
-    """Median milliseconds of fn() with CUDA events (a synchronize before each read); on
-    ``device="cpu"`` with the host clock."""
-    samples = []
-    t_start = time.perf_counter()
-    if device == "cpu":  # a smoke test of the script: one untimed-quality run
-        for _ in range(1):
-            t = time.perf_counter()
-            fn()
-            samples.append(1e3 * (time.perf_counter() - t))
-        return median_ms(samples)
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    for _ in range(reps):
-        a = torch.cuda.Event(enable_timing=True)
-        b = torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        samples.append(a.elapsed_time(b))
-        if time.perf_counter() - t_start > max_s:
-            break
-    return median_ms(samples)
+    """Median milliseconds of fn() (CUDA events on a GPU, at most ``max_s`` seconds of
+    repeats); on ``device="cpu"`` one call without warm-up: the CPU mode is a smoke test of
+    the script, not a measurement."""
+    if device == "cpu":
+        warmup, reps = 0, 1
+    return 1e3 * time_call(fn, repeats=reps, warmup=warmup, max_seconds=max_s,
+                           device=device).seconds
 
 
 def ensure_cuda_extension(build: bool, log):
@@ -277,7 +211,8 @@ def check_propagate(args, backends, ceil, rows, log):
     from slifmr_kernels.backends import load
     dev = args.device
     n, nnz, R, d = args.nodes, args.edges, args.relations, args.dim
-    indptr, indices, values, relation = power_law_csr(n, nnz, R, dev, seed=args.seed)
+    indptr, indices, values, relation = power_law_csr(
+        n, n, nnz, R, generator=torch.Generator(device=dev).manual_seed(args.seed))
     deg = indptr[1:] - indptr[:-1]
     log(f"graph: {n} nodes, {nnz} edges, max degree {int(deg.max())}, "
         f"empty rows {int((deg == 0).sum())}")
@@ -710,13 +645,9 @@ def main(argv=None):
     on_gpu = args.device == "cuda"
     meta = dict(device=torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
                 capability=torch.cuda.get_device_capability() if on_gpu else None,
-                torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
+                cuda=torch.version.cuda,
                 args={k: v for k, v in vars(args).items() if k not in ("knn_sizes",)})
-    try:
-        import triton
-        meta["triton"] = triton.__version__
-    except ImportError:
-        pass
+    meta.update(environment())
     backends = list(args.backend_list)
     if "cuda" in backends and on_gpu:
         try:

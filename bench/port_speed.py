@@ -17,23 +17,23 @@ Rows (float32, d = 64, median of ``--repeats`` after one warm-up, CPU):
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
 
-import slifmr_kernels as sk
+BENCH = os.path.dirname(os.path.abspath(__file__))
+if BENCH not in sys.path:  # harness.py
+    sys.path.insert(0, BENCH)
+
+import slifmr_kernels as sk  # noqa: E402
+from harness import time_call  # noqa: E402
 
 
 def _median_time(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    """Median seconds of ``repeats`` calls after one warm-up."""
+    return time_call(fn, repeats=repeats, warmup=1).seconds
 
 
 def lightgcn(inter, users, items, d, repeats):

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import torch
 
 from .graph import CSRGraph
+from .refine.op import knn_recall
 
 __all__ = ["power_law_ids", "power_law_pairs", "power_law_csr", "random_graph",
            "bipartite_adjacency", "sym_normalize", "allowed_mask", "round_tf32",
-           "fuse_views_formula", "id_recall", "recall_with_ties", "Timing", "time_call"]
+           "fuse_views_formula", "recall_with_ties", "Timing", "time_call"]
 
 
 def power_law_ids(n_ids: int, count: int, alpha: float = 1.2, generator=None) -> torch.Tensor:
@@ -187,26 +188,6 @@ def fuse_views_formula(z: torch.Tensor, alpha: torch.Tensor, views: torch.Tensor
                    for k in range(alpha.numel()))
 
 
-def id_recall(idx: torch.Tensor, ref_idx: torch.Tensor, per_row: bool = False, chunk: int = 65536):
-    """Share of the reference ids found in the result: ``idx`` (N, w) and ``ref_idx`` (N, k)
-    integer ids of the same N rows, -1 (any negative id) for padding, which never counts.
-
-    Returns a float, all hits over all valid reference ids (1.0 when there are none), or with
-    ``per_row`` an (N,) float64 tensor of each row's share (1.0 for a row without valid
-    reference ids). Rows are compared ``chunk`` at a time, so memory is O(chunk * k * w).
-    """
-    idx, ref_idx = idx.cpu().long(), ref_idx.cpu().long()
-    hits = torch.empty(ref_idx.shape[0], dtype=torch.float64)
-    valid = (ref_idx >= 0).sum(1).double()
-    for a in range(0, ref_idx.shape[0], chunk):
-        r, g = ref_idx[a:a + chunk], idx[a:a + chunk]
-        match = (r[:, :, None] == g[:, None, :]) & (r[:, :, None] >= 0)
-        hits[a:a + chunk] = match.any(2).sum(1).double()
-    if per_row:
-        return torch.where(valid > 0, hits / valid.clamp_min(1), torch.ones_like(hits))
-    return float(hits.sum() / valid.sum()) if valid.sum() > 0 else 1.0
-
-
 def recall_with_ties(idx: torch.Tensor, val: torch.Tensor, ref_idx: torch.Tensor,
                      ref_val: torch.Tensor, rtol: float = 1e-5) -> tuple:
     """(tie-aware recall, exact-id recall) of a top-k result (``idx`` (N, k) ids, ``val``
@@ -217,14 +198,16 @@ def recall_with_ties(idx: torch.Tensor, val: torch.Tensor, ref_idx: torch.Tensor
     least the reference's k-th score minus ``rtol * (1 + |k-th score|)``. Kernels that sum the
     dot products in another order differ in the last bits, and ids with equal scores may come
     in any order, so a result is right when its scores reach the k-th, whatever its ids.
-    Exact: :func:`id_recall`, the share of reference ids returned.
+    Exact: :func:`~slifmr_kernels.refine.op.knn_recall`, the share of the reference's ids
+    (padding excluded) returned.
     """
+    exact = knn_recall(idx.cpu(), ref_idx.cpu())
     if idx.numel() == 0:
-        return 1.0, id_recall(idx, ref_idx)
+        return 1.0, exact
     kth = ref_val[:, -1:].to(val.device)
     tol = rtol * (1 + kth.abs())
     tie = ((val >= kth - tol) & (idx >= 0)).double().mean().item()
-    return tie, id_recall(idx, ref_idx)
+    return tie, exact
 
 
 @dataclass
