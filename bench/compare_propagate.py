@@ -426,7 +426,8 @@ def format_table(rows, copy_gbs):
             cells.append({"task": grp, "implementation": f"**{name}**" if is_ours else name,
                           "median ms": f"{t * 1e3:.2f}",
                           "ours is × faster": "—" if is_ours else f"{t / ours[2]:.2f}",
-                          "GB/s (model)": f"{gbs:.1f}", "% of copy": f"{100 * gbs / copy_gbs:.0f} %"})
+                          "GB/s (model)": f"{gbs:.1f}",
+                          "% of copy": f"{100 * gbs / copy_gbs:.0f} %"})
     cols = ["task", "implementation", "median ms", "ours is × faster", "GB/s (model)", "% of copy"]
     return markdown_table(cells, cols, right=cols[2:])
 

@@ -49,9 +49,10 @@ sys.path.insert(0, str(ROOT))
 
 import slifmr_kernels as sk  # noqa: E402
 from slifmr_kernels.refine.op import knn_recall  # noqa: E402
+from slifmr_kernels.testing import neighbour_lists  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from compare_topk import LAST_CPU, clustered, measure  # noqa: E402
+from compare_topk import LAST_CPU, clustered, measure, self_match_dropped  # noqa: E402
 from harness import append_jsonl, environment, markdown_table  # noqa: E402
 
 
@@ -86,35 +87,19 @@ def fmt_recall(per_row, sampled):
     return f"{r:.4f} ± {se:.4f}"
 
 
-def graph_rows(g, rows):
-    """(len(rows), k) padded neighbour ids of some rows of a CSRGraph."""
-    deg = g.degrees()[rows]
-    w = int(deg.max())
-    out = torch.full((rows.numel(), w), -1, dtype=torch.int64)
-    for t, r in enumerate(rows.tolist()):
-        a, b = int(g.indptr[r]), int(g.indptr[r + 1])
-        out[t, :b - a] = g.indices[a:b].long()
-    return out
-
-
 def pynndescent_graph(x, k, init=None, seed=0):
     from pynndescent import NNDescent
     kw = {}
     if init is not None:
         # pynndescent lists include the point itself: prepend it to the seed lists.
         n = x.shape[0]
-        idx = graph_rows(init, torch.arange(n))
+        idx = neighbour_lists(init)
         kw["init_graph"] = np.concatenate([np.arange(n)[:, None], idx.numpy()], 1)
     index = NNDescent(x.numpy(), metric="cosine", n_neighbors=k + 1, random_state=seed,
                       n_jobs=torch.get_num_threads(), compressed=True, **kw)
     nbrs, _ = index.neighbor_graph
     nbrs = torch.from_numpy(nbrs.astype(np.int64))
-    n = x.shape[0]
-    is_self = nbrs == torch.arange(n)[:, None]
-    drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full((n,), k))
-    keep = torch.ones_like(nbrs, dtype=torch.bool)
-    keep[torch.arange(n), drop] = False
-    return nbrs[keep].view(n, k)
+    return nbrs[self_match_dropped(nbrs)].view(x.shape[0], k)
 
 
 def main(argv=None):
@@ -154,7 +139,7 @@ def main(argv=None):
         t_e0 = time.perf_counter() - t_e0
         rows_out.append({"method": "seed graph g0: knn_refine from an empty graph",
                          "time_s": f"{t0:.2f}", "cpu_s": f"{c0:.2f}",
-                         "recall@k": fmt_recall(row_recalls(graph_rows(g0, rows), exact0),
+                         "recall@k": fmt_recall(row_recalls(neighbour_lists(g0, rows), exact0),
                                                 True),
                          "peak_extra_MiB": f"{m0 / 2**20:.0f}",
                          "note": f"vs exact kNN of x0 (sampled exact: {t_e0:.1f} s)"})
@@ -183,7 +168,8 @@ def main(argv=None):
         """Recall@k of a graph or an (N, k) id tensor against ``exact``, as a table cell."""
         if not sampled:
             return f"{knn_recall(g_or_idx, exact):.4f}"
-        got = graph_rows(g_or_idx, rows) if isinstance(g_or_idx, sk.CSRGraph) else g_or_idx[rows]
+        got = (neighbour_lists(g_or_idx, rows) if isinstance(g_or_idx, sk.CSRGraph)
+               else g_or_idx[rows])
         return fmt_recall(row_recalls(got, exact), True)
     rows_out.append({"method": "ours: sk.knn_refine (numba), seeded by g0",
                      "time_s": f"{t_ref:.2f}", "cpu_s": f"{c_ref:.2f}", "recall@k": recall(g1),

@@ -144,11 +144,8 @@ def sgemm_only_loop(shape=None):
 def torch_mm_rate(d, size=4096, repeat=5):
     a, b = torch.randn(size, d), torch.randn(size, d)
     out = torch.empty(size, size)
-    torch.mm(a, b.T, out=out)
-    t = time.perf_counter()
-    for _ in range(repeat):
-        torch.mm(a, b.T, out=out)
-    return 2 * size * size * d * repeat / (time.perf_counter() - t) / 1e9
+    t = time_call(lambda: torch.mm(a, b.T, out=out), repeats=repeat, warmup=1)
+    return 2 * size * size * d * repeat / sum(t.samples) / 1e9
 
 
 def chunked_torch_knn(x, k, budget=1 << 26):
@@ -172,14 +169,21 @@ def faiss_knn(x, k):
     xn = x.numpy()
     index.add(xn)
     D, I = index.search(xn, k + 1)
-    I = torch.from_numpy(I)
+    keep = self_match_dropped(torch.from_numpy(I))
     n = x.shape[0]
-    is_self = I == torch.arange(n)[:, None]
-    # Drop the self match; when a duplicate pushed self out of the k + 1, drop the last.
-    drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full((n,), k))
-    keep = torch.ones_like(I, dtype=torch.bool)
+    return torch.from_numpy(I)[keep].view(n, k), torch.from_numpy(D)[keep].view(n, k)
+
+
+def self_match_dropped(idx):
+    """(N, k + 1) bool mask of a self-search's (N, k + 1) neighbour ids without each row's self
+    match: the row's own id, or the last column when a duplicate with an equal score pushed
+    it out of the k + 1."""
+    n, k1 = idx.shape
+    is_self = idx == torch.arange(n)[:, None]
+    drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full((n,), k1 - 1))
+    keep = torch.ones_like(idx, dtype=torch.bool)
     keep[torch.arange(n), drop] = False
-    return I[keep].view(n, k), torch.from_numpy(D)[keep].view(n, k)
+    return keep
 
 
 def blas_rate(n, d, threads, repeat=3):
@@ -191,13 +195,9 @@ def blas_rate(n, d, threads, repeat=3):
     a = np.asfortranarray(g.standard_normal((n, d), dtype=np.float32))
     b = np.asfortranarray(g.standard_normal((n, d), dtype=np.float32))
     c = np.zeros((n, n), dtype=np.float32, order="F")
-    best = float("inf")
     with threadpool_limits(limits=threads, user_api="blas"):
-        blas.sgemm(1.0, a, b, trans_b=True, c=c, overwrite_c=True)
-        for _ in range(repeat):
-            t = time.perf_counter()
-            blas.sgemm(1.0, a, b, trans_b=True, c=c, overwrite_c=True)
-            best = min(best, time.perf_counter() - t)
+        best = time_call(lambda: blas.sgemm(1.0, a, b, trans_b=True, c=c, overwrite_c=True),
+                         repeats=repeat, warmup=1, stat="min").seconds
     return 2.0 * n * n * d / best / 1e9
 
 

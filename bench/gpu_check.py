@@ -24,8 +24,10 @@ bandwidth / GEMM rate) and writes it as markdown and JSON under ``--out``.
 The CUDA extension is used when installed; else ``SLIFMR_CUDA_LIB`` names a built library;
 else (``--build``, the default) it is JIT-built from ``csrc/`` with
 ``torch.utils.cpp_extension.load``.  Without a GPU the script only parses its arguments
-(``--help``); its non-GPU parts (graph generator, byte and FLOP models, recall, report
-writer) are tested in tests/test_csrc.py.
+(``--help``); its non-GPU parts (byte and FLOP models, transpose, report writer) are tested
+in tests/test_gpu_check.py, the graph generator and the recall (``slifmr_kernels.testing``'s
+``power_law_csr`` and ``recall_with_ties``) in tests/test_testing.py. Timing, the machine's
+description and the report files come from bench/harness.py.
 """
 from __future__ import annotations
 

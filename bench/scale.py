@@ -54,6 +54,8 @@ if ROOT not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, ROOT)
 
 import slifmr_kernels as sk  # noqa: E402
+from slifmr_kernels.refine.op import knn_recall as knn_recall_of  # noqa: E402
+from slifmr_kernels.testing import neighbour_lists  # noqa: E402
 from slifmr import graphs as sgraphs  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.data import make_synthetic  # noqa: E402
@@ -199,11 +201,7 @@ def knn_recall(x: torch.Tensor, graph: sk.CSRGraph, k: int, sample: int = 256,
     scores = xn[rows] @ xn.T
     scores[torch.arange(rows.numel()), rows] = -float("inf")
     exact = torch.topk(scores, min(k, n - 1), dim=1).indices
-    hit = 0
-    for r, row in enumerate(rows.tolist()):
-        got = set(graph.indices[graph.indptr[row]: graph.indptr[row + 1]].tolist())
-        hit += len(got & set(exact[r].tolist()))
-    return hit / max(exact.numel(), 1)
+    return knn_recall_of(neighbour_lists(graph, rows), exact)
 
 
 # --------------------------------------------------------------------------- memory model
@@ -298,24 +296,16 @@ def warmup(backend: str = "auto") -> float:
     return time.perf_counter() - t0
 
 
-def run(args, log=print) -> dict:
-    """Generate, build, train ``args.epochs`` epochs; returns the result dict (see module doc)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    mem = MemoryMeter()
-    result: dict = {"items": args.items, "implementation": "slifmr", "batch_size": args.batch_size}
-    mem.watch(args.rss_limit_gib, result)
-    mem.mark("warmup (JIT, tiny epoch)", warmup(), log)
-    log(f"slifmr scale run: {args.items} items  (torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.machine()})")
-
+def _generate(args, mem: MemoryMeter, result: dict, log):
+    """Phase ``generate`` (+ ``reorder``): the catalog with its validation split, relabelled
+    for locality as ``slifmr.train.prepare_data`` does it (Config.reorder; "auto" relabels
+    catalogs of 100k users + items and more). Records the sizes and the memory model in
+    ``result``; returns the Dataset."""
     t0 = time.perf_counter()
     ds = make_catalog(args.items, args.users, args.interactions, args.triples,
                       args.dims.split(","), args.clusters, args.seed)
     ds = ds.with_validation(0.1, args.seed)
     mem.mark("generate", time.perf_counter() - t0, log)
-    # The data layer's relabelling for locality, as slifmr.train.prepare_data does it
-    # (Config.reorder; "auto" relabels catalogs of 100k users + items and more).
     t0 = time.perf_counter()
     mode = getattr(args, "reorder", Config.reorder)
     ds = apply_reorder(ds, mode)
@@ -332,7 +322,12 @@ def run(args, log=print) -> dict:
                       result["triples"], list(result["dims"].values()), args.embed_dim,
                       args.knn_k)
     result["memory_model_gib"] = {k: round(v / GIB, 3) for k, v in mm.items()}
+    return ds
 
+
+def _make_trainer(args, ds, mem: MemoryMeter, result: dict, log):
+    """Phase ``static_graphs+model``: the Trainer (static graphs, model, sampler) with the
+    chosen kNN modes, and the recall of a bucketed modality graph. Returns (trainer, cfg)."""
     static_mode = args.static_knn if args.static_knn != "auto" else \
         ("exact" if args.items <= args.exact_max else "bucket")
     refresh = _refresh_mode(args, args.items)
@@ -356,108 +351,178 @@ def run(args, log=print) -> dict:
         first = cfg.modalities[0]
         result["static_knn_recall"] = {first: round(knn_recall(torch.from_numpy(ds.features[first]),
                                                                seed_graph, args.knn_k), 4)}
-    model = trainer.model
     if refresh == "bucket":
         trainer.builder.feedback = _BucketFeedback(trainer.builder, args.knn_k)
-    if refresh in ("refine", "bucket"):
-        # Steady state from the first epoch: H(-1) = the initial model's item representations,
-        # the previous graph = the first modality's kNN graph, so that the measured refresh is
-        # the per-epoch one (refine over the d-dim H). The trainer's own epoch 0 computes S(0)
-        # from the 448-d features once per run instead.
-        t0 = time.perf_counter()
-        graphs0 = trainer.builder.build(None)  # not cached by the builder: freed below
-        model.eval()
-        with torch.no_grad():
-            trainer.selfloop.prime(model(graphs0).item, seed_graph)
-        del graphs0
-        mem.mark("seed H(-1)", time.perf_counter() - t0, log)
+    return trainer, cfg
 
-    # Time the model's forward inside the real training steps.
-    acc = {"forward": 0.0, "steps": 0}
-    orig_forward = model.forward
 
-    def timed_forward(*a, **kw):
-        if args.max_steps and acc["steps"] >= args.max_steps:
-            raise _StopEpoch  # leaves Trainer._train_epoch before the next step's forward
-        t = time.perf_counter()
-        acc["starts"].append(t)
-        out = orig_forward(*a, **kw)
-        acc["forward"] += time.perf_counter() - t
-        acc["steps"] += 1
-        return out
-    model.forward = timed_forward
+def _seed_feedback(trainer, mem: MemoryMeter, log) -> None:
+    """Phase ``seed H(-1)``, for the incremental refreshes: steady state from the first epoch.
 
+    H(-1) = the initial model's item representations, the previous graph = the first
+    modality's kNN graph, so that the measured refresh is the per-epoch one (refine over the
+    d-dim H). The trainer's own epoch 0 computes S(0) from the 448-d features once per run
+    instead."""
+    t0 = time.perf_counter()
+    graphs0 = trainer.builder.build(None)  # not cached by the builder: freed below
+    trainer.model.eval()
+    with torch.no_grad():
+        trainer.selfloop.prime(trainer.model(graphs0).item, trainer.selfloop.seed)
+    del graphs0
+    mem.mark("seed H(-1)", time.perf_counter() - t0, log)
+
+
+def _eval_users(trainer, args) -> np.ndarray:
+    """The sorted sample of ``--eval-users`` validation users (seeded), the same each epoch."""
     rng = np.random.default_rng(args.seed)
     valid_users = np.nonzero(np.diff(trainer.valid_csr.indptr) > 0)[0]
-    eval_users = np.sort(rng.choice(valid_users, min(args.eval_users, valid_users.size),
-                                    replace=False))
+    return np.sort(rng.choice(valid_users, min(args.eval_users, valid_users.size),
+                              replace=False))
+
+
+class _StepClock:
+    """Times the model's forward inside the real training steps: wraps ``model.forward`` while
+    entered (the original is restored on exit, and stays callable as ``original``).
+
+    Per epoch (:meth:`reset`): ``forward`` seconds, ``steps`` run, ``starts`` (perf_counter at
+    each step's forward). With ``max_steps`` > 0 the forward of step ``max_steps + 1`` raises
+    :class:`_StopEpoch` instead of running, which ends ``Trainer._train_epoch`` early.
+    """
+
+    def __init__(self, model, max_steps: int = 0):
+        self.model, self.max_steps = model, max_steps
+        self.original = model.forward
+        self.reset()
+
+    def reset(self) -> None:
+        self.forward, self.steps, self.starts = 0.0, 0, []
+
+    def _timed_forward(self, *a, **kw):
+        if self.max_steps and self.steps >= self.max_steps:
+            raise _StopEpoch  # leaves Trainer._train_epoch before the next step's forward
+        t = time.perf_counter()
+        self.starts.append(t)
+        out = self.original(*a, **kw)
+        self.forward += time.perf_counter() - t
+        self.steps += 1
+        return out
+
+    def __enter__(self):
+        self.model.forward = self._timed_forward
+        return self
+
+    def __exit__(self, *exc):
+        self.model.forward = self.original
+        return False
+
+
+def extrapolate_steps(starts: list, t_end: float, steps_total: int) -> tuple:
+    """(step seconds, factor from the steps run to a full epoch of ``steps_total`` steps).
+
+    Step i runs from its forward's start (``starts[i]``) to the next one's (the last to
+    ``t_end``). The first step also builds the epoch graphs' transposes (and Adam's state in
+    epoch 1), so an epoch cut by ``--max-steps`` is extrapolated as first step + (steps - 1)
+    x the mean of the later ones; a full epoch gets factor 1.
+    """
+    bounds = list(starts) + [t_end]
+    step_s = [bounds[i + 1] - bounds[i] for i in range(len(starts))]
+    if len(step_s) >= 2 and len(starts) < steps_total:
+        est = step_s[0] + (steps_total - 1) * sum(step_s[1:]) / (len(step_s) - 1)
+        return step_s, est / max(sum(step_s), 1e-12)
+    return step_s, steps_total / max(len(starts), 1)
+
+
+def _train_phase(trainer, graphs, epoch: int, clock: _StepClock, steps_total: int,
+                 mem: MemoryMeter, log) -> dict:
+    """Phase ``train``: one ``Trainer._train_epoch`` (cut after ``--max-steps`` steps), split
+    into the forward's share (``propagation``) and the rest (``loss_backward``), both
+    extrapolated to the full epoch."""
+    clock.reset()
+    t0 = time.perf_counter()
+    try:
+        parts = trainer._train_epoch(graphs, epoch)
+    except _StopEpoch:
+        parts = {"loss": None}  # the trainer's running sums are lost with its frame
+    t_end = time.perf_counter()
+    train_s = t_end - t0
+    step_s, scale_up = extrapolate_steps(clock.starts, t_end, steps_total)
+    mem.mark(f"train ({clock.steps}/{steps_total} steps)", train_s, log)
+    log(f"    of which propagation {clock.forward:.2f} s, loss/backward/step "
+        f"{train_s - clock.forward:.2f} s; loss {parts['loss']}"
+        + (f"; x{scale_up:.2f} for the full epoch" if scale_up != 1 else ""))
+    return {"step_seconds": [round(x, 3) for x in step_s],
+            "propagation": clock.forward * scale_up,
+            "loss_backward": (train_s - clock.forward) * scale_up,
+            "steps": steps_total, "steps_run": clock.steps,
+            "loss": None if parts["loss"] is None else round(parts["loss"], 5)}
+
+
+def _eval_phase(out, eval_users: np.ndarray, trainer, backend: str, mem: MemoryMeter,
+                log) -> dict:
+    """Phase ``eval``: full-ranking Recall/NDCG@{10,20} of the sampled validation users."""
+    t0 = time.perf_counter()
+    top, _ = recommend(out.user, out.item, eval_users, 20, trainer.train_csr, backend=backend)
+    m = metrics_from_topk(top, eval_users, trainer.valid_csr, [10, 20])
+    rec = {"eval": time.perf_counter() - t0, "recall@20": round(m["recall@20"], 5),
+           "ndcg@20": round(m["ndcg@20"], 5)}
+    mem.mark(f"eval ({eval_users.size} users)", rec["eval"], log)
+    return rec
+
+
+def _run_epoch(epoch: int, trainer, clock: _StepClock, eval_users: np.ndarray, steps_total: int,
+               backend: str, mem: MemoryMeter, log) -> dict:
+    """One measured epoch: refresh, train, h_forward, eval. Returns its record (seconds
+    rounded to ms), ``epoch_seconds`` the sum of the five phases."""
+    log(f"epoch {epoch + 1}")
+    rec: dict = {"epoch": epoch + 1}
+    t0 = time.perf_counter()
+    graphs, _ = trainer.selfloop.graphs()
+    rec["refresh"] = time.perf_counter() - t0
+    rec["feedback_edges"] = graphs.feedback_edges
+    mem.mark("refresh", rec["refresh"], log)
+
+    rec.update(_train_phase(trainer, graphs, epoch, clock, steps_total, mem, log))
+
+    t0 = time.perf_counter()
+    trainer.model.eval()
+    with torch.no_grad():
+        out = clock.original(graphs)
+    trainer.selfloop.observe(out.item)
+    rec["h_forward"] = time.perf_counter() - t0
+    mem.mark("h_forward", rec["h_forward"], log)
+
+    rec.update(_eval_phase(out, eval_users, trainer, backend, mem, log))
+    del out, graphs
+    rec["epoch_seconds"] = sum(rec[k] for k in ("refresh", "propagation", "loss_backward",
+                                               "h_forward", "eval"))
+    log(f"  epoch {epoch + 1}: {rec['epoch_seconds']:.1f} s, refresh "
+        f"{rec['refresh']:.1f} s ({100 * rec['refresh'] / rec['epoch_seconds']:.1f} %), "
+        f"recall@20 {rec['recall@20']:.4f}")
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()}
+
+
+def run(args, log=print) -> dict:
+    """Generate, build, train ``args.epochs`` epochs; returns the result dict (see module doc)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mem = MemoryMeter()
+    result: dict = {"items": args.items, "implementation": "slifmr", "batch_size": args.batch_size}
+    mem.watch(args.rss_limit_gib, result)
+    mem.mark("warmup (JIT, tiny epoch)", warmup(), log)
+    log(f"slifmr scale run: {args.items} items  (torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.machine()})")
+    ds = _generate(args, mem, result, log)
+    trainer, cfg = _make_trainer(args, ds, mem, result, log)
+    if result["refresh_mode"] in ("refine", "bucket"):
+        _seed_feedback(trainer, mem, log)
+    eval_users = _eval_users(trainer, args)
+    steps_total = max(1, math.ceil(ds.train.shape[0] / args.batch_size))
     epochs: list = []
     result["epochs"] = epochs  # filled as epochs finish (the watchdog prints what there is)
-    for epoch in range(args.epochs):
-        log(f"epoch {epoch + 1}")
-        rec: dict = {"epoch": epoch + 1}
-        t0 = time.perf_counter()
-        graphs, _ = trainer.selfloop.graphs()
-        rec["refresh"] = time.perf_counter() - t0
-        rec["feedback_edges"] = graphs.feedback_edges
-        mem.mark("refresh", rec["refresh"], log)
-
-        acc["forward"], acc["steps"], acc["starts"] = 0.0, 0, []
-        t0 = time.perf_counter()
-        try:
-            parts = trainer._train_epoch(graphs, epoch)
-        except _StopEpoch:
-            parts = {"loss": None}  # the trainer's running sums are lost with its frame
-        t_end = time.perf_counter()
-        train_s = t_end - t0
-        steps_total = max(1, math.ceil(ds.train.shape[0] / args.batch_size))
-        # Step i runs from its forward's start to the next one's; the first step also builds
-        # the epoch graphs' transposes (and Adam's state in epoch 1), so a cut epoch is
-        # extrapolated as first step + (steps - 1) x the mean of the later ones.
-        bounds = acc["starts"] + [t_end]
-        step_s = [bounds[i + 1] - bounds[i] for i in range(len(acc["starts"]))]
-        rec["step_seconds"] = [round(x, 3) for x in step_s]
-        if len(step_s) >= 2 and acc["steps"] < steps_total:
-            est = step_s[0] + (steps_total - 1) * sum(step_s[1:]) / (len(step_s) - 1)
-            scale_up = est / max(sum(step_s), 1e-12)
-        else:
-            scale_up = steps_total / max(acc["steps"], 1)  # 1 for a full epoch
-        rec["propagation"] = acc["forward"] * scale_up
-        rec["loss_backward"] = (train_s - acc["forward"]) * scale_up
-        rec["steps"] = steps_total
-        rec["steps_run"] = acc["steps"]
-        rec["loss"] = None if parts["loss"] is None else round(parts["loss"], 5)
-        mem.mark(f"train ({acc['steps']}/{steps_total} steps)", train_s, log)
-        log(f"    of which propagation {acc['forward']:.2f} s, loss/backward/step "
-            f"{train_s - acc['forward']:.2f} s; loss {parts['loss']}"
-            + (f"; x{scale_up:.2f} for the full epoch" if scale_up != 1 else ""))
-
-        t0 = time.perf_counter()
-        model.eval()
-        with torch.no_grad():
-            out = orig_forward(graphs)
-        trainer.selfloop.observe(out.item)
-        rec["h_forward"] = time.perf_counter() - t0
-        mem.mark("h_forward", rec["h_forward"], log)
-
-        t0 = time.perf_counter()
-        top, _ = recommend(out.user, out.item, eval_users, 20, trainer.train_csr,
-                           backend=cfg.backend)
-        m = metrics_from_topk(top, eval_users, trainer.valid_csr, [10, 20])
-        rec["eval"] = time.perf_counter() - t0
-        rec["recall@20"] = round(m["recall@20"], 5)
-        rec["ndcg@20"] = round(m["ndcg@20"], 5)
-        mem.mark(f"eval ({eval_users.size} users)", rec["eval"], log)
-        del out, graphs
-        rec["epoch"] = epoch + 1
-        rec["epoch_seconds"] = sum(rec[k] for k in ("refresh", "propagation", "loss_backward",
-                                                   "h_forward", "eval"))
-        log(f"  epoch {epoch + 1}: {rec['epoch_seconds']:.1f} s, refresh "
-            f"{rec['refresh']:.1f} s ({100 * rec['refresh'] / rec['epoch_seconds']:.1f} %), "
-            f"recall@20 {rec['recall@20']:.4f}")
-        epochs.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()})
-        del m, top
-    model.forward = orig_forward
+    with _StepClock(trainer.model, args.max_steps) as clock:
+        for epoch in range(args.epochs):
+            epochs.append(_run_epoch(epoch, trainer, clock, eval_users, steps_total, cfg.backend,
+                                     mem, log))
 
     last = epochs[-1]
     result.update(epochs=epochs, epoch_seconds=last["epoch_seconds"],

@@ -19,7 +19,7 @@ from .refine.op import knn_recall
 
 __all__ = ["power_law_ids", "power_law_pairs", "power_law_csr", "random_graph",
            "bipartite_adjacency", "sym_normalize", "allowed_mask", "round_tf32",
-           "fuse_views_formula", "recall_with_ties", "Timing", "time_call"]
+           "fuse_views_formula", "neighbour_lists", "recall_with_ties", "Timing", "time_call"]
 
 
 def power_law_ids(n_ids: int, count: int, alpha: float = 1.2, generator=None) -> torch.Tensor:
@@ -186,6 +186,21 @@ def fuse_views_formula(z: torch.Tensor, alpha: torch.Tensor, views: torch.Tensor
     d = z.shape[1]
     return z + sum(alpha[k] * torch.nn.functional.normalize(views[:, k * d:(k + 1) * d], dim=1)
                    for k in range(alpha.numel()))
+
+
+def neighbour_lists(g: CSRGraph, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(R, w) int64 column ids of the given rows of ``g`` (all rows when ``rows`` is None), in
+    the graph's order, padded with -1 to ``w`` = the largest degree among them: the padded
+    form of a graph's rows that :func:`~slifmr_kernels.refine.op.knn_recall` compares."""
+    g = g.to("cpu")
+    rows = torch.arange(g.shape[0]) if rows is None else rows.cpu().long()
+    start = g.indptr[rows]
+    deg = g.indptr[rows + 1] - start
+    w = int(deg.max()) if deg.numel() else 0
+    pos = start[:, None] + torch.arange(w)
+    present = torch.arange(w) < deg[:, None]
+    ids = g.indices.long()[pos.clamp_max(max(g.nnz - 1, 0))] if g.nnz else pos
+    return torch.where(present, ids, torch.full_like(pos, -1))
 
 
 def recall_with_ties(idx: torch.Tensor, val: torch.Tensor, ref_idx: torch.Tensor,

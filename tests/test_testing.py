@@ -10,8 +10,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from slifmr_kernels.testing import (power_law_csr, power_law_ids, power_law_pairs,
-                                    recall_with_ties, sym_normalize, time_call)
+from slifmr_kernels import CSRGraph
+from slifmr_kernels.testing import (neighbour_lists, power_law_csr, power_law_ids,
+                                    power_law_pairs, recall_with_ties, sym_normalize, time_call)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,6 +95,17 @@ def test_sym_normalize_uses_row_sums_on_both_sides():
 
 
 # --------------------------------------------------------------------------- recall
+def test_neighbour_lists_pads_rows_to_the_widest():
+    g = CSRGraph.from_edges(torch.tensor([0, 0, 0, 2]), torch.tensor([3, 1, 2, 0]), shape=(4, 4))
+    assert torch.equal(neighbour_lists(g), torch.tensor([[1, 2, 3], [-1, -1, -1], [0, -1, -1],
+                                                         [-1, -1, -1]]))
+    assert torch.equal(neighbour_lists(g, torch.tensor([2, 1])), torch.tensor([[0], [-1]]))
+    assert neighbour_lists(g, torch.tensor([1, 3])).shape == (2, 0)
+    empty = CSRGraph.from_edges(torch.tensor([], dtype=torch.int64),
+                                torch.tensor([], dtype=torch.int64), shape=(2, 2))
+    assert neighbour_lists(empty).shape == (2, 0)
+
+
 def test_recall_with_ties_counts_swapped_equal_scores():
     ref_i = torch.tensor([[0, 1], [2, 3]])
     ref_v = torch.tensor([[0.9, 0.5], [0.8, 0.7]])
@@ -195,7 +207,8 @@ def test_markdown_table_plain_right_aligned_and_padded(harness):
 
 
 def test_write_report_and_jsonl(harness, tmp_path):
-    md = harness.write_report(tmp_path / "sub" / "r.md", "# r\n", {"x": 1, "dev": torch.device("cpu")})
+    md = harness.write_report(tmp_path / "sub" / "r.md", "# r\n",
+                              {"x": 1, "dev": torch.device("cpu")})
     assert md.read_text() == "# r\n"
     assert json.loads((tmp_path / "sub" / "r.json").read_text()) == {"x": 1, "dev": "cpu"}
     harness.append_jsonl(tmp_path / "log.jsonl", {"a": 1})
