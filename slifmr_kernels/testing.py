@@ -133,8 +133,7 @@ def bipartite_adjacency(n_users: int, n_items: int, n_interactions: int, generat
                         dtype=torch.float32) -> CSRGraph:
     """LightGCN's symmetric-normalised adjacency [[0, R], [R^T, 0]] of a power-law user-item
     graph, over n_users + n_items nodes (about 2 * n_interactions edges)."""
-    users = power_law_ids(n_users, n_interactions, alpha=1.0, generator=generator)
-    items = power_law_ids(n_items, n_interactions, alpha=1.0, generator=generator)
+    users, items = power_law_pairs(n_users, n_items, n_interactions, 1.0, generator=generator)
     n = n_users + n_items
     src = torch.cat([users, items + n_users])
     dst = torch.cat([items + n_users, users])
