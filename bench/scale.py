@@ -63,7 +63,8 @@ from slifmr.data.reorder import REORDER_MODES, apply_reorder  # noqa: E402
 from slifmr.evaluate import metrics_from_topk, recommend  # noqa: E402
 from slifmr.train import Trainer  # noqa: E402
 
-__all__ = ["make_catalog", "bucket_knn", "MemoryMeter", "run", "main", "catalog_args"]
+__all__ = ["make_catalog", "bucket_knn", "MemoryMeter", "extrapolate_steps", "run", "main",
+           "catalog_args"]
 
 GIB = float(2 ** 30)
 
