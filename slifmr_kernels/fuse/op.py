@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_float, check_same_device
+from .._library import define_op
 from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
 
@@ -32,27 +33,28 @@ __all__ = ["fuse_views", "NORM_EPS"]
 NORM_EPS = 1e-12
 
 
-@torch.library.custom_op("slifmr::fuse_views", mutates_args=())
-def _fuse_op(z: Tensor, alpha: Tensor, views: Tensor, eps: float, backend: str) -> tuple[Tensor, Tensor]:
+def _fuse_kernel(z: Tensor, alpha: Tensor, views: Tensor, eps: float,
+                 backend: str) -> tuple[Tensor, Tensor]:
     return load("fuse", backend).fuse_forward(z, alpha, views, eps)
 
 
-@_fuse_op.register_fake
 def _fuse_fake(z, alpha, views, eps, backend):
     return z.new_empty(z.shape), z.new_empty(z.shape[0], alpha.shape[0])
 
 
-@torch.library.custom_op("slifmr::fuse_views_backward", mutates_args=())
-def _fuse_backward_op(g: Tensor, alpha: Tensor, views: Tensor, den: Tensor, eps: float,
-                      need_alpha: bool, need_views: bool, backend: str) -> tuple[Tensor, Tensor]:
+def _fuse_backward_kernel(g: Tensor, alpha: Tensor, views: Tensor, den: Tensor, eps: float,
+                          need_alpha: bool, need_views: bool,
+                          backend: str) -> tuple[Tensor, Tensor]:
     return load("fuse", backend).fuse_backward(g, alpha, views, den, eps, need_alpha, need_views)
 
 
-@_fuse_backward_op.register_fake
 def _fuse_backward_fake(g, alpha, views, den, eps, need_alpha, need_views, backend):
     dalpha = g.new_empty(alpha.shape[0] if need_alpha else 0)
     dviews = g.new_empty(views.shape) if need_views else g.new_empty(0)
     return dalpha, dviews
+
+
+_fuse_backward_op = define_op("fuse_views_backward", _fuse_backward_kernel, _fuse_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -75,7 +77,7 @@ def _backward(ctx, g, _g_den):
             dviews if need_views else None, None, None)
 
 
-_fuse_op.register_autograd(_backward, setup_context=_setup_context)
+_fuse_op = define_op("fuse_views", _fuse_kernel, _fuse_fake, _backward, _setup_context)
 
 
 def fuse_views(z: Tensor, alpha: Tensor, views: Tensor, backend: str = "auto") -> Tensor:

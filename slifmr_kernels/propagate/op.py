@@ -1,7 +1,7 @@
 """The propagate op: Y = sum_r w_r * A_r (X * E_r) over one CSR with per-edge relation ids.
 
-Defined once with ``torch.library`` (fake kernels for tracing, autograd registered at the op)
-and served by whichever backend ``backends.resolve`` picks.
+Defined once with ``torch.library`` (``_library.define_op``: fake kernels for tracing, autograd
+registered at the op) and served by whichever backend ``backends.resolve`` picks.
 
 Backward (derivation, with v_e the edge value, r_e its relation, T = w[:, None] * E):
     Y[i]  = sum_{e=(i,j)} v_e T[r_e] * X[j]
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_finite, check_float, check_int, check_same_device
+from .._library import define_op
 from ..errors import InputError, InputTypeError
 from ..backends import _set_last, load, resolve
 from ..graph import CSRGraph
@@ -32,18 +33,16 @@ __all__ = ["propagate", "propagate_layers", "MAX_LAYERS"]
 MAX_LAYERS = 1024
 
 
-@torch.library.custom_op("slifmr::propagate", mutates_args=())
-def _propagate_op(indptr: Tensor, indices: Tensor, values: Tensor, relation: Optional[Tensor],
-                  table: Optional[Tensor], x: Tensor, t_indptr: Tensor, t_indices: Tensor,
-                  t_values: Tensor, t_relation: Optional[Tensor], n_rows: int,
-                  backend: str) -> Tensor:
+def _propagate_kernel(indptr: Tensor, indices: Tensor, values: Tensor,
+                      relation: Optional[Tensor], table: Optional[Tensor], x: Tensor,
+                      t_indptr: Tensor, t_indices: Tensor, t_values: Tensor,
+                      t_relation: Optional[Tensor], n_rows: int, backend: str) -> Tensor:
     mod = load("propagate", backend)
     if table is None:
         return mod.spmm(indptr, indices, values, x, n_rows)
     return mod.spmm_rel(indptr, indices, values, relation, table, x, n_rows)
 
 
-@_propagate_op.register_fake
 def _propagate_fake(indptr, indices, values, relation, table, x, t_indptr, t_indices, t_values,
                     t_relation, n_rows, backend):
     return x.new_empty(n_rows, x.shape[1])
@@ -67,23 +66,24 @@ def _sddmm_backend(backend: str) -> str:
     return "torch"
 
 
-@torch.library.custom_op("slifmr::propagate_sddmm", mutates_args=())
-def _propagate_sddmm_op(indptr: Tensor, indices: Tensor, relation: Optional[Tensor],
-                        table: Optional[Tensor], dy: Tensor, x: Tensor, n_rows: int,
-                        backend: str) -> Tensor:
+def _propagate_sddmm_kernel(indptr: Tensor, indices: Tensor, relation: Optional[Tensor],
+                            table: Optional[Tensor], dy: Tensor, x: Tensor, n_rows: int,
+                            backend: str) -> Tensor:
     return load("propagate", backend).sddmm(indptr, indices, relation, table, dy, x, n_rows)
 
 
-@_propagate_sddmm_op.register_fake
 def _propagate_sddmm_fake(indptr, indices, relation, table, dy, x, n_rows, backend):
     return x.new_empty(indices.shape[0])
 
 
-@torch.library.custom_op("slifmr::propagate_backward", mutates_args=())
-def _propagate_backward_op(t_indptr: Tensor, t_indices: Tensor, t_values: Tensor,
-                           t_relation: Optional[Tensor], table: Optional[Tensor], dy: Tensor,
-                           x: Tensor, num_relations: int, need_dx: bool, need_g: bool,
-                           backend: str) -> tuple[Tensor, Tensor]:
+_propagate_sddmm_op = define_op("propagate_sddmm", _propagate_sddmm_kernel,
+                                _propagate_sddmm_fake)
+
+
+def _propagate_backward_kernel(t_indptr: Tensor, t_indices: Tensor, t_values: Tensor,
+                               t_relation: Optional[Tensor], table: Optional[Tensor], dy: Tensor,
+                               x: Tensor, num_relations: int, need_dx: bool, need_g: bool,
+                               backend: str) -> tuple[Tensor, Tensor]:
     mod = load("propagate", backend)
     n_cols = t_indptr.numel() - 1
     if table is None:
@@ -101,13 +101,16 @@ def _propagate_backward_op(t_indptr: Tensor, t_indices: Tensor, t_values: Tensor
     return (dx if dx is not None else empty), (g if g is not None else empty.clone())
 
 
-@_propagate_backward_op.register_fake
 def _propagate_backward_fake(t_indptr, t_indices, t_values, t_relation, table, dy, x,
                              num_relations, need_dx, need_g, backend):
     d = dy.shape[1]
     dx = dy.new_empty(t_indptr.shape[0] - 1, d) if need_dx else dy.new_empty(0)
     g = dy.new_empty(num_relations, d) if (need_g and table is not None) else dy.new_empty(0)
     return dx, g
+
+
+_propagate_backward_op = define_op("propagate_backward", _propagate_backward_kernel,
+                                   _propagate_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -153,7 +156,8 @@ def _backward(ctx, dy):
             None, None, None, None, None, None)
 
 
-_propagate_op.register_autograd(_backward, setup_context=_setup_context)
+_propagate_op = define_op("propagate", _propagate_kernel, _propagate_fake, _backward,
+                          _setup_context)
 
 
 def _folded_values(g: CSRGraph, w: Tensor, dtype: torch.dtype, transposed: bool = False) -> Tensor:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .._checks import (check_bool, check_choice, check_finite, check_float, check_int,
                        check_same_device)
+from .._library import define_op
 from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
 from ..graph import CSRGraph
@@ -43,16 +44,17 @@ def check_k(k, m: int) -> int:
     return k
 
 
-@torch.library.custom_op("slifmr::topk", mutates_args=())
-def _topk_op(x: Tensor, y: Tensor, k: int, exclude_self: bool, excl_indptr: Optional[Tensor],
-             excl_indices: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
+def _topk_kernel(x: Tensor, y: Tensor, k: int, exclude_self: bool, excl_indptr: Optional[Tensor],
+                 excl_indices: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
     return load("topk", backend).topk(x, y, k, exclude_self, excl_indptr, excl_indices)
 
 
-@_topk_op.register_fake
 def _topk_fake(x, y, k, exclude_self, excl_indptr, excl_indices, backend):
     n = x.shape[0]
     return x.new_empty(n, k, dtype=torch.int64), x.new_empty(n, k)
+
+
+_topk_op = define_op("topk", _topk_kernel, _topk_fake)
 
 
 def normalize_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
