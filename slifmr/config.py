@@ -59,6 +59,8 @@ class Config:
     # --- FREEDOM / LATTICE (their feature kNN item graphs use knn_k and modality_layers)
     image_graph_weight: float = 0.1       # FREEDOM: weight of the image kNN graph (text: the rest)
     prune_ratio: float = 0.8              # FREEDOM: share of user-item edges dropped per epoch
+    edge_dropout: float = 0.0             # LightGCN / SLIF-MR: share of A(t)'s user-item edges dropped
+                                          # per training epoch, degree-sensitively (FREEDOM's pruning)
     modality_bpr_weight: float = 0.0      # FREEDOM: BPR of users against projected features
     frozen_graph_weight: float = 0.9      # LATTICE: lambda, frozen vs learned item graph
     # --- graphs and the self-loop feedback
@@ -255,7 +257,7 @@ _RULES: dict = {
     "modality_layers": _int(0, _LAYERS_MAX),
     "use_kg": _bool(), "share_item_entity": _bool(), "modalities": _names(nullable=True),
     "view_weight": _float(0), "modality_input": _choice(("features", "ids", "both")), "learn_view_weight": _bool(),
-    "image_graph_weight": _float(0, 1), "prune_ratio": _float(0, 1, hi_open=True),
+    "image_graph_weight": _float(0, 1), "prune_ratio": _float(0, 1, hi_open=True), "edge_dropout": _float(0, 1, hi_open=True),
     "modality_bpr_weight": _float(0), "frozen_graph_weight": _float(0, 1),
     "knn_k": _int(1), "feedback": _bool(), "feedback_k": _int(1),
     "feedback_beta": _float(0, 1), "feedback_gamma": _float(0),

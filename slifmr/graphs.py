@@ -186,6 +186,18 @@ class Graphs:
     modality: dict
     kg: Optional[sk.CSRGraph]
     feedback_edges: int = 0
+    # A(t) with a share of the user-item edges dropped (GraphBuilder's ``edge_dropout``): the
+    # interaction view's graph in training; evaluation and the feedback graph use ``adj``.
+    train_adj: Optional[sk.CSRGraph] = None
+
+
+def degree_sensitive_sample(weights: np.ndarray, keep: int, rng: np.random.Generator) -> np.ndarray:
+    """``keep`` distinct indices of ``weights`` (E,), drawn without replacement with probability
+    proportional to the weights (exponential keys: the ``keep`` smallest -log(u) / w), sorted."""
+    if keep >= weights.size:
+        return np.arange(weights.size)
+    keys = -np.log(rng.random(weights.size)) / weights
+    return np.sort(np.argpartition(keys, keep)[:keep])
 
 
 class GraphBuilder:
@@ -207,6 +219,10 @@ class GraphBuilder:
         cache_static: keep the no-feedback graphs of ``build(None)`` after the first call. A
             run with feedback calls it at most once (or never), so the trainer turns this off
             there and those graphs are freed after use.
+        edge_dropout: share of the user-item edges left out of ``Graphs.train_adj`` when
+            ``build`` is given an ``rng``: kept edges are drawn with probability proportional to
+            1 / sqrt(d_u d_i) (FREEDOM's degree-sensitive pruning), then A is re-normalised by
+            the kept degrees (with the epoch's S(t) block, as ``adj``). 0: no ``train_adj``.
 
     What it holds: R~ (``user_item``), [[0, R], [R^T, 0]] (scipy), the sym-normalised modality
     kNN graphs (scipy, ``modality_knn``), the directed kNN graph of the first modality
@@ -218,8 +234,12 @@ class GraphBuilder:
     def __init__(self, ds: Dataset, modalities=(), use_kg: bool = True, knn_k: int = 10,
                  beta: float = 0.3, gamma: float = 0.1,
                  feedback_in=("interaction", "kg", "modality"), device="cpu", backend="auto",
-                 knn_exact_max: int = DEFAULT_KNN_EXACT_MAX, cache_static: bool = True):
+                 knn_exact_max: int = DEFAULT_KNN_EXACT_MAX, cache_static: bool = True,
+                 edge_dropout: float = 0.0):
         self.num_users, self.num_items = ds.num_users, ds.num_items
+        if not 0.0 <= float(edge_dropout) < 1.0:
+            raise ValueError(f"edge_dropout must be in [0, 1), got {edge_dropout!r}")
+        self.edge_dropout = float(edge_dropout)
         self.device, self.backend = device, backend
         self.beta, self.gamma = float(beta), float(gamma)
         self.feedback_in = set(feedback_in)
@@ -239,6 +259,12 @@ class GraphBuilder:
         if self._bip.shape != (U + I, U + I):  # bmat drops all-empty blocks' sizes when U or I is 0
             self._bip = sp.csr_matrix((U + I, U + I), dtype=np.float32)
         self.user_item = to_csr_graph(row_normalize(R), device)
+        if self.edge_dropout > 0:
+            pairs = R.tocoo()
+            self._pairs = (pairs.row.astype(np.int64), pairs.col.astype(np.int64))
+            du, di = np.diff(R.indptr), np.asarray(R.getnnz(axis=0))
+            self._pair_weight = 1.0 / np.sqrt(du[pairs.row] * di[pairs.col]).astype(np.float64)
+            del pairs
         del R
 
         self.modality_knn = {}
@@ -293,7 +319,8 @@ class GraphBuilder:
         return sp.csr_matrix((s.data, s.indices + U, indptr), shape=(U + self.num_items,) * 2)
 
     # ------------------------------------------------------------------ per epoch
-    def build(self, S: Optional[sp.csr_matrix] = None, raw: Optional[sp.csr_matrix] = None) -> Graphs:
+    def build(self, S: Optional[sp.csr_matrix] = None, raw: Optional[sp.csr_matrix] = None,
+              rng: Optional[np.random.Generator] = None) -> Graphs:
         """Assemble the graphs of one epoch.
 
         Args:
@@ -301,9 +328,13 @@ class GraphBuilder:
                (no feedback: the static graphs).
             raw: the directed kNN similarities behind S (scipy, I x I, negatives clipped), for
                the KG feedback relation; defaults to S.
+            rng: draws the edges of ``train_adj`` (only with ``edge_dropout`` > 0).
         """
         if S is None:
-            return self.static_graphs()
+            g = self.static_graphs()
+            if rng is not None and self.edge_dropout > 0:
+                g = dataclasses.replace(g, train_adj=self._dropped_adj(None, rng))
+            return g
         if S.shape != (self.num_items, self.num_items):
             raise ValueError(f"S must be num_items x num_items = {self.num_items}, got {S.shape}")
         if "interaction" in self.feedback_in and self.gamma > 0:
@@ -321,7 +352,20 @@ class GraphBuilder:
         kg = None
         if self.use_kg:
             kg = self._kg_graph(raw if raw is not None else S) if "kg" in self.feedback_in else self._static_kg()
-        return Graphs(adj, self.user_item, modality, kg, int(S.nnz))
+        train_adj = self._dropped_adj(S, rng) if rng is not None and self.edge_dropout > 0 else None
+        return Graphs(adj, self.user_item, modality, kg, int(S.nnz), train_adj)
+
+    def _dropped_adj(self, S: Optional[sp.csr_matrix], rng: np.random.Generator) -> sk.CSRGraph:
+        """sym([[0, R'], [R'^T, gamma * S]]) with R' a degree-sensitive sample of R's edges."""
+        u, i = self._pairs
+        keep = degree_sensitive_sample(self._pair_weight, int(round(u.size * (1.0 - self.edge_dropout))), rng)
+        U, n = self.num_users, self.num_users + self.num_items
+        rows = np.concatenate([u[keep], i[keep] + U])
+        cols = np.concatenate([i[keep] + U, u[keep]])
+        bip = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n, n))
+        if S is not None and "interaction" in self.feedback_in and self.gamma > 0:
+            bip = bip + self._pad_items(self.gamma * S)
+        return to_csr_graph(sym_normalize(bip), self.device, symmetric=True)
 
     # ------------------------------------------------------------------ static graphs
     def _cached(self, name: str, make):

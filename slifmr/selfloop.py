@@ -108,14 +108,15 @@ class SelfLoop:
         feats = [F.normalize(torch.from_numpy(f), dim=1) for f in self.features.values()]
         return torch.cat(feats, 1) / math.sqrt(len(feats))
 
-    def graphs(self) -> tuple[Graphs, float]:
-        """The graphs of the next epoch and the seconds spent on the feedback graph."""
+    def graphs(self, rng: Optional[np.random.Generator] = None) -> tuple[Graphs, float]:
+        """The graphs of the next epoch and the seconds spent on the feedback graph. ``rng``
+        draws the training graph's edges when the builder drops some (``edge_dropout``)."""
         if not self.enabled:
-            return self.builder.build(None), 0.0
+            return self.builder.build(None, rng=rng), 0.0
         t0 = time.perf_counter()
         src = self.h_prev if self.h_prev is not None else self.initial_source()
         if src is None:
-            return self.builder.build(None), time.perf_counter() - t0
+            return self.builder.build(None, rng=rng), time.perf_counter() - t0
         previous = self.raw_prev if (self.refine and self.h_prev is not None) else None
         if self.h_prev is None and not self.builder.knn_exact:
             # S(0) over the concatenated features of a catalogue too large for exact kNN
@@ -131,7 +132,7 @@ class SelfLoop:
         self.changed_share = changed_edge_share(self.raw_prev, raw_graph)
         t_share = time.perf_counter() - t_share
         self.raw_prev = raw_graph
-        return self.builder.build(S, raw), time.perf_counter() - t0 - t_share
+        return self.builder.build(S, raw, rng=rng), time.perf_counter() - t0 - t_share
 
     def observe(self, item_repr: torch.Tensor) -> None:
         """Record H(t) (I, d), the item representations after an epoch."""

@@ -98,6 +98,7 @@ class Trainer:
                                     beta=self.cfg.feedback_beta, gamma=self.cfg.feedback_gamma,
                                     feedback_in=self.cfg.feedback_in, device=self.device,
                                     backend=self.cfg.backend, knn_exact_max=self.cfg.knn_exact_max,
+                                    edge_dropout=self.cfg.edge_dropout,
                                     # with feedback the no-feedback graphs are not used per epoch
                                     cache_static=not self.cfg.feedback)
         self.static_graph_s = time.perf_counter() - t0
@@ -326,7 +327,9 @@ class Trainer:
         while self.epoch < cfg.epochs and not stopped:
             epoch = self.epoch
             t0 = time.perf_counter()
-            graphs, rebuild_s = self.selfloop.graphs()
+            # its own stream: the batches' order and negatives stay those of a run without it
+            drop_rng = np.random.default_rng([cfg.seed, epoch, 1]) if cfg.edge_dropout > 0 else None
+            graphs, rebuild_s = self.selfloop.graphs(rng=drop_rng)
             t1 = time.perf_counter()
             parts = self._train_epoch(graphs, epoch)
             t2 = time.perf_counter()

@@ -24,7 +24,7 @@ import torch
 import slifmr_kernels as sk
 
 from ..config import Config
-from ..graphs import Graphs
+from ..graphs import Graphs, degree_sensitive_sample
 from ..losses import bpr_loss
 from .base import Batch, ModelOutput, Recommender
 from .features import raw_feature_projections
@@ -43,15 +43,6 @@ def modality_weights(names, image_weight: float) -> list:
     if len(others) == len(names):
         return [1.0 / len(names)] * len(names)
     return [image_weight if n == "image" else (1.0 - image_weight) / len(others) for n in names]
-
-
-def degree_sensitive_sample(weights: np.ndarray, keep: int, rng: np.random.Generator) -> np.ndarray:
-    """``keep`` distinct indices of ``weights`` (E,), drawn without replacement with probability
-    proportional to the weights (exponential keys: the ``keep`` smallest -log(u) / w), sorted."""
-    if keep >= weights.size:
-        return np.arange(weights.size)
-    keys = -np.log(rng.random(weights.size)) / weights
-    return np.sort(np.argpartition(keys, keep)[:keep])
 
 
 class FREEDOM(Recommender):

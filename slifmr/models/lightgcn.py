@@ -10,7 +10,13 @@ from ..config import Config
 from ..graphs import Graphs
 from .base import ModelOutput, Recommender
 
-__all__ = ["LightGCN", "interaction_view"]
+__all__ = ["LightGCN", "interaction_view", "training_graph"]
+
+
+def training_graph(model: Recommender, g: Graphs) -> sk.CSRGraph:
+    """A(t) of the interaction view: ``g.train_adj`` (some user-item edges dropped) while the
+    model trains, when the epoch has one; else ``g.adj``."""
+    return g.train_adj if (model.training and g.train_adj is not None) else g.adj
 
 
 def interaction_view(model: Recommender, adj: sk.CSRGraph, num_layers: int) -> tuple:
@@ -36,5 +42,5 @@ class LightGCN(Recommender):
         super().__init__(num_users, num_items, cfg)
 
     def forward(self, g: Graphs) -> ModelOutput:
-        zu, zi = interaction_view(self, g.adj, self.cfg.num_layers)
+        zu, zi = interaction_view(self, training_graph(self, g), self.cfg.num_layers)
         return self.finish(ModelOutput(zu, zi, cf=(zu, zi)))

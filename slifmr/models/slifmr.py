@@ -28,7 +28,7 @@ from ..graphs import Graphs
 from ..losses import consistency_loss
 from .base import Batch, ModelOutput, Recommender, init_embedding
 from .features import ModalityProjection
-from .lightgcn import interaction_view
+from .lightgcn import interaction_view, training_graph
 
 __all__ = ["SLIFMR", "fuse_views"]
 
@@ -137,7 +137,7 @@ class SLIFMR(Recommender):
 
     def forward(self, g: Graphs) -> ModelOutput:
         """All views and the fused representations (see :class:`ModelOutput`)."""
-        zu_cf, zi_cf = interaction_view(self, g.adj, self.cfg.num_layers)
+        zu_cf, zi_cf = interaction_view(self, training_graph(self, g), self.cfg.num_layers)
         if not self.view_names:
             return self.finish(ModelOutput(zu_cf, zi_cf, cf=(zu_cf, zi_cf)))
         item_views = [self.kg_view(g) if name == "kg" else self.modality_view(g, name)
