@@ -1,4 +1,5 @@
-"""Shared fixtures: every op test runs on each (device, backend) pair this machine can run.
+"""Shared fixtures: every op test runs on each (device, backend) pair this machine can run;
+the CUDA kernels built for the CPU emulator (tests/<op>/test_cuda.py).
 
 Triton kernels are exercised on CPU through the interpreter, so TRITON_INTERPRET=1 is set
 before anything imports triton when no GPU is present.
@@ -41,3 +42,35 @@ def gen():
     seed = int(os.environ.get("SLIFMR_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
     print(f"SLIFMR_TEST_SEED={seed}")
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="session")
+def emu_library(tmp_path_factory):
+    """The CUDA kernels and bindings built for the CPU emulator (tests/cuda_emu.py), once per
+    session: the .so path."""
+    import shutil
+
+    from tests.cuda_emu import build_emulation_library
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    return build_emulation_library(tmp_path_factory.mktemp("emu"))
+
+
+@pytest.fixture(scope="module")
+def emu_ops(emu_library):
+    """The Python CUDA backend modules (propagate, topk, fuse) wired to the emulation build,
+    for one test module; the real backends are restored after it."""
+    from tests.cuda_emu import fresh_cuda_backends
+    with fresh_cuda_backends(emu_library):
+        from slifmr_kernels.propagate import cuda as pc
+        from slifmr_kernels.topk import cuda as tc
+        from slifmr_kernels.fuse import cuda as fc
+        for mod in (pc, tc, fc):
+            mod.stream_of = lambda t: 0  # no CUDA stream on the CPU
+        yield pc, tc, fc
+
+
+@pytest.fixture(scope="module")
+def emu_probe(emu_ops, emu_library):
+    from tests.cuda_emu import EmuProbe
+    return EmuProbe(emu_library)

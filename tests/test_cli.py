@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from slifmr.cli import _overrides, build_parser, main
-from slifmr.config import Config, load_config
 
 TINY = '{"num_users": 80, "num_items": 60, "num_clusters": 3, "mean_interactions": 8, "modalities": {"text": 6}, "kg_relations": 1}'
 
@@ -48,39 +47,6 @@ def test_flags_map_to_config_switches():
     assert ov == {"feedback": False, "use_kg": False, "sc_weight": 0.0, "modalities": ["image"],
                   "model": "slifmr", "epochs": 3, "lr": 0.01, "feedback_in": ["kg"]}
     assert _overrides(p.parse_args(["train", "--output", "x", "--no-modalities"]))["modalities"] == []
-
-
-def test_config_files(tmp_path):
-    y = tmp_path / "c.yaml"
-    y.write_text("model: lightgcn\nepochs: 7\nmodalities: [text]\n")
-    cfg = load_config(str(y), {"epochs": 9})
-    assert cfg.model == "lightgcn" and cfg.epochs == 9 and cfg.modalities == ["text"]
-    assert cfg.resolved().use_kg is False and cfg.resolved().sc_weight == 0.0
-    j = tmp_path / "c.json"
-    j.write_text('{"lr": 0.5}')
-    assert load_config(str(j)).lr == 0.5
-    y.write_text("epochs: 3\nbogus: 1\n")
-    with pytest.raises(ValueError, match=r"c.yaml:2: unknown configuration key 'bogus'"):
-        load_config(str(y))
-    y.write_text("epochs: [1\n")
-    with pytest.raises(ValueError, match=r"c.yaml:\d+: invalid YAML"):
-        load_config(str(y))
-    with pytest.raises(ValueError, match=r"config key 'epochs': expected an integer in \[1, "):
-        load_config(None, {"epochs": 0})
-    with pytest.raises(ValueError, match="feedback_in"):
-        Config(feedback_in=["kg", "x"])
-    y.write_text("epochs: 3\nbogus: 1\n")
-    assert main(["train", "--output", str(tmp_path / "o"), "--config", str(y)]) == 2
-
-
-def test_repository_configs_load():
-    import glob
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    files = glob.glob(os.path.join(root, "configs", "*.yaml"))
-    assert files
-    for f in files:
-        load_config(f)
 
 
 def test_bad_data_dir_is_a_clear_error(tmp_path, capsys):

@@ -178,3 +178,23 @@ def test_check_finite_finds_one_bad_entry_anywhere(gen, bad, dtype):
         check_finite("x", t)
     check_finite("idx", torch.arange(5))  # integers are always finite
     check_finite("x", torch.empty(0, 3))
+
+
+def test_from_topk_is_the_topk_result_as_a_graph():
+    """CSRGraph.from_topk: one edge per valid entry, columns sorted, padding (-1) dropped;
+    malformed input is refused with the project's errors."""
+    x = torch.randn(9, 4, generator=torch.Generator().manual_seed(0))
+    idx, val = sk.topk_similarity(x, 3, backend="torch")
+    g = sk.CSRGraph.from_topk(idx, val, 9)
+    dense = torch.zeros(9, 9).scatter_(1, idx, val)
+    assert torch.equal(g.to_dense(), dense)
+    assert torch.equal(g.to_dense(), sk.knn_graph(x, 3, backend="torch").to_dense())
+    pad = torch.tensor([[2, -1], [0, 1]])
+    g = sk.CSRGraph.from_topk(pad, torch.tensor([[0.5, 0.0], [1.0, 2.0]]), 3)
+    assert g.indptr.tolist() == [0, 1, 3] and g.indices.tolist() == [2, 0, 1]
+    with pytest.raises(IndexError, match="idx must lie in"):
+        sk.CSRGraph.from_topk(torch.tensor([[3]]), torch.tensor([[1.0]]), 3)
+    with pytest.raises(ValueError, match="same shape"):
+        sk.CSRGraph.from_topk(torch.tensor([[0, 1]]), torch.tensor([[1.0]]), 3)
+    with pytest.raises(TypeError, match="integer"):
+        sk.CSRGraph.from_topk(torch.tensor([[0.0]]), torch.tensor([[1.0]]), 3)

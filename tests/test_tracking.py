@@ -5,27 +5,15 @@ import os
 import sys
 
 import pytest
-import torch
-
-import slifmr_kernels as sk
 from slifmr.cli import main
-from slifmr.config import Config, ConfigError
-from slifmr.curves import MISSING_MATPLOTLIB, write_curves
+from slifmr.config import ConfigError
+from slifmr.curves import MISSING_MATPLOTLIB
 from slifmr.data.prepare import prepare_data
-from slifmr.selfloop import changed_edge_share
 from slifmr.tracking import open_writer
 from slifmr.train import Trainer
+from tests.helpers import TINY_DATA, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {"num_users": 60, "num_items": 40, "num_clusters": 3, "mean_interactions": 8,
-        "modalities": {"text": 6}, "kg_relations": 1}
-
-
-def _cfg(**kw):
-    base = dict(embed_dim=8, batch_size=128, epochs=3, lr=0.02, progress=False, synthetic=TINY,
-                seed=5, knn_k=4, feedback_k=4, patience=0)
-    base.update(kw)
-    return Config(**base)
 
 
 def _without(monkeypatch, *modules):
@@ -40,7 +28,7 @@ def _without(monkeypatch, *modules):
 def test_tensorboard_events_hold_the_epoch_scalars(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    cfg = _cfg()
+    cfg = tiny_train_config()
     out = tmp_path / "run"
     Trainer(cfg, prepare_data(cfg), str(out), log=lambda s: None).fit()
     log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -63,7 +51,7 @@ def test_tensorboard_events_hold_the_epoch_scalars(tmp_path):
 
 
 def test_tensorboard_setting(tmp_path, monkeypatch, capsys):
-    cfg = _cfg(epochs=1, tensorboard=False)
+    cfg = tiny_train_config(epochs=1, tensorboard=False)
     Trainer(cfg, prepare_data(cfg), str(tmp_path / "off"), log=lambda s: None).train()
     assert not (tmp_path / "off" / "tb").exists()
     _without(monkeypatch, "torch.utils.tensorboard", "tensorboard")
@@ -71,7 +59,7 @@ def test_tensorboard_setting(tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match=r"pip install tensorboard"):
         open_writer(True, str(tmp_path / "tb"))
     rc = main(["train", "--output", str(tmp_path / "on"), "--epochs", "1", "--quiet",
-               "--set", f"synthetic={json.dumps(TINY)}", "--set", "embed_dim=8",
+               "--set", f"synthetic={json.dumps(TINY_DATA)}", "--set", "embed_dim=8",
                "--set", "tensorboard=true"])
     assert rc == 2 and "pip install tensorboard" in capsys.readouterr().err
 
@@ -82,7 +70,7 @@ def test_train_without_the_tracking_packages(tmp_path, monkeypatch, capsys):
     _without(monkeypatch, "torch.utils.tensorboard", "tensorboard", "matplotlib", "optuna")
     out = tmp_path / "run"
     rc = main(["train", "--output", str(out), "--epochs", "3", "--quiet",
-               "--set", f"synthetic={json.dumps(TINY)}", "--set", "embed_dim=8"])
+               "--set", f"synthetic={json.dumps(TINY_DATA)}", "--set", "embed_dim=8"])
     printed = capsys.readouterr().out
     assert rc == 0 and (out / "metrics.json").is_file()
     assert not (out / "tb").exists() and not (out / "curves.png").exists()
@@ -94,37 +82,6 @@ def test_train_without_the_tracking_packages(tmp_path, monkeypatch, capsys):
     rc = main(["tune", "--space", str(tmp_path / "s.yaml"), "--trials", "1",
                "--output", str(tmp_path / "study")])
     assert rc == 2 and "pip install optuna" in capsys.readouterr().err
-
-
-def test_curves_png(tmp_path):
-    pytest.importorskip("matplotlib")
-    from matplotlib.image import imread
-    cfg = _cfg(epochs=6, eval_every=2)
-    out = tmp_path / "run"
-    t = Trainer(cfg, prepare_data(cfg), str(out), log=lambda s: None)
-    t.fit()
-    png = out / "curves.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    img = imread(str(png))
-    assert img.shape[0] > 300 and img.shape[1] > 2 * img.shape[0]  # two panels side by side
-    assert img[..., :3].std() > 0.05                                 # not blank
-    # histories without validation, or with nothing at all, still draw
-    assert write_curves([{"epoch": 1, "loss": 0.5}], str(tmp_path / "a.png"))
-    assert write_curves([], str(tmp_path / "b.png"))
-    assert not [f for f in os.listdir(out) if ".tmp" in f]
-
-
-def test_changed_edge_share():
-    a = sk.CSRGraph.from_edges(torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([1, 2, 0, 2, 0, 1]),
-                               shape=(3, 3))
-    b = sk.CSRGraph.from_edges(torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([1, 2, 0, 2, 1, 0]),
-                               shape=(3, 3))
-    c = sk.CSRGraph.from_edges(torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([2, 1, 2, 0, 0, 1]),
-                               shape=(3, 3))
-    d = sk.CSRGraph.from_edges(torch.tensor([0, 1, 2]), torch.tensor([1, 0, 0]), shape=(3, 3))
-    assert changed_edge_share(a, b) == 0.0 and changed_edge_share(a, c) == 0.0
-    assert changed_edge_share(d, a) == pytest.approx(0.5)      # 3 of a's 6 edges are not in d
-    assert changed_edge_share(None, a) is None
 
 
 def test_results_figure(tmp_path, capsys):

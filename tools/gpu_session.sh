@@ -31,8 +31,8 @@ check=${PIPESTATUS[0]}
 # 2. The op tests on CUDA tensors, every GPU backend, against the JIT build.
 SO="$TORCH_EXTENSIONS_DIR/slifmr_cuda_jit/slifmr_cuda_jit.so"
 if [[ -z "${SLIFMR_CUDA_LIB:-}" && -f "$SO" ]]; then export SLIFMR_CUDA_LIB="$SO"; fi
-"$PY" -m pytest -q -p no:cacheprovider tests/test_propagate.py tests/test_topk.py \
-  tests/test_rerank.py tests/test_fuse.py tests/test_backends.py -k "cuda or rerank or backends" \
+"$PY" -m pytest -q -p no:cacheprovider tests/propagate/test_op.py tests/topk/test_op.py \
+  tests/topk/test_rerank.py tests/fuse/test_op.py tests/test_backends.py -k "cuda or rerank or backends" \
   2>&1 | tee "$OUT/pytest.txt" | tail -5
 tests=${PIPESTATUS[0]}
 
