@@ -1,33 +1,19 @@
-"""SLIF-MR / LightGCN forward against dense formulas, switches, gradients."""
+"""SLIF-MR (slifmr/models/slifmr.py): the forward pass against dense formulas, any subset of
+views, gradients of every parameter, the view fusion, the modality features it projects."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from slifmr.config import Config
-from slifmr.data import make_synthetic
-from slifmr.graphs import GraphBuilder
-from slifmr.models import LightGCN, SLIFMR, build_model
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(40, 30, num_clusters=3, mean_interactions=6, min_interactions=2,
-                          modalities={"image": 6, "text": 5}, kg_relations=2, seed=3)
-
-
-def _graphs(ds, mods=("image", "text"), use_kg=True, feedback=True):
-    b = GraphBuilder(ds, modalities=list(mods), use_kg=use_kg, knn_k=4)
-    if not feedback:
-        return b, b.build(None)
-    S, raw, _, _ = b.feedback(torch.randn(ds.num_items, 5, generator=torch.Generator().manual_seed(1)), 3)
-    return b, b.build(S, raw)
+from slifmr.models import SLIFMR, build_model
+from tests.models.common import view_graphs
 
 
 def test_forward_matches_dense_definition(ds):
     torch.manual_seed(0)
     cfg = Config(embed_dim=8, num_layers=2, kg_layers=2, modality_layers=1, view_weight=0.3)
-    b, g = _graphs(ds)
+    b, g = view_graphs(ds)
     model = SLIFMR(ds.num_users, ds.num_items, cfg, num_entities=ds.num_entities,
                    num_view_relations=b.num_view_relations, features=ds.features)
     out = model(g)
@@ -66,7 +52,7 @@ def test_forward_matches_dense_definition(ds):
 @pytest.mark.parametrize("shared", [True, False])
 def test_every_parameter_gets_a_gradient(ds, shared):
     cfg = Config(embed_dim=8, share_item_entity=shared)
-    b, g = _graphs(ds)
+    b, g = view_graphs(ds)
     model = build_model(cfg, ds, b.num_view_relations)
     out = model(g)
     loss = (out.user[:5] @ out.item[:7].t()).sum()
@@ -82,23 +68,12 @@ def test_every_parameter_gets_a_gradient(ds, shared):
                                           (False, []), (True, ["text"])])
 def test_any_subset_of_views(ds, use_kg, mods):
     cfg = Config(embed_dim=4, use_kg=use_kg, modalities=mods)
-    b, g = _graphs(ds, mods=mods, use_kg=use_kg)
+    b, g = view_graphs(ds, mods=mods, use_kg=use_kg)
     model = build_model(cfg, ds, b.num_view_relations)
     out = model(g)
     assert set(out.views) == ({"kg"} if use_kg else set()) | set(mods)
     assert out.user.shape == (ds.num_users, 4) and out.item.shape == (ds.num_items, 4)
     assert torch.isfinite(out.item).all()
-
-
-def test_lightgcn_is_the_interaction_view_only(ds):
-    cfg = Config(embed_dim=4, num_layers=3)
-    b, g = _graphs(ds, feedback=False)
-    lg = LightGCN(ds.num_users, ds.num_items, cfg)
-    assert lg.view_names == []
-    out = lg(g)
-    torch.testing.assert_close(out.user, out.cf[0])
-    assert build_model(cfg.updated(model="lightgcn"), ds, b.num_view_relations).view_names == []
-    assert cfg.updated(model="lightgcn").resolved().feedback is False
 
 
 def test_features_must_match_items(ds):
@@ -145,7 +120,7 @@ def test_fuse_views_matches_the_plain_formula(stacked):
 def test_feature_rows_are_normalised_without_a_copy(ds):
     """project(m) == proj_m(F.normalize(F_m)); the model shares the dataset's feature array."""
     cfg = Config(embed_dim=8)
-    b, _ = _graphs(ds)
+    b, _ = view_graphs(ds)
     model = build_model(cfg, ds, b.num_view_relations)
     for m in ("image", "text"):
         f = torch.as_tensor(ds.features[m])
