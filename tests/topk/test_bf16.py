@@ -154,7 +154,16 @@ def test_empty_inputs():
         assert idx.shape == (n, k) and val.shape == (n, k)
 
 
-def test_public_ops_with_bf16_forced(gen, force_bf16, small_tiles):
+def test_public_ops_with_bf16_forced(gen, force_bf16, small_tiles, monkeypatch):
+    calls = []  # (rows, k) of every public call that the bf16 path served
+    real = bf16.topk
+
+    def counted(x, y, k, *args, _level=0, **kw):
+        if _level == 0:
+            calls.append((x.shape[0], int(k)))
+        return real(x, y, k, *args, _level=_level, **kw)
+
+    monkeypatch.setattr(bf16, "topk", counted)
     x = clustered(300, 64, gen)
     for metric in ("ip", "cosine"):
         i1, v1 = sk.topk_similarity(x * 3, 10, metric=metric, backend="numba")
@@ -170,7 +179,8 @@ def test_public_ops_with_bf16_forced(gen, force_bf16, small_tiles):
     i1, v1 = sk.topk_scores(u, it, 20, exclude=excl, backend="numba")
     i2, v2 = sk.topk_scores(u, it, 20, exclude=excl, backend="torch")
     assert_exact(i1, v1, u, it, 20, excl=(excl.indptr, excl.indices))
-    assert bf16.last_fallback_rows() is not None
+    assert calls == [(300, 10), (300, 10), (300, 10), (120, 20)]
+    assert all(0 <= rows <= 120 for rows in bf16.last_fallback_rows())
 
 
 def test_switch_and_usable(monkeypatch):
