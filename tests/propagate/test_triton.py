@@ -51,6 +51,17 @@ def _case(name, gen, monkeypatch=None):
     return n_rows, n_cols, deg, d
 
 
+def _backward_problem(gen, case, R, monkeypatch):
+    """The case's graph with R relations and int64 indices, and x, dy and the relation table
+    in float64."""
+    n_rows, n_cols, deg, d = _case(case, gen, monkeypatch)
+    csr = csr_with_degrees(gen, n_rows, n_cols, deg, torch.int64, R)
+    x = torch.randn(n_cols, d, generator=gen, dtype=torch.float64)
+    dy = torch.randn(n_rows, d, generator=gen, dtype=torch.float64)
+    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    return n_rows, n_cols, d, csr, x, dy, table
+
+
 def test_many_programs_case_really_uses_many_programs(monkeypatch):
     gen = torch.Generator().manual_seed(1)
     n_rows, _, deg, _ = _case("many_programs", gen, monkeypatch)
@@ -89,12 +100,9 @@ def test_propagate_forward(case, dtype, idx_dtype, monkeypatch):
                                   "wide_d"])
 def test_propagate_backward(case, dtype, monkeypatch):
     gen = torch.Generator().manual_seed(seed_of(case, dtype, "bwd"))
-    n_rows, n_cols, deg, d = _case(case, gen, monkeypatch)
     R = 4
-    indptr, indices, values, relation = csr_with_degrees(gen, n_rows, n_cols, deg, torch.int64, R)
-    x = torch.randn(n_cols, d, generator=gen, dtype=torch.float64)
-    dy = torch.randn(n_rows, d, generator=gen, dtype=torch.float64)
-    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    n_rows, n_cols, d, (indptr, indices, values, relation), x, dy, table = _backward_problem(
+        gen, case, R, monkeypatch)
     a = dense_relations(indptr, indices, values, relation, n_rows, n_cols, R)
     # y = sum_r A_r (x * table_r)  =>  dx = sum_r (A_r^T dy) * table_r,
     # g_r = sum_i sum_j A_r[i, j] x[j] * dy[i]
@@ -117,12 +125,9 @@ def test_propagate_backward(case, dtype, monkeypatch):
 def test_propagate_g_program_cap(monkeypatch):
     """A small g budget forces fewer, fatter programs: same math (within rounding)."""
     gen = torch.Generator().manual_seed(5)
-    n_rows, n_cols, deg, d = _case("many_programs", gen, monkeypatch)
     R = 2
-    indptr, indices, values, relation = csr_with_degrees(gen, n_rows, n_cols, deg, torch.int64, R)
-    x = torch.randn(n_cols, d, generator=gen, dtype=torch.float64)
-    dy = torch.randn(n_rows, d, generator=gen, dtype=torch.float64)
-    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    n_rows, n_cols, d, (indptr, indices, values, relation), x, dy, table = _backward_problem(
+        gen, "many_programs", R, monkeypatch)
     t = transpose_csr(indptr, indices, values, relation, n_rows, n_cols)
     args = cast(DEVICE, torch.float64, *t, table, dy, x)
     assert tprop._Plan(args[0], n_cols).n_progs >= 8
@@ -140,12 +145,9 @@ def test_propagate_multilevel_reductions(dtype, monkeypatch):
     several reduction levels: same results as the dense math."""
     monkeypatch.setattr(tprop, "FAN_IN", 2)
     gen = torch.Generator().manual_seed(seed_of("multilevel", dtype))
-    n_rows, n_cols, deg, d = _case("many_programs", gen, monkeypatch)
     R = 3
-    indptr, indices, values, relation = csr_with_degrees(gen, n_rows, n_cols, deg, torch.int64, R)
-    x = torch.randn(n_cols, d, generator=gen, dtype=torch.float64)
-    dy = torch.randn(n_rows, d, generator=gen, dtype=torch.float64)
-    table = torch.randn(R, d, generator=gen, dtype=torch.float64)
+    n_rows, n_cols, d, (indptr, indices, values, relation), x, dy, table = _backward_problem(
+        gen, "many_programs", R, monkeypatch)
     a = dense_relations(indptr, indices, values, relation, n_rows, n_cols, R)
     ip, ix, v, rel, tb, xx = cast(DEVICE, dtype, indptr, indices, values, relation, table, x)
     poison((n_rows, d), dtype=dtype, device=DEVICE)
