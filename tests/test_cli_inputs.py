@@ -115,7 +115,7 @@ def _case(cid, parts, layout=None, files=None, argv=(), config=None):
 
 
 CASES = [
-    # ---- --set values and options (issue #16 item 4)
+    # ---- --set values and options
     _case("set-lr-nan", ["--set lr=nan", "config key 'lr'", "finite number > 0", "got nan"],
           argv=["--set", "lr=nan"]),
     _case("set-lr-inf", ["config key 'lr'", "got inf"], argv=["--set", "lr=inf"]),
@@ -213,7 +213,7 @@ CASES = [
     _case("data-unknown-layout", ["unknown layout"], layout="kgat",
           files={"train.txt": None, "test.txt": None}),
 
-    # ---- KGAT layout (issue #16 item 5)
+    # ---- KGAT layout
     _case("kgat-empty-train", ["train.txt: no interactions"], "kgat", {"train.txt": ""}),
     _case("kgat-empty-test", ["test.txt: no interactions"], "kgat", {"test.txt": "\n\n"}),
     _case("kgat-train-users-only", ["train.txt: no interactions"], "kgat", {"train.txt": "0\n1\n"}),

@@ -251,7 +251,7 @@ def test_real_kg_only():
     assert bx.num_relations == 25 and bx.num_entities == 77903
 
 
-# ------------------------------------------------------------------ bounds and header checks (#16 item 5)
+# ------------------------------------------------------------------ bounds and header checks
 def test_ids_are_bounded_by_what_the_files_define(kgat_dir):
     """An id may exceed the ids that occur (items only in features, users only in user_list),
     but not what the directory can define: no table is sized by a corrupt id."""

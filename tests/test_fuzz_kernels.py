@@ -735,7 +735,7 @@ def _scipy_matrix(r: Rand, n_rows: int, n_cols: int):
 
 
 def fam_from_scipy(r: Rand) -> None:
-    """from_scipy on every format, with the compressed arrays corrupted (issue #16 item 2)."""
+    """from_scipy on every format, with the compressed arrays corrupted."""
     n_rows, n_cols = r.size(), r.size()
     m, dense = _scipy_matrix(r, n_rows, n_cols)
     fmt = m.format
@@ -962,7 +962,7 @@ def fam_graph_methods(r: Rand) -> None:
         if shape[0] != shape[1] or g.relation is not None:
             must_fail("mark_symmetric", g.mark_symmetric, names=("square", "relation"))
         else:
-            # Checked since #18: structure and values (to rounding), not only the degrees;
+            # Checked: structure and values (to rounding), not only the degrees;
             # check=False keeps the degree check alone.
             in_deg = torch.bincount(g.indices.long(), minlength=shape[1])
             deg_ok = torch.equal(in_deg, g.degrees())
@@ -1107,7 +1107,7 @@ def fam_propagate(r: Rand) -> None:
                             poison(r, r.floats(R))])
             ok, names = False, names + ("relation_weight",)
     elif c == 8:
-        g.values.requires_grad_(True)  # edge-value gradients are supported (#18 item 2)
+        g.values.requires_grad_(True)  # edge-value gradients are supported
     elif c == 9 and g.nnz:
         g.indices[r.int(0, g.nnz - 1)] = r.choice([n_cols, -1])
         ok, names = False, names + ("indices",)

@@ -1,4 +1,4 @@
-"""Input validation of slifmr_kernels (issue #16 items 2 and 3): every constructor and op
+"""Input validation of slifmr_kernels: every constructor and op
 rejects bad input with the project's own error, naming the argument, before any kernel or
 foreign C/C++ code reads it; documented edge cases keep working."""
 import numpy as np
@@ -22,7 +22,7 @@ def scipy_csr(fmt="csr", seed=0):
 # --------------------------------------------------------------------------- error classes
 
 
-# --------------------------------------------------------------------------- from_scipy (item 2)
+# --------------------------------------------------------------------------- from_scipy
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "bsr"])
@@ -165,7 +165,7 @@ def test_non_contiguous_and_zero_stride_arrays_are_stored_contiguous():
     assert g.to_dense().tolist() == [[1.0, 1.0], [1.0, 0.0]]
 
 
-# --------------------------------------------------------------------------- from_edges (item 3)
+# --------------------------------------------------------------------------- from_edges
 
 
 def test_from_edges_does_not_infer_a_huge_shape():
@@ -384,7 +384,7 @@ def test_propagate_arguments():
         sk.propagate(g, x, relation_weight=torch.ones(3))
     v = g.values.clone().requires_grad_(True)
     gv = sk.CSRGraph(g.indptr, g.indices, v, g.shape, g.relation, g.num_relations)
-    # Edge-value gradients are supported (#18 item 2): the values get theirs.
+    # Edge-value gradients are supported: the values get theirs.
     sk.propagate(gv, x).sum().backward()
     assert v.grad is not None and v.grad.shape == v.shape
     with torch.no_grad():

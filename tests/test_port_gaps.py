@@ -1,4 +1,4 @@
-"""The gaps a port of another graph recommender hit (#18): numba by default, edge-value
+"""The gaps a port of another graph recommender hit: numba by default, edge-value
 gradients, checked symmetry, graph arithmetic, named normalisations, persistence, side effects
 of the import, float64 kept, sorted edge lists without a sort."""
 import os

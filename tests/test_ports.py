@@ -1,4 +1,4 @@
-"""Port tests (#18 item 11): LightGCN, FREEDOM and LATTICE written the way their reference
+"""Port tests: LightGCN, FREEDOM and LATTICE written the way their reference
 codebases write them (dense similarity matrices, torch.topk, torch.sparse.mm / torch.mm, their
 normalisations) against the same models on slifmr_kernels, giving the same losses and
 gradients on tie-free data through a few Adam steps (fp32 tolerance).
