@@ -89,10 +89,12 @@ def usable(x: torch.Tensor, y: torch.Tensor) -> bool:
     return hi <= 2.0 ** 40 and lo >= 2.0 ** -40
 
 
-def enabled(x: torch.Tensor, y: torch.Tensor, k: int) -> bool:
+def enabled(x: torch.Tensor, y: torch.Tensor, k: int, check_range: bool = True) -> bool:
     """Whether the numba backend routes this call through bf16 candidates.
     ``SLIFMR_TOPK_BF16=1`` / ``=0`` forces it on / off (on still needs :func:`usable`);
-    otherwise: a bf16-capable CPU, d >= MIN_D, N*M*d >= MIN_WORK, k <= 256."""
+    otherwise: a bf16-capable CPU, d >= MIN_D, N*M*d >= MIN_WORK, k <= 256.
+    ``check_range=False`` leaves out the :func:`usable` test (for rows not yet normalised:
+    the caller tests the normalised rows)."""
     global _HAS_BF16
     env = os.environ.get("SLIFMR_TOPK_BF16", "")
     if env == "0" or x.dtype != torch.float32:
@@ -104,7 +106,7 @@ def enabled(x: torch.Tensor, y: torch.Tensor, k: int) -> bool:
         if (not _HAS_BF16 or d < MIN_D or k > 256
                 or n * y.shape[0] * d < MIN_WORK):
             return False
-    return usable(x, y)
+    return usable(x, y) if check_range else True
 
 
 def candidate_count(k: int, m: int) -> int:

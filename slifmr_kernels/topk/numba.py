@@ -222,7 +222,10 @@ def _mask_tile(tile, nr, r0, c0, c1, exclude_self, has_excl, buf, ptr, end):
 
 @njit(parallel=True, boundscheck=False, cache=True)
 def _topk_fused(x, y, k, exclude_self, has_excl, excl_indptr, excl_indices, tr, tc,
-                out_idx, out_val):
+                out_idx, out_val, scaled, inv_x, inv_y):
+    """Scores <x[i], y[j]>, times ``inv_x[i] * inv_y[j]`` when ``scaled`` (cosine from the raw
+    rows: the tile is scaled after its GEMM, while it is in cache, so no normalised copy of x
+    or y is ever made)."""
     n = x.shape[0]
     m = y.shape[0]
     n_tiles = (n + tr - 1) // tr
@@ -245,6 +248,11 @@ def _topk_fused(x, y, k, exclude_self, has_excl, excl_indptr, excl_indices, tr, 
             nc = c1 - c0
             tile = space[:nr * nc].reshape((nr, nc))
             np.dot(xb, y[c0:c1].T, tile)
+            if scaled:
+                for r in range(nr):
+                    a = inv_x[r0 + r]
+                    for t in range(nc):
+                        tile[r, t] *= a * inv_y[c0 + t]
             _mask_tile(tile, nr, r0, c0, c1, exclude_self, has_excl, buf, ptr, end)
             for r in range(nr):
                 _scan_row(tile[r], nc, c0, vals[r], idxs[r], k)
@@ -295,17 +303,31 @@ def _excl_arrays(excl_indptr, excl_indices):
     return True, excl_indptr.cpu().numpy(), excl_indices.cpu().numpy().astype(np.int64)
 
 
-def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
+#: This backend takes cosine's row norms instead of normalised rows (``topk(..., x_norm=,
+#: y_norm=)``); the op layer passes them only to a backend that says so.
+SCALED_COSINE = True
+
+
+def topk(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=None, y_norm=None):
     """The backend entry: :func:`topk_fp32`, or on a bf16-capable CPU for large float32 calls
     the exact bf16-candidate path of topk/bf16.py (same result; ``SLIFMR_TOPK_BF16=0/1``
-    forces it off / on, see ``bf16.enabled``)."""
+    forces it off / on, see ``bf16.enabled``).
+
+    ``x_norm`` / ``y_norm`` (cosine, passed by the op layer): the rows' L2 norms, clamped as
+    ``normalize_rows`` clamps them; x and y are then the raw rows. The fp32 kernel scales each
+    score tile by the inverse norms; the bf16 path, which certifies its candidates from the
+    rows it ranks, gets normalised copies, as the other backends do."""
     from . import bf16
-    if k and bf16.enabled(x, y, int(k)):
+    if x_norm is not None and k and bf16.enabled(x, y, int(k), check_range=False):
+        xs = x / x_norm[:, None]
+        x, y = xs, (xs if y is x else y / y_norm[:, None])
+        x_norm = y_norm = None
+    if x_norm is None and k and bf16.enabled(x, y, int(k)):
         return bf16.topk(x, y, k, exclude_self, excl_indptr, excl_indices, exact_fn=topk_fp32)
-    return topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices)
+    return topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm, y_norm)
 
 
-def topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices):
+def topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=None, y_norm=None):
     """The k largest <x[i], y[j]> of every row, over the allowed j (backend contract).
 
     Args:
@@ -314,6 +336,9 @@ def topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices):
         exclude_self: disallow j == i.
         excl_indptr: (N + 1,) int64 or None; excl_indices: (nnz,) int32/int64, the columns
             row i may not return (rows need not be sorted; duplicates are harmless).
+        x_norm, y_norm: optional (N,) / (M,) positive row norms (both or neither): the scores
+            are then <x[i], y[j]> * (1 / x_norm[i]) * (1 / y_norm[j]) (cosine without
+            normalised copies of the rows; equal to the normalised rows' scores to rounding).
 
     Returns:
         (idx, val): (N, k) int64 and (N, k) x.dtype, sorted by score descending with ties by
@@ -324,9 +349,16 @@ def topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices):
     if n and m and k:
         has_excl, ip, ind = _excl_arrays(excl_indptr, excl_indices)
         tr, tc = tile_shape(n, m, xn.shape[1], xn.itemsize)
+        scaled = x_norm is not None
+        if scaled:
+            inv_x = (1.0 / x_norm.detach().cpu().to(x.dtype)).contiguous().numpy()
+            inv_y = inv_x if y_norm is x_norm else (
+                1.0 / y_norm.detach().cpu().to(x.dtype)).contiguous().numpy()
+        else:
+            inv_x = inv_y = np.empty(0, dtype=xn.dtype)
         with _blas_single_thread():
             _topk_fused(xn, yn, k, bool(exclude_self), has_excl, ip, ind, tr, tc,
-                        out_idx, out_val)
+                        out_idx, out_val, scaled, inv_x, inv_y)
     return torch.from_numpy(out_idx), torch.from_numpy(out_val)
 
 

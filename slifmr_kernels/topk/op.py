@@ -45,16 +45,44 @@ def check_k(k, m: int) -> int:
 
 
 def _topk_kernel(x: Tensor, y: Tensor, k: int, exclude_self: bool, excl_indptr: Optional[Tensor],
-                 excl_indices: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
-    return load("topk", backend).topk(x, y, k, exclude_self, excl_indptr, excl_indices)
+                 excl_indices: Optional[Tensor], backend: str, x_norm: Optional[Tensor] = None,
+                 y_norm: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """``x_norm`` / ``y_norm`` (cosine only): the rows' clamped L2 norms, x and y being the raw
+    rows. A backend with ``SCALED_COSINE`` takes them as they are; any other gets the rows
+    divided by them here, which is exactly what ``normalize_rows`` computes."""
+    mod = load("topk", backend)
+    if x_norm is None:
+        return mod.topk(x, y, k, exclude_self, excl_indptr, excl_indices)
+    if getattr(mod, "SCALED_COSINE", False):
+        return mod.topk(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=x_norm,
+                        y_norm=y_norm)
+    xs = x / x_norm[:, None]
+    ys = xs if y is x else y / y_norm[:, None]
+    return mod.topk(xs, ys, k, exclude_self, excl_indptr, excl_indices)
 
 
-def _topk_fake(x, y, k, exclude_self, excl_indptr, excl_indices, backend):
+def _topk_fake(x, y, k, exclude_self, excl_indptr, excl_indices, backend, x_norm=None,
+               y_norm=None):
     n = x.shape[0]
     return x.new_empty(n, k, dtype=torch.int64), x.new_empty(n, k)
 
 
 _topk_op = define_op("topk", _topk_kernel, _topk_fake)
+
+
+#: Cosine scores are computed from the raw rows and their norms (no normalised copy) only
+#: while every clamped row norm is at most this: x.y then stays far from overflow (and from
+#: underflow, the norms being clamped at 1e-12 from below) in float32 as in float64.
+_SCALED_NORM_MAX = 2.0 ** 40
+
+
+def _scaling_norms(x: Tensor, eps: float = 1e-12) -> Optional[Tensor]:
+    """The rows' L2 norms clamped at ``eps`` (the divisors of :func:`normalize_rows`), or None
+    where some norm exceeds ``_SCALED_NORM_MAX`` (then the rows are normalised by copy)."""
+    nrm = x.norm(dim=1).clamp_min(eps)
+    if nrm.numel() and not bool(nrm.max() <= _SCALED_NORM_MAX):  # also catches inf
+        return None
+    return nrm
 
 
 def normalize_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
@@ -97,7 +125,11 @@ def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str =
         k: number of neighbours, an int >= 0; k larger than the candidate count M is padded
             (at most max(M, 1024) padding columns: a larger k raises InputError).
         y: (M, d) candidates of x's dtype; None means x (a self-join).
-        metric: "cosine" (rows L2-normalised first; zero rows score 0) or "ip" (inner product).
+        metric: "cosine" (scores of the L2-normalised rows; zero rows score 0) or "ip" (inner
+            product). For cosine the numba backend divides each score by the two row norms
+            (equal to the normalised rows' score to rounding) instead of normalising copies of
+            x and y first, so it needs no (N, d) or (M, d) copy (rows with norms above 2^40,
+            and the bf16 path, still use normalised copies).
         exclude_self: skip j == i; default True for a self-join, False otherwise.
         exclude: optional CSRGraph (N, M) whose (i, j) pairs may not be returned.
         backend: "auto", "torch", "numba", "triton" or "cuda".
@@ -149,12 +181,25 @@ def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str =
     # H200), so the automatic order depends on the call.
     order = _CUDA_JOIN_ORDER if x.device.type == "cuda" and excl_indptr is None else None
     name = resolve("topk", backend, x.device, order=order)
+    x_norm = y_norm = None
     if metric == "cosine":
-        x = normalize_rows(x)
-        y = x if self_join else normalize_rows(y)
+        if (name == "numba" and not torch.compiler.is_compiling()
+                and getattr(load("topk", name), "SCALED_COSINE", False)):
+            # The kernel divides the scores by the row norms: no normalised (N, d) copy of x
+            # (and y). Out-of-range norms (or, while tracing, the data-dependent test
+            # itself) fall back to the copies.
+            x_norm = _scaling_norms(x)
+            y_norm = x_norm if self_join else _scaling_norms(y)
+            if x_norm is None or y_norm is None:
+                x_norm = y_norm = None
+        if x_norm is None:
+            x = normalize_rows(x)
+            y = x if self_join else normalize_rows(y)
     kk = min(k, m)
-    idx, val = _topk_op(x.contiguous(), y.contiguous(), kk, bool(exclude_self), excl_indptr,
-                        excl_indices, name)
+    x = x.contiguous()
+    y = x if self_join else y.contiguous()
+    idx, val = _topk_op(x, y, kk, bool(exclude_self), excl_indptr, excl_indices, name,
+                        x_norm, y_norm)
     if kk < k:  # more neighbours asked for than there are candidates: pad
         idx = torch.cat([idx, idx.new_full((n, k - kk), -1)], 1)
         val = torch.cat([val, val.new_full((n, k - kk), float("-inf"))], 1)

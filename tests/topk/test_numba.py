@@ -241,6 +241,27 @@ def test_op_selects_numba_and_matches_reference(gen):
     assert not bool((g.row_ids() == g.indices.long()).any())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cosine_scales_the_scores_instead_of_copying_the_rows(gen, tiny_tiles, monkeypatch,
+                                                               dtype):
+    """metric="cosine" on numba: the kernel divides the scores by the row norms (no normalised
+    copy: normalize_rows is never called) and returns the normalised rows' top-k, for row
+    norms from 1e-3 to 1e3 and a zero row, self-join and cross join."""
+    from slifmr_kernels.topk import op
+    tiny_tiles(16, 48)
+    x = torch.randn(70, 9, generator=gen, dtype=dtype)
+    x = x * torch.logspace(-3, 3, 70, dtype=dtype)[:, None]
+    x[5] = 0
+    y = torch.randn(110, 9, generator=gen, dtype=dtype) * 100
+    monkeypatch.setattr(op, "normalize_rows", lambda *a, **kw: pytest.fail("rows copied"))
+    unit = [r / r.norm(dim=1, keepdim=True).clamp_min(1e-12) for r in (x, y)]
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for other, cand, es in ((None, unit[0], True), (y, unit[1], False)):
+        idx, val = sk.topk_similarity(x, 8, y=other, backend="numba")
+        check_against_dense(idx, val, unit[0], cand, 8, allowed_mask(70, cand.shape[0], es),
+                            tol)
+
+
 def test_numpy_scan_handles_nonmultiple_chunks():
     """A row shorter than one chunk and a row with a remainder, straight into _scan_row."""
     for nc in (1, nbk.CHUNK - 1, nbk.CHUNK + 3, 3 * nbk.CHUNK):
