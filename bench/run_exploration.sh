@@ -71,4 +71,48 @@ for s in 2026 2027; do
   run "lgcn_sm_t01_s$s" "$M" --model lightgcn --set loss=softmax --set lr=0.005 --set seed=$s
   run "sm_ids_s$s" "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids --set seed=$s
 done
+# A smaller cut of ml-1m-kg-mm (1,000 users, their interactions with the 1,400 items most
+# popular among them: about 68k training pairs), the size of the datasets new users bring:
+# the view weights, edge dropout and the components, chosen on its validation split.
+SUB=runs/data/ml-1m-sub1k
+[[ -f $SUB/train.txt ]] || python bench/subsample_kgat.py "${SLIFMR_DATA:-../shared/data}/ml-1m-kg-mm" "$SUB" \
+  --users 1000 --items 1400 --seed 0
+FIX=(--model slifmr --set learn_view_weight=false)
+BEST=("${FIX[@]}" --set view_weight=0.05 --set edge_dropout=0.5)
+FREEDOM=(--config configs/freedom.yaml --set lr=0.005 --set batch_size=8192)
+for s in 2025 2026 2027; do
+  run "sub_lgcn_s$s" "$SUB" --model lightgcn --set seed=$s
+  run "sub_best_s$s" "$SUB" "${BEST[@]}" --set seed=$s
+  run "sub_freedom_s$s" "$SUB" "${FREEDOM[@]}" --set seed=$s
+done
+run sub_slif_s2025 "$SUB" --model slifmr --set seed=2025
+run sub_slif_nosc_s2025 "$SUB" --model slifmr --set seed=2025 --set sc_weight=0
+run sub_slif_ids_s2025 "$SUB" --model slifmr --set seed=2025 --set modality_input=ids
+run sub_slif_sm_s2025 "$SUB" --model slifmr --set seed=2025 --set loss=softmax
+run sub_lgcn_sm_s2025 "$SUB" --model lightgcn --set seed=2025 --set loss=softmax
+run sub_lgcn_ed05 "$SUB" --model lightgcn --set seed=2025 --set edge_dropout=0.5
+run sub_freedom_nomod "$SUB" "${FREEDOM[@]}" --set seed=2025 --no-modalities
+run sub_freedom_noprune "$SUB" "${FREEDOM[@]}" --set seed=2025 --set prune_ratio=0
+run sub_slif_fixw "$SUB" "${FIX[@]}" --set seed=2025
+run sub_slif_w005 "$SUB" "${FIX[@]}" --set seed=2025 --set view_weight=0.05
+run sub_fix_w01 "$SUB" "${FIX[@]}" --set seed=2025 --set view_weight=0.1
+run sub_fix_w05 "$SUB" "${FIX[@]}" --set seed=2025 --set view_weight=0.5
+for v in nosc:sc_weight=0 ids:modality_input=ids nokg:use_kg=false nofb:feedback=false \
+         both:modality_input=both ed05:edge_dropout=0.5 ed08:edge_dropout=0.8; do
+  run "sub_fix_${v%%:*}" "$SUB" "${FIX[@]}" --set seed=2025 --set "${v#*:}"
+done
+run sub_fix_nomod "$SUB" "${FIX[@]}" --set seed=2025 --no-modalities
+run sub_w002_ed05 "$SUB" "${FIX[@]}" --set seed=2025 --set view_weight=0.02 --set edge_dropout=0.5
+run sub_w005_ed07 "$SUB" "${FIX[@]}" --set seed=2025 --set view_weight=0.05 --set edge_dropout=0.7
+for v in ids:modality_input=ids nosc:sc_weight=0 nofb:feedback=false nokg:use_kg=false; do
+  run "sub_w005_ed05_${v%%:*}" "$SUB" "${BEST[@]}" --set seed=2025 --set "${v#*:}"
+done
+run sub_w005_ed05_nomod "$SUB" "${BEST[@]}" --set seed=2025 --no-modalities
+# the chosen settings (the defaults since) on the three datasets
+for D in lfm:lastfm-kg bx:book-crossing-kg ml1m:ml-1m-kg-mm; do
+  run "${D%%:*}_best_s2025" "${D#*:}" "${BEST[@]}" --set seed=2025
+done
+run bx_best_nosc_s2025 book-crossing-kg "${BEST[@]}" --set seed=2025 --set sc_weight=0
+run lfm_fix_s2025 lastfm-kg "${FIX[@]}" --set seed=2025
+
 python bench/runs_table.py "$OUT"

@@ -35,6 +35,11 @@ _LAYERS_MAX = 64       # propagation layers: every layer's output is kept for th
 _THREADS_MAX = 1024    # num_threads: passed to torch.set_num_threads
 
 
+# SLIF-MR's share of dropped user-item edges per training epoch (``edge_dropout: auto``),
+# chosen on validation (docs/RESULTS.md); LightGCN's validation recall fell with it.
+SLIFMR_EDGE_DROPOUT = 0.5
+
+
 class ConfigError(ValueError):
     """A configuration key or value is not valid. The message names the key and the bad value,
     prefixed by where the value came from (``file:line``, ``--set KEY=VALUE`` or the option)."""
@@ -54,13 +59,16 @@ class Config:
     modalities: Optional[list] = field(default_factory=lambda: ["image", "text"])  # None: all present
     modality_input: str = "features"      # SLIF-MR modality views propagate: "features" (W_m F_m)
                                           # | "ids" (item ID embeddings) | "both" (their sum)
-    view_weight: float = 0.2              # alpha_v (initial value when learned)
-    learn_view_weight: bool = True
+    view_weight: float = 0.05             # alpha_v (initial value when learned)
+    # Fixed by default: learned on the training loss the weights grow (0.2 -> 0.8 in 20 epochs)
+    # and the model overfits (docs/RESULTS.md, "View weights and edge dropout")
+    learn_view_weight: bool = False
     # --- FREEDOM / LATTICE (their feature kNN item graphs use knn_k and modality_layers)
     image_graph_weight: float = 0.1       # FREEDOM: weight of the image kNN graph (text: the rest)
     prune_ratio: float = 0.8              # FREEDOM: share of user-item edges dropped per epoch
-    edge_dropout: float = 0.0             # LightGCN / SLIF-MR: share of A(t)'s user-item edges dropped
-                                          # per training epoch, degree-sensitively (FREEDOM's pruning)
+    edge_dropout: Any = "auto"            # LightGCN / SLIF-MR: share of A(t)'s user-item edges dropped
+                                          # per training epoch, degree-sensitively (FREEDOM's pruning);
+                                          # "auto": SLIFMR_EDGE_DROPOUT for slifmr, 0 for the others
     modality_bpr_weight: float = 0.0      # FREEDOM: BPR of users against projected features
     frozen_graph_weight: float = 0.9      # LATTICE: lambda, frozen vs learned item graph
     # --- graphs and the self-loop feedback
@@ -116,12 +124,17 @@ class Config:
 
     def resolved(self) -> "Config":
         """The effective configuration: ``model: lightgcn`` turns every auxiliary view off;
-        FREEDOM and LATTICE keep the modalities but have no KG view, feedback or consistency."""
-        if self.model == "lightgcn":
-            return dataclasses.replace(self, use_kg=False, modalities=[], feedback=False, sc_weight=0.0)
-        if self.model in ("freedom", "lattice"):
-            return dataclasses.replace(self, use_kg=False, feedback=False, sc_weight=0.0)
-        return self
+        FREEDOM and LATTICE keep the modalities but have no KG view, feedback or consistency
+        (FREEDOM prunes its graph by ``prune_ratio`` instead); ``edge_dropout: auto`` becomes
+        :data:`SLIFMR_EDGE_DROPOUT` for SLIF-MR and 0 for the others."""
+        cfg = self
+        if cfg.edge_dropout == "auto":
+            cfg = dataclasses.replace(cfg, edge_dropout=SLIFMR_EDGE_DROPOUT if cfg.model == "slifmr" else 0.0)
+        if cfg.model == "lightgcn":
+            return dataclasses.replace(cfg, use_kg=False, modalities=[], feedback=False, sc_weight=0.0)
+        if cfg.model in ("freedom", "lattice"):
+            return dataclasses.replace(cfg, use_kg=False, feedback=False, sc_weight=0.0)
+        return cfg
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -200,6 +213,18 @@ def _auto_bool() -> _Rule:
                  else f"expected 'auto', true or false, got {_show(v)}")
 
 
+def _auto_float(lo: float, hi: float, hi_open: bool = False) -> _Rule:
+    """A float in [lo, hi] (or [lo, hi)) or "auto": the model's own value (Config.resolved)."""
+    base = _float(lo, hi, hi_open=hi_open)
+
+    def problem(v):
+        if v == "auto":
+            return None
+        p = base.problem(v)
+        return None if p is None else "expected 'auto' or" + p[len("expected"):]
+    return _Rule("float", problem)
+
+
 def _choice(options: tuple) -> _Rule:
     listed = ", ".join(repr(o) for o in options)
     return _Rule("str", lambda v: None if isinstance(v, str) and v in options
@@ -257,7 +282,7 @@ _RULES: dict = {
     "modality_layers": _int(0, _LAYERS_MAX),
     "use_kg": _bool(), "share_item_entity": _bool(), "modalities": _names(nullable=True),
     "view_weight": _float(0), "modality_input": _choice(("features", "ids", "both")), "learn_view_weight": _bool(),
-    "image_graph_weight": _float(0, 1), "prune_ratio": _float(0, 1, hi_open=True), "edge_dropout": _float(0, 1, hi_open=True),
+    "image_graph_weight": _float(0, 1), "prune_ratio": _float(0, 1, hi_open=True), "edge_dropout": _auto_float(0, 1, hi_open=True),
     "modality_bpr_weight": _float(0), "frozen_graph_weight": _float(0, 1),
     "knn_k": _int(1), "feedback": _bool(), "feedback_k": _int(1),
     "feedback_beta": _float(0, 1), "feedback_gamma": _float(0),

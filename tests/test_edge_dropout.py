@@ -97,3 +97,12 @@ def test_edge_dropout_config_is_checked(tmp_path):
         load_config(str(p))
     with pytest.raises(ValueError, match="edge_dropout"):
         GraphBuilder(make_synthetic(seed=1, **SMALL), edge_dropout=-0.1)
+
+
+def test_edge_dropout_auto_is_slifmr_only():
+    from slifmr.config import SLIFMR_EDGE_DROPOUT
+    assert Config().edge_dropout == "auto" and SLIFMR_EDGE_DROPOUT > 0
+    assert Config(model="slifmr").resolved().edge_dropout == SLIFMR_EDGE_DROPOUT
+    for model in ("lightgcn", "freedom", "lattice"):
+        assert Config(model=model).resolved().edge_dropout == 0.0
+    assert Config(model="lightgcn", edge_dropout=0.3).resolved().edge_dropout == 0.3
