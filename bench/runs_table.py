@@ -19,14 +19,22 @@ from slifmr.config import Config  # noqa: E402
 
 #: keys that never explain a result (runtime, bookkeeping)
 IGNORED = {"model", "progress", "num_threads", "device", "backend", "epochs", "synthetic"}
+#: keys only SLIF-MR reads: not shown for the other models
+SLIFMR_ONLY = {"view_weight", "learn_view_weight", "modality_input", "kg_layers", "use_kg",
+               "share_item_entity", "sc_weight", "sc_temperature", "sc_max_batch", "feedback_k",
+               "feedback_beta", "feedback_gamma", "feedback_in", "feedback_init", "feedback_refine"}
+#: keys added after some runs were made: the behaviour those runs had without them
+BEFORE_KEY = {"edge_dropout": 0.0}
 
 
 def settings(cfg: dict) -> str:
     """The keys of a run's configuration that differ from the defaults of its model (``Config(
     model=...).resolved()``), as ``k=v``."""
     default = Config(model=cfg["model"]).resolved().to_dict()
+    cfg = {**BEFORE_KEY, **cfg}
+    skip = IGNORED | (SLIFMR_ONLY if cfg["model"] != "slifmr" else set())
     diff = [f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sorted(cfg.items())
-            if k not in IGNORED and default.get(k) != v]
+            if k not in skip and default.get(k) != v]
     return " ".join(diff) or "(defaults)"
 
 
