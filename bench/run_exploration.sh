@@ -32,17 +32,21 @@ run() {  # run NAME DATASET ARGS...
 }
 mkdir -p "$OUT"
 
+# SLIF-MR with the defaults the earlier runs had (view weights learned from 0.2, no edge
+# dropout); the current defaults are BEST further down.
+EARLIER=(--model slifmr --set learn_view_weight=true --set view_weight=0.2 --set edge_dropout=0)
+
 # ml-1m-kg-mm: LightGCN (both losses), SLIF-MR variants, the peers with their reference
 # settings at this protocol's batch size and rate
 M=ml-1m-kg-mm
 run lgcn_bpr "$M" --model lightgcn --set lr=0.005
 run lgcn_sm_t01 "$M" --model lightgcn --set loss=softmax --set lr=0.005
-run sm_full "$M" --model slifmr --set loss=softmax --set lr=0.005
-run sm_ids "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids
-run sm_ids_g03 "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids --set feedback_gamma=0.3
-run bpr_ids "$M" --model slifmr --set lr=0.001 --set modality_input=ids
-run sm_ids_nosc "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids --set sc_weight=0
-run sm_llm "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modalities=[image,text_llm]
+run sm_full "$M" "${EARLIER[@]}" --set loss=softmax --set lr=0.005
+run sm_ids "$M" "${EARLIER[@]}" --set loss=softmax --set lr=0.005 --set modality_input=ids
+run sm_ids_g03 "$M" "${EARLIER[@]}" --set loss=softmax --set lr=0.005 --set modality_input=ids --set feedback_gamma=0.3
+run bpr_ids "$M" "${EARLIER[@]}" --set lr=0.001 --set modality_input=ids
+run sm_ids_nosc "$M" "${EARLIER[@]}" --set loss=softmax --set lr=0.005 --set modality_input=ids --set sc_weight=0
+run sm_llm "$M" "${EARLIER[@]}" --set loss=softmax --set lr=0.005 --set modalities=[image,text_llm]
 run freedom_b8192 "$M" --config configs/freedom.yaml --set lr=0.005 --set batch_size=8192
 run lattice_b8192 "$M" --config configs/lattice.yaml --set lr=0.005 --set batch_size=8192
 
@@ -51,25 +55,25 @@ for D in lfm:lastfm-kg bx:book-crossing-kg; do
   p=${D%%:*}; data=${D#*:}
   run "${p}_lgcn_bpr" "$data" --model lightgcn --set lr=0.005
   run "${p}_lgcn_sm" "$data" --model lightgcn --set lr=0.005 --set loss=softmax
-  run "${p}_sm_full" "$data" --model slifmr --set lr=0.005 --set loss=softmax
-  run "${p}_bpr_full" "$data" --model slifmr --set lr=0.005
-  run "${p}_bpr_nosc" "$data" --model slifmr --set lr=0.005 --set sc_weight=0
+  run "${p}_sm_full" "$data" "${EARLIER[@]}" --set lr=0.005 --set loss=softmax
+  run "${p}_bpr_full" "$data" "${EARLIER[@]}" --set lr=0.005
+  run "${p}_bpr_nosc" "$data" "${EARLIER[@]}" --set lr=0.005 --set sc_weight=0
 done
 run lfm_lgcn_bpr_lr001 lastfm-kg --model lightgcn --set lr=0.001
 run lfm_lgcn_bpr_reg1e3 lastfm-kg --model lightgcn --set lr=0.005 --set reg_weight=0.001
 run lfm_lgcn_bpr_reg1e2 lastfm-kg --model lightgcn --set lr=0.005 --set reg_weight=0.01
 run lfm_lgcn_bpr_d32 lastfm-kg --model lightgcn --set lr=0.005 --set embed_dim=32
-run lfm_bpr_nofb lastfm-kg --model slifmr --set lr=0.005 --set feedback=false
-run lfm_bpr_nokg lastfm-kg --model slifmr --set lr=0.005 --set use_kg=false
+run lfm_bpr_nofb lastfm-kg "${EARLIER[@]}" --set lr=0.005 --set feedback=false
+run lfm_bpr_nokg lastfm-kg "${EARLIER[@]}" --set lr=0.005 --set use_kg=false
 for s in 2026 2027; do
   run "lfm_lgcn_bpr_s$s" lastfm-kg --model lightgcn --set lr=0.005 --set seed=$s
-  run "lfm_bpr_full_s$s" lastfm-kg --model slifmr --set lr=0.005 --set seed=$s
+  run "lfm_bpr_full_s$s" lastfm-kg "${EARLIER[@]}" --set lr=0.005 --set seed=$s
   run "bx_lgcn_bpr_s$s" book-crossing-kg --model lightgcn --set lr=0.005 --set seed=$s
-  run "bx_bpr_nosc_s$s" book-crossing-kg --model slifmr --set lr=0.005 --set sc_weight=0 --set seed=$s
+  run "bx_bpr_nosc_s$s" book-crossing-kg "${EARLIER[@]}" --set lr=0.005 --set sc_weight=0 --set seed=$s
 done
 for s in 2026 2027; do
   run "lgcn_sm_t01_s$s" "$M" --model lightgcn --set loss=softmax --set lr=0.005 --set seed=$s
-  run "sm_ids_s$s" "$M" --model slifmr --set loss=softmax --set lr=0.005 --set modality_input=ids --set seed=$s
+  run "sm_ids_s$s" "$M" "${EARLIER[@]}" --set loss=softmax --set lr=0.005 --set modality_input=ids --set seed=$s
 done
 # A smaller cut of ml-1m-kg-mm (1,000 users, their interactions with the 1,400 items most
 # popular among them: about 68k training pairs), the size of the datasets new users bring:
@@ -77,18 +81,18 @@ done
 SUB=runs/data/ml-1m-sub1k
 [[ -f $SUB/train.txt ]] || python bench/subsample_kgat.py "${SLIFMR_DATA:-../shared/data}/ml-1m-kg-mm" "$SUB" \
   --users 1000 --items 1400 --seed 0
-FIX=(--model slifmr --set learn_view_weight=false)
-BEST=("${FIX[@]}" --set view_weight=0.05 --set edge_dropout=0.5)
+FIX=(--model slifmr --set learn_view_weight=false --set view_weight=0.2 --set edge_dropout=0)
+BEST=(--model slifmr --set learn_view_weight=false --set view_weight=0.05 --set edge_dropout=0.5)
 FREEDOM=(--config configs/freedom.yaml --set lr=0.005 --set batch_size=8192)
 for s in 2025 2026 2027; do
   run "sub_lgcn_s$s" "$SUB" --model lightgcn --set seed=$s
   run "sub_best_s$s" "$SUB" "${BEST[@]}" --set seed=$s
   run "sub_freedom_s$s" "$SUB" "${FREEDOM[@]}" --set seed=$s
 done
-run sub_slif_s2025 "$SUB" --model slifmr --set seed=2025
-run sub_slif_nosc_s2025 "$SUB" --model slifmr --set seed=2025 --set sc_weight=0
-run sub_slif_ids_s2025 "$SUB" --model slifmr --set seed=2025 --set modality_input=ids
-run sub_slif_sm_s2025 "$SUB" --model slifmr --set seed=2025 --set loss=softmax
+run sub_slif_s2025 "$SUB" "${EARLIER[@]}" --set seed=2025
+run sub_slif_nosc_s2025 "$SUB" "${EARLIER[@]}" --set seed=2025 --set sc_weight=0
+run sub_slif_ids_s2025 "$SUB" "${EARLIER[@]}" --set seed=2025 --set modality_input=ids
+run sub_slif_sm_s2025 "$SUB" "${EARLIER[@]}" --set seed=2025 --set loss=softmax
 run sub_lgcn_sm_s2025 "$SUB" --model lightgcn --set seed=2025 --set loss=softmax
 run sub_lgcn_ed05 "$SUB" --model lightgcn --set seed=2025 --set edge_dropout=0.5
 run sub_freedom_nomod "$SUB" "${FREEDOM[@]}" --set seed=2025 --no-modalities
@@ -108,11 +112,16 @@ for v in ids:modality_input=ids nosc:sc_weight=0 nofb:feedback=false nokg:use_kg
   run "sub_w005_ed05_${v%%:*}" "$SUB" "${BEST[@]}" --set seed=2025 --set "${v#*:}"
 done
 run sub_w005_ed05_nomod "$SUB" "${BEST[@]}" --set seed=2025 --no-modalities
-# the chosen settings (the defaults since) on the three datasets
-for D in lfm:lastfm-kg bx:book-crossing-kg ml1m:ml-1m-kg-mm; do
-  run "${D%%:*}_best_s2025" "${D#*:}" "${BEST[@]}" --set seed=2025
-done
+# the chosen settings (the defaults since) on the three datasets, three seeds each, and LightGCN
 run bx_best_nosc_s2025 book-crossing-kg "${BEST[@]}" --set seed=2025 --set sc_weight=0
-run lfm_fix_s2025 lastfm-kg "${FIX[@]}" --set seed=2025
+run sub_d_sc01 "$SUB" "${BEST[@]}" --set seed=2025 --set sc_weight=0.1
+run sub_d_sc02 "$SUB" "${BEST[@]}" --set seed=2025 --set sc_weight=0.2
+run sub_d_w01 "$SUB" "${BEST[@]}" --set seed=2025 --set view_weight=0.1
+for s in 2025 2026 2027; do
+  for D in lfm:lastfm-kg bx:book-crossing-kg ml1m:ml-1m-kg-mm; do
+    run "${D%%:*}_lgcn_s$s" "${D#*:}" --model lightgcn --set seed=$s
+    run "${D%%:*}_best_s$s" "${D#*:}" "${BEST[@]}" --set seed=$s
+  done
+done
 
 python bench/runs_table.py "$OUT"
