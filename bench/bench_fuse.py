@@ -68,6 +68,7 @@ def test_fuse_numba_kernels_on_preallocated_outputs(benchmark, inputs, direction
     is the first-touch cost of fresh output memory. Floor: forward 4·N·(V + 2)·d bytes,
     backward 4·N·(2V + 1)·d."""
     import numpy as np
+
     from slifmr_kernels.fuse import numba as nb
 
     benchmark.group = f"fuse_views numba kernels alone (N={N}, V={V}, d={D})"

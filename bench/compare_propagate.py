@@ -50,8 +50,8 @@ for _p in (str(ROOT), str(ROOT / "bench")):  # a checkout without an install; ha
         sys.path.insert(0, _p)
 
 from harness import environment, markdown_table, time_call, write_report  # noqa: E402
-from slifmr_kernels.testing import power_law_ids, power_law_pairs, sym_normalize  # noqa: E402
 
+from slifmr_kernels.testing import power_law_ids, power_law_pairs, sym_normalize  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # graphs

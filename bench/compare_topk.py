@@ -68,12 +68,12 @@ for _p in (str(ROOT), str(ROOT / "bench")):  # a checkout without an install; ha
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import slifmr_kernels as sk  # noqa: E402
 from harness import append_jsonl, blas_core, environment, markdown_table, time_call  # noqa: E402
+
+import slifmr_kernels as sk  # noqa: E402
 from slifmr_kernels.refine.op import knn_recall  # noqa: E402
 from slifmr_kernels.testing import power_law_pairs  # noqa: E402
 from slifmr_kernels.topk import numba as nbk  # noqa: E402
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -257,6 +257,7 @@ def bf16_tile_rate(d, threads=2, tr=1024, tc=2048, repeat=5):
     """GFLOP/s of bf16 torch.mm on the bf16 path's tiles (one tile per thread, torch on one
     thread each, the way topk/bf16.py issues them): the GEMM ceiling of that path."""
     import threading
+
     from slifmr_kernels.topk import bf16
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(tr, d, generator=g).bfloat16() for _ in range(threads)]
@@ -347,6 +348,7 @@ def task_approx(args):
     """Approximate kNN graph (sk.knn_graph(method="approx")) vs exact vs FAISS HNSW / IVF:
     time and recall@k against the exact graph, same data, same run."""
     import faiss
+
     from slifmr_kernels.topk import approx
     faiss.omp_set_num_threads(torch.get_num_threads())
     k = args.k

@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from slifmr.checkpoint import load_checkpoint  # noqa: E402
 from slifmr.config import Config  # noqa: E402
-from slifmr.evaluate import rank_metrics  # noqa: E402
 from slifmr.data.prepare import prepare_data  # noqa: E402
+from slifmr.evaluate import rank_metrics  # noqa: E402
 from slifmr.train import Trainer  # noqa: E402
 
 

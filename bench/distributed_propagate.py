@@ -56,6 +56,7 @@ def worker(rank, args, port, q):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     import torch.distributed as dist
+
     import slifmr_kernels.distributed as skd
     dist.init_process_group("gloo", rank=rank, world_size=args.ranks,
                             timeout=datetime.timedelta(seconds=300))

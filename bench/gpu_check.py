@@ -48,6 +48,7 @@ for _p in (ROOT, os.path.join(ROOT, "bench")):  # a checkout without an install;
 
 import harness  # noqa: E402
 from harness import environment, markdown_table, time_call  # noqa: E402
+
 from slifmr_kernels.testing import power_law_csr, recall_with_ties  # noqa: E402
 
 
@@ -188,7 +189,7 @@ def measure_ceilings(log, dev="cuda"):
     b = torch.empty_like(a)
     ms = tm(lambda: b.copy_(a), 20)
     copy_gbs = 2 * a.numel() * 4 / ms / 1e6
-    del a, b
+    a = b = None  # free the buffers (the timed lambda is done with them)
     res = {"copy_GBs": copy_gbs}
     m = 8192 if dev == "cuda" else 256
     for name, dt, tf32 in (("gemm_tf32_TFLOPs", torch.float32, True),
@@ -497,7 +498,7 @@ def check_knn(args, backends, ceil, rows, log):
                 if nxt:  # the work grows as N^2
                     predicted[label] = ms / 1e3 * (nxt[0] / n) ** 2
         warm = True
-        del x, xn
+        x = xn = None  # free the inputs before the next size (the timed closures are done)
 
 
 def _scores_reference(u, items, k, ex_ptr, ex_idx, batch=8192):

@@ -41,10 +41,11 @@ if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 
 from scale import MemoryMeter, catalog_args, make_catalog  # noqa: E402
+
 from slifmr.config import Config  # noqa: E402
 from slifmr.evaluate import metrics_from_topk  # noqa: E402
 from slifmr.losses import bpr_loss, consistency_loss, l2_reg  # noqa: E402
-from slifmr.models import ModelOutput, SLIFMR  # noqa: E402
+from slifmr.models import SLIFMR, ModelOutput  # noqa: E402
 from slifmr.sampling import NegativeSampler  # noqa: E402
 
 __all__ = ["dense_knn", "PeerGraphs", "PeerModel", "run", "main"]

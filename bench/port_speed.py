@@ -27,8 +27,9 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 if BENCH not in sys.path:  # harness.py
     sys.path.insert(0, BENCH)
 
-import slifmr_kernels as sk  # noqa: E402
 from harness import time_call  # noqa: E402
+
+import slifmr_kernels as sk  # noqa: E402
 
 
 def _median_time(fn, repeats):

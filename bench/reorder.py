@@ -76,8 +76,9 @@ def summary(order: str, r: dict) -> dict:
 
 def kernel_probe(args) -> list:
     """``--kernel``: sk.propagate forward + backward on the sym-normalised interaction graph."""
-    import slifmr_kernels as sk
     from scale import make_catalog
+
+    import slifmr_kernels as sk
     from slifmr.graphs import sym_normalize, to_csr_graph
     base = make_catalog(args.items).with_validation(0.1, 0)
     rows = []

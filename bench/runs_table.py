@@ -62,7 +62,7 @@ def seed_table(rows) -> None:
     """One row per group of finished runs ``NAME`` (the configured seed) and ``NAME_s<seed>``:
     mean ± sample std over the seeds of test Recall@20 / NDCG@20 and best validation."""
     groups = {}
-    for name, diff, r in rows:
+    for name, _diff, r in rows:
         if "recall@20" in r:
             groups.setdefault(re.sub(r"_s\d+$", "", name), []).append(r)
     print("| runs | model | seeds | best valid R@20 | test R@20 | test NDCG@20 | best epochs | s/epoch |")

@@ -44,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Optional
 
 import numpy as np
 import torch
@@ -54,14 +53,14 @@ if ROOT not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, ROOT)
 
 import slifmr_kernels as sk  # noqa: E402
-from slifmr_kernels.refine.op import knn_recall as knn_recall_of  # noqa: E402
-from slifmr_kernels.testing import neighbour_lists  # noqa: E402
 from slifmr import graphs as sgraphs  # noqa: E402
 from slifmr.config import Config  # noqa: E402
 from slifmr.data import make_synthetic  # noqa: E402
 from slifmr.data.reorder import REORDER_MODES, apply_reorder  # noqa: E402
 from slifmr.evaluate import metrics_from_topk, recommend  # noqa: E402
 from slifmr.train import Trainer  # noqa: E402
+from slifmr_kernels.refine.op import knn_recall as knn_recall_of  # noqa: E402
+from slifmr_kernels.testing import neighbour_lists  # noqa: E402
 
 __all__ = ["make_catalog", "bucket_knn", "MemoryMeter", "extrapolate_steps", "run", "main",
            "catalog_args"]
@@ -163,8 +162,8 @@ def catalog_args(p: argparse.ArgumentParser) -> None:
                    help="abort with a JSON line when resident memory passes this (0: off)")
 
 
-def make_catalog(items: int, users: Optional[int] = None, interactions: Optional[int] = None,
-                 triples: Optional[int] = None, dims=(64, 384), clusters: Optional[int] = None,
+def make_catalog(items: int, users: int | None = None, interactions: int | None = None,
+                 triples: int | None = None, dims=(64, 384), clusters: int | None = None,
                  seed: int = 0):
     """The synthetic catalog of the scale run (``slifmr.data.make_synthetic``).
 

@@ -25,7 +25,8 @@ import re
 import signal
 import threading
 import zipfile
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 

@@ -16,13 +16,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Optional
 
 import numpy as np
+
 from slifmr_kernels.backends import BackendUnavailable
 
-from .checkpoint import (CheckpointError, TrainingInterrupted, load_checkpoint, require_keys,
-                         write_json_atomic)
+from .checkpoint import CheckpointError, TrainingInterrupted, load_checkpoint, require_keys, write_json_atomic
 from .config import Config, ConfigError, check_runtime, check_value, load_config, parse_override
 from .data import DataFormatError
 
@@ -116,7 +115,7 @@ def _overrides(args) -> dict:
     return ov
 
 
-def _load_run(output: str, data: Optional[str]):
+def _load_run(output: str, data: str | None):
     """Config, dataset and best checkpoint of a finished run."""
     from .data.prepare import prepare_data
     cpath = os.path.join(output, "config.json")
@@ -232,7 +231,7 @@ def _fail(message: str) -> int:
     return 2
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _cmd_train, "evaluate": _cmd_evaluate, "recommend": _cmd_recommend,

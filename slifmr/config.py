@@ -12,8 +12,9 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from slifmr_kernels.backends import BACKENDS
 
@@ -56,7 +57,7 @@ class Config:
     modality_layers: int = 1              # layers on A_m(t)
     use_kg: bool = True
     share_item_entity: bool = True        # item rows of the entity table = item ID embeddings
-    modalities: Optional[list] = field(default_factory=lambda: ["image", "text"])  # None: all present
+    modalities: list | None = field(default_factory=lambda: ["image", "text"])  # None: all present
     modality_input: str = "features"      # SLIF-MR modality views propagate: "features" (W_m F_m)
                                           # | "ids" (item ID embeddings) | "both" (their sum)
     view_weight: float = 0.05             # alpha_v (initial value when learned)
@@ -114,7 +115,7 @@ class Config:
     def __post_init__(self):
         self.validate()
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Check every key against its declared type and range (``_RULES`` below); values are
         normalised in place (an integer given for a float key becomes a float). Raises
         :class:`ConfigError` naming the first bad key and its value."""
@@ -122,7 +123,7 @@ class Config:
             setattr(self, f.name, check_value(f.name, getattr(self, f.name)))
         return self
 
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         """The effective configuration: ``model: lightgcn`` turns every auxiliary view off;
         FREEDOM and LATTICE keep the modalities but have no KG view, feedback or consistency
         (FREEDOM prunes its graph by ``prune_ratio`` instead); ``edge_dropout: auto`` becomes
@@ -139,7 +140,7 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def updated(self, **overrides: Any) -> "Config":
+    def updated(self, **overrides: Any) -> Config:
         """A copy with ``overrides`` applied (unknown keys raise, naming the key)."""
         known = {f.name for f in dataclasses.fields(self)}
         for k in overrides:
@@ -177,7 +178,7 @@ class _Rule:
     ``problem(value)`` returns None for a valid value, else what is wrong ("expected ..., got ...").
     """
     kind: str
-    problem: Callable[[Any], Optional[str]]
+    problem: Callable[[Any], str | None]
     item: str = "str"          # list keys: the kind of each element
     nullable: bool = False     # list keys: ``null`` / ``none`` allowed (modalities: all present)
 
@@ -188,7 +189,7 @@ def _int(lo: int, hi: int = _INT_MAX) -> _Rule:
                  else f"expected an integer in [{lo}, {span}], got {_show(v)}")
 
 
-def _float(lo: float, hi: Optional[float] = None, lo_open: bool = False,
+def _float(lo: float, hi: float | None = None, lo_open: bool = False,
            hi_open: bool = False) -> _Rule:
     if hi is None:
         what = f"{'>' if lo_open else '>='} {lo:g}"
@@ -238,7 +239,7 @@ def _device() -> _Rule:
                  else f"expected 'cpu', 'cuda' or 'cuda:N', got {_show(v)}")
 
 
-def _names(options: Optional[tuple] = None, nullable: bool = False) -> _Rule:
+def _names(options: tuple | None = None, nullable: bool = False) -> _Rule:
     what = ("a list of names" if options is None else
             "a list drawn from " + ", ".join(repr(o) for o in options))
     what += " or null" if nullable else ""
@@ -324,7 +325,7 @@ def _unknown_key(key: Any) -> str:
     return f"unknown configuration key {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
 
 
-def check_value(key: str, value: Any, where: Optional[str] = None) -> Any:
+def check_value(key: str, value: Any, where: str | None = None) -> Any:
     """``value`` checked against the declared type and range of ``key`` and normalised
     (see ``_normalise``). Raises :class:`ConfigError` ``"[where: ]config key 'lr': expected a
     finite number > 0, got nan"`` (or naming an unknown key)."""
@@ -502,7 +503,7 @@ def _read_file(path: str) -> dict:
     return values
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) -> Config:
+def load_config(path: str | None = None, overrides: dict | None = None) -> Config:
     """Defaults, then the file (YAML or JSON mapping), then ``overrides``.
 
     Every value is checked against its key's declared type and range: a bad key or value
@@ -519,6 +520,7 @@ def check_runtime(cfg: Config) -> None:
     """Check the keys whose validity depends on this machine: ``device`` exists here and an
     explicitly named ``backend`` can run on it. Raises :class:`ConfigError` naming the key."""
     import torch
+
     from slifmr_kernels.backends import available_backends
     dev = torch.device(cfg.device)
     if dev.type == "cuda":

@@ -8,7 +8,6 @@ what to install.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 from .checkpoint import _atomic_write
 
@@ -32,7 +31,7 @@ def _series(history: list, key: str) -> tuple:
     return [x for x, _ in pts], [y for _, y in pts]
 
 
-def write_curves(history: list, path: str, best_epoch: Optional[int] = None) -> bool:
+def write_curves(history: list, path: str, best_epoch: int | None = None) -> bool:
     """Draw the learning curves of ``history`` (the records of ``metrics.jsonl``) into ``path``
     (PNG, written atomically). ``best_epoch``: the epoch to mark (default: the epoch of the
     highest validation Recall@20). Returns False, writing nothing, without matplotlib."""

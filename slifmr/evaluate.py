@@ -7,7 +7,7 @@ evaluated split are skipped, users without training interactions are ranked like
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -67,7 +67,7 @@ def metrics_from_topk(top_items: np.ndarray, users: np.ndarray, truth: sp.csr_ma
 
 @torch.no_grad()
 def recommend(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarray, k: int,
-              exclude: Optional[sp.csr_matrix] = None, backend: str = "auto",
+              exclude: sp.csr_matrix | None = None, backend: str = "auto",
               chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items for ``users`` (int64 (n,)) by inner product, ``exclude`` rows masked.
 
@@ -94,7 +94,7 @@ def recommend(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarray,
 
 
 def rank_metrics(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: sp.csr_matrix,
-                 exclude: Optional[sp.csr_matrix], ks: Iterable[int] = (10, 20),
+                 exclude: sp.csr_matrix | None, ks: Iterable[int] = (10, 20),
                  backend: str = "auto") -> dict:
     """Full-ranking metrics of embeddings against held-out interactions.
 

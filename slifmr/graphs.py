@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -93,7 +92,7 @@ def _sym_from_raw(raw: sk.CSRGraph) -> tuple:
 
 
 def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
-              previous: Optional[sk.CSRGraph] = None) -> tuple:
+              previous: sk.CSRGraph | None = None) -> tuple:
     """Cosine kNN graph of the rows of ``x`` (N, d), self excluded.
 
     Returns ``(S, raw, raw_graph)``: ``S`` the scipy CSR (N, N) with negative similarities
@@ -172,7 +171,7 @@ def approx_knn_scipy(x: torch.Tensor, k: int, backend: str = "auto") -> tuple:
 
 
 def feedback_knn(h: torch.Tensor, k: int, backend: str = "auto",
-                 previous: Optional[sk.CSRGraph] = None) -> tuple:
+                 previous: sk.CSRGraph | None = None) -> tuple:
     """The feedback graph S(t) from item representations H (I, d) (an alias of :func:`knn_scipy`
     that documents the role)."""
     return knn_scipy(h, k, backend=backend, previous=previous)
@@ -184,11 +183,11 @@ class Graphs:
     adj: sk.CSRGraph
     user_item: sk.CSRGraph
     modality: dict
-    kg: Optional[sk.CSRGraph]
+    kg: sk.CSRGraph | None
     feedback_edges: int = 0
     # A(t) with a share of the user-item edges dropped (GraphBuilder's ``edge_dropout``): the
     # interaction view's graph in training; evaluation and the feedback graph use ``adj``.
-    train_adj: Optional[sk.CSRGraph] = None
+    train_adj: sk.CSRGraph | None = None
 
 
 def degree_sensitive_sample(weights: np.ndarray, keep: int, rng: np.random.Generator) -> np.ndarray:
@@ -269,7 +268,7 @@ class GraphBuilder:
 
         self.modality_knn = {}
         self.knn_exact = I <= knn_exact_max
-        self.seed_graph: Optional[sk.CSRGraph] = None
+        self.seed_graph: sk.CSRGraph | None = None
         for m in modalities:
             feat = torch.from_numpy(ds.features[m])
             S, _, raw_graph = (knn_scipy(feat, knn_k, backend=backend) if self.knn_exact
@@ -294,7 +293,7 @@ class GraphBuilder:
             del h, r, t
 
     # ------------------------------------------------------------------ pieces
-    def _kg_graph(self, raw_fb: Optional[sp.csr_matrix]) -> sk.CSRGraph:
+    def _kg_graph(self, raw_fb: sp.csr_matrix | None) -> sk.CSRGraph:
         src, dst, rel = self._kg_src, self._kg_dst, self._kg_rel
         w = np.ones(src.size, np.float32)
         if raw_fb is not None and raw_fb.nnz:
@@ -319,8 +318,8 @@ class GraphBuilder:
         return sp.csr_matrix((s.data, s.indices + U, indptr), shape=(U + self.num_items,) * 2)
 
     # ------------------------------------------------------------------ per epoch
-    def build(self, S: Optional[sp.csr_matrix] = None, raw: Optional[sp.csr_matrix] = None,
-              rng: Optional[np.random.Generator] = None) -> Graphs:
+    def build(self, S: sp.csr_matrix | None = None, raw: sp.csr_matrix | None = None,
+              rng: np.random.Generator | None = None) -> Graphs:
         """Assemble the graphs of one epoch.
 
         Args:
@@ -355,7 +354,7 @@ class GraphBuilder:
         train_adj = self._dropped_adj(S, rng) if rng is not None and self.edge_dropout > 0 else None
         return Graphs(adj, self.user_item, modality, kg, int(S.nnz), train_adj)
 
-    def _dropped_adj(self, S: Optional[sp.csr_matrix], rng: np.random.Generator) -> sk.CSRGraph:
+    def _dropped_adj(self, S: sp.csr_matrix | None, rng: np.random.Generator) -> sk.CSRGraph:
         """sym([[0, R'], [R'^T, gamma * S]]) with R' a degree-sensitive sample of R's edges."""
         u, i = self._pairs
         keep = degree_sensitive_sample(self._pair_weight, int(round(u.size * (1.0 - self.edge_dropout))), rng)
@@ -393,7 +392,7 @@ class GraphBuilder:
                       {m: self._static_modality(m) for m in self.modality_knn},
                       self._static_kg() if self.use_kg else None, 0)
 
-    def feedback(self, h: torch.Tensor, k: int, previous: Optional[sk.CSRGraph] = None):
+    def feedback(self, h: torch.Tensor, k: int, previous: sk.CSRGraph | None = None):
         """S(t) from item representations ``h`` (I, d): returns (S, raw_scipy, raw_graph, seconds)."""
         t0 = time.perf_counter()
         S, raw, raw_graph = feedback_knn(h, k, backend=self.backend, previous=previous)

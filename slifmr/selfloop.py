@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .graphs import GraphBuilder, Graphs
 __all__ = ["SelfLoop", "graph_state", "graph_from_state", "changed_edge_share"]
 
 
-def graph_state(g: Optional[sk.CSRGraph]) -> Optional[dict]:
+def graph_state(g: sk.CSRGraph | None) -> dict | None:
     """A CSRGraph without relations as a dict of CPU tensors (None stays None)."""
     if g is None:
         return None
@@ -37,7 +37,7 @@ def graph_state(g: Optional[sk.CSRGraph]) -> Optional[dict]:
             "shape": torch.tensor(g.shape, dtype=torch.int64)}
 
 
-def graph_from_state(st: Optional[Mapping], name: str, device) -> Optional[sk.CSRGraph]:
+def graph_from_state(st: Mapping | None, name: str, device) -> sk.CSRGraph | None:
     """The inverse of :func:`graph_state`, validated (a checkpoint is input like any other)."""
     if st is None:
         return None
@@ -49,7 +49,7 @@ def graph_from_state(st: Optional[Mapping], name: str, device) -> Optional[sk.CS
     return g.to(device) if str(device) != "cpu" else g
 
 
-def changed_edge_share(old: Optional[sk.CSRGraph], new: Optional[sk.CSRGraph]) -> Optional[float]:
+def changed_edge_share(old: sk.CSRGraph | None, new: sk.CSRGraph | None) -> float | None:
     """The share of ``new``'s edges (row, column) that ``old`` does not have: how much of the
     kNN graph behind S(t) changed since S(t-1). None when there is no previous graph to compare.
     O(E log E) on the graphs' device (an ``isin`` of the edge keys)."""
@@ -92,15 +92,15 @@ class SelfLoop:
         self.features = {m: features[m] for m in modalities}
         self.enabled, self.k, self.refine, self.initial = bool(enabled), int(k), bool(refine), initial
         self.device = torch.device(device)
-        self.h_prev: Optional[torch.Tensor] = None       # H(t-1), (I, d) float
-        self.raw_prev: Optional[sk.CSRGraph] = None      # directed kNN graph behind S(t-1)
-        self.seed: Optional[sk.CSRGraph] = builder.seed_graph if self.enabled else None
+        self.h_prev: torch.Tensor | None = None       # H(t-1), (I, d) float
+        self.raw_prev: sk.CSRGraph | None = None      # directed kNN graph behind S(t-1)
+        self.seed: sk.CSRGraph | None = builder.seed_graph if self.enabled else None
         builder.seed_graph = None                        # one owner
         # share of the kNN edges behind the last S(t) not in S(t-1) (None: nothing to compare)
-        self.changed_share: Optional[float] = None
+        self.changed_share: float | None = None
 
     # ------------------------------------------------------------------ per epoch
-    def initial_source(self) -> Optional[torch.Tensor]:
+    def initial_source(self) -> torch.Tensor | None:
         """S(0) source: the mean of the L2-normalised modality features (concatenated / sqrt(M)
         gives cosine = mean of per-modality cosines), or None."""
         if self.initial != "features" or not self.features:
@@ -108,7 +108,7 @@ class SelfLoop:
         feats = [F.normalize(torch.from_numpy(f), dim=1) for f in self.features.values()]
         return torch.cat(feats, 1) / math.sqrt(len(feats))
 
-    def graphs(self, rng: Optional[np.random.Generator] = None) -> tuple[Graphs, float]:
+    def graphs(self, rng: np.random.Generator | None = None) -> tuple[Graphs, float]:
         """The graphs of the next epoch and the seconds spent on the feedback graph. ``rng``
         draws the training graph's edges when the builder drops some (``edge_dropout``)."""
         if not self.enabled:
@@ -138,7 +138,7 @@ class SelfLoop:
         """Record H(t) (I, d), the item representations after an epoch."""
         self.h_prev = item_repr.detach()
 
-    def prime(self, item_repr: torch.Tensor, previous: Optional[sk.CSRGraph]) -> None:
+    def prime(self, item_repr: torch.Tensor, previous: sk.CSRGraph | None) -> None:
         """Start in the steady state: H(t-1) = ``item_repr`` and the previous kNN graph
         ``previous`` (benchmarks that time the per-epoch refresh from the first epoch)."""
         self.observe(item_repr)

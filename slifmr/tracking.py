@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Optional
 
 from .config import ConfigError
 
@@ -23,7 +22,7 @@ MISSING_TENSORBOARD = ("config key 'tensorboard' is true, but tensorboard is not
                        "pip install tensorboard (or pip install 'slifmr[track]')")
 
 
-def open_writer(setting, logdir: str, config: Optional[dict] = None):
+def open_writer(setting, logdir: str, config: dict | None = None):
     """A ``torch.utils.tensorboard.SummaryWriter`` into ``logdir``, or None (``setting`` false,
     or ``"auto"`` without tensorboard installed). ``config`` is logged once as text."""
     if setting is False:
@@ -45,7 +44,7 @@ _TAGS = {"feedback_edges": "feedback/edges", "feedback_changed": "feedback/chang
          "epoch_s": "time/epoch_s", "train_s": "time/train_s", "rebuild_s": "time/rebuild_s"}
 
 
-def log_epoch(writer, rec: dict, loss_keys, alpha: Optional[dict] = None) -> None:
+def log_epoch(writer, rec: dict, loss_keys, alpha: dict | None = None) -> None:
     """One epoch's record (a line of ``metrics.jsonl``) as scalars at step ``rec["epoch"]``."""
     step = int(rec["epoch"])
     scalars = {}

@@ -28,14 +28,22 @@ import math
 import os
 import sys
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from .checkpoint import (TrainingInterrupted, atomic_save, deferred_interrupts,
-                         interrupts_as_exceptions, load_checkpoint, remove_stale_temporaries,
-                         require_keys, write_json_atomic, write_text_atomic)
+from .checkpoint import (
+    TrainingInterrupted,
+    atomic_save,
+    deferred_interrupts,
+    interrupts_as_exceptions,
+    load_checkpoint,
+    remove_stale_temporaries,
+    require_keys,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .config import Config
 from .curves import MISSING_MATPLOTLIB, write_curves
 from .data import Dataset
@@ -69,9 +77,9 @@ class Trainer:
     # seconds between redraws of curves.png while training (it is always drawn at the end)
     CURVES_EVERY_S = 30.0
 
-    def __init__(self, cfg: Config, ds: Dataset, output: str, data_source: Optional[str] = None,
+    def __init__(self, cfg: Config, ds: Dataset, output: str, data_source: str | None = None,
                  log: Callable[[str], None] = print,
-                 on_evaluation: Optional[Callable[[int, dict], Optional[bool]]] = None):
+                 on_evaluation: Callable[[int, dict], bool | None] | None = None):
         self.cfg = cfg.resolved()
         self.ds = ds
         if ds.valid is None:
@@ -433,5 +441,5 @@ class Trainer:
         return m
 
 
-def _as_tensor(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:
+def _as_tensor(a: np.ndarray | None) -> torch.Tensor | None:
     return None if a is None else torch.from_numpy(np.ascontiguousarray(a))

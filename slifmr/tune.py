@@ -34,7 +34,7 @@ import json
 import math
 import os
 import shutil
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import yaml
 
@@ -139,7 +139,7 @@ def _suggest(trial, space: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- the study
-def _score(rec: dict) -> Optional[float]:
+def _score(rec: dict) -> float | None:
     """The validation score of an epoch record: Recall@20 (the trainer's selection)."""
     v = rec.get("valid_recall@20")
     if v is None:
@@ -167,7 +167,7 @@ def _comparable(cfg: Config) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in _FREE_KEYS}
 
 
-def tune(base: Config, space: dict, trials: int, output: str, data: Optional[str] = None, *,
+def tune(base: Config, space: dict, trials: int, output: str, data: str | None = None, *,
          pruner: str = "median", prune_startup: int = 5, prune_warmup: int = 5,
          log: Callable[[str], None] = print) -> dict:
     """Run (or resume) the study in ``output`` until it holds ``trials`` finished trials; write
@@ -279,7 +279,7 @@ def tune(base: Config, space: dict, trials: int, output: str, data: Optional[str
         return _finish(study, output, data, dataset, log)
 
 
-def _finish(study, output: str, data: Optional[str], dataset, log) -> dict:
+def _finish(study, output: str, data: str | None, dataset, log) -> dict:
     """best.yaml, the best trial's test metrics (from its best.pt) and best.json."""
     from optuna.trial import TrialState
 

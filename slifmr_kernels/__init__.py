@@ -30,14 +30,22 @@ import os as _os
 if _os.environ.get("SLIFMR_SET_OMP_WAIT_POLICY", "1") != "0":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import (BackendUnavailable, GraphError, GraphIndexError, GraphTypeError,  # noqa: E402
-                     InputError, InputIndexError, InputTypeError, KernelError)
 from .backends import available_backends, last_backend  # noqa: E402
+from .errors import (  # noqa: E402
+    BackendUnavailable,
+    GraphError,
+    GraphIndexError,
+    GraphTypeError,
+    InputError,
+    InputIndexError,
+    InputTypeError,
+    KernelError,
+)
+from .fuse.op import fuse_views  # noqa: E402
 from .graph import CSRGraph, stack_relations  # noqa: E402
 from .propagate.op import propagate, propagate_layers  # noqa: E402
-from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity  # noqa: E402
 from .refine.op import knn_refine  # noqa: E402
-from .fuse.op import fuse_views  # noqa: E402
+from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -12,8 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from .errors import (GraphError, GraphIndexError, GraphTypeError, InputError, InputIndexError,
-                     InputTypeError)
+from .errors import GraphError, GraphIndexError, GraphTypeError, InputError, InputIndexError, InputTypeError
 
 _INT_DTYPES = (torch.int32, torch.int64)
 _FLOAT_DTYPES = (torch.float32, torch.float64)

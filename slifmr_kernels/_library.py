@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -58,8 +58,8 @@ def _no_derivative(qualname: str) -> Callable:
     return backward
 
 
-def define_op(name: str, fn: Callable, fake: Callable, backward: Optional[Callable] = None,
-              setup_context: Optional[Callable] = None) -> torch._ops.OpOverload:
+def define_op(name: str, fn: Callable, fake: Callable, backward: Callable | None = None,
+              setup_context: Callable | None = None) -> torch._ops.OpOverload:
     """Define ``slifmr::<name>`` with ``fn`` as its kernel (for every device) and return the
     operator (``torch.ops.slifmr.<name>.default``), which ``torch.library.opcheck``,
     ``torch.compile`` and ``torch.export`` accept.

@@ -21,13 +21,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
-from ._checks import (GRAPH, alloc_error, check_choice, check_finite, check_float,
-                      check_index, check_int, check_range, check_same_device, check_shape,
-                      check_tensor, is_alloc_failure)
+from ._checks import (
+    GRAPH,
+    alloc_error,
+    check_choice,
+    check_finite,
+    check_float,
+    check_index,
+    check_int,
+    check_range,
+    check_same_device,
+    check_shape,
+    check_tensor,
+    is_alloc_failure,
+)
 from .errors import GraphError, GraphIndexError, GraphTypeError, InputError, InputTypeError
 
 __all__ = ["CSRGraph", "stack_relations"]
@@ -300,7 +311,7 @@ class CSRGraph:
 
     @classmethod
     def _trusted(cls, indptr, indices, values, shape, relation=None, num_relations=None,
-                 relation_names=None, relation_weight=None) -> "CSRGraph":
+                 relation_names=None, relation_weight=None) -> CSRGraph:
         """A graph from arrays the library built valid itself: no O(nnz) check, marked valid."""
         g = cls(indptr, indices, values, shape, relation, num_relations, relation_names,
                 relation_weight, validate=False)
@@ -343,7 +354,7 @@ class CSRGraph:
                                                 self.relation, self.relation_weight)),
                 self.shape, self.num_relations, None if rn is None else len(rn))
 
-    def ensure_valid(self) -> "CSRGraph":
+    def ensure_valid(self) -> CSRGraph:
         """:meth:`validate` unless nothing changed since the last successful check.
 
         Kernels call this before every launch: a graph built without validation, or whose
@@ -357,7 +368,7 @@ class CSRGraph:
             self.validate()
         return self
 
-    def validate(self) -> "CSRGraph":
+    def validate(self) -> CSRGraph:
         """Check every invariant; raise GraphError (or GraphTypeError / GraphIndexError)
         naming the field. Non-contiguous arrays assigned after construction are made
         contiguous and an int32 indptr widened to int64 (the kernels' contract)."""
@@ -413,7 +424,7 @@ class CSRGraph:
     @classmethod
     def from_edges(cls, src, dst, weight=None, relation=None, shape=None, num_relations=None,
                    relation_names=None, relation_weight=None, index_dtype=None,
-                   dtype=None) -> "CSRGraph":
+                   dtype=None) -> CSRGraph:
         """Build from an edge list: edge e goes row ``src[e]`` -> column ``dst[e]``.
 
         Duplicate (row, column, relation) edges are summed; rows come out sorted by column.
@@ -493,7 +504,7 @@ class CSRGraph:
                             relation_weight=relation_weight)
 
     @classmethod
-    def from_topk(cls, idx, val, n_cols: int) -> "CSRGraph":
+    def from_topk(cls, idx, val, n_cols: int) -> CSRGraph:
         """The graph of a top-k result: one edge i -> idx[i, t] of weight val[i, t] for every
         valid entry (``idx >= 0``; -1 marks the padding of rows with fewer than k candidates).
 
@@ -526,7 +537,7 @@ class CSRGraph:
 
     @classmethod
     def from_csr(cls, indptr, indices, values=None, shape=None, relation=None,
-                 num_relations=None, relation_names=None, relation_weight=None) -> "CSRGraph":
+                 num_relations=None, relation_names=None, relation_weight=None) -> CSRGraph:
         """Build from arrays already in CSR form (no sort, no merge): the per-epoch rebuild of
         a pruned graph. Every invariant is checked in O(nnz) (indptr from 0, non-decreasing,
         ending at nnz; indices in range); columns within a row must be increasing (the
@@ -568,7 +579,7 @@ class CSRGraph:
         }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping) -> "CSRGraph":
+    def from_state_dict(cls, state: Mapping) -> CSRGraph:
         """The graph of :meth:`state_dict` (every invariant checked, as for the constructor)."""
         if not isinstance(state, Mapping) or state.get("format") != cls._STATE_FORMAT:
             raise GraphError(f"state must be a dict from CSRGraph.state_dict() (format "
@@ -588,13 +599,13 @@ class CSRGraph:
         torch.save(self.state_dict(), path)
 
     @classmethod
-    def load(cls, path, map_location=None) -> "CSRGraph":
+    def load(cls, path, map_location=None) -> CSRGraph:
         """A graph written by :meth:`save`, read with ``torch.load(weights_only=True)``."""
         return cls.from_state_dict(torch.load(path, map_location=map_location,
                                               weights_only=True))
 
     @classmethod
-    def from_scipy(cls, m, index_dtype=None, dtype=torch.float32) -> "CSRGraph":
+    def from_scipy(cls, m, index_dtype=None, dtype=torch.float32) -> CSRGraph:
         """Build from any ``scipy.sparse`` matrix or array (duplicates summed).
 
         The matrix's own arrays are checked first (a CSR/CSC ``indptr`` of length
@@ -611,7 +622,7 @@ class CSRGraph:
         return cls.from_edges(src, dst, data, shape=shape, index_dtype=index_dtype, dtype=dtype)
 
     @classmethod
-    def from_torch_sparse(cls, t: torch.Tensor, index_dtype=None) -> "CSRGraph":
+    def from_torch_sparse(cls, t: torch.Tensor, index_dtype=None) -> CSRGraph:
         """Build from a 2-D torch sparse tensor in COO or CSR layout (duplicates summed)."""
         if not isinstance(t, torch.Tensor) or t.dim() != 2:
             raise GraphTypeError("t must be a 2-D torch sparse tensor")
@@ -640,7 +651,7 @@ class CSRGraph:
 
     @classmethod
     def from_edge_index(cls, edge_index, edge_weight=None, num_nodes=None, index_dtype=None,
-                        dtype=torch.float32) -> "CSRGraph":
+                        dtype=torch.float32) -> CSRGraph:
         """Build from a PyG-style ``edge_index`` (2, E) with messages flowing source -> target.
 
         Row = target (``edge_index[1]``), column = source (``edge_index[0]``), so that
@@ -689,7 +700,7 @@ class CSRGraph:
         out.index_put_((self.row_ids(), self.indices.to(torch.int64)), self.values, accumulate=True)
         return out
 
-    def to(self, device=None, dtype=None) -> "CSRGraph":
+    def to(self, device=None, dtype=None) -> CSRGraph:
         """Copy to ``device`` and/or cast the values to ``dtype`` (torch.float32 / float64);
         the cached transpose follows."""
         self.ensure_valid()
@@ -726,7 +737,7 @@ class CSRGraph:
             g.edge_perm = move(self.edge_perm)
         return g
 
-    def with_values(self, values) -> "CSRGraph":
+    def with_values(self, values) -> CSRGraph:
         """Same structure (and cached transpose structure), new per-edge values: a (nnz,)
         finite float32/float64 tensor on the graph's device."""
         self.ensure_valid()
@@ -739,7 +750,7 @@ class CSRGraph:
         check_finite("values", values, kind=GRAPH)
         return self._with_values(values)
 
-    def _with_values(self, values: torch.Tensor) -> "CSRGraph":
+    def _with_values(self, values: torch.Tensor) -> CSRGraph:
         """with_values for values already checked (a finite (nnz,) float tensor here)."""
         g = CSRGraph._trusted(self.indptr, self.indices, values, self.shape, self.relation,
                               self.num_relations, self.relation_names, self.relation_weight)
@@ -756,7 +767,7 @@ class CSRGraph:
         return g
 
     # ------------------------------------------------------------------ transformations
-    def transpose(self) -> "CSRGraph":
+    def transpose(self) -> CSRGraph:
         """The transposed graph (n_cols x n_rows), built once and cached.
 
         ``t.edge_perm[e]`` is the edge of ``self`` that became edge ``e`` of ``t``, so
@@ -780,7 +791,7 @@ class CSRGraph:
             self._transpose = t
         return self._transpose
 
-    def mark_symmetric(self, check: bool = True) -> "CSRGraph":
+    def mark_symmetric(self, check: bool = True) -> CSRGraph:
         """Declare A == A^T: :meth:`transpose` then returns this graph itself, so a backward
         pass over it needs no transposed copy (16 B per edge). Returns ``self``.
 
@@ -831,7 +842,7 @@ class CSRGraph:
         self._transpose = self
         return self
 
-    def normalize(self, kind: str = "sym", eps: float = 0.0) -> "CSRGraph":
+    def normalize(self, kind: str = "sym", eps: float = 0.0) -> CSRGraph:
         """Rescale the values; returns a new graph with the same structure.
 
         * ``"sym"``: D_r^{-1/2} A D_c^{-1/2} with D_r / D_c the row / column sums of the values
@@ -884,7 +895,7 @@ class CSRGraph:
                             torch.zeros_like(col_sum))
         return self._with_values(_normalized(vals * inv_r[rows] * inv_c[cols], kind))
 
-    def symmetrize(self) -> "CSRGraph":
+    def symmetrize(self) -> CSRGraph:
         """A + A^T (duplicates summed) for a square graph without relation ids."""
         self.ensure_valid()
         if self.shape[0] != self.shape[1]:
@@ -919,7 +930,7 @@ class CSRGraph:
             raise GraphError(f"CSRGraph {op} is defined for graphs without relation ids; "
                              f"combine relation graphs with stack_relations")
 
-    def __mul__(self, s) -> "CSRGraph":
+    def __mul__(self, s) -> CSRGraph:
         if isinstance(s, CSRGraph):
             return NotImplemented
         s = self._scalar(s, "*")
@@ -929,7 +940,7 @@ class CSRGraph:
 
     __rmul__ = __mul__
 
-    def __truediv__(self, s) -> "CSRGraph":
+    def __truediv__(self, s) -> CSRGraph:
         if isinstance(s, CSRGraph):
             return NotImplemented
         s = self._scalar(s, "/")
@@ -937,10 +948,10 @@ class CSRGraph:
             raise InputError("CSRGraph / 0")
         return self * (1.0 / s)
 
-    def __neg__(self) -> "CSRGraph":
+    def __neg__(self) -> CSRGraph:
         return self * -1.0
 
-    def __add__(self, other) -> "CSRGraph":
+    def __add__(self, other) -> CSRGraph:
         if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
             return self  # sum([A, B]) starts from 0
         if not isinstance(other, CSRGraph):
@@ -963,7 +974,7 @@ class CSRGraph:
 
     __radd__ = __add__
 
-    def __sub__(self, other) -> "CSRGraph":
+    def __sub__(self, other) -> CSRGraph:
         if not isinstance(other, CSRGraph):
             return NotImplemented
         return self + (-other)

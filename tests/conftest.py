@@ -62,9 +62,9 @@ def emu_ops(emu_library):
     for one test module; the real backends are restored after it."""
     from tests.cuda_emu import fresh_cuda_backends
     with fresh_cuda_backends(emu_library):
+        from slifmr_kernels.fuse import cuda as fc
         from slifmr_kernels.propagate import cuda as pc
         from slifmr_kernels.topk import cuda as tc
-        from slifmr_kernels.fuse import cuda as fc
         for mod in (pc, tc, fc):
             mod.stream_of = lambda t: 0  # no CUDA stream on the CPU
         yield pc, tc, fc

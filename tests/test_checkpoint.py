@@ -14,8 +14,14 @@ import pytest
 import torch
 
 import slifmr.graphs
-from slifmr.checkpoint import (CheckpointError, TrainingInterrupted, atomic_save, deferred_interrupts,
-                               load_checkpoint, remove_stale_temporaries)
+from slifmr.checkpoint import (
+    CheckpointError,
+    TrainingInterrupted,
+    atomic_save,
+    deferred_interrupts,
+    load_checkpoint,
+    remove_stale_temporaries,
+)
 from slifmr.cli import main
 from slifmr.config import Config
 from slifmr.data.prepare import prepare_data

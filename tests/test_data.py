@@ -4,8 +4,17 @@ import os
 import numpy as np
 import pytest
 
-from slifmr.data import (DataFormatError, Dataset, data_root, load_dataset, load_kgat, load_mmrec,
-                         load_recbole, make_synthetic, split_per_user)
+from slifmr.data import (
+    DataFormatError,
+    Dataset,
+    data_root,
+    load_dataset,
+    load_kgat,
+    load_mmrec,
+    load_recbole,
+    make_synthetic,
+    split_per_user,
+)
 from slifmr.data.kg_only import load_book_crossing, load_lastfm
 
 

@@ -61,6 +61,7 @@ def _skd():
     that takes one."""
     import functools
     import types
+
     import slifmr_kernels.distributed as skd
     g = _GROUP[0]
     ns = types.SimpleNamespace(**{k: getattr(skd, k) for k in skd.__all__})
@@ -169,6 +170,7 @@ def _check_propagate_layers(rank, P):
 
 def _grads(rank, P, seed):
     import torch.distributed as dist
+
     import slifmr_kernels as sk
     skd = _skd()
     n = 29
@@ -604,6 +606,7 @@ def test_partition_rows():
 
 def test_needs_process_group():
     import torch.distributed as dist
+
     import slifmr_kernels.distributed as skd
     from slifmr_kernels.errors import InputError
     if dist.is_available() and dist.is_initialized():
@@ -616,6 +619,7 @@ def test_bipartite_order_cuts_fewer_edges():
     """slifmr.data.reorder's locality order, merged into one node order of the user-item
     graph, keeps more edges inside a rank than contiguous blocks of the original ids."""
     import numpy as np
+
     import slifmr_kernels.distributed as skd
     from slifmr.data.reorder import locality_order
     from slifmr.data.synthetic import make_synthetic

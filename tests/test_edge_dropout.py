@@ -2,7 +2,6 @@
 and the models' use of it in training only."""
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from slifmr.config import Config, ConfigError, load_config
@@ -31,7 +30,7 @@ def _ui_edges(a: np.ndarray, U: int) -> set:
 def test_train_adj_keeps_a_sample_of_the_edges_renormalised(ds, share):
     b = GraphBuilder(ds, edge_dropout=share)
     g = b.build(None, rng=np.random.default_rng(0))
-    U, I = ds.num_users, ds.num_items
+    U = ds.num_users
     full, drop = _dense(g.adj), _dense(g.train_adj)
     n = len(_ui_edges(full, U))
     kept = _ui_edges(drop, U)

@@ -1829,7 +1829,7 @@ class Driver:
         self.by_family[fam] = self.by_family.get(fam, 0) + 1
         self.failures.append({"case": f"{self.seed}:{index}", "family": fam, "msg": msg})
 
-    def run(self) -> "Driver":
+    def run(self) -> Driver:
         chunks = [(a, min(a + self.chunk, self.start + self.cases))
                   for a in range(self.start, self.start + self.cases, self.chunk)]
         active: list[_Slot] = []

@@ -8,8 +8,7 @@ import torch
 
 import slifmr_kernels as sk
 from slifmr.data import make_synthetic
-from slifmr.graphs import (GraphBuilder, degree_sensitive_sample, feedback_knn, row_normalize,
-                           sym_normalize)
+from slifmr.graphs import GraphBuilder, degree_sensitive_sample, feedback_knn, row_normalize, sym_normalize
 
 
 def _dense_sym(m):

@@ -8,12 +8,19 @@ import torch
 
 from slifmr.cli import main as cli_main
 from slifmr.config import Config
-from slifmr.data import Dataset, DataFormatError, make_synthetic
-from slifmr.data.reorder import (AUTO_MIN_NODES, REORDER_METHODS, apply_reorder, locality_order,
-                                 locality_share, permute_dataset, to_original_rows,
-                                 user_order_by_items)
-from slifmr.evaluate import rank_metrics
+from slifmr.data import DataFormatError, Dataset, make_synthetic
 from slifmr.data.prepare import prepare_data
+from slifmr.data.reorder import (
+    AUTO_MIN_NODES,
+    REORDER_METHODS,
+    apply_reorder,
+    locality_order,
+    locality_share,
+    permute_dataset,
+    to_original_rows,
+    user_order_by_items,
+)
+from slifmr.evaluate import rank_metrics
 from slifmr.train import Trainer
 
 SMALL = {"num_users": 120, "num_items": 90, "num_clusters": 4, "mean_interactions": 10,

@@ -16,6 +16,7 @@ sys.path.insert(0, ROOT)
 
 import peer_dense  # noqa: E402
 import scale  # noqa: E402
+
 from slifmr.config import Config  # noqa: E402
 from slifmr.graphs import GraphBuilder, feedback_knn  # noqa: E402
 from slifmr.models import SLIFMR  # noqa: E402

@@ -26,8 +26,8 @@ def _fresh(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-_LOADED = ("json.dumps({'loaded': [m for m in %r if m in sys.modules], "
-           "'backend': slifmr_kernels.last_backend()})" % ((*COMPILER_STACK, "numba"),))
+_LOADED = ("json.dumps({'loaded': [m for m in " + repr((*COMPILER_STACK, "numba"))
+           + " if m in sys.modules], 'backend': slifmr_kernels.last_backend()})")
 
 
 def test_import_loads_neither_the_compiler_stack_nor_a_backend():

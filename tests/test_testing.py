@@ -11,8 +11,15 @@ import scipy.sparse as sp
 import torch
 
 from slifmr_kernels import CSRGraph
-from slifmr_kernels.testing import (neighbour_lists, power_law_csr, power_law_ids,
-                                    power_law_pairs, recall_with_ties, sym_normalize, time_call)
+from slifmr_kernels.testing import (
+    neighbour_lists,
+    power_law_csr,
+    power_law_ids,
+    power_law_pairs,
+    recall_with_ties,
+    sym_normalize,
+    time_call,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

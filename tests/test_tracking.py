@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+
 from slifmr.cli import main
 from slifmr.config import ConfigError
 from slifmr.curves import MISSING_MATPLOTLIB

@@ -15,7 +15,6 @@ A bare name (``ml-1m-kg-mm``) is looked up under the data directory: ``$SLIFMR_D
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 from ._io import DataFormatError
 from .dataset import Dataset, remap_ids, split_per_user, unique_pairs
@@ -54,7 +53,7 @@ def resolve_data_path(path: str) -> str:
                             f"the data directory)")
 
 
-def load_dataset(path: str, modalities: Optional[list] = None, seed: int = 0) -> Dataset:
+def load_dataset(path: str, modalities: list | None = None, seed: int = 0) -> Dataset:
     """Load a dataset directory in any supported layout and clean it (see :meth:`Dataset.clean`).
 
     Args:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class DataFormatError(ValueError):
     """A data file is malformed. The message starts with ``path:line:`` when a line is at fault."""
 
 
-def _where(path: str, line: Optional[int] = None) -> str:
+def _where(path: str, line: int | None = None) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
@@ -88,7 +88,7 @@ def _line_token_counts(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return counts, np.arange(1, n_lines + 1)
 
 
-def _token_problem(tok: bytes, integer: bool) -> Optional[str]:
+def _token_problem(tok: bytes, integer: bool) -> str | None:
     """None if ``tok`` is a valid number of the wanted kind, else what is wrong with it."""
     shown = repr(tok[:40].decode(errors="replace"))
     if integer:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -94,14 +93,14 @@ class Dataset:
     num_items: int
     train: np.ndarray
     test: np.ndarray
-    valid: Optional[np.ndarray] = None
-    kg: Optional[np.ndarray] = None
+    valid: np.ndarray | None = None
+    kg: np.ndarray | None = None
     num_entities: int = 0
     num_relations: int = 0
     features: dict = field(default_factory=dict)
-    relation_names: Optional[list] = None
-    orig_users: Optional[np.ndarray] = None
-    orig_items: Optional[np.ndarray] = None
+    relation_names: list | None = None
+    orig_users: np.ndarray | None = None
+    orig_items: np.ndarray | None = None
 
     def __post_init__(self):
         self.num_entities = max(int(self.num_entities), int(self.num_items))
@@ -160,14 +159,14 @@ class Dataset:
         return sp.csr_matrix((np.ones(p.shape[0], np.float32), (p[:, 0], p[:, 1])),
                              shape=(self.num_users, self.num_items))
 
-    def with_validation(self, fraction: float = 0.1, seed: int = 0) -> "Dataset":
+    def with_validation(self, fraction: float = 0.1, seed: int = 0) -> Dataset:
         """A copy with ``valid`` carved from ``train`` (per user, seeded) when it has none."""
         if self.valid is not None:
             return self
         train, valid = split_per_user(self.train, fraction, seed)
         return dataclasses.replace(self, train=train, valid=valid)
 
-    def clean(self) -> "Dataset":
+    def clean(self) -> Dataset:
         """Deduplicate each split and drop valid/test pairs that also occur in train (they are
         masked at evaluation time and could never count as hits)."""
         n_i = max(self.num_items, 1)

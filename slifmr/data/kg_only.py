@@ -16,12 +16,18 @@ entities follow in id order.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 
-from ._io import (DataFormatError, check_id_bound, nonblank_line_numbers, parse_int_tokens,
-                  read_delimited, read_int_columns, require_rows)
+from ._io import (
+    DataFormatError,
+    check_id_bound,
+    nonblank_line_numbers,
+    parse_int_tokens,
+    read_delimited,
+    read_int_columns,
+    require_rows,
+)
 from .dataset import Dataset, remap_ids, split_per_user
 
 __all__ = ["load_lastfm", "load_book_crossing", "is_lastfm_dir", "is_book_crossing_dir"]
@@ -70,7 +76,7 @@ def _first_line(path: str, rows: np.ndarray, header_lines: int = 0) -> int:
     return int(nonblank_line_numbers(path, header_lines)[int(rows[0])])
 
 
-def load_lastfm(path: str, test_fraction: float = 0.2, seed: int = 0, name: Optional[str] = None) -> Dataset:
+def load_lastfm(path: str, test_fraction: float = 0.2, seed: int = 0, name: str | None = None) -> Dataset:
     """Load the Last.FM KG dataset (see module docstring)."""
     ua_path = os.path.join(path, "user_artists.dat")
     ua = read_int_columns(ua_path, 3, header_lines=1, names=("userID", "artistID", "weight"))
@@ -105,7 +111,7 @@ def load_lastfm(path: str, test_fraction: float = 0.2, seed: int = 0, name: Opti
 
 
 def load_book_crossing(path: str, test_fraction: float = 0.2, seed: int = 0,
-                       name: Optional[str] = None) -> Dataset:
+                       name: str | None = None) -> Dataset:
     """Load the Book-Crossing KG dataset (see module docstring)."""
     r_path = os.path.join(path, "ratings_final.txt")
     r = read_int_columns(r_path, 3, names=("user", "item", "label"))

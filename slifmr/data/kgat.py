@@ -11,12 +11,20 @@ Ids are kept as they are (they already index the KG and the feature rows) and ch
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 
-from ._io import (DataFormatError, check_id_bound, feature_files, nonblank_line_numbers, npy_rows,
-                  read_int_columns, read_npy_features, read_ragged_lines, require_rows)
+from ._io import (
+    DataFormatError,
+    check_id_bound,
+    feature_files,
+    nonblank_line_numbers,
+    npy_rows,
+    read_int_columns,
+    read_npy_features,
+    read_ragged_lines,
+    require_rows,
+)
 from .dataset import Dataset
 
 __all__ = ["load_kgat", "is_kgat_dir"]
@@ -70,7 +78,7 @@ def _table_size(path: str) -> tuple:
     return (max(r for _, r in parsed) + 1 if parsed else 0), rows
 
 
-def load_kgat(path: str, modalities: Optional[list] = None, name: Optional[str] = None) -> Dataset:
+def load_kgat(path: str, modalities: list | None = None, name: str | None = None) -> Dataset:
     """Load a KGAT(+features) directory.
 
     Every id that sizes a table is bounded by what the files can define (ids are dense, 0..n-1):

@@ -8,18 +8,25 @@ RecBole ``<name>.kg`` / ``<name>.link`` files next to it, when present, supply t
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 
-from ._io import (DataFormatError, check_id_bound, data_files, nonblank_line_numbers, npy_rows,
-                  read_int_columns, read_npy_features, require_rows)
+from ._io import (
+    DataFormatError,
+    check_id_bound,
+    data_files,
+    nonblank_line_numbers,
+    npy_rows,
+    read_int_columns,
+    read_npy_features,
+    require_rows,
+)
 from .dataset import Dataset
 
 __all__ = ["load_mmrec", "find_inter_file"]
 
 
-def find_inter_file(path: str) -> Optional[str]:
+def find_inter_file(path: str) -> str | None:
     files = data_files(os.path.join(path, "*.inter"))
     return files[0] if files else None
 
@@ -29,7 +36,7 @@ def _header(path: str) -> list:
         return f.readline().rstrip("\r\n").split("\t")
 
 
-def load_mmrec(path: str, modalities: Optional[list] = None, name: Optional[str] = None) -> Dataset:
+def load_mmrec(path: str, modalities: list | None = None, name: str | None = None) -> Dataset:
     """Load an MMRec directory (see module docstring). Returns a :class:`Dataset`.
 
     ``userID`` / ``itemID`` must be non-negative integers below what the directory can define

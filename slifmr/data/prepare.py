@@ -2,8 +2,6 @@
 carved, relabelled for locality."""
 from __future__ import annotations
 
-from typing import Optional
-
 from ..config import Config, ConfigError
 from . import Dataset, load_dataset, make_synthetic
 from .reorder import apply_reorder
@@ -11,7 +9,7 @@ from .reorder import apply_reorder
 __all__ = ["prepare_data"]
 
 
-def prepare_data(cfg: Config, data: Optional[str] = None) -> Dataset:
+def prepare_data(cfg: Config, data: str | None = None) -> Dataset:
     """The dataset of a run: ``data`` (a directory or a name under $SLIFMR_DATA) or the
     synthetic generator with ``cfg.synthetic``; validation carved from train (seeded) if absent;
     then relabelled for locality as ``cfg.reorder`` says (``slifmr.data.reorder``: the split is

@@ -10,7 +10,6 @@ per-user split makes the test set.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 
@@ -39,8 +38,8 @@ def _column(path: str, header: list, name: str) -> int:
     raise DataFormatError(f"{path}:1: header must contain a {name!r} field, got {header}")
 
 
-def read_kg_link(kg_path: str, link_path: Optional[str], num_items: int,
-                 item_token_to_id: Optional[dict] = None) -> tuple:
+def read_kg_link(kg_path: str, link_path: str | None, num_items: int,
+                 item_token_to_id: dict | None = None) -> tuple:
     """Read a RecBole ``.kg`` (and ``.link``) into (head, relation, tail) int64 triples.
 
     Args:
@@ -92,7 +91,7 @@ def read_kg_link(kg_path: str, link_path: Optional[str], num_items: int,
     return kg, max(num_entities, num_items), [str(r) for r in rel_names]
 
 
-def load_recbole(path: str, test_fraction: float = 0.2, seed: int = 0, name: Optional[str] = None) -> Dataset:
+def load_recbole(path: str, test_fraction: float = 0.2, seed: int = 0, name: str | None = None) -> Dataset:
     """Load a RecBole directory (``.inter`` plus optional ``.kg`` / ``.link``)."""
     inters = data_files(os.path.join(path, "*.inter"))
     if not inters:

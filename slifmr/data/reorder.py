@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -243,7 +242,7 @@ def apply_reorder(ds: Dataset, mode: str = "auto", seed: int = 0) -> Dataset:
     return reorder_dataset(ds, AUTO_METHOD if mode == "auto" else mode, seed=seed)
 
 
-def to_original_rows(rows, orig_ids: Optional[np.ndarray]):
+def to_original_rows(rows, orig_ids: np.ndarray | None):
     """Rows indexed by the relabelled ids (a tensor or array, first dimension) put back in
     the original ids' order: ``out[orig_ids[j]] = rows[j]``. ``orig_ids`` None: ``rows``."""
     if orig_ids is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from typing import Optional
 
 import numpy as np
 
@@ -25,7 +24,7 @@ _MAX_COUNT = 2 ** 31 - 1
 def make_synthetic(num_users: int = 2000, num_items: int = 1500, *, num_clusters: int = 20,
                    mean_interactions: float = 25.0, min_interactions: int = 5,
                    user_exponent: float = 2.5, item_exponent: float = 0.8,
-                   in_cluster: float = 0.8, modalities: Optional[dict] = None,
+                   in_cluster: float = 0.8, modalities: dict | None = None,
                    feature_noise: float = 0.6, kg_relations: int = 3, kg_entities_per_cluster: int = 3,
                    kg_noise: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
                    name: str = "synthetic") -> Dataset:
@@ -87,7 +86,7 @@ def make_synthetic(num_users: int = 2000, num_items: int = 1500, *, num_clusters
     centroids = rng.standard_normal((num_clusters, latent_dim))
     features = {}
     block = 1 << 16  # rows per block: float64 temporaries stay O(block * dim), not O(items * dim)
-    for k, (m, dim) in enumerate(sorted(modalities.items())):
+    for m, dim in sorted(modalities.items()):
         latent = centroids[item_cluster] + feature_noise * rng.standard_normal((num_items, latent_dim))
         proj = rng.standard_normal((latent_dim, int(dim))) / np.sqrt(latent_dim)
         # Row blocks draw the same stream as one (num_items, dim) draw, so the values do not

@@ -15,7 +15,6 @@ The trainer (``slifmr.train``) knows nothing else about a model.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 import torch
@@ -43,9 +42,9 @@ class ModelOutput:
     """
     user: torch.Tensor
     item: torch.Tensor
-    cf: Optional[tuple] = None
+    cf: tuple | None = None
     views: dict = dataclasses.field(default_factory=dict)
-    stacked: Optional[tuple] = None
+    stacked: tuple | None = None
 
 
 @dataclasses.dataclass

@@ -16,8 +16,6 @@ Structures for Multimodal Recommendation") on the kernels.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -61,7 +59,7 @@ class FREEDOM(Recommender):
     extra_parts = ("modality_bpr", "reg")
 
     def __init__(self, num_users: int, num_items: int, cfg: Config, *, train: np.ndarray,
-                 features: Optional[dict] = None):
+                 features: dict | None = None):
         super().__init__(num_users, num_items, cfg)
         self.modalities, self.proj = raw_feature_projections(features, cfg)
         self.item_graph = None
@@ -74,7 +72,7 @@ class FREEDOM(Recommender):
         di = np.bincount(i, minlength=self.num_items).astype(np.float64)
         self._edges = (u, i)
         self._edge_weight = 1.0 / np.sqrt(du[u] * di[i])
-        self._pruned: Optional[sk.CSRGraph] = None
+        self._pruned: sk.CSRGraph | None = None
 
     def begin_epoch(self, epoch: int, rng: np.random.Generator) -> None:
         """Prune the user-item graph for this epoch (degree-sensitive, seeded by ``rng``)."""

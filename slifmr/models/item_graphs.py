@@ -8,7 +8,7 @@ instead of an I x I similarity matrix.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

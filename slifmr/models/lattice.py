@@ -16,8 +16,6 @@ Recommendation") on the kernels.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -30,8 +28,14 @@ from ..graphs import Graphs
 from ..losses import l2_reg
 from .base import Batch, ModelOutput, Recommender
 from .features import raw_feature_projections
-from .item_graphs import (edge_cosine, graph_from_edges, knn_edges, mixed_feature_graph,
-                          propagate_edges, row_sum_normalized)
+from .item_graphs import (
+    edge_cosine,
+    graph_from_edges,
+    knn_edges,
+    mixed_feature_graph,
+    propagate_edges,
+    row_sum_normalized,
+)
 from .lightgcn import interaction_view
 
 __all__ = ["LATTICE"]
@@ -49,14 +53,14 @@ class LATTICE(Recommender):
     """
 
     def __init__(self, num_users: int, num_items: int, cfg: Config, *,
-                 features: Optional[dict] = None):
+                 features: dict | None = None):
         super().__init__(num_users, num_items, cfg)
         self.modalities, self.proj = raw_feature_projections(features, cfg)
         self.frozen = [mixed_feature_graph([self.proj[m].feature], [1.0], cfg.knn_k, self.num_items,
                                            backend=cfg.backend)
                        for m in self.modalities]
         self.modal_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # softmax: equal weights
-        self._learned: Optional[sk.CSRGraph] = None
+        self._learned: sk.CSRGraph | None = None
         self._relearn = True
 
     def begin_epoch(self, epoch: int, rng: np.random.Generator) -> None:

@@ -16,8 +16,6 @@ with the feedback graph S(t) inserted, come from :class:`slifmr.selfloop.SelfLoo
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 
@@ -70,7 +68,7 @@ class SLIFMR(Recommender):
     extra_parts = ("sc", "reg")
 
     def __init__(self, num_users: int, num_items: int, cfg: Config, *, num_entities: int = 0,
-                 num_view_relations: int = 0, features: Optional[dict] = None):
+                 num_view_relations: int = 0, features: dict | None = None):
         super().__init__(num_users, num_items, cfg)
         d = cfg.embed_dim
         self.use_kg = bool(cfg.use_kg and num_entities > 0 and num_view_relations > 0)

@@ -20,8 +20,8 @@ See docs/DISTRIBUTED.md.
 """
 from ._comm import DistributedError
 from .partition import RowPartition, bipartite_order, halo_sizes, partition_rows
-from .sharded_graph import ShardedGraph
 from .propagate import halo_exchange, propagate, propagate_layers
+from .sharded_graph import ShardedGraph
 from .topk import knn_graph, topk_scores, topk_similarity
 
 __all__ = ["DistributedError", "RowPartition", "partition_rows", "halo_sizes",

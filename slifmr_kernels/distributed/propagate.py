@@ -14,8 +14,6 @@ parameters' gradients are this rank's contributions (see :func:`propagate`).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -125,8 +123,8 @@ def halo_exchange(sharded_graph: ShardedGraph, x_local: Tensor) -> Tensor:
     return _HaloExchange.apply(x_local, sharded_graph)
 
 
-def propagate(sharded_graph: ShardedGraph, x_local: Tensor, relation_emb: Optional[Tensor] = None,
-              relation_weight: Optional[Tensor] = None, backend: str = "auto") -> Tensor:
+def propagate(sharded_graph: ShardedGraph, x_local: Tensor, relation_emb: Tensor | None = None,
+              relation_weight: Tensor | None = None, backend: str = "auto") -> Tensor:
     """Collective: this rank's rows of ``Y = sum_r w_r A_r (X * E_r)`` (see
     :func:`slifmr_kernels.propagate`), with autograd.
 
@@ -173,8 +171,8 @@ def propagate(sharded_graph: ShardedGraph, x_local: Tensor, relation_emb: Option
 
 
 def propagate_layers(sharded_graph: ShardedGraph, x_local: Tensor, num_layers: int,
-                     relation_emb: Optional[Tensor] = None,
-                     relation_weight: Optional[Tensor] = None, combine: str = "mean",
+                     relation_emb: Tensor | None = None,
+                     relation_weight: Tensor | None = None, combine: str = "mean",
                      backend: str = "auto") -> Tensor:
     """Collective: ``num_layers`` rounds of :func:`propagate`, combined as
     :func:`slifmr_kernels.propagate_layers` does ("mean", "sum" or "last"), with the same

@@ -9,8 +9,6 @@ and where the rows it receives go (``recv_pos`` / ``recv_counts``).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.distributed as dist
 
@@ -52,8 +50,8 @@ class ShardedGraph:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_edges(cls, src, dst, weight=None, relation=None, *, num_nodes: int,
-                   partition: Optional[RowPartition] = None, num_relations: Optional[int] = None,
-                   relation_weight=None, dtype=torch.float32, group=None) -> "ShardedGraph":
+                   partition: RowPartition | None = None, num_relations: int | None = None,
+                   relation_weight=None, dtype=torch.float32, group=None) -> ShardedGraph:
         """Collective: build the sharded graph from the edges each rank happens to hold.
 
         Every rank passes its own edge shard (any rows, any order, possibly empty): edge e goes
@@ -141,7 +139,7 @@ class ShardedGraph:
                    num_nodes=num_nodes, rows=rows, ext_ids=ext_ids, own_pos=own_pos,
                    _transpose=None, **_plan(partition, rank, p, ext_ids, group, _OP))
 
-    def transposed(self) -> "ShardedGraph":
+    def transposed(self) -> ShardedGraph:
         """Collective (once; cached): the transposed graph sharded the same way: rank r holds
         the in-edges of its rows (A^T's rows), with its own halo plan. The backward of
         :func:`~slifmr_kernels.distributed.propagate` runs the forward kernel on it, as the

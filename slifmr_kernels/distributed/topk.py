@@ -17,8 +17,6 @@ it is split once per candidate block. Self-exclusion (j == i by global id) joins
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -63,10 +61,10 @@ def _split_exclusions(excl_rows: Tensor, excl_cols: Tensor, n_q: int, part: RowP
     return out
 
 
-def topk_similarity(x_local: Tensor, k: int, partition: Optional[RowPartition] = None,
-                    y_local: Optional[Tensor] = None, y_partition: Optional[RowPartition] = None,
-                    metric: str = "cosine", exclude_self: Optional[bool] = None,
-                    exclude: Optional[CSRGraph] = None, backend: str = "auto",
+def topk_similarity(x_local: Tensor, k: int, partition: RowPartition | None = None,
+                    y_local: Tensor | None = None, y_partition: RowPartition | None = None,
+                    metric: str = "cosine", exclude_self: bool | None = None,
+                    exclude: CSRGraph | None = None, backend: str = "auto",
                     group=None) -> tuple[Tensor, Tensor]:
     """Collective: the k most similar candidates (global ids) for each of this rank's rows.
 
@@ -201,7 +199,7 @@ def topk_similarity(x_local: Tensor, k: int, partition: Optional[RowPartition] =
 
 
 def knn_graph(x_local: Tensor, k: int, partition: RowPartition, metric: str = "cosine",
-              exclude: Optional[CSRGraph] = None, backend: str = "auto",
+              exclude: CSRGraph | None = None, backend: str = "auto",
               group=None) -> CSRGraph:
     """Collective: this rank's rows of the exact kNN graph (self excluded) of the row-sharded
     ``x``: a local CSRGraph (n_local, N) with global column ids, up to k edges per row, values
@@ -217,7 +215,7 @@ def knn_graph(x_local: Tensor, k: int, partition: RowPartition, metric: str = "c
 
 
 def topk_scores(user_local: Tensor, item_local: Tensor, k: int, item_partition: RowPartition,
-                exclude: Optional[CSRGraph] = None, backend: str = "auto",
+                exclude: CSRGraph | None = None, backend: str = "auto",
                 group=None) -> tuple[Tensor, Tensor]:
     """Collective: sharded full-ranking evaluation. Users and items are both row-sharded
     (users any way: only this rank's user rows are ranked; items by ``item_partition``, passed

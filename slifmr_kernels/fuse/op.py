@@ -24,8 +24,8 @@ from torch import Tensor
 
 from .._checks import check_float, check_same_device
 from .._library import define_op
-from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
+from ..errors import InputError, InputTypeError
 
 __all__ = ["fuse_views", "NORM_EPS"]
 

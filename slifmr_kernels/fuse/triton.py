@@ -8,7 +8,6 @@ bits on every run.
 """
 from __future__ import annotations
 
-
 import torch
 
 from .._triton import check_launchable, tl, triton

@@ -47,10 +47,10 @@ import torch
 
 try:
     import numba
+    from llvmlite import ir
     from numba import njit, prange, types
     from numba.core import cgutils
     from numba.extending import intrinsic
-    from llvmlite import ir
 except ImportError as exc:  # pragma: no cover - exercised only without numba
     raise ImportError(
         "the numba propagate backend needs numba (pip install numba)"

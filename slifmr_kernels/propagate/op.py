@@ -15,15 +15,14 @@ No float atomics anywhere: the backward is as deterministic as the backend's for
 from __future__ import annotations
 
 import weakref
-from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_finite, check_float, check_int, check_same_device
 from .._library import define_op
-from ..errors import InputError, InputTypeError
 from ..backends import _set_last, load, resolve
+from ..errors import InputError, InputTypeError
 from ..graph import CSRGraph
 
 __all__ = ["propagate", "propagate_layers", "MAX_LAYERS"]
@@ -34,9 +33,9 @@ MAX_LAYERS = 1024
 
 
 def _propagate_kernel(indptr: Tensor, indices: Tensor, values: Tensor,
-                      relation: Optional[Tensor], table: Optional[Tensor], x: Tensor,
+                      relation: Tensor | None, table: Tensor | None, x: Tensor,
                       t_indptr: Tensor, t_indices: Tensor, t_values: Tensor,
-                      t_relation: Optional[Tensor], n_rows: int, backend: str) -> Tensor:
+                      t_relation: Tensor | None, n_rows: int, backend: str) -> Tensor:
     mod = load("propagate", backend)
     if table is None:
         return mod.spmm(indptr, indices, values, x, n_rows)
@@ -66,8 +65,8 @@ def _sddmm_backend(backend: str) -> str:
     return "torch"
 
 
-def _propagate_sddmm_kernel(indptr: Tensor, indices: Tensor, relation: Optional[Tensor],
-                            table: Optional[Tensor], dy: Tensor, x: Tensor, n_rows: int,
+def _propagate_sddmm_kernel(indptr: Tensor, indices: Tensor, relation: Tensor | None,
+                            table: Tensor | None, dy: Tensor, x: Tensor, n_rows: int,
                             backend: str) -> Tensor:
     return load("propagate", backend).sddmm(indptr, indices, relation, table, dy, x, n_rows)
 
@@ -81,7 +80,7 @@ _propagate_sddmm_op = define_op("propagate_sddmm", _propagate_sddmm_kernel,
 
 
 def _propagate_backward_kernel(t_indptr: Tensor, t_indices: Tensor, t_values: Tensor,
-                               t_relation: Optional[Tensor], table: Optional[Tensor], dy: Tensor,
+                               t_relation: Tensor | None, table: Tensor | None, dy: Tensor,
                                x: Tensor, num_relations: int, need_dx: bool, need_g: bool,
                                backend: str) -> tuple[Tensor, Tensor]:
     mod = load("propagate", backend)
@@ -217,8 +216,8 @@ def _check_args(g, x, relation_emb, relation_weight, backend):
     return resolve("propagate", backend, x.device), w, R, n_rows
 
 
-def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
-              relation_weight: Optional[Tensor] = None, backend: str = "auto") -> Tensor:
+def propagate(g: CSRGraph, x: Tensor, relation_emb: Tensor | None = None,
+              relation_weight: Tensor | None = None, backend: str = "auto") -> Tensor:
     """Fused heterogeneous propagation ``Y = sum_r w_r * A_r (X * E_r)`` in one CSR pass.
 
     Args:
@@ -295,8 +294,8 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Optional[Tensor] = None,
                          t_values, t_relation, n_rows, name)
 
 
-def propagate_layers(g: CSRGraph, x: Tensor, num_layers: int, relation_emb: Optional[Tensor] = None,
-                     relation_weight: Optional[Tensor] = None, combine: str = "mean",
+def propagate_layers(g: CSRGraph, x: Tensor, num_layers: int, relation_emb: Tensor | None = None,
+                     relation_weight: Tensor | None = None, combine: str = "mean",
                      backend: str = "auto") -> Tensor:
     """``num_layers`` rounds of :func:`propagate`, combined LightGCN-style.
 

@@ -8,15 +8,20 @@ few random ones) until few lists change: roughly N·k·(2k)·d FLOP per round in
 """
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 from torch import Tensor
 
-from .._checks import (check_bool, check_choice, check_finite, check_float, check_int,
-                       check_same_device, is_int)
-from ..errors import InputError, InputTypeError
+from .._checks import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_float,
+    check_int,
+    check_same_device,
+    is_int,
+)
 from ..backends import load, resolve
+from ..errors import InputError, InputTypeError
 from ..graph import CSRGraph
 from ..topk.op import normalize_rows, topk_as_graph
 
@@ -31,8 +36,8 @@ def _int_arg(name: str, value, minimum: int) -> int:
 
 def knn_refine(x: Tensor, previous_graph: CSRGraph, k: int, metric: str = "cosine",
                max_iters: int = 10, sample_random: int = 2,
-               max_candidates: Optional[int] = None, delta: float = 0.001,
-               seed: Optional[int] = None, backend: str = "auto", return_stats: bool = False):
+               max_candidates: int | None = None, delta: float = 0.001,
+               seed: int | None = None, backend: str = "auto", return_stats: bool = False):
     """Refresh a kNN graph of the rows of ``x``, seeded by ``previous_graph``.
 
     Args:
@@ -114,7 +119,7 @@ def knn_refine(x: Tensor, previous_graph: CSRGraph, k: int, metric: str = "cosin
     return (graph, stats) if return_stats else graph
 
 
-def _as_padded(name: str, a: Union[CSRGraph, Tensor]) -> Tensor:
+def _as_padded(name: str, a: CSRGraph | Tensor) -> Tensor:
     """(N, w) int64 neighbour ids with -1 padding, from a CSRGraph or an index tensor."""
     if isinstance(a, CSRGraph):
         deg = a.degrees()
@@ -130,7 +135,7 @@ def _as_padded(name: str, a: Union[CSRGraph, Tensor]) -> Tensor:
     raise InputTypeError(f"{name} must be a CSRGraph or an (N, k) integer tensor of neighbour ids")
 
 
-def knn_recall(approx_graph_or_idx: Union[CSRGraph, Tensor], exact_idx: Union[CSRGraph, Tensor]
+def knn_recall(approx_graph_or_idx: CSRGraph | Tensor, exact_idx: CSRGraph | Tensor
                ) -> float:
     """Fraction of the exact neighbours that the approximate graph found.
 

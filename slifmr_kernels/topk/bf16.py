@@ -45,7 +45,7 @@ import torch
 from numba import njit, prange
 
 from . import rerank
-from .numba import _mask_tile, _scan_row, _sorted_exclusions, _excl_arrays
+from .numba import _excl_arrays, _scan_row, _sorted_exclusions
 
 __all__ = ["topk", "candidates", "error_bound", "usable", "cpu_has_bf16", "candidate_count",
            "last_fallback_rows"]

@@ -30,8 +30,8 @@ import ctypes
 import glob
 import os
 
-import numba
 import numpy as np
+
 # Numba's np.dot calls scipy's BLAS, which is otherwise loaded lazily at the first call, i.e.
 # after _blas_single_thread has looked for BLAS libraries to pin: load it now.
 import scipy.linalg.cython_blas  # noqa: F401
@@ -317,7 +317,6 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=None, y_norm=N
     ``normalize_rows`` clamps them; x and y are then the raw rows. The fp32 kernel scales each
     score tile by the inverse norms; the bf16 path, which certifies its candidates from the
     rows it ranks, gets normalised copies, as the other backends do."""
-    from . import bf16
     if x_norm is not None and k and bf16.enabled(x, y, int(k), check_range=False):
         xs = x / x_norm[:, None]
         x, y = xs, (xs if y is x else y / y_norm[:, None])
@@ -392,4 +391,4 @@ def topk_outer(x, y, k, exclude_self, excl_indptr, excl_indices, rows=4096, cols
 # Imported here, at the end (it uses the helpers above), rather than at its first use: the
 # backend is loaded with Numba's cache pointed at the user cache directory
 # (backends.numba_cache_dir), and the bf16 kernels must compile into that cache too.
-from . import bf16  # noqa: E402,F401
+from . import bf16  # noqa: E402

@@ -7,16 +7,13 @@ Not differentiable: the outputs are indices and detached scores.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
-from .._checks import (check_bool, check_choice, check_finite, check_float, check_int,
-                       check_same_device)
+from .._checks import check_bool, check_choice, check_finite, check_float, check_int, check_same_device
 from .._library import define_op
-from ..errors import InputError, InputTypeError
 from ..backends import load, resolve
+from ..errors import InputError, InputTypeError
 from ..graph import CSRGraph
 
 __all__ = ["topk_similarity", "knn_graph", "topk_scores", "normalize_rows", "topk_as_graph"]
@@ -44,9 +41,9 @@ def check_k(k, m: int) -> int:
     return k
 
 
-def _topk_kernel(x: Tensor, y: Tensor, k: int, exclude_self: bool, excl_indptr: Optional[Tensor],
-                 excl_indices: Optional[Tensor], backend: str, x_norm: Optional[Tensor] = None,
-                 y_norm: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+def _topk_kernel(x: Tensor, y: Tensor, k: int, exclude_self: bool, excl_indptr: Tensor | None,
+                 excl_indices: Tensor | None, backend: str, x_norm: Tensor | None = None,
+                 y_norm: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``x_norm`` / ``y_norm`` (cosine only): the rows' clamped L2 norms, x and y being the raw
     rows. A backend with ``SCALED_COSINE`` takes them as they are; any other gets the rows
     divided by them here, which is exactly what ``normalize_rows`` computes."""
@@ -76,7 +73,7 @@ _topk_op = define_op("topk", _topk_kernel, _topk_fake)
 _SCALED_NORM_MAX = 2.0 ** 40
 
 
-def _scaling_norms(x: Tensor, eps: float = 1e-12) -> Optional[Tensor]:
+def _scaling_norms(x: Tensor, eps: float = 1e-12) -> Tensor | None:
     """The rows' L2 norms clamped at ``eps`` (the divisors of :func:`normalize_rows`), or None
     where some norm exceeds ``_SCALED_NORM_MAX`` (then the rows are normalised by copy)."""
     nrm = x.norm(dim=1).clamp_min(eps)
@@ -100,7 +97,7 @@ def normalize_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
     return x / nrm.clamp_min(eps)
 
 
-def _check_exclude(exclude, n: int, m: int, device) -> tuple[Optional[Tensor], Optional[Tensor]]:
+def _check_exclude(exclude, n: int, m: int, device) -> tuple[Tensor | None, Tensor | None]:
     if exclude is None:
         return None, None
     if not isinstance(exclude, CSRGraph):
@@ -115,8 +112,8 @@ def _check_exclude(exclude, n: int, m: int, device) -> tuple[Optional[Tensor], O
     return exclude.indptr, exclude.indices
 
 
-def topk_similarity(x: Tensor, k: int, y: Optional[Tensor] = None, metric: str = "cosine",
-                    exclude_self: Optional[bool] = None, exclude: Optional[CSRGraph] = None,
+def topk_similarity(x: Tensor, k: int, y: Tensor | None = None, metric: str = "cosine",
+                    exclude_self: bool | None = None, exclude: CSRGraph | None = None,
                     backend: str = "auto") -> tuple[Tensor, Tensor]:
     """The k most similar rows of ``y`` (default: ``x`` itself) for every row of ``x``.
 
@@ -225,7 +222,7 @@ def topk_as_graph(idx: Tensor, val: Tensor, n_cols: int) -> CSRGraph:
     return CSRGraph._trusted(indptr, indices, val_s[keep].to(torch.float32), (n, n_cols))
 
 
-def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGraph] = None,
+def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: CSRGraph | None = None,
               backend: str = "auto", exclude_self: bool = True, method: str = "exact",
               seed: int = 0) -> CSRGraph:
     """k-nearest-neighbour graph of the rows of ``x`` (self excluded by default): exact, or
@@ -280,7 +277,7 @@ def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: Optional[CSRGr
     return topk_as_graph(idx, val, x.shape[0])
 
 
-def topk_scores(user_emb: Tensor, item_emb: Tensor, k: int, exclude: Optional[CSRGraph] = None,
+def topk_scores(user_emb: Tensor, item_emb: Tensor, k: int, exclude: CSRGraph | None = None,
                 backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Full-ranking recommendation: the k best items per user by inner product.
 

@@ -41,12 +41,10 @@ materialised.
 """
 from __future__ import annotations
 
-
 import torch
 
-from .rerank import tf32_enabled, topk_from_candidates
-
 from .._triton import check_launchable, tl, triton
+from .rerank import tf32_enabled, topk_from_candidates
 
 __all__ = ["topk", "topk_exact", "topk_candidates", "topk_tf32"]
 

@@ -9,6 +9,7 @@ import torch
 from slifmr_kernels.testing import fuse_views_formula
 from tests.helpers import misaligned, poison
 
+
 # fuse_views (csrc/fuse): against the float64 definition and its autograd gradients
 def _fuse_inputs(gen, n, V, d, dtype):
     """z, alpha, views of ``dtype`` with a zero row, a row with 0 < |v| < eps (clamped: its

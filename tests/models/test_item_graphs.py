@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from slifmr.models.freedom import modality_weights
-from slifmr.models.item_graphs import (edge_cosine, knn_edges, mixed_feature_graph, propagate_edges,
-                                       row_sum_normalized)
+from slifmr.models.item_graphs import (
+    edge_cosine,
+    knn_edges,
+    mixed_feature_graph,
+    propagate_edges,
+    row_sum_normalized,
+)
 from tests.models.common import dense_knn_graph
 
 

@@ -9,8 +9,16 @@ float64, int32 and int64 indices; and every kernel lowers to sm_90 code.
 import pytest
 import torch
 
-from tests.helpers import (KERNEL_TOL, cast, compile_triton_for_sm90, csr_with_degrees,
-                           dense_relations, poison, seed_of, transpose_csr)
+from tests.helpers import (
+    KERNEL_TOL,
+    cast,
+    compile_triton_for_sm90,
+    csr_with_degrees,
+    dense_relations,
+    poison,
+    seed_of,
+    transpose_csr,
+)
 
 pytest.importorskip("triton")
 from slifmr_kernels.propagate import triton as tprop  # noqa: E402

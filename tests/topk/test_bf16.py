@@ -1,7 +1,6 @@
 """Exact top-k through bf16 candidates (slifmr_kernels/topk/bf16.py): the error bound holds, the
 certificate and its fallbacks make every result equal the fp32 reference, and the public ops
 give the same answers with the path forced on (``SLIFMR_TOPK_BF16=1``)."""
-import numpy as np
 import pytest
 import torch
 

@@ -16,9 +16,9 @@ pytest.importorskip("numba")
 import numba  # noqa: E402
 
 import slifmr_kernels as sk  # noqa: E402
+from slifmr_kernels.testing import allowed_mask  # noqa: E402
 from slifmr_kernels.topk import numba as nbk  # noqa: E402
 from slifmr_kernels.topk import reference as ref  # noqa: E402
-from slifmr_kernels.testing import allowed_mask  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64]
 

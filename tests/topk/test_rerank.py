@@ -9,9 +9,9 @@ certificate fails must go through the exact fallback.
 import pytest
 import torch
 
-from slifmr_kernels.topk import rerank
-from slifmr_kernels.topk import reference as ref
 from slifmr_kernels.testing import allowed_mask, random_graph, round_tf32
+from slifmr_kernels.topk import reference as ref
+from slifmr_kernels.topk import rerank
 
 
 def noisy_candidates(gen, mode):
