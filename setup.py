@@ -7,6 +7,7 @@
   the installed torch).
 * ``SLIFMR_NO_CUDA=1``: never build it.
 """
+
 import glob
 import os
 
@@ -27,16 +28,19 @@ def cuda_extensions():
     forced = os.environ.get("FORCE_CUDA", "0") == "1"
     if not (forced or (torch.cuda.is_available() and CUDA_HOME is not None)):
         return [], {}
-    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True)
-                     + glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    sources = sorted(
+        glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True)
+        + glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True)
+    )
     if not sources:
         return [], {}
     archs = os.environ.get("SLIFMR_CUDA_ARCHS", "80;90").split(";")
     nvcc_flags = ["-O3", "--use_fast_math", "-lineinfo"] + [
-        f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
+        f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a
+    ]
     ext = CUDAExtension(
-        "slifmr_kernels._C", sources,
-        extra_compile_args={"cxx": ["-O3", "-std=c++20"], "nvcc": nvcc_flags})
+        "slifmr_kernels._C", sources, extra_compile_args={"cxx": ["-O3", "-std=c++20"], "nvcc": nvcc_flags}
+    )
     return [ext], {"build_ext": BuildExtension}
 
 
@@ -46,7 +50,7 @@ setup(
     name="slifmr",
     version="0.1.0",
     description="Scalable sparse and top-k kernels for graph recommenders, and the SLIF-MR "
-                "multimodal recommender built on them",
+    "multimodal recommender built on them",
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["slifmr_kernels*", "slifmr*"]),
@@ -72,8 +76,16 @@ setup(
         "bench": ["faiss-cpu>=1.8", "pytest-benchmark>=4.0"],
         # slifmr tune (Optuna), TensorBoard events of every run, curves.png and result figures
         "track": ["optuna>=3.0", "tensorboard>=2.10", "matplotlib>=3.7"],
-        "test": ["pytest>=7", "pytest-benchmark>=4.0", "numba>=0.59", "threadpoolctl>=3.0",
-                 "triton>=3.0", "optuna>=3.0", "tensorboard>=2.10", "matplotlib>=3.7"],
+        "test": [
+            "pytest>=7",
+            "pytest-benchmark>=4.0",
+            "numba>=0.59",
+            "threadpoolctl>=3.0",
+            "triton>=3.0",
+            "optuna>=3.0",
+            "tensorboard>=2.10",
+            "matplotlib>=3.7",
+        ],
     },
     entry_points={"console_scripts": ["slifmr = slifmr.cli:main"]},
     ext_modules=ext_modules,

@@ -11,6 +11,7 @@ implementation is checked once against the plain formula, so a fast wrong kernel
 Bytes per call (the floor): forward reads z and the views and writes Z, 4·N·(V + 2)·d; backward
 reads g and the views and writes their gradients, 4·N·(2V + 1)·d.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,12 @@ IMPLS = {
 @pytest.fixture(scope="module")
 def inputs():
     gen = torch.Generator().manual_seed(0)
-    return (torch.randn(N, D, generator=gen), torch.rand(V, generator=gen) + 0.5,
-            torch.randn(N, V * D, generator=gen), torch.randn(N, D, generator=gen))
+    return (
+        torch.randn(N, D, generator=gen),
+        torch.rand(V, generator=gen) + 0.5,
+        torch.randn(N, V * D, generator=gen),
+        torch.randn(N, D, generator=gen),
+    )
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
@@ -84,7 +89,6 @@ def test_fuse_numba_kernels_on_preallocated_outputs(benchmark, inputs, direction
         part = np.empty(((N + nb.BLOCK_ROWS - 1) // nb.BLOCK_ROWS, V))
         fn = lambda: nb._backward_kernel(g, a, v, den, 1e-12, True, dv, part)  # noqa: E731
         fn()
-        _, want_dv = nb.fuse_backward(*(torch.from_numpy(t) for t in (g, a, v, den)), 1e-12,
-                                      False, True)
+        _, want_dv = nb.fuse_backward(*(torch.from_numpy(t) for t in (g, a, v, den)), 1e-12, False, True)
         np.testing.assert_array_equal(dv, want_dv.numpy())
     benchmark.pedantic(fn, **ROUNDS)

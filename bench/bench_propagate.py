@@ -8,6 +8,7 @@ One benchmark group per task (the graphs are those of ``bench/compare_propagate.
 ``SLIFMR_BENCH_SCALE`` (default 1.0) scales the edge counts, e.g. 0.1 for a quick smoke run.
 Every benchmarked function is checked once against a peer, so a fast wrong kernel fails.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,7 +25,8 @@ sk = pytest.importorskip("slifmr_kernels")
 nbk = importlib.import_module("slifmr_kernels.propagate.numba")
 
 _spec = importlib.util.spec_from_file_location(
-    "compare_propagate", Path(__file__).with_name("compare_propagate.py"))
+    "compare_propagate", Path(__file__).with_name("compare_propagate.py")
+)
 cp = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cp)
 
@@ -41,12 +43,19 @@ def _n(x):
 # LightGCN adjacency
 # ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def lightgcn():
     a = cp.lightgcn_adjacency(0, n_inter=_n(1_000_000))
     x = torch.randn(a.shape[0], D)
-    return dict(a=a, x=x, dy=torch.randn(a.shape[0], D), t=cp._csr_tensor(a),
-                g=sk.CSRGraph.from_scipy(a), args32=cp._kernel_args(a, torch.int32))
+    return dict(
+        a=a,
+        x=x,
+        dy=torch.randn(a.shape[0], D),
+        t=cp._csr_tensor(a),
+        g=sk.CSRGraph.from_scipy(a),
+        args32=cp._kernel_args(a, torch.int32),
+    )
 
 
 LIGHTGCN_FWD = ["numba_kernel", "sk_propagate_numba", "torch_sparse_mm", "scipy"]
@@ -75,13 +84,11 @@ def test_lightgcn_forward_backward(benchmark, lightgcn, impl):
 
     def fn():
         x = x0.detach().requires_grad_()
-        y = (sk.propagate(g, x, backend="numba") if impl == "sk_propagate_numba"
-             else torch.sparse.mm(t, x))
+        y = sk.propagate(g, x, backend="numba") if impl == "sk_propagate_numba" else torch.sparse.mm(t, x)
         y.backward(dy)
         return x.grad
 
-    torch.testing.assert_close(fn(), torch.sparse.mm(t.t().to_sparse_csr(), dy),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fn(), torch.sparse.mm(t.t().to_sparse_csr(), dy), rtol=1e-4, atol=1e-5)
     benchmark.pedantic(fn, **ROUNDS)
 
 
@@ -94,17 +101,20 @@ WEIGHTS = {"interaction": 1.0, "knn": 0.5, "kg": 0.25}
 
 @pytest.fixture(scope="module")
 def hetero():
-    graphs = cp.hetero_graphs(1, n_inter=_n(1_000_000),
-                              n_kg=_n(500_000))
-    stacked = sk.stack_relations({k: sk.CSRGraph.from_scipy(m) for k, m in graphs.items()},
-                                 weights=[WEIGHTS[k] for k in graphs])
+    graphs = cp.hetero_graphs(1, n_inter=_n(1_000_000), n_kg=_n(500_000))
+    stacked = sk.stack_relations(
+        {k: sk.CSRGraph.from_scipy(m) for k, m in graphs.items()}, weights=[WEIGHTS[k] for k in graphs]
+    )
     n = stacked.shape[0]
-    return dict(graphs=graphs, stacked=stacked, x=torch.randn(n, D),
-                tensors={k: cp._csr_tensor(m) for k, m in graphs.items()})
+    return dict(
+        graphs=graphs,
+        stacked=stacked,
+        x=torch.randn(n, D),
+        tensors={k: cp._csr_tensor(m) for k, m in graphs.items()},
+    )
 
 
-@pytest.mark.parametrize("impl", ["sk_propagate_numba_fused", "torch_sparse_mm_x3",
-                                  "scipy_x3"])
+@pytest.mark.parametrize("impl", ["sk_propagate_numba_fused", "torch_sparse_mm_x3", "scipy_x3"])
 def test_hetero_forward(benchmark, hetero, impl):
     benchmark.group = "hetero (3 relations) forward"
     x, graphs, tensors = hetero["x"], hetero["graphs"], hetero["tensors"]
@@ -122,9 +132,11 @@ def test_hetero_forward(benchmark, hetero, impl):
             y += WEIGHTS[k] * (graphs[k] @ xn)
         return torch.from_numpy(y)
 
-    fn = {"sk_propagate_numba_fused": lambda: sk.propagate(hetero["stacked"], x,
-                                                           backend="numba"),
-          "torch_sparse_mm_x3": torch3, "scipy_x3": scipy3}[impl]
+    fn = {
+        "sk_propagate_numba_fused": lambda: sk.propagate(hetero["stacked"], x, backend="numba"),
+        "torch_sparse_mm_x3": torch3,
+        "scipy_x3": scipy3,
+    }[impl]
     torch.testing.assert_close(fn(), torch3(), rtol=1e-4, atol=1e-5)
     benchmark.pedantic(fn, **ROUNDS)
 
@@ -132,6 +144,7 @@ def test_hetero_forward(benchmark, hetero, impl):
 # ---------------------------------------------------------------------------
 # knowledge graph with relation embeddings
 # ---------------------------------------------------------------------------
+
 
 class _KGArgs:
     entities = _n(100_000)
@@ -143,13 +156,25 @@ class _KGArgs:
 @pytest.fixture(scope="module")
 def kg():
     h, rel, t, w, n = cp._kg_setup(_KGArgs)
-    g = sk.CSRGraph.from_edges(torch.from_numpy(h), torch.from_numpy(t), weight=torch.from_numpy(w),
-                               relation=torch.from_numpy(rel), shape=(n, n),
-                               num_relations=_KGArgs.relations)
+    g = sk.CSRGraph.from_edges(
+        torch.from_numpy(h),
+        torch.from_numpy(t),
+        weight=torch.from_numpy(w),
+        relation=torch.from_numpy(rel),
+        shape=(n, n),
+        num_relations=_KGArgs.relations,
+    )
     g.transpose()
-    return dict(g=g, h=torch.from_numpy(h), rel=torch.from_numpy(rel).long(),
-                t=torch.from_numpy(t), w=torch.from_numpy(w), x=torch.randn(n, D) * 0.1,
-                e=torch.randn(_KGArgs.relations, D), dy=torch.randn(n, D))
+    return dict(
+        g=g,
+        h=torch.from_numpy(h),
+        rel=torch.from_numpy(rel).long(),
+        t=torch.from_numpy(t),
+        w=torch.from_numpy(w),
+        x=torch.randn(n, D) * 0.1,
+        e=torch.randn(_KGArgs.relations, D),
+        dy=torch.randn(n, D),
+    )
 
 
 @pytest.mark.parametrize("impl", ["sk_propagate_numba", "gather_index_add"])
@@ -165,16 +190,14 @@ def test_kg_relation_embeddings(benchmark, kg, impl, backward):
             if backward:
                 y.backward(kg["dy"])
         else:
-            y = cp.kg_peer_fb(kg["h"], kg["rel"], kg["t"], kg["w"], x, e,
-                              kg["dy"] if backward else None)
+            y = cp.kg_peer_fb(kg["h"], kg["rel"], kg["t"], kg["w"], x, e, kg["dy"] if backward else None)
         return (y.detach(), x.grad, e.grad) if backward else (y.detach(),)
 
     got = fn()
     if impl == "sk_propagate_numba":
         x = kg["x"].detach().requires_grad_(backward)
         e = kg["e"].detach().requires_grad_(backward)
-        y = cp.kg_peer_fb(kg["h"], kg["rel"], kg["t"], kg["w"], x, e,
-                          kg["dy"] if backward else None)
+        y = cp.kg_peer_fb(kg["h"], kg["rel"], kg["t"], kg["w"], x, e, kg["dy"] if backward else None)
         ref = (y.detach(), x.grad, e.grad) if backward else (y.detach(),)
         for a, b in zip(got, ref):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)

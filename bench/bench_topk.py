@@ -8,6 +8,7 @@ Sizes are a fraction of bench/compare_topk.py's (that script makes the reported 
 ``SLIFMR_BENCH_SCALE`` (default 1.0) scales N, e.g. 0.2 for a quick smoke run. Every
 benchmarked function is checked once against a peer, so a fast wrong kernel fails.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,8 +23,7 @@ pytest.importorskip("numba", reason="the numba backend is optional (pip install 
 sk = pytest.importorskip("slifmr_kernels")
 from slifmr_kernels.testing import power_law_pairs  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "compare_topk", Path(__file__).with_name("compare_topk.py"))
+_spec = importlib.util.spec_from_file_location("compare_topk", Path(__file__).with_name("compare_topk.py"))
 ct = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ct)
 
@@ -93,8 +93,7 @@ def test_ranking(benchmark, ranking_data, method):
         fn = lambda: sk.topk_scores(users, items, k, exclude=excl, backend="numba")  # noqa
     else:
         fn = dense
-    _check_same(fn()[0], sk.topk_scores(users, items, k, exclude=excl, backend="torch")[0],
-                users, items)
+    _check_same(fn()[0], sk.topk_scores(users, items, k, exclude=excl, backend="torch")[0], users, items)
     benchmark.pedantic(fn, **ROUNDS)
 
 
@@ -109,6 +108,7 @@ def test_refresh(benchmark, knn_data, method):
     if method == "knn_refine":
         fn = lambda: sk.knn_refine(x1, g0, k, seed=0)  # noqa: E731
         from slifmr_kernels.refine.op import knn_recall
+
         assert knn_recall(fn(), exact) >= 0.95
     else:
         fn = lambda: sk.knn_graph(x1, k, backend="numba")  # noqa: E731

@@ -30,6 +30,7 @@ L1) + y 4·n_rows·d``. The backward adds the same over the transpose plus x rea
 GB/s = model bytes / median time. The copy bandwidth (``dst.copy_(src)`` of 256 MiB, counted
 as read + write) is measured in the same run as the ceiling to compare with.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,6 +58,7 @@ from slifmr_kernels.testing import power_law_ids, power_law_pairs, sym_normalize
 # graphs
 # ---------------------------------------------------------------------------
 
+
 def _pairs(gen, n_a, n_b, count, alpha_a, alpha_b):
     """``count`` distinct power-law (a, b) pairs as numpy int64 arrays (for scipy)."""
     a, b = power_law_pairs(n_a, n_b, count, (alpha_a, alpha_b), distinct=True, generator=gen)
@@ -70,8 +72,9 @@ def lightgcn_adjacency(seed, n_users=50_000, n_items=20_000, n_inter=1_000_000):
     return sym_normalize(sp.bmat([[None, r], [r.T, None]]).tocsr())
 
 
-def hetero_graphs(seed, n_users=50_000, n_items=20_000, n_entities=30_000, n_inter=1_000_000,
-                  knn_k=20, n_kg=500_000):
+def hetero_graphs(
+    seed, n_users=50_000, n_items=20_000, n_entities=30_000, n_inter=1_000_000, knn_k=20, n_kg=500_000
+):
     """Three relation graphs over one node space [users | items | entities] (N = 100k)."""
     gen = torch.Generator().manual_seed(seed)
     n = n_users + n_items + n_entities
@@ -85,8 +88,7 @@ def hetero_graphs(seed, n_users=50_000, n_items=20_000, n_entities=30_000, n_int
     weight = torch.rand(rows.size, generator=gen).numpy() + np.float32(0.1)
     knn = sym_normalize(sp.csr_matrix((weight, (rows, cols)), shape=(n, n)))
     h, t = _pairs(gen, n_items, n_entities, n_kg, 0.3, 0.8)
-    kg = sp.csr_matrix((np.ones(h.size, np.float32), (h + n_users, t + n_users + n_items)),
-                       shape=(n, n))
+    kg = sp.csr_matrix((np.ones(h.size, np.float32), (h + n_users, t + n_users + n_items)), shape=(n, n))
     kg = sym_normalize((kg + kg.T).tocsr())
     return {"interaction": inter, "knn": knn, "kg": kg}
 
@@ -147,7 +149,7 @@ def gather_ceiling_kernel():
 
 
 def copy_bandwidth(repeats):
-    src = torch.rand(64 * 1024 * 1024)           # 256 MiB of fp32
+    src = torch.rand(64 * 1024 * 1024)  # 256 MiB of fp32
     dst = torch.empty_like(src)
     t = median_time(lambda: dst.copy_(src), repeats)
     return 2 * src.numel() * 4 / t / 1e9
@@ -157,16 +159,22 @@ def copy_bandwidth(repeats):
 # tasks
 # ---------------------------------------------------------------------------
 
+
 def _csr_tensor(a: sp.csr_matrix) -> torch.Tensor:
-    return torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(np.int64)),
-                                   torch.from_numpy(a.indices.astype(np.int64)),
-                                   torch.from_numpy(a.data.astype(np.float32)), a.shape)
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(a.indptr.astype(np.int64)),
+        torch.from_numpy(a.indices.astype(np.int64)),
+        torch.from_numpy(a.data.astype(np.float32)),
+        a.shape,
+    )
 
 
 def _kernel_args(a: sp.csr_matrix, index_dtype):
-    return (torch.from_numpy(a.indptr.astype(np.int64)),
-            torch.from_numpy(a.indices.astype(np.int64)).to(index_dtype),
-            torch.from_numpy(a.data.astype(np.float32)))
+    return (
+        torch.from_numpy(a.indptr.astype(np.int64)),
+        torch.from_numpy(a.indices.astype(np.int64)).to(index_dtype),
+        torch.from_numpy(a.data.astype(np.float32)),
+    )
 
 
 def task_lightgcn(args, rows, nbk, sk):
@@ -179,22 +187,56 @@ def task_lightgcn(args, rows, nbk, sk):
     ix64 = ix32.long()
     group = f"lightgcn fwd (N={n}, nnz={nnz}, d={d})"
     fwd = spmm_bytes(n, nnz, d)
-    rows.append((group, "numba kernel, int32 idx", median_time(
-        lambda: nbk.spmm(ip, ix32, v, x, n), args.repeats), fwd, True))
+    rows.append(
+        (
+            group,
+            "numba kernel, int32 idx",
+            median_time(lambda: nbk.spmm(ip, ix32, v, x, n), args.repeats),
+            fwd,
+            True,
+        )
+    )
     bare = gather_ceiling_kernel()
     ixn = ix32.numpy()
-    rows.append((group, "ceiling: bare gather of the same rows", median_time(
-        lambda: bare(a.indptr, ixn, xn, 512), args.repeats), 4 * nnz * (d + 1), False))
-    rows.append((group, "numba kernel, int64 idx", median_time(
-        lambda: nbk.spmm(ip, ix64, v, x, n), args.repeats), spmm_bytes(n, nnz, d, 8), False))
+    rows.append(
+        (
+            group,
+            "ceiling: bare gather of the same rows",
+            median_time(lambda: bare(a.indptr, ixn, xn, 512), args.repeats),
+            4 * nnz * (d + 1),
+            False,
+        )
+    )
+    rows.append(
+        (
+            group,
+            "numba kernel, int64 idx",
+            median_time(lambda: nbk.spmm(ip, ix64, v, x, n), args.repeats),
+            spmm_bytes(n, nnz, d, 8),
+            False,
+        )
+    )
     if sk is not None:
         g = sk.CSRGraph.from_scipy(a)
-        rows.append((group, "sk.propagate(numba)", median_time(
-            lambda: sk.propagate(g, x, backend="numba"), args.repeats), fwd, False))
-    rows.append((group, "torch.sparse.mm (CSR)", median_time(
-        lambda: torch.sparse.mm(t_csr, x), args.repeats), spmm_bytes(n, nnz, d, 8), False))
-    rows.append((group, "scipy csr @ dense", median_time(
-        lambda: a @ xn, args.repeats), fwd, False))
+        rows.append(
+            (
+                group,
+                "sk.propagate(numba)",
+                median_time(lambda: sk.propagate(g, x, backend="numba"), args.repeats),
+                fwd,
+                False,
+            )
+        )
+    rows.append(
+        (
+            group,
+            "torch.sparse.mm (CSR)",
+            median_time(lambda: torch.sparse.mm(t_csr, x), args.repeats),
+            spmm_bytes(n, nnz, d, 8),
+            False,
+        )
+    )
+    rows.append((group, "scipy csr @ dense", median_time(lambda: a @ xn, args.repeats), fwd, False))
 
     group = f"lightgcn fwd+bwd (N={n}, nnz={nnz}, d={d})"
     dy = torch.randn(n, d)
@@ -205,14 +247,22 @@ def task_lightgcn(args, rows, nbk, sk):
         torch.sparse.mm(t_csr, xr).backward(dy)
 
     if sk is not None:
+
         def ours_fb():
             xr = x.detach().requires_grad_()
             sk.propagate(g, xr, backend="numba").backward(dy)
-        g.transpose()          # built once per graph and cached: not part of a training step
-        rows.append((group, "sk.propagate(numba) + autograd", median_time(
-            ours_fb, args.repeats), both, True))
-    rows.append((group, "torch.sparse.mm + autograd", median_time(
-        torch_fb, args.repeats), 2 * spmm_bytes(n, nnz, d, 8), False))
+
+        g.transpose()  # built once per graph and cached: not part of a training step
+        rows.append((group, "sk.propagate(numba) + autograd", median_time(ours_fb, args.repeats), both, True))
+    rows.append(
+        (
+            group,
+            "torch.sparse.mm + autograd",
+            median_time(torch_fb, args.repeats),
+            2 * spmm_bytes(n, nnz, d, 8),
+            False,
+        )
+    )
 
 
 def task_hetero(args, rows, nbk, sk):
@@ -243,16 +293,37 @@ def task_hetero(args, rows, nbk, sk):
     v_folded = v * w[rel.long()]
     group = f"hetero 3 relations fwd (N={n}, nnz={nnz}, d={d})"
     fwd = spmm_bytes(n, nnz, d)
-    rows.append((group, "numba spmm, weights folded", median_time(
-        lambda: nbk.spmm(ip, ix, v_folded, x, n), args.repeats), fwd, True))
-    rows.append((group, "numba spmm_rel, weight table", median_time(
-        lambda: nbk.spmm_rel(ip, ix, v, rel, table, x, n), args.repeats),
-        spmm_bytes(n, nnz, d, relation=True), False))
+    rows.append(
+        (
+            group,
+            "numba spmm, weights folded",
+            median_time(lambda: nbk.spmm(ip, ix, v_folded, x, n), args.repeats),
+            fwd,
+            True,
+        )
+    )
+    rows.append(
+        (
+            group,
+            "numba spmm_rel, weight table",
+            median_time(lambda: nbk.spmm_rel(ip, ix, v, rel, table, x, n), args.repeats),
+            spmm_bytes(n, nnz, d, relation=True),
+            False,
+        )
+    )
     if sk is not None:
-        stacked = sk.stack_relations({k: sk.CSRGraph.from_scipy(graphs[k]) for k in names},
-                                     weights=[weights[k] for k in names])
-        rows.append((group, "sk.propagate(numba) stacked", median_time(
-            lambda: sk.propagate(stacked, x, backend="numba"), args.repeats), fwd, False))
+        stacked = sk.stack_relations(
+            {k: sk.CSRGraph.from_scipy(graphs[k]) for k in names}, weights=[weights[k] for k in names]
+        )
+        rows.append(
+            (
+                group,
+                "sk.propagate(numba) stacked",
+                median_time(lambda: sk.propagate(stacked, x, backend="numba"), args.repeats),
+                fwd,
+                False,
+            )
+        )
     tensors = [_csr_tensor(graphs[k]) for k in names]
     sep_bytes = sum(spmm_bytes(n, graphs[k].nnz, d, 8) for k in names) + 2 * 3 * n * d * 4
 
@@ -268,17 +339,19 @@ def task_hetero(args, rows, nbk, sk):
             y += weights[k] * (graphs[k] @ xn)
         return y
 
-    rows.append((group, "3x torch.sparse.mm + adds", median_time(torch_three, args.repeats),
-                 sep_bytes, False))
-    rows.append((group, "3x scipy csr @ dense + adds", median_time(scipy_three, args.repeats),
-                 sep_bytes, False))
+    rows.append(
+        (group, "3x torch.sparse.mm + adds", median_time(torch_three, args.repeats), sep_bytes, False)
+    )
+    rows.append(
+        (group, "3x scipy csr @ dense + adds", median_time(scipy_three, args.repeats), sep_bytes, False)
+    )
 
 
 def _kg_setup(args):
     h, rel, t = kg_triples(args.seed + 2, args.entities, args.relations, args.triples)
     n = args.entities
     deg = np.bincount(h, minlength=n).astype(np.float32)
-    w = (1.0 / np.maximum(deg, 1))[h]               # w_hrt = 1 / |N(h)| (mean aggregation)
+    w = (1.0 / np.maximum(deg, 1))[h]  # w_hrt = 1 / |N(h)| (mean aggregation)
     return h, rel, t, w, n
 
 
@@ -294,8 +367,12 @@ def kg_peer_fb(h, rel, t, w, x, e, dy):
 def task_kg(args, rows, nbk, sk):
     hn, reln, tn, wn, n = _kg_setup(args)
     d, R, nnz = args.dim, args.relations, hn.size
-    h, rel, t, w = (torch.from_numpy(hn), torch.from_numpy(reln).long(), torch.from_numpy(tn),
-                    torch.from_numpy(wn))
+    h, rel, t, w = (
+        torch.from_numpy(hn),
+        torch.from_numpy(reln).long(),
+        torch.from_numpy(tn),
+        torch.from_numpy(wn),
+    )
     x0 = torch.randn(n, d) * 0.1
     e0 = torch.randn(R, d)
     dy = torch.randn(n, d)
@@ -305,23 +382,48 @@ def task_kg(args, rows, nbk, sk):
     group = f"kg R={R} fwd (N={n}, triples={nnz}, d={d})"
     g = None
     if sk is not None:
-        g = sk.CSRGraph.from_edges(h, t, weight=w, relation=torch.from_numpy(reln), shape=(n, n),
-                                   num_relations=R)
-        rows.append((group, "sk.propagate(numba, relation_emb)", median_time(
-            lambda: sk.propagate(g, x0, relation_emb=e0, backend="numba"), args.repeats),
-            fwd, True))
+        g = sk.CSRGraph.from_edges(
+            h, t, weight=w, relation=torch.from_numpy(reln), shape=(n, n), num_relations=R
+        )
+        rows.append(
+            (
+                group,
+                "sk.propagate(numba, relation_emb)",
+                median_time(lambda: sk.propagate(g, x0, relation_emb=e0, backend="numba"), args.repeats),
+                fwd,
+                True,
+            )
+        )
     else:
-        a = sp.csr_matrix((wn, (hn, tn)), shape=(n, n))   # relation ids follow via a permutation
+        a = sp.csr_matrix((wn, (hn, tn)), shape=(n, n))  # relation ids follow via a permutation
         order = np.lexsort((tn, hn))
         ip = np.zeros(n + 1, np.int64)
         np.add.at(ip, hn + 1, 1)
-        args_k = (torch.from_numpy(np.cumsum(ip)), torch.from_numpy(tn[order].astype(np.int32)),
-                  torch.from_numpy(wn[order]), torch.from_numpy(reln[order]))
+        args_k = (
+            torch.from_numpy(np.cumsum(ip)),
+            torch.from_numpy(tn[order].astype(np.int32)),
+            torch.from_numpy(wn[order]),
+            torch.from_numpy(reln[order]),
+        )
         del a
-        rows.append((group, "numba spmm_rel kernel", median_time(
-            lambda: nbk.spmm_rel(*args_k, e0, x0, n), args.repeats), fwd, True))
-    rows.append((group, "gather * E[r] + index_add_", median_time(
-        lambda: kg_peer_fb(h, rel, t, w, x0, e0, None), args.repeats), fwd, False))
+        rows.append(
+            (
+                group,
+                "numba spmm_rel kernel",
+                median_time(lambda: nbk.spmm_rel(*args_k, e0, x0, n), args.repeats),
+                fwd,
+                True,
+            )
+        )
+    rows.append(
+        (
+            group,
+            "gather * E[r] + index_add_",
+            median_time(lambda: kg_peer_fb(h, rel, t, w, x0, e0, None), args.repeats),
+            fwd,
+            False,
+        )
+    )
     if sk is None:
         return
     group = f"kg R={R} fwd+bwd (N={n}, triples={nnz}, d={d})"
@@ -338,10 +440,24 @@ def task_kg(args, rows, nbk, sk):
         kg_peer_fb(h, rel, t, w, x, e, dy)
 
     mem = {m: child_peak_memory(args, m) for m in ("ours", "peer")}
-    rows.append((group, f"sk.propagate(numba) + autograd [peak +{mem['ours']:.0f} MiB]",
-                 median_time(ours, args.repeats), both, True))
-    rows.append((group, f"gather/index_add_ + autograd [peak +{mem['peer']:.0f} MiB]",
-                 median_time(peer, args.repeats), both, False))
+    rows.append(
+        (
+            group,
+            f"sk.propagate(numba) + autograd [peak +{mem['ours']:.0f} MiB]",
+            median_time(ours, args.repeats),
+            both,
+            True,
+        )
+    )
+    rows.append(
+        (
+            group,
+            f"gather/index_add_ + autograd [peak +{mem['peer']:.0f} MiB]",
+            median_time(peer, args.repeats),
+            both,
+            False,
+        )
+    )
 
 
 def child_peak_memory(args, which):
@@ -351,9 +467,22 @@ def child_peak_memory(args, which):
     freed; a thread samples the resident set every 0.2 ms during the call, so the number is
     the high-water mark of that call alone (outputs and gradients included), not of setup.
     """
-    cmd = [sys.executable, __file__, "--child-kg-memory", which, "--entities", str(args.entities),
-           "--relations", str(args.relations), "--triples", str(args.triples),
-           "--dim", str(args.dim), "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-kg-memory",
+        which,
+        "--entities",
+        str(args.entities),
+        "--relations",
+        str(args.relations),
+        "--triples",
+        str(args.triples),
+        "--dim",
+        str(args.dim),
+        "--seed",
+        str(args.seed),
+    ]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return float(out.strip().splitlines()[-1])
@@ -368,19 +497,24 @@ def _child_kg_memory(args):
     import threading
 
     import slifmr_kernels as sk
+
     hn, reln, tn, wn, n = _kg_setup(args)
     d, R = args.dim, args.relations
-    h, rel, t, w = (torch.from_numpy(hn), torch.from_numpy(reln).long(), torch.from_numpy(tn),
-                    torch.from_numpy(wn))
+    h, rel, t, w = (
+        torch.from_numpy(hn),
+        torch.from_numpy(reln).long(),
+        torch.from_numpy(tn),
+        torch.from_numpy(wn),
+    )
     x = (torch.randn(n, d) * 0.1).requires_grad_()
     e = torch.randn(R, d).requires_grad_()
     dy = torch.randn(n, d)
-    g = sk.CSRGraph.from_edges(h, t, weight=w, relation=torch.from_numpy(reln), shape=(n, n),
-                               num_relations=R)
+    g = sk.CSRGraph.from_edges(h, t, weight=w, relation=torch.from_numpy(reln), shape=(n, n), num_relations=R)
     g.transpose()
     # Warm the JIT on a tiny graph so compilation memory is not counted.
-    tiny = sk.CSRGraph.from_edges(h[:10] % 5, t[:10] % 5, relation=torch.from_numpy(reln[:10]),
-                                  shape=(5, 5), num_relations=R)
+    tiny = sk.CSRGraph.from_edges(
+        h[:10] % 5, t[:10] % 5, relation=torch.from_numpy(reln[:10]), shape=(5, 5), num_relations=R
+    )
     xt = torch.randn(5, d, requires_grad=True)
     sk.propagate(tiny, xt, relation_emb=e, backend="numba").sum().backward()
     kg_peer_fb(h[:10] % 5, rel[:10], t[:10] % 5, w[:10], xt, e, torch.randn(5, d))
@@ -404,7 +538,7 @@ def _child_kg_memory(args):
     done.set()
     th.join()
     peak[0] = max(peak[0], _rss_bytes())
-    print((peak[0] - base) / 2 ** 20)
+    print((peak[0] - base) / 2**20)
 
 
 TASKS = {"lightgcn": task_lightgcn, "hetero": task_hetero, "kg": task_kg}
@@ -413,6 +547,7 @@ TASKS = {"lightgcn": task_lightgcn, "hetero": task_hetero, "kg": task_kg}
 # ---------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------
+
 
 def format_table(rows, copy_gbs):
     """Markdown table of ``rows`` (task, implementation, median s, model bytes, is ours):
@@ -423,20 +558,27 @@ def format_table(rows, copy_gbs):
         ours = next((r for r in members if r[4]), members[0])
         for _, name, t, nbytes, is_ours in members:
             gbs = nbytes / t / 1e9
-            cells.append({"task": grp, "implementation": f"**{name}**" if is_ours else name,
-                          "median ms": f"{t * 1e3:.2f}",
-                          "ours is × faster": "—" if is_ours else f"{t / ours[2]:.2f}",
-                          "GB/s (model)": f"{gbs:.1f}",
-                          "% of copy": f"{100 * gbs / copy_gbs:.0f} %"})
+            cells.append(
+                {
+                    "task": grp,
+                    "implementation": f"**{name}**" if is_ours else name,
+                    "median ms": f"{t * 1e3:.2f}",
+                    "ours is × faster": "—" if is_ours else f"{t / ours[2]:.2f}",
+                    "GB/s (model)": f"{gbs:.1f}",
+                    "% of copy": f"{100 * gbs / copy_gbs:.0f} %",
+                }
+            )
     cols = ["task", "implementation", "median ms", "ours is × faster", "GB/s (model)", "% of copy"]
     return markdown_table(cells, cols, right=cols[2:])
 
 
 def describe(info, copy_gbs, clock):
     """The one-line description of the machine above the table."""
-    return (f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} "
-            f"threads), numba {info['numba']} ({info['numba_threads']} threads), scipy "
-            f"{info['scipy']}; copy bandwidth {copy_gbs:.1f} GB/s; clock: {clock}")
+    return (
+        f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} "
+        f"threads), numba {info['numba']} ({info['numba_threads']} threads), scipy "
+        f"{info['scipy']}; copy bandwidth {copy_gbs:.1f} GB/s; clock: {clock}"
+    )
 
 
 def main(argv=None):
@@ -449,10 +591,15 @@ def main(argv=None):
     p.add_argument("--triples", type=int, default=1_000_000)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for torch and numba (default: all cores)")
-    p.add_argument("--clock", choices=["wall", "thread"], default="wall",
-                   help="wall clock, or CPU time of the calling thread (use with --threads 1)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="threads for torch and numba (default: all cores)"
+    )
+    p.add_argument(
+        "--clock",
+        choices=["wall", "thread"],
+        default="wall",
+        help="wall clock, or CPU time of the calling thread (use with --threads 1)",
+    )
     p.add_argument("--output", default=str(ROOT / "runs" / "compare_propagate.md"))
     p.add_argument("--child-kg-memory", choices=["ours", "peer"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -467,13 +614,14 @@ def main(argv=None):
             p.error("--clock thread measures one thread: pass --threads 1")
         CLOCK = time.thread_time
     import numba
+
     if args.threads:
         numba.set_num_threads(args.threads)
     # (slifmr_kernels.propagate is also the name of the public function: import by module path)
     nbk = importlib.import_module("slifmr_kernels.propagate.numba")
     try:
         import slifmr_kernels as sk
-    except ImportError:      # the public op is optional for kernel-only runs
+    except ImportError:  # the public op is optional for kernel-only runs
         sk = None
     rows = []
     copy_gbs = copy_bandwidth(args.repeats)
@@ -483,10 +631,16 @@ def main(argv=None):
     env = describe(info, copy_gbs, args.clock)
     text = f"{env}\n\n{format_table(rows, copy_gbs)}\n"
     print(text)
-    out = write_report(args.output, text, {
-        "env": env, "environment": info, "copy_gbs": copy_gbs,
-        "rows": [dict(task=r[0], impl=r[1], median_s=r[2], bytes=r[3], ours=r[4])
-                 for r in rows]})
+    out = write_report(
+        args.output,
+        text,
+        {
+            "env": env,
+            "environment": info,
+            "copy_gbs": copy_gbs,
+            "rows": [dict(task=r[0], impl=r[1], median_s=r[2], bytes=r[3], ours=r[4]) for r in rows],
+        },
+    )
     print(f"written to {out}")
 
 

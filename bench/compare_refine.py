@@ -33,6 +33,7 @@ its time, and its recall against the exact kNN of x0 on the same sampled rows 鈥
 graph cannot be expected to beat the quality of its seed. The time of each sampled exact
 computation is in the notes (it is not part of any method's time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,7 @@ def sampled_exact(x, rows, k):
     """Exact cosine neighbours of the given rows against all N rows (self excluded), from
     the library's exact top-k: rows路N路d work."""
     xn = sk.normalize_rows(x)
-    excl = sk.CSRGraph.from_edges(torch.arange(rows.numel()), rows,
-                                  shape=(rows.numel(), x.shape[0]))
+    excl = sk.CSRGraph.from_edges(torch.arange(rows.numel()), rows, shape=(rows.numel(), x.shape[0]))
     idx, _ = sk.topk_similarity(xn[rows], k, y=xn, metric="ip", exclude=excl)
     return idx
 
@@ -89,14 +89,22 @@ def fmt_recall(per_row, sampled):
 
 def pynndescent_graph(x, k, init=None, seed=0):
     from pynndescent import NNDescent
+
     kw = {}
     if init is not None:
         # pynndescent lists include the point itself: prepend it to the seed lists.
         n = x.shape[0]
         idx = neighbour_lists(init)
         kw["init_graph"] = np.concatenate([np.arange(n)[:, None], idx.numpy()], 1)
-    index = NNDescent(x.numpy(), metric="cosine", n_neighbors=k + 1, random_state=seed,
-                      n_jobs=torch.get_num_threads(), compressed=True, **kw)
+    index = NNDescent(
+        x.numpy(),
+        metric="cosine",
+        n_neighbors=k + 1,
+        random_state=seed,
+        n_jobs=torch.get_num_threads(),
+        compressed=True,
+        **kw,
+    )
     nbrs, _ = index.neighbor_graph
     nbrs = torch.from_numpy(nbrs.astype(np.int64))
     return nbrs[self_match_dropped(nbrs)].view(x.shape[0], k)
@@ -109,14 +117,21 @@ def main(argv=None):
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--noise", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--recall-rows", type=int, default=0,
-                   help="measure recall on this many random rows (0: all rows, or 5000 "
-                        "with --no-exact)")
-    p.add_argument("--no-exact", action="store_true",
-                   help="skip exact recomputation; seed graph from NN-descent, sampled recall")
+    p.add_argument(
+        "--recall-rows",
+        type=int,
+        default=0,
+        help="measure recall on this many random rows (0: all rows, or 5000 with --no-exact)",
+    )
+    p.add_argument(
+        "--no-exact",
+        action="store_true",
+        help="skip exact recomputation; seed graph from NN-descent, sampled recall",
+    )
     p.add_argument("--no-pynndescent", action="store_true")
-    p.add_argument("--deltas", default="0.01",
-                   help="comma-separated extra stopping thresholds for ours ('' for none)")
+    p.add_argument(
+        "--deltas", default="0.01", help="comma-separated extra stopping thresholds for ours ('' for none)"
+    )
     p.add_argument("--output", help="append the result as JSON lines to this file")
     args = p.parse_args(argv)
     n, d, k = args.n, args.d, args.k
@@ -129,7 +144,7 @@ def main(argv=None):
     sampled = args.no_exact or args.recall_rows > 0
     if sampled:
         gen = torch.Generator().manual_seed(args.seed + 3)
-        rows = torch.randperm(n, generator=gen)[:args.recall_rows or 5000]
+        rows = torch.randperm(n, generator=gen)[: args.recall_rows or 5000]
     if args.no_exact:
         empty = sk.CSRGraph.from_edges([], [], shape=(n, n))
         t0, g0, m0 = measure(lambda: sk.knn_refine(x0, empty, k, seed=args.seed + 7))
@@ -137,16 +152,19 @@ def main(argv=None):
         t_e0 = time.perf_counter()
         exact0 = sampled_exact(x0, rows, k)
         t_e0 = time.perf_counter() - t_e0
-        rows_out.append({"method": "seed graph g0: knn_refine from an empty graph",
-                         "time_s": f"{t0:.2f}", "cpu_s": f"{c0:.2f}",
-                         "recall@k": fmt_recall(row_recalls(neighbour_lists(g0, rows), exact0),
-                                                True),
-                         "peak_extra_MiB": f"{m0 / 2**20:.0f}",
-                         "note": f"vs exact kNN of x0 (sampled exact: {t_e0:.1f} s)"})
+        rows_out.append(
+            {
+                "method": "seed graph g0: knn_refine from an empty graph",
+                "time_s": f"{t0:.2f}",
+                "cpu_s": f"{c0:.2f}",
+                "recall@k": fmt_recall(row_recalls(neighbour_lists(g0, rows), exact0), True),
+                "peak_extra_MiB": f"{m0 / 2**20:.0f}",
+                "note": f"vs exact kNN of x0 (sampled exact: {t_e0:.1f} s)",
+            }
+        )
     else:
         t0, g0, _ = measure(lambda: sk.knn_graph(x0, k, backend="numba"))
-    t_ref, (g1, stats), m_ref = measure(
-        lambda: sk.knn_refine(x1, g0, k, seed=args.seed, return_stats=True))
+    t_ref, (g1, stats), m_ref = measure(lambda: sk.knn_refine(x1, g0, k, seed=args.seed, return_stats=True))
     c_ref = LAST_CPU["s"]
     exact_note = ""
     if sampled:
@@ -168,52 +186,81 @@ def main(argv=None):
         """Recall@k of a graph or an (N, k) id tensor against ``exact``, as a table cell."""
         if not sampled:
             return f"{knn_recall(g_or_idx, exact):.4f}"
-        got = (neighbour_lists(g_or_idx, rows) if isinstance(g_or_idx, sk.CSRGraph)
-               else g_or_idx[rows])
+        got = neighbour_lists(g_or_idx, rows) if isinstance(g_or_idx, sk.CSRGraph) else g_or_idx[rows]
         return fmt_recall(row_recalls(got, exact), True)
-    rows_out.append({"method": "ours: sk.knn_refine (numba), seeded by g0",
-                     "time_s": f"{t_ref:.2f}", "cpu_s": f"{c_ref:.2f}", "recall@k": recall(g1),
-                     "peak_extra_MiB": f"{m_ref / 2**20:.0f}",
-                     "note": f"{stats['iterations']} rounds, updates {stats['updates']}"
-                             f"{exact_note}"})
+
+    rows_out.append(
+        {
+            "method": "ours: sk.knn_refine (numba), seeded by g0",
+            "time_s": f"{t_ref:.2f}",
+            "cpu_s": f"{c_ref:.2f}",
+            "recall@k": recall(g1),
+            "peak_extra_MiB": f"{m_ref / 2**20:.0f}",
+            "note": f"{stats['iterations']} rounds, updates {stats['updates']}{exact_note}",
+        }
+    )
     for delta in [float(v) for v in args.deltas.split(",") if v.strip()]:
-        t_d, (g_d, st_d), m_d = measure(lambda: sk.knn_refine(
-            x1, g0, k, seed=args.seed, delta=delta, return_stats=True))
-        rows_out.append({"method": f"ours, delta = {delta}", "time_s": f"{t_d:.2f}",
-                         "cpu_s": f"{LAST_CPU['s']:.2f}",
-                         "recall@k": recall(g_d),
-                         "peak_extra_MiB": f"{m_d / 2**20:.0f}",
-                         "note": f"{st_d['iterations']} rounds"})
+        t_d, (g_d, st_d), m_d = measure(
+            lambda: sk.knn_refine(x1, g0, k, seed=args.seed, delta=delta, return_stats=True)
+        )
+        rows_out.append(
+            {
+                "method": f"ours, delta = {delta}",
+                "time_s": f"{t_d:.2f}",
+                "cpu_s": f"{LAST_CPU['s']:.2f}",
+                "recall@k": recall(g_d),
+                "peak_extra_MiB": f"{m_d / 2**20:.0f}",
+                "note": f"{st_d['iterations']} rounds",
+            }
+        )
     if t_exact is not None:
-        rows_out.append({"method": "exact recomputation: sk.knn_graph (numba)",
-                         "time_s": f"{t_exact:.2f}", "cpu_s": f"{c_exact:.2f}",
-                         "recall@k": "1.0000",
-                         "peak_extra_MiB": f"{m_exact / 2**20:.0f}",
-                         "note": f"refine is {t_exact / t_ref:.1f}x faster"})
+        rows_out.append(
+            {
+                "method": "exact recomputation: sk.knn_graph (numba)",
+                "time_s": f"{t_exact:.2f}",
+                "cpu_s": f"{c_exact:.2f}",
+                "recall@k": "1.0000",
+                "peak_extra_MiB": f"{m_exact / 2**20:.0f}",
+                "note": f"refine is {t_exact / t_ref:.1f}x faster",
+            }
+        )
     if not args.no_pynndescent:
         w = x0[:5000]
         pynndescent_graph(w, k)
         pynndescent_graph(w, k, init=sk.knn_graph(w, k))
         t_p, i_p, m_p = measure(lambda: pynndescent_graph(x1, k, init=g0, seed=args.seed))
         c_p = LAST_CPU["s"]
-        rows_out.append({"method": "pynndescent NNDescent, init_graph = g0",
-                         "time_s": f"{t_p:.2f}", "cpu_s": f"{c_p:.2f}", "recall@k": recall(i_p),
-                         "peak_extra_MiB": f"{m_p / 2**20:.0f}",
-                         "note": f"{t_p / t_ref:.1f}x our time"})
+        rows_out.append(
+            {
+                "method": "pynndescent NNDescent, init_graph = g0",
+                "time_s": f"{t_p:.2f}",
+                "cpu_s": f"{c_p:.2f}",
+                "recall@k": recall(i_p),
+                "peak_extra_MiB": f"{m_p / 2**20:.0f}",
+                "note": f"{t_p / t_ref:.1f}x our time",
+            }
+        )
         t_q, i_q, m_q = measure(lambda: pynndescent_graph(x1, k, seed=args.seed))
         c_q = LAST_CPU["s"]
-        rows_out.append({"method": "pynndescent NNDescent, unseeded (defaults)",
-                         "time_s": f"{t_q:.2f}", "cpu_s": f"{c_q:.2f}", "recall@k": recall(i_q),
-                         "peak_extra_MiB": f"{m_q / 2**20:.0f}",
-                         "note": f"{t_q / t_ref:.1f}x our time"})
-    title = (f"kNN refresh, N = {n}, d = {d}, k = {k}, cosine, float32, rows moved by "
-             f"{args.noise}路noise路|x|; recall {recall_note}")
+        rows_out.append(
+            {
+                "method": "pynndescent NNDescent, unseeded (defaults)",
+                "time_s": f"{t_q:.2f}",
+                "cpu_s": f"{c_q:.2f}",
+                "recall@k": recall(i_q),
+                "peak_extra_MiB": f"{m_q / 2**20:.0f}",
+                "note": f"{t_q / t_ref:.1f}x our time",
+            }
+        )
+    title = (
+        f"kNN refresh, N = {n}, d = {d}, k = {k}, cosine, float32, rows moved by "
+        f"{args.noise}路noise路|x|; recall {recall_note}"
+    )
     cols = ["method", "time_s", "cpu_s", "recall@k", "peak_extra_MiB", "note"]
     info = environment()
     print(f"\n{title}\n{markdown_table(rows_out, cols, pad=True)}\n{json.dumps(info)}")
     if args.output:
-        append_jsonl(args.output, {"task": "refine", "title": title, "rows": rows_out,
-                                   "env": info})
+        append_jsonl(args.output, {"task": "refine", "title": title, "rows": rows_out, "env": info})
 
 
 if __name__ == "__main__":

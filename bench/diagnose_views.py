@@ -8,6 +8,7 @@ interaction view alone (Z^cf); the fused model with one auxiliary view removed (
 each auxiliary view alone (normalised Z^v). Prints Recall@20 / NDCG@20 per variant and the
 learned view weights alpha, as a markdown table.
 """
+
 import argparse
 import json
 import os
@@ -67,8 +68,10 @@ def main():
     for name in names:
         vu, vi = out.views[name]
         rows.append((f"{name} view alone", *score(F.normalize(vu, dim=1), F.normalize(vi, dim=1))))
-    print(f"run {args.run}, epoch {tr.epoch}, {args.split} split; learned alpha: "
-          + ", ".join(f"{n} {float(a):.3f}" for n, a in zip(names, alpha)))
+    print(
+        f"run {args.run}, epoch {tr.epoch}, {args.split} split; learned alpha: "
+        + ", ".join(f"{n} {float(a):.3f}" for n, a in zip(names, alpha))
+    )
     print("| ranking with | Recall@20 | NDCG@20 |")
     print("|---|---|---|")
     for name, r, n in rows:

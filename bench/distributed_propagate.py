@@ -12,6 +12,7 @@ their row owners. Times one forward and one forward + backward of propagate (med
 with 1 and with ``--ranks`` threads (built from the same shards, in the parent process).
 Prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,8 @@ def worker(rank, args, port, q):
     import torch.distributed as dist
 
     import slifmr_kernels.distributed as skd
-    dist.init_process_group("gloo", rank=rank, world_size=args.ranks,
-                            timeout=datetime.timedelta(seconds=300))
+
+    dist.init_process_group("gloo", rank=rank, world_size=args.ranks, timeout=datetime.timedelta(seconds=300))
     src, dst = shard(args, rank)
     perm = torch.randperm(args.nodes, generator=torch.Generator().manual_seed(0))
     out = {}
@@ -80,13 +81,18 @@ def worker(rank, args, port, q):
             dist.barrier()
             xl = x.clone().requires_grad_()
             skd.propagate(sg, xl).sum().backward()
-        out[name] = {"build_s": build, "forward_s": median_time(fwd, args.repeat),
-                     "forward_backward_s": median_time(fwd_bwd, args.repeat),
-                     "halo_rows": rep["halo_rows"], "halo_fraction": rep["halo_fraction"],
-                     "bytes_per_forward": rep["bytes_per_forward"],
-                     "max_bytes_per_rank": rep["max_bytes_per_rank"],
-                     "rows_per_rank": [r["rows"] for r in rep["ranks"]],
-                     "nnz_per_rank": [r["nnz"] for r in rep["ranks"]]}
+
+        out[name] = {
+            "build_s": build,
+            "forward_s": median_time(fwd, args.repeat),
+            "forward_backward_s": median_time(fwd_bwd, args.repeat),
+            "halo_rows": rep["halo_rows"],
+            "halo_fraction": rep["halo_fraction"],
+            "bytes_per_forward": rep["bytes_per_forward"],
+            "max_bytes_per_rank": rep["max_bytes_per_rank"],
+            "rows_per_rank": [r["rows"] for r in rep["ranks"]],
+            "nnz_per_rank": [r["nnz"] for r in rep["ranks"]],
+        }
     if rank == 0:
         q.put(out)
     dist.barrier()
@@ -104,6 +110,7 @@ def main():
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     import slifmr_kernels as sk
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -117,8 +124,9 @@ def main():
         pr.join()
     # single process, same edges (the shards concatenated by rank)
     parts = [shard(args, r) for r in range(args.ranks)]
-    g = sk.CSRGraph.from_edges(torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts]),
-                               shape=(args.nodes, args.nodes))
+    g = sk.CSRGraph.from_edges(
+        torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts]), shape=(args.nodes, args.nodes)
+    )
     x = torch.randn(args.nodes, args.dim, generator=torch.Generator().manual_seed(0))
     single = {}
     for threads in sorted({1, args.ranks}):
@@ -127,13 +135,25 @@ def main():
         def fwd_bwd():
             xl = x.clone().requires_grad_()
             sk.propagate(g, xl).sum().backward()
+
         single[f"{threads}_threads"] = {
             "forward_s": median_time(lambda: sk.propagate(g, x), args.repeat),
-            "forward_backward_s": median_time(fwd_bwd, args.repeat)}
-    print(json.dumps({"args": vars(args), "nnz": g.nnz, "backend": sk.last_backend("propagate")
-                      if hasattr(sk, "last_backend") else None, "sharded": res,
-                      "single_process": single, "cpus": os.cpu_count(),
-                      "loadavg_at_end": os.getloadavg()}, indent=1))
+            "forward_backward_s": median_time(fwd_bwd, args.repeat),
+        }
+    print(
+        json.dumps(
+            {
+                "args": vars(args),
+                "nnz": g.nnz,
+                "backend": sk.last_backend("propagate") if hasattr(sk, "last_backend") else None,
+                "sharded": res,
+                "single_process": single,
+                "cpus": os.cpu_count(),
+                "loadavg_at_end": os.getloadavg(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

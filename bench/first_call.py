@@ -21,6 +21,7 @@ already uses them would (Numba loads ``scipy.linalg`` at its first kernel, to fi
 The numbers, before and after the change that keeps ``torch._dynamo`` out of the first call,
 are in docs/PORTING.md ("Start-up cost").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,22 +36,30 @@ import time
 #: The modules whose presence the child reports: each one costs 0.2 to 1.5 s to import.
 WATCHED = ("torch._dynamo", "torch._inductor", "triton", "sympy", "scipy", "numba")
 
-STEPS = (("import_torch", "import torch"), ("import_sk", "import slifmr_kernels"),
-         ("graph", "graph construction"), ("first_fwd", "first forward"),
-         ("first_bwd", "first backward"), ("first_fwd_bwd", "first forward + backward"),
-         ("steady_fwd_bwd", "steady forward + backward (median of 5)"))
+STEPS = (
+    ("import_torch", "import torch"),
+    ("import_sk", "import slifmr_kernels"),
+    ("graph", "graph construction"),
+    ("first_fwd", "first forward"),
+    ("first_bwd", "first backward"),
+    ("first_fwd_bwd", "first forward + backward"),
+    ("steady_fwd_bwd", "steady forward + backward (median of 5)"),
+)
 
 
 def child(args) -> dict:
     """One fresh-process measurement; only the standard library and ``--preimport`` are
     imported before it."""
     import importlib
+
     for name in filter(None, args.preimport.split(",")):
         importlib.import_module(name)
     t0 = time.perf_counter()
     import torch
+
     t1 = time.perf_counter()
     import slifmr_kernels as sk
+
     t2 = time.perf_counter()
     gen = torch.Generator().manual_seed(0)
     src = torch.randint(0, args.nodes, (args.edges,), generator=gen)
@@ -67,17 +76,36 @@ def child(args) -> dict:
         t = time.perf_counter()
         sk.propagate(g, x, backend=args.backend).sum().backward()
         steady.append(time.perf_counter() - t)
-    return {"import_torch": t1 - t0, "import_sk": t2 - t1, "graph": t3 - t2,
-            "first_fwd": t4 - t3, "first_bwd": t5 - t4, "first_fwd_bwd": t5 - t3,
-            "steady_fwd_bwd": statistics.median(steady),
-            "backend": sk.last_backend("propagate"), "package": os.path.dirname(sk.__file__),
-            "modules": [m for m in WATCHED if m in sys.modules]}
+    return {
+        "import_torch": t1 - t0,
+        "import_sk": t2 - t1,
+        "graph": t3 - t2,
+        "first_fwd": t4 - t3,
+        "first_bwd": t5 - t4,
+        "first_fwd_bwd": t5 - t3,
+        "steady_fwd_bwd": statistics.median(steady),
+        "backend": sk.last_backend("propagate"),
+        "package": os.path.dirname(sk.__file__),
+        "modules": [m for m in WATCHED if m in sys.modules],
+    }
 
 
 def run_child(args, env=None) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backend", args.backend,
-           "--nodes", str(args.nodes), "--edges", str(args.edges), "--dim", str(args.dim),
-           "--preimport", args.preimport]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        "--backend",
+        args.backend,
+        "--nodes",
+        str(args.nodes),
+        "--edges",
+        str(args.edges),
+        "--dim",
+        str(args.dim),
+        "--preimport",
+        args.preimport,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"the measured process failed (exit {out.returncode}):\n{out.stderr}")
@@ -94,14 +122,14 @@ def summarise(runs: list[dict]) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=7, help="fresh processes with a warm cache")
-    p.add_argument("--cold", type=int, default=0,
-                   help="fresh processes with an empty Numba cache each (kernels compile)")
+    p.add_argument(
+        "--cold", type=int, default=0, help="fresh processes with an empty Numba cache each (kernels compile)"
+    )
     p.add_argument("--backend", default="auto")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--edges", type=int, default=10000)
     p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--preimport", default="",
-                   help="comma-separated modules imported before the clock starts")
+    p.add_argument("--preimport", default="", help="comma-separated modules imported before the clock starts")
     p.add_argument("--json", help="also write the runs and medians to this file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -121,23 +149,34 @@ def main(argv=None) -> None:
     columns = [("warm cache", summarise(warm), len(warm))]
     if cold:
         columns.append(("empty cache", summarise(cold), len(cold)))
-    print(f"package: {warm[0]['package']}; backend {args.backend!r} -> "
-          f"{columns[0][1]['backend']}; graph {args.nodes} nodes, {args.edges} edges, "
-          f"d = {args.dim}, float32; preimported: {args.preimport or 'nothing'}; "
-          f"python {sys.version.split()[0]}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+    print(
+        f"package: {warm[0]['package']}; backend {args.backend!r} -> "
+        f"{columns[0][1]['backend']}; graph {args.nodes} nodes, {args.edges} edges, "
+        f"d = {args.dim}, float32; preimported: {args.preimport or 'nothing'}; "
+        f"python {sys.version.split()[0]}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n"
+    )
     print("| step | " + " | ".join(f"{name} (median of {n})" for name, _, n in columns) + " |")
     print("|---|" + "---|" * len(columns))
     for key, label in STEPS:
-        print(f"| {label} | " + " | ".join(f"{row[key]:.3f} s" for _, row, _ in columns)
-              + " |")
-    print("| modules imported by the end | "
-          + " | ".join(", ".join(row["modules"]) or "none watched" for _, row, _ in columns)
-          + " |")
+        print(f"| {label} | " + " | ".join(f"{row[key]:.3f} s" for _, row, _ in columns) + " |")
+    print(
+        "| modules imported by the end | "
+        + " | ".join(", ".join(row["modules"]) or "none watched" for _, row, _ in columns)
+        + " |"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "warm": warm, "cold": cold,
-                       "median": {name: row for name, row, _ in columns}}, f, indent=1)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "warm": warm,
+                    "cold": cold,
+                    "median": {name: row for name, row, _ in columns},
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

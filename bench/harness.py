@@ -12,6 +12,7 @@ The scripts run as ``python bench/<script>.py`` (this folder is then ``sys.path[
 imported by tests and by ``bench_*.py``; they put this folder on ``sys.path`` themselves before
 ``import harness``.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -29,8 +30,16 @@ if str(ROOT) not in sys.path:  # a checkout without an install
 
 from slifmr_kernels.testing import Timing, time_call  # noqa: E402
 
-__all__ = ["Timing", "time_call", "environment", "blas_core", "cpu_model", "markdown_table",
-           "write_report", "append_jsonl"]
+__all__ = [
+    "Timing",
+    "time_call",
+    "environment",
+    "blas_core",
+    "cpu_model",
+    "markdown_table",
+    "write_report",
+    "append_jsonl",
+]
 
 
 # --------------------------------------------------------------------------- the machine
@@ -53,8 +62,12 @@ def blas_core() -> str:
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
         from threadpoolctl import threadpool_info
-        return ",".join(sorted({str(i.get("architecture")) for i in threadpool_info()
-                                if i.get("internal_api") == "openblas"}))
+
+        return ",".join(
+            sorted(
+                {str(i.get("architecture")) for i in threadpool_info() if i.get("internal_api") == "openblas"}
+            )
+        )
     except ImportError:
         return "?"
 
@@ -82,22 +95,35 @@ def environment() -> dict:
     and on a CUDA machine gpu (name), capability and cuda (the toolkit torch was built with).
     """
     info = {"python": platform.python_version(), "torch": torch.__version__}
-    for key, module, dists in (("numpy", "numpy", ()), ("scipy", "scipy", ()),
-                               ("numba", "numba", ()),
-                               ("faiss", "faiss", ("faiss-cpu", "faiss-gpu", "faiss")),
-                               ("triton", "triton", ())):
+    for key, module, dists in (
+        ("numpy", "numpy", ()),
+        ("scipy", "scipy", ()),
+        ("numba", "numba", ()),
+        ("faiss", "faiss", ("faiss-cpu", "faiss-gpu", "faiss")),
+        ("triton", "triton", ()),
+    ):
         v = _version(module, *dists)
         if v is not None:
             info[key] = v
-    info.update(cpu=platform.processor() or platform.machine(), cpu_model=cpu_model(),
-                cores=os.cpu_count(), threads=torch.get_num_threads())
+    info.update(
+        cpu=platform.processor() or platform.machine(),
+        cpu_model=cpu_model(),
+        cores=os.cpu_count(),
+        threads=torch.get_num_threads(),
+    )
     if "numba" in sys.modules:
         info["numba_threads"] = sys.modules["numba"].get_num_threads()
-    info.update(OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", ""),
-                openblas_core=blas_core(), loadavg=os.getloadavg()[0])
+    info.update(
+        OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", ""),
+        openblas_core=blas_core(),
+        loadavg=os.getloadavg()[0],
+    )
     if torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(),
-                    capability=list(torch.cuda.get_device_capability()), cuda=torch.version.cuda)
+        info.update(
+            gpu=torch.cuda.get_device_name(),
+            capability=list(torch.cuda.get_device_capability()),
+            cuda=torch.version.cuda,
+        )
     return info
 
 
@@ -113,8 +139,7 @@ def markdown_table(rows, columns, *, pad: bool = False, right=()) -> str:
         widths = [max([len(c)] + [len(row[j]) for row in cells]) for j, c in enumerate(columns)]
         head = "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |"
         sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-        body = ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |"
-                for row in cells]
+        body = ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |" for row in cells]
     else:
         head = "| " + " | ".join(columns) + " |"
         sep = "|" + "".join("---:|" if c in right else "---|" for c in columns)

@@ -20,6 +20,7 @@ sizes where the literal form does not fit.
 
 Prints the same phase lines and a last-line JSON object with the keys of ``bench/scale.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -128,8 +129,7 @@ class PeerGraphs:
         cols, v = idx.reshape(-1), val.reshape(-1).clamp_min(0)
         keep = v > 0
         rows, cols, v = rows[keep], cols[keep], v[keep]
-        return _sym_norm(_coo(torch.cat([rows, cols]), torch.cat([cols, rows]), torch.cat([v, v]),
-                              (n, n)))
+        return _sym_norm(_coo(torch.cat([rows, cols]), torch.cat([cols, rows]), torch.cat([v, v]), (n, n)))
 
     def build(self, idx, val):
         cfg, U, I = self.cfg, self.U, self.I
@@ -172,7 +172,7 @@ class PeerModel(SLIFMR):
             h = mm(adj, h)
             acc = acc + h
         z = acc / (self.cfg.num_layers + 1)
-        zu_cf, zi_cf = z[: self.num_users], z[self.num_users:]
+        zu_cf, zi_cf = z[: self.num_users], z[self.num_users :]
         views = {}
         for name in self.view_names:
             if name == "kg":
@@ -201,11 +201,11 @@ def dense_rank(user_emb, item_emb, users, k, exclude, batch: int = 1024) -> np.n
     """MMRec-style full ranking: dense score block per user batch, known items to -inf."""
     out = np.empty((users.size, k), np.int64)
     for s in range(0, users.size, batch):
-        uc = users[s: s + batch]
+        uc = users[s : s + batch]
         scores = user_emb[torch.from_numpy(uc)] @ item_emb.T
         ex = exclude[uc].tocoo()
         scores[torch.from_numpy(ex.row).long(), torch.from_numpy(ex.col).long()] = -math.inf
-        out[s: s + uc.size] = torch.topk(scores, k, dim=1).indices.numpy()
+        out[s : s + uc.size] = torch.topk(scores, k, dim=1).indices.numpy()
     return out
 
 
@@ -217,26 +217,50 @@ def run(args, log=print) -> dict:
     torch.manual_seed(args.seed)
     mem = MemoryMeter()
     chunk = 0 if args.sim == "dense" else args.chunk
-    result: dict = {"items": args.items, "implementation": f"peer-{args.sim}",
-                    "batch_size": args.batch_size}
+    result: dict = {"items": args.items, "implementation": f"peer-{args.sim}", "batch_size": args.batch_size}
     mem.watch(args.rss_limit_gib, result)
     log(f"peer ({args.sim} similarity, torch.sparse.mm) scale run: {args.items} items")
     t0 = time.perf_counter()
-    ds = make_catalog(args.items, args.users, args.interactions, args.triples,
-                      args.dims.split(","), args.clusters, args.seed).with_validation(0.1, args.seed)
+    ds = make_catalog(
+        args.items,
+        args.users,
+        args.interactions,
+        args.triples,
+        args.dims.split(","),
+        args.clusters,
+        args.seed,
+    ).with_validation(0.1, args.seed)
     mem.mark("generate", time.perf_counter() - t0, log)
-    result.update(users=ds.num_users, interactions=int(ds.train.shape[0] + ds.valid.shape[0]
-                                                       + ds.test.shape[0]),
-                  train=int(ds.train.shape[0]), batch_size=args.batch_size, sim=args.sim)
+    result.update(
+        users=ds.num_users,
+        interactions=int(ds.train.shape[0] + ds.valid.shape[0] + ds.test.shape[0]),
+        train=int(ds.train.shape[0]),
+        batch_size=args.batch_size,
+        sim=args.sim,
+    )
     # backend="torch": the peer uses no slifmr kernel; its view fusion is the torch form
     # (one view at a time, no normalised copies kept), as written in MMRec-style code.
-    cfg = Config(model="slifmr", embed_dim=args.embed_dim, batch_size=args.batch_size,
-                 knn_k=args.knn_k, feedback_k=args.knn_k, seed=args.seed,
-                 modalities=sorted(ds.features), progress=False, backend="torch")
+    cfg = Config(
+        model="slifmr",
+        embed_dim=args.embed_dim,
+        batch_size=args.batch_size,
+        knn_k=args.knn_k,
+        feedback_k=args.knn_k,
+        seed=args.seed,
+        modalities=sorted(ds.features),
+        progress=False,
+        backend="torch",
+    )
     t0 = time.perf_counter()
     pg = PeerGraphs(ds, cfg, chunk)
-    model = PeerModel(ds.num_users, ds.num_items, cfg, num_entities=ds.num_entities,
-                      num_view_relations=2 * ds.num_relations + 1, features=ds.features)
+    model = PeerModel(
+        ds.num_users,
+        ds.num_items,
+        cfg,
+        num_entities=ds.num_entities,
+        num_view_relations=2 * ds.num_relations + 1,
+        features=ds.features,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sampler = NegativeSampler(ds.train, ds.num_users, ds.num_items)
     train_csr, valid_csr = ds.interaction_matrix("train"), ds.interaction_matrix("valid")
@@ -255,8 +279,7 @@ def run(args, log=print) -> dict:
 
     rng0 = np.random.default_rng(args.seed)
     valid_users = np.nonzero(np.diff(valid_csr.indptr) > 0)[0]
-    eval_users = np.sort(rng0.choice(valid_users, min(args.eval_users, valid_users.size),
-                                     replace=False))
+    eval_users = np.sort(rng0.choice(valid_users, min(args.eval_users, valid_users.size), replace=False))
     epochs: list = []
     result["epochs"] = epochs
     for epoch in range(args.epochs):
@@ -277,7 +300,7 @@ def run(args, log=print) -> dict:
         t0 = time.perf_counter()
         total = 0.0
         for b in range(run_steps):
-            idx = perm[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             users, pos = ds.train[idx, 0], ds.train[idx, 1]
             neg = sampler(users, rng)
             u, ip, ineg = (torch.from_numpy(a) for a in (users, pos, neg))
@@ -287,21 +310,28 @@ def run(args, log=print) -> dict:
             zu, zi = out.user, out.item
             eu = zu[u]
             loss = bpr_loss((eu * zi[ip]).sum(1), (eu * zi[ineg]).sum(1))
-            loss = loss + cfg.reg_weight * l2_reg(model.user_emb[u], model.item_emb[ip],
-                                                  model.item_emb[ineg])
+            loss = loss + cfg.reg_weight * l2_reg(model.user_emb[u], model.item_emb[ip], model.item_emb[ineg])
             loss = loss + cfg.sc_weight * consistency_loss(
-                out, users, pos, max_batch=cfg.sc_max_batch, temperature=cfg.sc_temperature, rng=rng)
+                out, users, pos, max_batch=cfg.sc_max_batch, temperature=cfg.sc_temperature, rng=rng
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item()
         train_s = time.perf_counter() - t0
         scale_up = steps / run_steps  # extrapolate a --max-steps epoch from its mean step
-        rec.update(propagation=fwd * scale_up, loss_backward=(train_s - fwd) * scale_up,
-                   steps=steps, steps_run=run_steps, loss=round(total / run_steps, 5))
+        rec.update(
+            propagation=fwd * scale_up,
+            loss_backward=(train_s - fwd) * scale_up,
+            steps=steps,
+            steps_run=run_steps,
+            loss=round(total / run_steps, 5),
+        )
         mem.mark(f"train ({run_steps}/{steps} steps)", train_s, log)
-        log(f"    of which propagation {fwd:.2f} s, loss/backward/step {train_s - fwd:.2f} s"
-            + (f"; x{scale_up:.2f} for the full epoch" if scale_up != 1 else ""))
+        log(
+            f"    of which propagation {fwd:.2f} s, loss/backward/step {train_s - fwd:.2f} s"
+            + (f"; x{scale_up:.2f} for the full epoch" if scale_up != 1 else "")
+        )
 
         t0 = time.perf_counter()
         model.eval()
@@ -319,26 +349,36 @@ def run(args, log=print) -> dict:
         rec["recall@20"] = round(m["recall@20"], 5)
         mem.mark(f"eval ({eval_users.size} users)", rec["eval"], log)
         del out, g
-        rec["epoch_seconds"] = sum(rec[k] for k in ("refresh", "propagation", "loss_backward",
-                                                   "h_forward", "eval"))
+        rec["epoch_seconds"] = sum(
+            rec[k] for k in ("refresh", "propagation", "loss_backward", "h_forward", "eval")
+        )
         log(f"  epoch {epoch + 1}: {rec['epoch_seconds']:.1f} s, refresh {rec['refresh']:.1f} s")
         epochs.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()})
     last = epochs[-1]
-    result.update(epochs=epochs, epoch_seconds=last["epoch_seconds"],
-                  extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
-                  refresh_seconds=last["refresh"],
-                  refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
-                  peak_rss_gib=round(mem.peak_gib(), 3), rss_by_phase=mem.records,
-                  threads=torch.get_num_threads())
+    result.update(
+        epochs=epochs,
+        epoch_seconds=last["epoch_seconds"],
+        extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
+        refresh_seconds=last["refresh"],
+        refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
+        peak_rss_gib=round(mem.peak_gib(), 3),
+        rss_by_phase=mem.records,
+        threads=torch.get_num_threads(),
+    )
     return result
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     catalog_args(p)
-    p.add_argument("--sim", choices=("dense", "chunked"), default="dense",
-                   help="dense: one N x N similarity matrix; chunked: row blocks of it")
+    p.add_argument(
+        "--sim",
+        choices=("dense", "chunked"),
+        default="dense",
+        help="dense: one N x N similarity matrix; chunked: row blocks of it",
+    )
     p.add_argument("--chunk", type=int, default=4096, help="rows per block for --sim chunked")
     args = p.parse_args(argv)
     try:
@@ -346,8 +386,13 @@ def main(argv=None) -> dict:
     except (MemoryError, RuntimeError) as exc:  # an allocation refused under a memory limit
         if "memory" not in str(exc).lower() and not isinstance(exc, MemoryError):
             raise
-        result = {"items": args.items, "implementation": f"peer-{args.sim}", "failed": "out of memory",
-                  "error": str(exc)[:200], "peak_rss_gib": round(MemoryMeter.peak_gib(), 3)}
+        result = {
+            "items": args.items,
+            "implementation": f"peer-{args.sim}",
+            "failed": "out of memory",
+            "error": str(exc)[:200],
+            "peak_rss_gib": round(MemoryMeter.peak_gib(), 3),
+        }
     print(json.dumps(result, sort_keys=True))
     return result
 

@@ -14,6 +14,7 @@ Rows (float32, d = 64, median of ``--repeats`` after one warm-up, CPU):
   (I x I similarity, ``torch.topk``, dense Laplacian, ``torch.mm``). Memory: the bytes of the
   largest graph-sized tensor each holds (dense I x I float32 vs the CSR arrays).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,11 @@ def lightgcn(inter, users, items, d, repeats):
     u = torch.randint(0, users, (inter,), generator=gen)
     i = torch.randint(0, items, (inter,), generator=gen)
     n = users + items
-    g = sk.CSRGraph.from_edges(torch.cat([u, users + i]), torch.cat([users + i, u]),
-                               shape=(n, n)).normalize("sym").mark_symmetric()
+    g = (
+        sk.CSRGraph.from_edges(torch.cat([u, users + i]), torch.cat([users + i, u]), shape=(n, n))
+        .normalize("sym")
+        .mark_symmetric()
+    )
     G = g.to_torch_sparse_coo()
     x0 = torch.randn(n, d, generator=gen)
 
@@ -58,6 +62,7 @@ def lightgcn(inter, users, items, d, repeats):
             h = torch.sparse.mm(G, h)
             embs.append(h)
         torch.stack(embs, 1).mean(1).sum().backward()
+
     return g.nnz, _median_time(ours, repeats), _median_time(peer, repeats)
 
 
@@ -73,8 +78,9 @@ def lattice(items, k, d, repeats):
         rows = torch.arange(items).repeat_interleave(k)
         cols = idx.reshape(-1)
         fn = F.normalize(f, dim=1)
-        g = sk.CSRGraph.from_edges(rows, cols, (fn[rows] * fn[cols]).sum(1),
-                                   shape=(items, items)).normalize("sym_row")
+        g = sk.CSRGraph.from_edges(rows, cols, (fn[rows] * fn[cols]).sum(1), shape=(items, items)).normalize(
+            "sym_row"
+        )
         held["ours"] = g.indptr.nbytes + g.indices.nbytes + g.values.nbytes
         sk.propagate(g, h0).pow(2).sum().backward()
 
@@ -89,6 +95,7 @@ def lattice(items, k, d, repeats):
         lap = d_inv[:, None] * adj * d_inv[None, :]
         held["peer"] = sim.nbytes
         torch.mm(lap, h0).pow(2).sum().backward()
+
     t_ours, t_peer = _median_time(ours, repeats), _median_time(peer, repeats)
     return t_ours, t_peer, held["ours"], held["peer"]
 
@@ -103,14 +110,18 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     nnz, t_o, t_p = lightgcn(a.inter, a.users, a.items, a.dim, a.repeats)
-    print(f"LightGCN 3 layers fwd+bwd, {a.users + a.items} nodes, {nnz} nnz, d={a.dim}: "
-          f"sk.propagate_layers {t_o * 1e3:.1f} ms [{sk.last_backend('propagate')}], "
-          f"torch.sparse.mm {t_p * 1e3:.1f} ms, {t_p / t_o:.2f}x")
+    print(
+        f"LightGCN 3 layers fwd+bwd, {a.users + a.items} nodes, {nnz} nnz, d={a.dim}: "
+        f"sk.propagate_layers {t_o * 1e3:.1f} ms [{sk.last_backend('propagate')}], "
+        f"torch.sparse.mm {t_p * 1e3:.1f} ms, {t_p / t_o:.2f}x"
+    )
     t_o, t_p, b_o, b_p = lattice(a.items, a.k, a.dim, a.repeats)
-    print(f"LATTICE learned graph build + propagate fwd+bwd, {a.items} items, k={a.k}: "
-          f"ours {t_o * 1e3:.1f} ms, dense peer {t_p * 1e3:.1f} ms, {t_p / t_o:.2f}x; "
-          f"graph bytes ours {b_o / 2**20:.2f} MiB, peer's I x I matrix {b_p / 2**20:.1f} MiB "
-          f"({b_p / b_o:.0f}x)")
+    print(
+        f"LATTICE learned graph build + propagate fwd+bwd, {a.items} items, k={a.k}: "
+        f"ours {t_o * 1e3:.1f} ms, dense peer {t_p * 1e3:.1f} ms, {t_p / t_o:.2f}x; "
+        f"graph bytes ours {b_o / 2**20:.2f} MiB, peer's I x I matrix {b_p / 2**20:.1f} MiB "
+        f"({b_p / b_o:.0f}x)"
+    )
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
 

@@ -10,6 +10,7 @@ Seeds of one variant are either sibling directories ``<variant>-seed<N>`` (or ``
 subdirectories ``<variant>/<anything>/metrics.json``; each bar is their mean, the error bar one
 standard deviation (none for a single seed), and every seed is drawn as a dot.
 """
+
 import argparse
 import json
 import math
@@ -36,8 +37,11 @@ def collect(root: str, metric: str = "recall@20", datasets=None, variants=None) 
             if os.path.isfile(os.path.join(vdir, "metrics.json")):
                 found = [(_SEED.sub("", entry), os.path.join(vdir, "metrics.json"))]
             else:
-                found = [(entry, os.path.join(vdir, s, "metrics.json")) for s in sorted(os.listdir(vdir))
-                         if os.path.isfile(os.path.join(vdir, s, "metrics.json"))]
+                found = [
+                    (entry, os.path.join(vdir, s, "metrics.json"))
+                    for s in sorted(os.listdir(vdir))
+                    if os.path.isfile(os.path.join(vdir, s, "metrics.json"))
+                ]
             for variant, path in found:
                 if variants and variant not in variants:
                     continue
@@ -56,19 +60,22 @@ def _mean_std(xs):
     return m, s
 
 
-def results_figure(values: dict, path: str, metric: str = "recall@20", variants=None,
-                   labels=None, title=None) -> None:
+def results_figure(
+    values: dict, path: str, metric: str = "recall@20", variants=None, labels=None, title=None
+) -> None:
     """Grouped bars of ``values`` (:func:`collect`): one group per dataset, one bar per variant
     (in ``variants`` order, default sorted), into the PNG ``path``."""
     from matplotlib.figure import Figure
+
     datasets = list(values)
     if not datasets:
         raise ValueError("no runs to draw")
     order = list(variants) if variants else sorted({v for runs in values.values() for v in runs})
     labels = labels or {}
     width = 0.8 / max(len(order), 1)
-    fig = Figure(figsize=(max(6.5, 1.5 + 0.6 * len(datasets) * max(1, len(order))), 4.8),
-                 dpi=110, layout="constrained")
+    fig = Figure(
+        figsize=(max(6.5, 1.5 + 0.6 * len(datasets) * max(1, len(order))), 4.8), dpi=110, layout="constrained"
+    )
     ax = fig.subplots()
     for j, variant in enumerate(order):
         xs, means, stds = [], [], []
@@ -81,10 +88,28 @@ def results_figure(values: dict, path: str, metric: str = "recall@20", variants=
             xs.append(x)
             means.append(m)
             stds.append(s)
-            ax.plot([x] * len(seeds), seeds, linestyle="none", marker="o", markersize=3,
-                    color="black", alpha=0.6, zorder=3, label="single seed")
-        ax.bar(xs, means, width * 0.9, yerr=stds, capsize=3, color=f"C{j % 10}",
-               error_kw={"label": "1 std over seeds"}, label=labels.get(variant, variant), zorder=2)
+            ax.plot(
+                [x] * len(seeds),
+                seeds,
+                linestyle="none",
+                marker="o",
+                markersize=3,
+                color="black",
+                alpha=0.6,
+                zorder=3,
+                label="single seed",
+            )
+        ax.bar(
+            xs,
+            means,
+            width * 0.9,
+            yerr=stds,
+            capsize=3,
+            color=f"C{j % 10}",
+            error_kw={"label": "1 std over seeds"},
+            label=labels.get(variant, variant),
+            zorder=2,
+        )
     ax.set_xticks(range(len(datasets)), datasets)
     ax.set_ylabel(f"test {metric}")
     ax.set_title(title or f"test {metric}, mean over seeds")
@@ -110,8 +135,10 @@ def main(argv=None) -> int:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print("results_figure: needs matplotlib: pip install matplotlib (or pip install 'slifmr[track]')",
-              file=sys.stderr)
+        print(
+            "results_figure: needs matplotlib: pip install matplotlib (or pip install 'slifmr[track]')",
+            file=sys.stderr,
+        )
         return 2
     try:
         from results_table import LABEL  # the table's names for the variants

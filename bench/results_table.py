@@ -5,18 +5,28 @@
 Per dataset and model family (LightGCN, full SLIF-MR) the run with the better best-validation
 Recall@20 is the selected one; the ratio column is test Recall@20 over the selected LightGCN's.
 """
+
 import json
 import os
 import sys
 
 FAMILIES = {"lightgcn": ["lightgcn", "lightgcn-lr0.001"], "slifmr": ["slifmr", "slifmr-lr0.005"]}
-ABLATIONS = ["slifmr-no-feedback", "slifmr-no-kg", "slifmr-no-modalities", "slifmr-no-image",
-             "slifmr-no-consistency"]
-LABEL = {"lightgcn": "LightGCN", "slifmr": "SLIF-MR (full)",
-         "slifmr-no-feedback": "SLIF-MR, no feedback (static graphs)",
-         "slifmr-no-kg": "SLIF-MR, no KG view", "slifmr-no-modalities": "SLIF-MR, no modality views",
-         "slifmr-no-image": "SLIF-MR, no image view (KG + text)",
-         "slifmr-no-consistency": "SLIF-MR, no consistency loss"}
+ABLATIONS = [
+    "slifmr-no-feedback",
+    "slifmr-no-kg",
+    "slifmr-no-modalities",
+    "slifmr-no-image",
+    "slifmr-no-consistency",
+]
+LABEL = {
+    "lightgcn": "LightGCN",
+    "slifmr": "SLIF-MR (full)",
+    "slifmr-no-feedback": "SLIF-MR, no feedback (static graphs)",
+    "slifmr-no-kg": "SLIF-MR, no KG view",
+    "slifmr-no-modalities": "SLIF-MR, no modality views",
+    "slifmr-no-image": "SLIF-MR, no image view (KG + text)",
+    "slifmr-no-consistency": "SLIF-MR, no consistency loss",
+}
 
 
 def load(root, data, name):
@@ -34,11 +44,16 @@ def load(root, data, name):
 
 def row(label, m, base):
     ratio = f"{m['recall@20'] / base:.3f}x" if base else "-"
-    share = (f"{m['rebuild_seconds_per_epoch']:.2f} ({100 * m['rebuild_share']:.1f} %)"
-             if m.get("feedback") and m.get("model") != "lightgcn" else "-")
-    return (f"| {label} | {m['lr']:g} | {m['best_valid']:.4f} | {m['recall@20']:.4f} | {m['ndcg@20']:.4f} | "
-            f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {ratio} | {m['best_epoch']} / {m['epochs_run']} | "
-            f"{m['seconds_per_epoch']:.1f} | {share} |")
+    share = (
+        f"{m['rebuild_seconds_per_epoch']:.2f} ({100 * m['rebuild_share']:.1f} %)"
+        if m.get("feedback") and m.get("model") != "lightgcn"
+        else "-"
+    )
+    return (
+        f"| {label} | {m['lr']:g} | {m['best_valid']:.4f} | {m['recall@20']:.4f} | {m['ndcg@20']:.4f} | "
+        f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {ratio} | {m['best_epoch']} / {m['epochs_run']} | "
+        f"{m['seconds_per_epoch']:.1f} | {share} |"
+    )
 
 
 def table(root: str, data: str) -> str:
@@ -54,10 +69,12 @@ def table(root: str, data: str) -> str:
     if not selected:
         return f"(no runs for {data} under {root})\n"
     base = selected["lightgcn"]["recall@20"] if "lightgcn" in selected else None
-    out = [f"### {data}\n",
-           "| model | lr | best valid R@20 | test Recall@20 | NDCG@20 | Recall@10 | NDCG@10 | vs LightGCN "
-           "(R@20) | best / run epochs | s/epoch | feedback rebuild s/epoch (share) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"### {data}\n",
+        "| model | lr | best valid R@20 | test Recall@20 | NDCG@20 | Recall@10 | NDCG@10 | vs LightGCN "
+        "(R@20) | best / run epochs | s/epoch | feedback rebuild s/epoch (share) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for fam in ("lightgcn", "slifmr"):
         if fam in selected:
             out.append(row(LABEL[fam], selected[fam], base))

@@ -32,6 +32,7 @@ Exact kNN is O(N^2 d): at a million items it takes hours on two cores. ``--stati
 epoch) are computed; ``auto`` picks exact up to ``--exact-max`` items and the approximate
 path above (see ``bucket_knn``; refined with ``sk.knn_refine`` when the library has it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,10 +63,9 @@ from slifmr.train import Trainer  # noqa: E402
 from slifmr_kernels.refine.op import knn_recall as knn_recall_of  # noqa: E402
 from slifmr_kernels.testing import neighbour_lists  # noqa: E402
 
-__all__ = ["make_catalog", "bucket_knn", "MemoryMeter", "extrapolate_steps", "run", "main",
-           "catalog_args"]
+__all__ = ["make_catalog", "bucket_knn", "MemoryMeter", "extrapolate_steps", "run", "main", "catalog_args"]
 
-GIB = float(2 ** 30)
+GIB = float(2**30)
 
 
 # --------------------------------------------------------------------------- memory
@@ -94,11 +94,17 @@ class MemoryMeter:
         return r / GIB if sys.platform == "darwin" else r * 1024 / GIB
 
     def mark(self, phase: str, seconds: float, log=print) -> dict:
-        rec = {"phase": phase, "seconds": round(seconds, 3), "rss_gib": round(self.rss_gib(), 3),
-               "peak_gib": round(self.peak_gib(), 3)}
+        rec = {
+            "phase": phase,
+            "seconds": round(seconds, 3),
+            "rss_gib": round(self.rss_gib(), 3),
+            "peak_gib": round(self.peak_gib(), 3),
+        }
         self.records.append(rec)
-        log(f"  {phase:<26s} {seconds:9.2f} s   rss {rec['rss_gib']:7.2f} GiB   "
-            f"peak {rec['peak_gib']:7.2f} GiB")
+        log(
+            f"  {phase:<26s} {seconds:9.2f} s   rss {rec['rss_gib']:7.2f} GiB   "
+            f"peak {rec['peak_gib']:7.2f} GiB"
+        )
         return rec
 
     def watch(self, limit_gib: float, result: dict, interval: float = 0.05) -> None:
@@ -117,10 +123,15 @@ class MemoryMeter:
                         snapshot = dict(result)  # the main thread may be updating it
                     except RuntimeError:
                         continue
-                    out = dict(snapshot, failed="rss limit", rss_limit_gib=limit_gib,
-                               rss_gib=round(rss, 3), peak_rss_gib=round(self.peak_gib(), 3),
-                               during=self.records[-1]["phase"] if self.records else "start",
-                               rss_by_phase=self.records)
+                    out = dict(
+                        snapshot,
+                        failed="rss limit",
+                        rss_limit_gib=limit_gib,
+                        rss_gib=round(rss, 3),
+                        peak_rss_gib=round(self.peak_gib(), 3),
+                        during=self.records[-1]["phase"] if self.records else "start",
+                        rss_by_phase=self.records,
+                    )
                     # Send the main thread's later prints nowhere, flush what it printed so
                     # far, then write the JSON straight to the descriptor and exit at once, so
                     # that it is the last line.
@@ -134,6 +145,7 @@ class MemoryMeter:
                     os.write(fd, ("\n" + json.dumps(out, sort_keys=True) + "\n").encode())
                     os._exit(3)
                 time.sleep(interval)
+
         threading.Thread(target=poll, name="rss-watchdog", daemon=True).start()
 
 
@@ -142,29 +154,43 @@ def catalog_args(p: argparse.ArgumentParser) -> None:
     """Catalog-size options shared with bench/peer_dense.py."""
     p.add_argument("--items", type=int, default=10000, help="number of items N")
     p.add_argument("--users", type=int, default=None, help="users (default 2N)")
-    p.add_argument("--interactions", type=int, default=None,
-                   help="target interactions before the splits (default 20N)")
+    p.add_argument(
+        "--interactions", type=int, default=None, help="target interactions before the splits (default 20N)"
+    )
     p.add_argument("--triples", type=int, default=None, help="KG triples (default 5N)")
     p.add_argument("--dims", default="64,384", help="modality feature dims: image,text")
-    p.add_argument("--clusters", type=int, default=None,
-                   help="planted clusters (default max(20, N // 1000))")
+    p.add_argument("--clusters", type=int, default=None, help="planted clusters (default max(20, N // 1000))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embed-dim", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=2 ** 16, help="BPR batch size")
+    p.add_argument("--batch-size", type=int, default=2**16, help="BPR batch size")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--knn-k", type=int, default=10, help="neighbours in modality/feedback graphs")
     p.add_argument("--eval-users", type=int, default=10000, help="users in the evaluation sample")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    p.add_argument("--max-steps", type=int, default=0,
-                   help="stop each epoch's training after this many steps and extrapolate the "
-                        "epoch from the mean step (0: full epochs)")
-    p.add_argument("--rss-limit-gib", type=float, default=20.0,
-                   help="abort with a JSON line when resident memory passes this (0: off)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="stop each epoch's training after this many steps and extrapolate the "
+        "epoch from the mean step (0: full epochs)",
+    )
+    p.add_argument(
+        "--rss-limit-gib",
+        type=float,
+        default=20.0,
+        help="abort with a JSON line when resident memory passes this (0: off)",
+    )
 
 
-def make_catalog(items: int, users: int | None = None, interactions: int | None = None,
-                 triples: int | None = None, dims=(64, 384), clusters: int | None = None,
-                 seed: int = 0):
+def make_catalog(
+    items: int,
+    users: int | None = None,
+    interactions: int | None = None,
+    triples: int | None = None,
+    dims=(64, 384),
+    clusters: int | None = None,
+    seed: int = 0,
+):
     """The synthetic catalog of the scale run (``slifmr.data.make_synthetic``).
 
     Interactions are drawn per user (mean ``interactions / users``, power-law activity) and
@@ -178,12 +204,18 @@ def make_catalog(items: int, users: int | None = None, interactions: int | None 
     clusters = max(20, items // 1000) if clusters is None else clusters
     clusters = min(clusters, items)
     dims = tuple(int(d) for d in dims)
-    mods = {"image": dims[0], "text": dims[1]} if len(dims) == 2 else \
-        {f"m{i}": d for i, d in enumerate(dims)}
-    return make_synthetic(num_users=users, num_items=items, num_clusters=clusters,
-                          mean_interactions=interactions / users,
-                          min_interactions=1, kg_relations=max(0, round(triples / items)),
-                          modalities=mods, seed=seed, name=f"scale-{items}")
+    mods = {"image": dims[0], "text": dims[1]} if len(dims) == 2 else {f"m{i}": d for i, d in enumerate(dims)}
+    return make_synthetic(
+        num_users=users,
+        num_items=items,
+        num_clusters=clusters,
+        mean_interactions=interactions / users,
+        min_interactions=1,
+        kg_relations=max(0, round(triples / items)),
+        modalities=mods,
+        seed=seed,
+        name=f"scale-{items}",
+    )
 
 
 # --------------------------------------------------------------------------- approximate kNN
@@ -192,8 +224,7 @@ def make_catalog(items: int, users: int | None = None, interactions: int | None 
 bucket_knn = sgraphs.bucket_knn
 
 
-def knn_recall(x: torch.Tensor, graph: sk.CSRGraph, k: int, sample: int = 256,
-               seed: int = 0) -> float:
+def knn_recall(x: torch.Tensor, graph: sk.CSRGraph, k: int, sample: int = 256, seed: int = 0) -> float:
     """Recall@k of ``graph``'s rows against exact cosine kNN, on ``sample`` random rows."""
     n = x.shape[0]
     rows = torch.from_numpy(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
@@ -205,8 +236,19 @@ def knn_recall(x: torch.Tensor, graph: sk.CSRGraph, k: int, sample: int = 256,
 
 
 # --------------------------------------------------------------------------- memory model
-def memory_model(U: int, I: int, E: int, n_train: int, n_all: int, T: int, dims, d: int = 64,
-                 k: int = 10, kg_layers: int = 2, shared_items: bool = True) -> dict:
+def memory_model(
+    U: int,
+    I: int,
+    E: int,
+    n_train: int,
+    n_all: int,
+    T: int,
+    dims,
+    d: int = 64,
+    k: int = 10,
+    kg_layers: int = 2,
+    shared_items: bool = True,
+) -> dict:
     """Bytes held by each structure of a SLIF-MR training run (docs/SCALE.md, "Memory model").
 
     U users, I items, E entities (items included), n_train / n_all training / all interactions,
@@ -280,8 +322,14 @@ def warmup(backend: str = "auto") -> float:
     costs are not charged to the measured phases. Returns its seconds."""
     t0 = time.perf_counter()
     ds = make_catalog(300, dims=(8, 12)).with_validation(0.1, 0)
-    cfg = Config(batch_size=4096, epochs=1, progress=False, feedback_refine=False,
-                 modalities=sorted(ds.features), backend=backend)
+    cfg = Config(
+        batch_size=4096,
+        epochs=1,
+        progress=False,
+        feedback_refine=False,
+        modalities=sorted(ds.features),
+        backend=backend,
+    )
     tr = Trainer(cfg, ds, tempfile.mkdtemp(prefix="slifmr-warmup-"), log=lambda s: None)
     graphs, _ = tr.selfloop.graphs()
     tr._train_epoch(graphs, 0)
@@ -302,8 +350,15 @@ def _generate(args, mem: MemoryMeter, result: dict, log):
     catalogs of 100k users + items and more). Records the sizes and the memory model in
     ``result``; returns the Dataset."""
     t0 = time.perf_counter()
-    ds = make_catalog(args.items, args.users, args.interactions, args.triples,
-                      args.dims.split(","), args.clusters, args.seed)
+    ds = make_catalog(
+        args.items,
+        args.users,
+        args.interactions,
+        args.triples,
+        args.dims.split(","),
+        args.clusters,
+        args.seed,
+    )
     ds = ds.with_validation(0.1, args.seed)
     mem.mark("generate", time.perf_counter() - t0, log)
     t0 = time.perf_counter()
@@ -314,13 +369,25 @@ def _generate(args, mem: MemoryMeter, result: dict, log):
         result["reorder_seconds"] = round(time.perf_counter() - t0, 3)
         mem.mark(f"reorder ({result['reorder']})", result["reorder_seconds"], log)
     n_inter = ds.train.shape[0] + ds.valid.shape[0] + ds.test.shape[0]
-    result.update(users=ds.num_users, interactions=int(n_inter), train=int(ds.train.shape[0]),
-                  triples=int(ds.kg.shape[0]) if ds.has_kg else 0,
-                  dims={m: int(f.shape[1]) for m, f in ds.features.items()})
+    result.update(
+        users=ds.num_users,
+        interactions=int(n_inter),
+        train=int(ds.train.shape[0]),
+        triples=int(ds.kg.shape[0]) if ds.has_kg else 0,
+        dims={m: int(f.shape[1]) for m, f in ds.features.items()},
+    )
     log(f"  {ds.summary()}")
-    mm = memory_model(ds.num_users, ds.num_items, ds.num_entities, ds.train.shape[0], n_inter,
-                      result["triples"], list(result["dims"].values()), args.embed_dim,
-                      args.knn_k)
+    mm = memory_model(
+        ds.num_users,
+        ds.num_items,
+        ds.num_entities,
+        ds.train.shape[0],
+        n_inter,
+        result["triples"],
+        list(result["dims"].values()),
+        args.embed_dim,
+        args.knn_k,
+    )
     result["memory_model_gib"] = {k: round(v / GIB, 3) for k, v in mm.items()}
     return ds
 
@@ -328,29 +395,50 @@ def _generate(args, mem: MemoryMeter, result: dict, log):
 def _make_trainer(args, ds, mem: MemoryMeter, result: dict, log):
     """Phase ``static_graphs+model``: the Trainer (static graphs, model, sampler) with the
     chosen kNN modes, and the recall of a bucketed modality graph. Returns (trainer, cfg)."""
-    static_mode = args.static_knn if args.static_knn != "auto" else \
-        ("exact" if args.items <= args.exact_max else "bucket")
+    static_mode = (
+        args.static_knn
+        if args.static_knn != "auto"
+        else ("exact" if args.items <= args.exact_max else "bucket")
+    )
     refresh = _refresh_mode(args, args.items)
     # The library's own switch: modality kNN graphs over more than knn_exact_max items are
     # bucketed kNN + knn_refine (slifmr.graphs.approx_knn_scipy).
     exact_max = {"exact": args.items, "bucket": 0}[static_mode]
-    cfg = Config(model="slifmr", embed_dim=args.embed_dim, batch_size=args.batch_size,
-                 epochs=args.epochs, progress=False, knn_k=args.knn_k, feedback_k=args.knn_k,
-                 feedback_refine=(refresh == "refine"), eval_ks=[10, 20], seed=args.seed,
-                 num_threads=args.threads, modalities=sorted(ds.features),
-                 knn_exact_max=exact_max, lr=args.lr)
+    cfg = Config(
+        model="slifmr",
+        embed_dim=args.embed_dim,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        progress=False,
+        knn_k=args.knn_k,
+        feedback_k=args.knn_k,
+        feedback_refine=(refresh == "refine"),
+        eval_ks=[10, 20],
+        seed=args.seed,
+        num_threads=args.threads,
+        modalities=sorted(ds.features),
+        knn_exact_max=exact_max,
+        lr=args.lr,
+    )
     out_dir = tempfile.mkdtemp(prefix="slifmr-scale-")  # config.json only; no checkpoints
     t0 = time.perf_counter()
     trainer = Trainer(cfg, ds, out_dir, log=lambda s: None)
     mem.mark("static_graphs+model", time.perf_counter() - t0, log)
-    result.update(static_knn=static_mode, refresh_mode=refresh, batch_size=args.batch_size,
-                  embed_dim=args.embed_dim, knn_k=args.knn_k, lr=args.lr,
-                  static_graphs_seconds=round(trainer.static_graph_s, 3))
+    result.update(
+        static_knn=static_mode,
+        refresh_mode=refresh,
+        batch_size=args.batch_size,
+        embed_dim=args.embed_dim,
+        knn_k=args.knn_k,
+        lr=args.lr,
+        static_graphs_seconds=round(trainer.static_graph_s, 3),
+    )
     seed_graph = trainer.selfloop.seed
     if static_mode == "bucket" and seed_graph is not None:
         first = cfg.modalities[0]
-        result["static_knn_recall"] = {first: round(knn_recall(torch.from_numpy(ds.features[first]),
-                                                               seed_graph, args.knn_k), 4)}
+        result["static_knn_recall"] = {
+            first: round(knn_recall(torch.from_numpy(ds.features[first]), seed_graph, args.knn_k), 4)
+        }
     if refresh == "bucket":
         trainer.builder.feedback = _BucketFeedback(trainer.builder, args.knn_k)
     return trainer, cfg
@@ -376,8 +464,7 @@ def _eval_users(trainer, args) -> np.ndarray:
     """The sorted sample of ``--eval-users`` validation users (seeded), the same each epoch."""
     rng = np.random.default_rng(args.seed)
     valid_users = np.nonzero(np.diff(trainer.valid_csr.indptr) > 0)[0]
-    return np.sort(rng.choice(valid_users, min(args.eval_users, valid_users.size),
-                              replace=False))
+    return np.sort(rng.choice(valid_users, min(args.eval_users, valid_users.size), replace=False))
 
 
 class _StepClock:
@@ -432,8 +519,9 @@ def extrapolate_steps(starts: list, t_end: float, steps_total: int) -> tuple:
     return step_s, steps_total / max(len(starts), 1)
 
 
-def _train_phase(trainer, graphs, epoch: int, clock: _StepClock, steps_total: int,
-                 mem: MemoryMeter, log) -> dict:
+def _train_phase(
+    trainer, graphs, epoch: int, clock: _StepClock, steps_total: int, mem: MemoryMeter, log
+) -> dict:
     """Phase ``train``: one ``Trainer._train_epoch`` (cut after ``--max-steps`` steps), split
     into the forward's share (``propagation``) and the rest (``loss_backward``), both
     extrapolated to the full epoch."""
@@ -447,30 +535,45 @@ def _train_phase(trainer, graphs, epoch: int, clock: _StepClock, steps_total: in
     train_s = t_end - t0
     step_s, scale_up = extrapolate_steps(clock.starts, t_end, steps_total)
     mem.mark(f"train ({clock.steps}/{steps_total} steps)", train_s, log)
-    log(f"    of which propagation {clock.forward:.2f} s, loss/backward/step "
+    log(
+        f"    of which propagation {clock.forward:.2f} s, loss/backward/step "
         f"{train_s - clock.forward:.2f} s; loss {parts['loss']}"
-        + (f"; x{scale_up:.2f} for the full epoch" if scale_up != 1 else ""))
-    return {"step_seconds": [round(x, 3) for x in step_s],
-            "propagation": clock.forward * scale_up,
-            "loss_backward": (train_s - clock.forward) * scale_up,
-            "steps": steps_total, "steps_run": clock.steps,
-            "loss": None if parts["loss"] is None else round(parts["loss"], 5)}
+        + (f"; x{scale_up:.2f} for the full epoch" if scale_up != 1 else "")
+    )
+    return {
+        "step_seconds": [round(x, 3) for x in step_s],
+        "propagation": clock.forward * scale_up,
+        "loss_backward": (train_s - clock.forward) * scale_up,
+        "steps": steps_total,
+        "steps_run": clock.steps,
+        "loss": None if parts["loss"] is None else round(parts["loss"], 5),
+    }
 
 
-def _eval_phase(out, eval_users: np.ndarray, trainer, backend: str, mem: MemoryMeter,
-                log) -> dict:
+def _eval_phase(out, eval_users: np.ndarray, trainer, backend: str, mem: MemoryMeter, log) -> dict:
     """Phase ``eval``: full-ranking Recall/NDCG@{10,20} of the sampled validation users."""
     t0 = time.perf_counter()
     top, _ = recommend(out.user, out.item, eval_users, 20, trainer.train_csr, backend=backend)
     m = metrics_from_topk(top, eval_users, trainer.valid_csr, [10, 20])
-    rec = {"eval": time.perf_counter() - t0, "recall@20": round(m["recall@20"], 5),
-           "ndcg@20": round(m["ndcg@20"], 5)}
+    rec = {
+        "eval": time.perf_counter() - t0,
+        "recall@20": round(m["recall@20"], 5),
+        "ndcg@20": round(m["ndcg@20"], 5),
+    }
     mem.mark(f"eval ({eval_users.size} users)", rec["eval"], log)
     return rec
 
 
-def _run_epoch(epoch: int, trainer, clock: _StepClock, eval_users: np.ndarray, steps_total: int,
-               backend: str, mem: MemoryMeter, log) -> dict:
+def _run_epoch(
+    epoch: int,
+    trainer,
+    clock: _StepClock,
+    eval_users: np.ndarray,
+    steps_total: int,
+    backend: str,
+    mem: MemoryMeter,
+    log,
+) -> dict:
     """One measured epoch: refresh, train, h_forward, eval. Returns its record (seconds
     rounded to ms), ``epoch_seconds`` the sum of the five phases."""
     log(f"epoch {epoch + 1}")
@@ -493,11 +596,14 @@ def _run_epoch(epoch: int, trainer, clock: _StepClock, eval_users: np.ndarray, s
 
     rec.update(_eval_phase(out, eval_users, trainer, backend, mem, log))
     del out, graphs
-    rec["epoch_seconds"] = sum(rec[k] for k in ("refresh", "propagation", "loss_backward",
-                                               "h_forward", "eval"))
-    log(f"  epoch {epoch + 1}: {rec['epoch_seconds']:.1f} s, refresh "
+    rec["epoch_seconds"] = sum(
+        rec[k] for k in ("refresh", "propagation", "loss_backward", "h_forward", "eval")
+    )
+    log(
+        f"  epoch {epoch + 1}: {rec['epoch_seconds']:.1f} s, refresh "
         f"{rec['refresh']:.1f} s ({100 * rec['refresh'] / rec['epoch_seconds']:.1f} %), "
-        f"recall@20 {rec['recall@20']:.4f}")
+        f"recall@20 {rec['recall@20']:.4f}"
+    )
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()}
 
 
@@ -509,8 +615,10 @@ def run(args, log=print) -> dict:
     result: dict = {"items": args.items, "implementation": "slifmr", "batch_size": args.batch_size}
     mem.watch(args.rss_limit_gib, result)
     mem.mark("warmup (JIT, tiny epoch)", warmup(), log)
-    log(f"slifmr scale run: {args.items} items  (torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.machine()})")
+    log(
+        f"slifmr scale run: {args.items} items  (torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.machine()})"
+    )
     ds = _generate(args, mem, result, log)
     trainer, cfg = _make_trainer(args, ds, mem, result, log)
     if result["refresh_mode"] in ("refine", "bucket"):
@@ -521,34 +629,50 @@ def run(args, log=print) -> dict:
     result["epochs"] = epochs  # filled as epochs finish (the watchdog prints what there is)
     with _StepClock(trainer.model, args.max_steps) as clock:
         for epoch in range(args.epochs):
-            epochs.append(_run_epoch(epoch, trainer, clock, eval_users, steps_total, cfg.backend,
-                                     mem, log))
+            epochs.append(_run_epoch(epoch, trainer, clock, eval_users, steps_total, cfg.backend, mem, log))
 
     last = epochs[-1]
-    result.update(epochs=epochs, epoch_seconds=last["epoch_seconds"],
-                  extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
-                  refresh_seconds=last["refresh"],
-                  refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
-                  peak_rss_gib=round(mem.peak_gib(), 3), rss_by_phase=mem.records,
-                  threads=torch.get_num_threads(), backend=sk.last_backend())
+    result.update(
+        epochs=epochs,
+        epoch_seconds=last["epoch_seconds"],
+        extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
+        refresh_seconds=last["refresh"],
+        refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
+        peak_rss_gib=round(mem.peak_gib(), 3),
+        rss_by_phase=mem.records,
+        threads=torch.get_num_threads(),
+        backend=sk.last_backend(),
+    )
     return result
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     catalog_args(p)
-    p.add_argument("--static-knn", choices=("auto", "exact", "bucket"), default="auto",
-                   help="modality kNN graphs (built once): exact or bucketed (+ knn_refine)")
-    p.add_argument("--refresh", choices=("auto", "exact", "refine", "bucket"), default="auto",
-                   help="per-epoch feedback kNN: exact sk.knn_graph, sk.knn_refine seeded by "
-                        "the previous epoch's graph, or bucket_knn")
+    p.add_argument(
+        "--static-knn",
+        choices=("auto", "exact", "bucket"),
+        default="auto",
+        help="modality kNN graphs (built once): exact or bucketed (+ knn_refine)",
+    )
+    p.add_argument(
+        "--refresh",
+        choices=("auto", "exact", "refine", "bucket"),
+        default="auto",
+        help="per-epoch feedback kNN: exact sk.knn_graph, sk.knn_refine seeded by "
+        "the previous epoch's graph, or bucket_knn",
+    )
     p.add_argument("--lr", type=float, default=Config.lr, help="Adam learning rate")
-    p.add_argument("--exact-max", type=int, default=20000,
-                   help="'auto' uses exact kNN up to this many items")
-    p.add_argument("--reorder", choices=REORDER_MODES, default=Config.reorder,
-                   help="relabel users and items for locality after generating "
-                        "(Config.reorder, slifmr.data.reorder; not charged to the epoch)")
+    p.add_argument("--exact-max", type=int, default=20000, help="'auto' uses exact kNN up to this many items")
+    p.add_argument(
+        "--reorder",
+        choices=REORDER_MODES,
+        default=Config.reorder,
+        help="relabel users and items for locality after generating "
+        "(Config.reorder, slifmr.data.reorder; not charged to the epoch)",
+    )
     args = p.parse_args(argv)
     result = run(args)
     print(json.dumps(result, sort_keys=True))

@@ -10,6 +10,7 @@ those items, ids renumbered densely (items first in the entity space, as the lay
 The output holds ``train.txt``, ``test.txt``, ``kg_final.txt``, ``relation_list.txt`` (when the
 source has one) and every ``*_feat*.npy`` of the source, restricted to the kept items.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,19 @@ def subsample(src: str, dst: str, users: int, items: int, seed: int) -> dict:
         for u in chosen:
             tr = [item_map[i] for i in train[u] if i in item_map]
             te = [item_map[i] for i in test.get(u, []) if i in item_map]
-            if not tr or not te:          # a user needs a training and a test item
+            if not tr or not te:  # a user needs a training and a test item
                 continue
             ftr.write(" ".join(map(str, [kept_users] + tr)) + "\n")
             fte.write(" ".join(map(str, [kept_users] + te)) + "\n")
             kept_users, n_train, n_test = kept_users + 1, n_train + len(tr), n_test + len(te)
 
-    n_src_items = max(max((max(v) for v in train.values() if v), default=-1),
-                      max((max(v) for v in test.values() if v), default=-1)) + 1
+    n_src_items = (
+        max(
+            max((max(v) for v in train.values() if v), default=-1),
+            max((max(v) for v in test.values() if v), default=-1),
+        )
+        + 1
+    )
     triples = 0
     kpath = os.path.join(src, "kg_final.txt")
     if os.path.isfile(kpath):
@@ -65,7 +71,7 @@ def subsample(src: str, dst: str, users: int, items: int, seed: int) -> dict:
         ends = kg[:, [0, 2]]
         is_item = ends < n_src_items
         kept_item = np.vectorize(lambda e: e in item_map)(ends) & is_item
-        keep = (kept_item | ~is_item).all(1)       # no triple that touches a dropped item
+        keep = (kept_item | ~is_item).all(1)  # no triple that touches a dropped item
         kg = kg[keep]
         entity_map = dict(item_map)
         others = np.unique(kg[:, [0, 2]][kg[:, [0, 2]] >= n_src_items])
@@ -80,8 +86,13 @@ def subsample(src: str, dst: str, users: int, items: int, seed: int) -> dict:
     rows = np.array(sorted(item_map), dtype=np.int64)
     for feat in glob.glob(os.path.join(src, "*_feat*.npy")):
         np.save(os.path.join(dst, os.path.basename(feat)), np.load(feat)[rows])
-    return {"users": kept_users, "items": len(item_map), "train": n_train, "test": n_test,
-            "kg_triples": triples}
+    return {
+        "users": kept_users,
+        "items": len(item_map),
+        "train": n_train,
+        "test": n_test,
+        "kg_triples": triples,
+    }
 
 
 def main() -> None:

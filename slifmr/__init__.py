@@ -5,6 +5,7 @@ Modules follow the data flow: :mod:`slifmr.data` (layouts, synthetic) -> :mod:`s
 (graph assembly + feedback insertion) -> :mod:`slifmr.models` (SLIF-MR, LightGCN, FREEDOM, LATTICE) ->
 :mod:`slifmr.train` / :mod:`slifmr.evaluate` -> :mod:`slifmr.cli`.
 """
+
 # The kernels first: they choose the OpenMP wait policy before torch starts its thread pool.
 import slifmr_kernels  # noqa: F401
 

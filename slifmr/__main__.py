@@ -1,4 +1,5 @@
 """``python -m slifmr`` = the ``slifmr`` command."""
+
 import sys
 
 from .cli import main

@@ -15,6 +15,7 @@
   are held until the write is done, so Ctrl-C never leaves the run without a consistent
   ``last.pt``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,9 +31,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "load_checkpoint", "atomic_save", "write_json_atomic",
-           "write_text_atomic", "remove_stale_temporaries", "deferred_interrupts",
-           "TrainingInterrupted"]
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "atomic_save",
+    "write_json_atomic",
+    "write_text_atomic",
+    "remove_stale_temporaries",
+    "deferred_interrupts",
+    "TrainingInterrupted",
+]
 
 _TMP_RE = re.compile(r"^(?P<name>.+)\.tmp\.(?P<pid>\d+)$")
 
@@ -68,14 +76,17 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
         if "GLOBAL" in detail:
             # the file asks to import a callable or class: a crafted checkpoint, or one written
             # by another program
-            raise CheckpointError(f"{path}: refused to load: the file asks for code, not only "
-                                  f"tensors and plain containers ({detail}); slifmr never writes "
-                                  f"such checkpoints, so it was not made by slifmr or was tampered "
-                                  f"with") from None
+            raise CheckpointError(
+                f"{path}: refused to load: the file asks for code, not only "
+                f"tensors and plain containers ({detail}); slifmr never writes "
+                f"such checkpoints, so it was not made by slifmr or was tampered "
+                f"with"
+            ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{_first_line(str(exc))})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {_first_line(str(exc))})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(obj).__name__}")
     return obj
@@ -120,8 +131,10 @@ def _atomic_write(path: str, write: Callable[[str], None]) -> None:
             os.replace(tmp, path)
     except OSError as exc:
         _unlink_quietly(tmp)
-        raise CheckpointError(f"could not write {path}: {exc.strerror or exc} (the previous "
-                              f"{os.path.basename(path)}, if any, is unchanged)") from None
+        raise CheckpointError(
+            f"could not write {path}: {exc.strerror or exc} (the previous "
+            f"{os.path.basename(path)}, if any, is unchanged)"
+        ) from None
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -134,19 +147,23 @@ def _unlink_quietly(path: str) -> None:
 
 def atomic_save(obj, path: str) -> None:
     """``torch.save(obj)`` to ``path`` atomically (see the module docstring)."""
+
     def write(tmp: str) -> None:
         try:
             torch.save(obj, tmp)
         except RuntimeError as exc:  # torch reports a failed write (ENOSPC) as RuntimeError
             raise OSError(str(exc).strip().splitlines()[0]) from None
+
     _atomic_write(path, write)
 
 
 def write_text_atomic(text: str, path: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
+
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
     _atomic_write(path, write)
 
 

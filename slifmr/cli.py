@@ -10,6 +10,7 @@ Examples::
     slifmr recommend --output runs/ml1m --users 0 1 2 --k 10
     slifmr tune --data ml-1m-kg-mm --model lightgcn --space space.yaml --trials 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,18 @@ __all__ = ["main", "build_parser"]
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None,
-                   help="dataset directory or name under $SLIFMR_DATA (default: synthetic data)")
+    p.add_argument(
+        "--data", default=None, help="dataset directory or name under $SLIFMR_DATA (default: synthetic data)"
+    )
     p.add_argument("--output", required=True, help="run directory (checkpoints, logs, metrics.json)")
     p.add_argument("--config", default=None, help="YAML or JSON configuration file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one configuration key (repeatable), e.g. --set lr=0.002")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one configuration key (repeatable), e.g. --set lr=0.002",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-feedback", action="store_true", help="static graphs (no self-loop)")
     t.add_argument("--no-kg", action="store_true", help="drop the knowledge-graph view")
     t.add_argument("--no-modalities", action="store_true", help="drop every modality view")
-    t.add_argument("--modalities", default=None,
-                   help="comma-separated modality names to use (e.g. image,text)")
+    t.add_argument(
+        "--modalities", default=None, help="comma-separated modality names to use (e.g. image,text)"
+    )
     t.add_argument("--no-consistency", action="store_true", help="drop the semantic-consistency loss")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -67,26 +75,50 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--k", type=int, default=10)
     r.add_argument("--include-seen", action="store_true", help="do not exclude known items")
 
-    u = sub.add_parser("tune", help="hyperparameter search with Optuna (pip install optuna): "
-                       "every trial a training run, pruned on validation Recall@20; resumable")
-    u.add_argument("--data", default=None,
-                   help="dataset directory or name under $SLIFMR_DATA (default: synthetic data)")
+    u = sub.add_parser(
+        "tune",
+        help="hyperparameter search with Optuna (pip install optuna): "
+        "every trial a training run, pruned on validation Recall@20; resumable",
+    )
+    u.add_argument(
+        "--data", default=None, help="dataset directory or name under $SLIFMR_DATA (default: synthetic data)"
+    )
     u.add_argument("--model", choices=["slifmr", "lightgcn", "freedom", "lattice"], default=None)
-    u.add_argument("--space", required=True, help="YAML search space: KEY: {type: float|int|"
-                   "categorical, low, high, log, step | choices}")
-    u.add_argument("--trials", type=int, required=True,
-                   help="finished (completed or pruned) trials the study should hold")
-    u.add_argument("--output", default=None,
-                   help="study directory (default runs/tune/<data>-<model>): study.db, trials/, "
-                        "best.yaml, best.json; rerun the same command to resume")
+    u.add_argument(
+        "--space",
+        required=True,
+        help="YAML search space: KEY: {type: float|int|categorical, low, high, log, step | choices}",
+    )
+    u.add_argument(
+        "--trials",
+        type=int,
+        required=True,
+        help="finished (completed or pruned) trials the study should hold",
+    )
+    u.add_argument(
+        "--output",
+        default=None,
+        help="study directory (default runs/tune/<data>-<model>): study.db, trials/, "
+        "best.yaml, best.json; rerun the same command to resume",
+    )
     u.add_argument("--config", default=None, help="base configuration file (YAML or JSON)")
-    u.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one base configuration key (repeatable)")
+    u.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one base configuration key (repeatable)",
+    )
     u.add_argument("--pruner", choices=["median", "none"], default="median")
-    u.add_argument("--prune-startup", type=int, default=5,
-                   help="trials that complete before any is pruned (default 5)")
-    u.add_argument("--prune-warmup", type=int, default=5,
-                   help="epochs every trial runs before it can be pruned (default 5)")
+    u.add_argument(
+        "--prune-startup", type=int, default=5, help="trials that complete before any is pruned (default 5)"
+    )
+    u.add_argument(
+        "--prune-warmup",
+        type=int,
+        default=5,
+        help="epochs every trial runs before it can be pruned (default 5)",
+    )
     return ap
 
 
@@ -118,6 +150,7 @@ def _overrides(args) -> dict:
 def _load_run(output: str, data: str | None):
     """Config, dataset and best checkpoint of a finished run."""
     from .data.prepare import prepare_data
+
     cpath = os.path.join(output, "config.json")
     bpath = os.path.join(output, "best.pt")
     for p in (cpath, bpath):
@@ -129,9 +162,11 @@ def _load_run(output: str, data: str | None):
     best = load_checkpoint(bpath)  # tensors and plain containers only: never runs code
     require_keys(best, bpath, ("user", "item", "epoch"))
     if best["user"].shape[0] != ds.num_users or best["item"].shape[0] != ds.num_items:
-        raise SystemExit(f"{bpath}: embeddings for {best['user'].shape[0]} users / "
-                         f"{best['item'].shape[0]} items do not match the dataset "
-                         f"({ds.num_users} / {ds.num_items})")
+        raise SystemExit(
+            f"{bpath}: embeddings for {best['user'].shape[0]} users / "
+            f"{best['item'].shape[0]} items do not match the dataset "
+            f"({ds.num_users} / {ds.num_items})"
+        )
     return cfg, ds, best
 
 
@@ -154,29 +189,49 @@ def _saved_config(cpath: str):
 def _cmd_train(args) -> int:
     from .data.prepare import prepare_data
     from .train import Trainer
+
     cfg = load_config(args.config, _overrides(args))
     check_runtime(cfg)  # the device exists and the backend runs on it, before any data is read
     ds = prepare_data(cfg, args.data)
     trainer = Trainer(cfg, ds, args.output, data_source=args.data)
     m = trainer.fit(resume=args.resume)
-    print(json.dumps({k: m[k] for k in m if "@" in k or k in ("best_epoch", "epochs_run",
-                                                               "seconds_per_epoch", "rebuild_share")},
-                     indent=2, sort_keys=True))
+    print(
+        json.dumps(
+            {
+                k: m[k]
+                for k in m
+                if "@" in k or k in ("best_epoch", "epochs_run", "seconds_per_epoch", "rebuild_share")
+            },
+            indent=2,
+            sort_keys=True,
+        )
+    )
     print(f"wrote {os.path.join(args.output, 'metrics.json')}")
     return 0
 
 
 def _cmd_tune(args) -> int:
     from .tune import TuneError, load_space, tune
+
     cfg = load_config(args.config, _overrides(args))
     check_runtime(cfg)
     space = load_space(args.space)
     output = args.output or os.path.join(
-        "runs", "tune", f"{os.path.basename(os.path.normpath(args.data)) if args.data else 'synthetic'}"
-                        f"-{cfg.model}")
+        "runs",
+        "tune",
+        f"{os.path.basename(os.path.normpath(args.data)) if args.data else 'synthetic'}-{cfg.model}",
+    )
     try:
-        tune(cfg, space, args.trials, output, args.data, pruner=args.pruner,
-             prune_startup=args.prune_startup, prune_warmup=args.prune_warmup)
+        tune(
+            cfg,
+            space,
+            args.trials,
+            output,
+            args.data,
+            pruner=args.pruner,
+            prune_startup=args.prune_startup,
+            prune_warmup=args.prune_warmup,
+        )
     except TuneError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt as exc:  # SIGINT between two trials' epochs
@@ -186,6 +241,7 @@ def _cmd_tune(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from .evaluate import rank_metrics
+
     cfg, ds, best = _load_run(args.output, args.data)
     train = ds.interaction_matrix("train")
     if args.split == "test":
@@ -209,6 +265,7 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_recommend(args) -> int:
     from .evaluate import recommend
+
     cfg, ds, best = _load_run(args.output, args.data)
     users = np.asarray(args.users, dtype=np.int64)
     bad = users[(users < 0) | (users >= ds.num_users)]
@@ -216,12 +273,19 @@ def _cmd_recommend(args) -> int:
         return _fail(f"--users: ids out of range [0, {ds.num_users}): {bad.tolist()}")
     if args.k < 1:
         return _fail(f"--k: expected an integer >= 1, got {args.k}")
-    exclude = None if args.include_seen else (ds.interaction_matrix("train") + ds.interaction_matrix("valid")).tocsr()
+    exclude = (
+        None
+        if args.include_seen
+        else (ds.interaction_matrix("train") + ds.interaction_matrix("valid")).tocsr()
+    )
     items, scores = recommend(best["user"], best["item"], users, args.k, exclude, backend=cfg.backend)
     for u, it, sc in zip(users.tolist(), items, scores):
         keep = it >= 0
-        print(json.dumps({"user": u, "items": it[keep].tolist(),
-                          "scores": [round(float(s), 5) for s in sc[keep]]}))
+        print(
+            json.dumps(
+                {"user": u, "items": it[keep].tolist(), "scores": [round(float(s), 5) for s in sc[keep]]}
+            )
+        )
     return 0
 
 
@@ -234,8 +298,12 @@ def _fail(message: str) -> int:
 def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _cmd_train, "evaluate": _cmd_evaluate, "recommend": _cmd_recommend,
-                "tune": _cmd_tune}[args.command](args)
+        return {
+            "train": _cmd_train,
+            "evaluate": _cmd_evaluate,
+            "recommend": _cmd_recommend,
+            "tune": _cmd_tune,
+        }[args.command](args)
     except (FileNotFoundError, DataFormatError, CheckpointError, ConfigError) as exc:
         return _fail(str(exc))
     except BackendUnavailable as exc:

@@ -5,6 +5,7 @@ epoch (highest validation Recall@20, the trainer's selection) is marked in both.
 matplotlib no figure is written: :func:`write_curves` returns False and the trainer says once
 what to install.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,9 @@ from .checkpoint import _atomic_write
 
 __all__ = ["write_curves", "matplotlib_available", "MISSING_MATPLOTLIB"]
 
-MISSING_MATPLOTLIB = ("no curves.png: matplotlib is not installed "
-                      "(pip install matplotlib, or pip install 'slifmr[track]')")
+MISSING_MATPLOTLIB = (
+    "no curves.png: matplotlib is not installed (pip install matplotlib, or pip install 'slifmr[track]')"
+)
 
 
 def matplotlib_available() -> bool:
@@ -26,8 +28,11 @@ def matplotlib_available() -> bool:
 
 
 def _series(history: list, key: str) -> tuple:
-    pts = [(r["epoch"], float(r[key])) for r in history
-           if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    pts = [
+        (r["epoch"], float(r[key]))
+        for r in history
+        if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+    ]
     return [x for x, _ in pts], [y for _, y in pts]
 
 
@@ -54,8 +59,9 @@ def write_curves(history: list, path: str, best_epoch: int | None = None) -> boo
     if nx:
         ax_val.plot(nx, ny, color="C2", label="validation NDCG@20", **marker)
     if not (rx or nx):
-        ax_val.text(0.5, 0.5, "no validation yet", transform=ax_val.transAxes, ha="center",
-                    va="center", color="0.4")
+        ax_val.text(
+            0.5, 0.5, "no validation yet", transform=ax_val.transAxes, ha="center", va="center", color="0.4"
+        )
     ax_val.set(xlabel="epoch", ylabel="metric", title="Validation")
     if best_epoch is None and ry:
         best_epoch = rx[max(range(len(ry)), key=lambda i: (ry[i], -rx[i]))]
@@ -64,8 +70,9 @@ def write_curves(history: list, path: str, best_epoch: int | None = None) -> boo
         if best_epoch in rx:
             best = ry[rx.index(best_epoch)]
             label += f" (Recall@20 {best:.4f})"
-            ax_val.plot([best_epoch], [best], linestyle="none", marker="*", markersize=12,
-                        color="C3", zorder=3)
+            ax_val.plot(
+                [best_epoch], [best], linestyle="none", marker="*", markersize=12, color="C3", zorder=3
+            )
         for ax in (ax_loss, ax_val):
             ax.axvline(best_epoch, color="0.35", linestyle="--", linewidth=1, label=label)
     for ax in (ax_loss, ax_val):

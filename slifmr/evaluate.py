@@ -5,6 +5,7 @@ test time validation) excluded, so no U x I score matrix is ever built. Metrics 
 over the users that have at least one held-out item; users without interactions in the
 evaluated split are skipped, users without training interactions are ranked like any other.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -20,8 +21,9 @@ from .graphs import to_csr_graph
 __all__ = ["rank_metrics", "metrics_from_topk", "recommend"]
 
 
-def metrics_from_topk(top_items: np.ndarray, users: np.ndarray, truth: sp.csr_matrix,
-                      ks: Iterable[int]) -> dict:
+def metrics_from_topk(
+    top_items: np.ndarray, users: np.ndarray, truth: sp.csr_matrix, ks: Iterable[int]
+) -> dict:
     """Metrics from ranked lists.
 
     Args:
@@ -48,7 +50,9 @@ def metrics_from_topk(top_items: np.ndarray, users: np.ndarray, truth: sp.csr_ma
     valid = top_items >= 0
     keys = users[:, None].astype(np.int64) * num_items + np.where(valid, top_items, 0)
     pos = np.minimum(np.searchsorted(truth_keys, keys), max(truth_keys.size - 1, 0))
-    hits = valid & (truth_keys.size > 0) & (truth_keys[pos] == keys) if truth_keys.size else np.zeros_like(valid)
+    hits = (
+        valid & (truth_keys.size > 0) & (truth_keys[pos] == keys) if truth_keys.size else np.zeros_like(valid)
+    )
     discount = 1.0 / np.log2(np.arange(2, kmax + 2))
     ideal_cum = np.cumsum(discount)
     for k in ks:
@@ -66,9 +70,15 @@ def metrics_from_topk(top_items: np.ndarray, users: np.ndarray, truth: sp.csr_ma
 
 
 @torch.no_grad()
-def recommend(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarray, k: int,
-              exclude: sp.csr_matrix | None = None, backend: str = "auto",
-              chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def recommend(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    users: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    backend: str = "auto",
+    chunk: int = 65536,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items for ``users`` (int64 (n,)) by inner product, ``exclude`` rows masked.
 
     ``exclude``: CSR (num_users, num_items) of known items, or None. Users are processed in
@@ -82,20 +92,25 @@ def recommend(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarray,
     scores_out = np.full((n, k), -np.inf, np.float32)
     item_emb = item_emb.detach().contiguous()
     for s in range(0, n, chunk):
-        uc = users[s: s + chunk]
+        uc = users[s : s + chunk]
         ue = user_emb.detach()[torch.from_numpy(uc).to(user_emb.device)].contiguous()
         excl = None
         if exclude is not None:
             excl = to_csr_graph(exclude[uc], device=item_emb.device)
         idx, val = sk.topk_scores(ue, item_emb, k, exclude=excl, backend=backend)
-        items_out[s: s + len(uc)] = idx.cpu().numpy()
-        scores_out[s: s + len(uc)] = val.float().cpu().numpy()
+        items_out[s : s + len(uc)] = idx.cpu().numpy()
+        scores_out[s : s + len(uc)] = val.float().cpu().numpy()
     return items_out, scores_out
 
 
-def rank_metrics(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: sp.csr_matrix,
-                 exclude: sp.csr_matrix | None, ks: Iterable[int] = (10, 20),
-                 backend: str = "auto") -> dict:
+def rank_metrics(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    truth: sp.csr_matrix,
+    exclude: sp.csr_matrix | None,
+    ks: Iterable[int] = (10, 20),
+    backend: str = "auto",
+) -> dict:
     """Full-ranking metrics of embeddings against held-out interactions.
 
     Args:

@@ -15,6 +15,7 @@ feedback graph S(t) = kNN_k(H(t-1)) over the previous epoch's item representatio
 Assembly is linear in the number of edges (scipy CSR addition, counting-sort CSR construction):
 no dense N x N matrix and no Python loop over nodes, so it scales to millions of items.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,18 @@ import slifmr_kernels as sk
 
 from .data import Dataset
 
-__all__ = ["Graphs", "GraphBuilder", "sym_normalize", "row_normalize", "to_csr_graph",
-           "knn_scipy", "feedback_knn", "bucket_knn", "approx_knn_scipy", "DEFAULT_KNN_EXACT_MAX"]
+__all__ = [
+    "Graphs",
+    "GraphBuilder",
+    "sym_normalize",
+    "row_normalize",
+    "to_csr_graph",
+    "knn_scipy",
+    "feedback_knn",
+    "bucket_knn",
+    "approx_knn_scipy",
+    "DEFAULT_KNN_EXACT_MAX",
+]
 
 # Up to this many items a kNN graph is computed exactly (O(N^2 d), seconds at 20k); above,
 # bucketed kNN + knn_refine (O(N d)) (see GraphBuilder's ``knn_exact_max``).
@@ -74,11 +85,14 @@ def to_csr_graph(m: sp.csr_matrix, device="cpu", symmetric: bool = False) -> sk.
     """
     m = m.tocsr()
     m.sum_duplicates()  # also sorts the column indices of every row
-    idx_dtype = torch.int32 if m.shape[1] < 2 ** 31 else torch.int64
-    g = sk.CSRGraph(torch.from_numpy(m.indptr.astype(np.int64)),
-                    torch.from_numpy(m.indices).to(idx_dtype),
-                    torch.from_numpy(m.data.astype(np.float32, copy=False)), shape=m.shape,
-                    validate=False)
+    idx_dtype = torch.int32 if m.shape[1] < 2**31 else torch.int64
+    g = sk.CSRGraph(
+        torch.from_numpy(m.indptr.astype(np.int64)),
+        torch.from_numpy(m.indices).to(idx_dtype),
+        torch.from_numpy(m.data.astype(np.float32, copy=False)),
+        shape=m.shape,
+        validate=False,
+    )
     g = g.to(device) if str(device) != "cpu" else g
     return g.mark_symmetric() if symmetric else g
 
@@ -91,8 +105,7 @@ def _sym_from_raw(raw: sk.CSRGraph) -> tuple:
     return sym_normalize(m + m.T), m
 
 
-def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
-              previous: sk.CSRGraph | None = None) -> tuple:
+def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto", previous: sk.CSRGraph | None = None) -> tuple:
     """Cosine kNN graph of the rows of ``x`` (N, d), self excluded.
 
     Returns ``(S, raw, raw_graph)``: ``S`` the scipy CSR (N, N) with negative similarities
@@ -115,8 +128,9 @@ def knn_scipy(x: torch.Tensor, k: int, backend: str = "auto",
     return S, m, raw
 
 
-def bucket_knn(x: torch.Tensor, k: int, block: int = 2048, bits: int = 16, seed: int = 0,
-               backend: str = "auto") -> sk.CSRGraph:
+def bucket_knn(
+    x: torch.Tensor, k: int, block: int = 2048, bits: int = 16, seed: int = 0, backend: str = "auto"
+) -> sk.CSRGraph:
     """Approximate cosine kNN graph: exact kNN (``sk.topk_similarity``) inside blocks of
     similar rows.
 
@@ -143,7 +157,7 @@ def bucket_knn(x: torch.Tensor, k: int, block: int = 2048, bits: int = 16, seed:
     nblocks = max(1, math.ceil(n / block))
     bounds = np.linspace(0, n, nblocks + 1).astype(np.int64)  # equal blocks, none tiny
     for b in range(nblocks):
-        ids = order[bounds[b]: bounds[b + 1]]
+        ids = order[bounds[b] : bounds[b + 1]]
         kk = min(k, ids.numel() - 1)
         if kk <= 0:
             continue
@@ -153,8 +167,9 @@ def bucket_knn(x: torch.Tensor, k: int, block: int = 2048, bits: int = 16, seed:
         dst_parts.append(ids[idx.clamp_min(0)][ok])
         val_parts.append(val[ok])
     if not src_parts:
-        return sk.CSRGraph.from_edges(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
-                                      torch.zeros(0), shape=(n, n))
+        return sk.CSRGraph.from_edges(
+            torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), torch.zeros(0), shape=(n, n)
+        )
     src, dst, val = torch.cat(src_parts), torch.cat(dst_parts), torch.cat(val_parts)
     return sk.CSRGraph.from_edges(src, dst, val, shape=(n, n))
 
@@ -170,8 +185,9 @@ def approx_knn_scipy(x: torch.Tensor, k: int, backend: str = "auto") -> tuple:
     return knn_scipy(x, k, backend=backend, previous=bucket_knn(x, k, backend=backend))
 
 
-def feedback_knn(h: torch.Tensor, k: int, backend: str = "auto",
-                 previous: sk.CSRGraph | None = None) -> tuple:
+def feedback_knn(
+    h: torch.Tensor, k: int, backend: str = "auto", previous: sk.CSRGraph | None = None
+) -> tuple:
     """The feedback graph S(t) from item representations H (I, d) (an alias of :func:`knn_scipy`
     that documents the role)."""
     return knn_scipy(h, k, backend=backend, previous=previous)
@@ -180,6 +196,7 @@ def feedback_knn(h: torch.Tensor, k: int, backend: str = "auto",
 @dataclasses.dataclass
 class Graphs:
     """The graphs of one epoch (see module docstring); ``None`` for a switched-off view."""
+
     adj: sk.CSRGraph
     user_item: sk.CSRGraph
     modality: dict
@@ -230,11 +247,21 @@ class GraphBuilder:
     arrays (int32). The static CSRGraphs of ``build(None)`` are built on demand.
     """
 
-    def __init__(self, ds: Dataset, modalities=(), use_kg: bool = True, knn_k: int = 10,
-                 beta: float = 0.3, gamma: float = 0.1,
-                 feedback_in=("interaction", "kg", "modality"), device="cpu", backend="auto",
-                 knn_exact_max: int = DEFAULT_KNN_EXACT_MAX, cache_static: bool = True,
-                 edge_dropout: float = 0.0):
+    def __init__(
+        self,
+        ds: Dataset,
+        modalities=(),
+        use_kg: bool = True,
+        knn_k: int = 10,
+        beta: float = 0.3,
+        gamma: float = 0.1,
+        feedback_in=("interaction", "kg", "modality"),
+        device="cpu",
+        backend="auto",
+        knn_exact_max: int = DEFAULT_KNN_EXACT_MAX,
+        cache_static: bool = True,
+        edge_dropout: float = 0.0,
+    ):
         self.num_users, self.num_items = ds.num_users, ds.num_items
         if not 0.0 <= float(edge_dropout) < 1.0:
             raise ValueError(f"edge_dropout must be in [0, 1), got {edge_dropout!r}")
@@ -253,8 +280,11 @@ class GraphBuilder:
         U, I = self.num_users, self.num_items
         R = ds.interaction_matrix("train")
         # [[0, R], [R^T, 0]] once; the feedback block is added per epoch.
-        self._bip = sp.bmat([[None, R], [R.T, None]], format="csr",
-                            dtype=np.float32) if U + I else sp.csr_matrix((0, 0), dtype=np.float32)
+        self._bip = (
+            sp.bmat([[None, R], [R.T, None]], format="csr", dtype=np.float32)
+            if U + I
+            else sp.csr_matrix((0, 0), dtype=np.float32)
+        )
         if self._bip.shape != (U + I, U + I):  # bmat drops all-empty blocks' sizes when U or I is 0
             self._bip = sp.csr_matrix((U + I, U + I), dtype=np.float32)
         self.user_item = to_csr_graph(row_normalize(R), device)
@@ -271,8 +301,11 @@ class GraphBuilder:
         self.seed_graph: sk.CSRGraph | None = None
         for m in modalities:
             feat = torch.from_numpy(ds.features[m])
-            S, _, raw_graph = (knn_scipy(feat, knn_k, backend=backend) if self.knn_exact
-                               else approx_knn_scipy(feat, knn_k, backend=backend))
+            S, _, raw_graph = (
+                knn_scipy(feat, knn_k, backend=backend)
+                if self.knn_exact
+                else approx_knn_scipy(feat, knn_k, backend=backend)
+            )
             self.modality_knn[m] = S
             if self.seed_graph is None:
                 self.seed_graph = raw_graph
@@ -285,7 +318,7 @@ class GraphBuilder:
         self.num_view_relations = 2 * ds.num_relations + 1
         if self.use_kg:
             # int32 edge arrays (entity and relation ids fit): half of int64's bytes.
-            idx = np.int32 if max(self.num_entities, self.num_view_relations) < 2 ** 31 else np.int64
+            idx = np.int32 if max(self.num_entities, self.num_view_relations) < 2**31 else np.int64
             h, r, t = (ds.kg[:, c].astype(idx) for c in range(3))
             self._kg_src = np.concatenate([h, t])
             self._kg_dst = np.concatenate([t, h])
@@ -304,9 +337,14 @@ class GraphBuilder:
             w = np.concatenate([w, fb.data.astype(np.float32)])
             del fb
         E = self.num_entities
-        g = sk.CSRGraph.from_edges(torch.from_numpy(src), torch.from_numpy(dst),
-                                   torch.from_numpy(w), relation=torch.from_numpy(rel),
-                                   shape=(E, E), num_relations=self.num_view_relations)
+        g = sk.CSRGraph.from_edges(
+            torch.from_numpy(src),
+            torch.from_numpy(dst),
+            torch.from_numpy(w),
+            relation=torch.from_numpy(rel),
+            shape=(E, E),
+            num_relations=self.num_view_relations,
+        )
         g = g.normalize("row")
         return g.to(self.device) if str(self.device) != "cpu" else g
 
@@ -318,8 +356,12 @@ class GraphBuilder:
         return sp.csr_matrix((s.data, s.indices + U, indptr), shape=(U + self.num_items,) * 2)
 
     # ------------------------------------------------------------------ per epoch
-    def build(self, S: sp.csr_matrix | None = None, raw: sp.csr_matrix | None = None,
-              rng: np.random.Generator | None = None) -> Graphs:
+    def build(
+        self,
+        S: sp.csr_matrix | None = None,
+        raw: sp.csr_matrix | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Graphs:
         """Assemble the graphs of one epoch.
 
         Args:
@@ -337,20 +379,26 @@ class GraphBuilder:
         if S.shape != (self.num_items, self.num_items):
             raise ValueError(f"S must be num_items x num_items = {self.num_items}, got {S.shape}")
         if "interaction" in self.feedback_in and self.gamma > 0:
-            adj = to_csr_graph(sym_normalize(self._bip + self._pad_items(self.gamma * S)), self.device,
-                               symmetric=True)
+            adj = to_csr_graph(
+                sym_normalize(self._bip + self._pad_items(self.gamma * S)), self.device, symmetric=True
+            )
         else:
             adj = self._static_adj()
         modality = {}
         for m, base in self.modality_knn.items():
             if "modality" in self.feedback_in and self.beta > 0:
-                modality[m] = to_csr_graph((1.0 - self.beta) * base + self.beta * S, self.device,
-                                           symmetric=True)
+                modality[m] = to_csr_graph(
+                    (1.0 - self.beta) * base + self.beta * S, self.device, symmetric=True
+                )
             else:
                 modality[m] = self._static_modality(m)
         kg = None
         if self.use_kg:
-            kg = self._kg_graph(raw if raw is not None else S) if "kg" in self.feedback_in else self._static_kg()
+            kg = (
+                self._kg_graph(raw if raw is not None else S)
+                if "kg" in self.feedback_in
+                else self._static_kg()
+            )
         train_adj = self._dropped_adj(S, rng) if rng is not None and self.edge_dropout > 0 else None
         return Graphs(adj, self.user_item, modality, kg, int(S.nnz), train_adj)
 
@@ -376,11 +424,14 @@ class GraphBuilder:
         return self._static_cache[name]
 
     def _static_adj(self) -> sk.CSRGraph:
-        return self._cached("adj", lambda: to_csr_graph(sym_normalize(self._bip), self.device, symmetric=True))
+        return self._cached(
+            "adj", lambda: to_csr_graph(sym_normalize(self._bip), self.device, symmetric=True)
+        )
 
     def _static_modality(self, m: str) -> sk.CSRGraph:
-        return self._cached(f"modality:{m}",
-                            lambda: to_csr_graph(self.modality_knn[m], self.device, symmetric=True))
+        return self._cached(
+            f"modality:{m}", lambda: to_csr_graph(self.modality_knn[m], self.device, symmetric=True)
+        )
 
     def _static_kg(self) -> sk.CSRGraph:
         return self._cached("kg", lambda: self._kg_graph(None))
@@ -388,9 +439,13 @@ class GraphBuilder:
     def static_graphs(self) -> Graphs:
         """The graphs without feedback: A = sym([[0, R], [R^T, 0]]), the modality kNN graphs, the
         KG with its inverse relations, and R~ (see the module docstring)."""
-        return Graphs(self._static_adj(), self.user_item,
-                      {m: self._static_modality(m) for m in self.modality_knn},
-                      self._static_kg() if self.use_kg else None, 0)
+        return Graphs(
+            self._static_adj(),
+            self.user_item,
+            {m: self._static_modality(m) for m in self.modality_knn},
+            self._static_kg() if self.use_kg else None,
+            0,
+        )
 
     def feedback(self, h: torch.Tensor, k: int, previous: sk.CSRGraph | None = None):
         """S(t) from item representations ``h`` (I, d): returns (S, raw_scipy, raw_graph, seconds)."""

@@ -1,4 +1,5 @@
 """Training losses: BPR, semantic-consistency InfoNCE, L2 on the batch embeddings."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,10 @@ __all__ = ["bpr_loss", "info_nce", "l2_reg", "consistency_loss", "rows"]
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
     """Bayesian personalised ranking: mean of -log sigmoid(s+ - s-). Inputs (B,), output scalar."""
     if pos_scores.shape != neg_scores.shape:
-        raise ValueError(f"pos_scores and neg_scores must have the same shape, got "
-                         f"{tuple(pos_scores.shape)} and {tuple(neg_scores.shape)}")
+        raise ValueError(
+            f"pos_scores and neg_scores must have the same shape, got "
+            f"{tuple(pos_scores.shape)} and {tuple(neg_scores.shape)}"
+        )
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
@@ -23,7 +26,9 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.2) -> torc
     negatives. Cosine similarity over ``temperature``. a, b: (B, d) -> scalar. B = 0 gives 0.
     """
     if a.shape != b.shape or a.dim() != 2:
-        raise ValueError(f"a and b must be (B, d) of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"a and b must be (B, d) of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.shape[0] == 0:
         return a.sum() * 0.0
     a = F.normalize(a, dim=1)
@@ -41,8 +46,9 @@ def l2_reg(*tensors: torch.Tensor) -> torch.Tensor:
     return 0.5 * total / max(tensors[0].shape[0], 1)
 
 
-def consistency_loss(out, users: np.ndarray, items: np.ndarray, *, max_batch: int,
-                     temperature: float, rng: np.random.Generator) -> torch.Tensor:
+def consistency_loss(
+    out, users: np.ndarray, items: np.ndarray, *, max_batch: int, temperature: float, rng: np.random.Generator
+) -> torch.Tensor:
     """Semantic consistency: InfoNCE between every auxiliary view and the interaction view (users
     and items), and between every pair of modality views (items), averaged.
 

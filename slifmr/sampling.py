@@ -1,4 +1,5 @@
 """Negative sampling for pairwise and sampled losses: uniform among a user's unseen items."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,8 @@ class NegativeSampler:
         return out
 
 
-def sample_negatives(users: np.ndarray, train: np.ndarray, num_users: int, num_items: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def sample_negatives(
+    users: np.ndarray, train: np.ndarray, num_users: int, num_items: int, rng: np.random.Generator
+) -> np.ndarray:
     """One-off convenience wrapper around :class:`NegativeSampler`."""
     return NegativeSampler(train, num_users, num_items)(users, rng)

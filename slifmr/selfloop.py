@@ -10,6 +10,7 @@ Everything a resumed run needs to continue the same run is in :meth:`state_dict`
 tensors, loadable with ``torch.load(weights_only=True)``): H(t-1), the previous directed kNN
 graph that seeds ``knn_refine``, and the not yet used seed graph of a large catalogue.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,12 @@ def graph_state(g: sk.CSRGraph | None) -> dict | None:
         return None
     if g.relation is not None:
         raise ValueError("graph_state: graphs with relation ids are not supported")
-    return {"indptr": g.indptr.cpu(), "indices": g.indices.cpu(), "values": g.values.cpu(),
-            "shape": torch.tensor(g.shape, dtype=torch.int64)}
+    return {
+        "indptr": g.indptr.cpu(),
+        "indices": g.indices.cpu(),
+        "values": g.values.cpu(),
+        "shape": torch.tensor(g.shape, dtype=torch.int64),
+    }
 
 
 def graph_from_state(st: Mapping | None, name: str, device) -> sk.CSRGraph | None:
@@ -57,8 +62,9 @@ def changed_edge_share(old: sk.CSRGraph | None, new: sk.CSRGraph | None) -> floa
         return None
 
     def keys(g: sk.CSRGraph) -> torch.Tensor:
-        rows = torch.repeat_interleave(torch.arange(g.shape[0], device=g.indices.device),
-                                       torch.diff(g.indptr.long()))
+        rows = torch.repeat_interleave(
+            torch.arange(g.shape[0], device=g.indices.device), torch.diff(g.indptr.long())
+        )
         return rows * g.shape[1] + g.indices.long()
 
     k_new = keys(new)
@@ -85,17 +91,26 @@ class SelfLoop:
         device: where H and the graphs live.
     """
 
-    def __init__(self, builder: GraphBuilder, features: Mapping[str, np.ndarray], *, enabled: bool,
-                 k: int, refine: bool, initial: str = "features", modalities: Sequence[str] = (),
-                 device="cpu"):
+    def __init__(
+        self,
+        builder: GraphBuilder,
+        features: Mapping[str, np.ndarray],
+        *,
+        enabled: bool,
+        k: int,
+        refine: bool,
+        initial: str = "features",
+        modalities: Sequence[str] = (),
+        device="cpu",
+    ):
         self.builder = builder
         self.features = {m: features[m] for m in modalities}
         self.enabled, self.k, self.refine, self.initial = bool(enabled), int(k), bool(refine), initial
         self.device = torch.device(device)
-        self.h_prev: torch.Tensor | None = None       # H(t-1), (I, d) float
-        self.raw_prev: sk.CSRGraph | None = None      # directed kNN graph behind S(t-1)
+        self.h_prev: torch.Tensor | None = None  # H(t-1), (I, d) float
+        self.raw_prev: sk.CSRGraph | None = None  # directed kNN graph behind S(t-1)
         self.seed: sk.CSRGraph | None = builder.seed_graph if self.enabled else None
-        builder.seed_graph = None                        # one owner
+        builder.seed_graph = None  # one owner
         # share of the kNN edges behind the last S(t) not in S(t-1) (None: nothing to compare)
         self.changed_share: float | None = None
 
@@ -146,20 +161,26 @@ class SelfLoop:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        return {"h_prev": None if self.h_prev is None else self.h_prev.cpu(),
-                "raw_prev": graph_state(self.raw_prev), "seed": graph_state(self.seed)}
+        return {
+            "h_prev": None if self.h_prev is None else self.h_prev.cpu(),
+            "raw_prev": graph_state(self.raw_prev),
+            "seed": graph_state(self.seed),
+        }
 
     def load_state_dict(self, st: Mapping) -> None:
         h = st.get("h_prev")
         if h is not None:
             if not isinstance(h, torch.Tensor) or h.dim() != 2 or h.shape[0] != self.builder.num_items:
-                raise ValueError(f"self-loop state: h_prev must be ({self.builder.num_items}, d), got "
-                                 f"{getattr(h, 'shape', type(h).__name__)}")
+                raise ValueError(
+                    f"self-loop state: h_prev must be ({self.builder.num_items}, d), got "
+                    f"{getattr(h, 'shape', type(h).__name__)}"
+                )
             h = h.to(self.device)
         self.h_prev = h
         self.raw_prev = graph_from_state(st.get("raw_prev"), "raw_prev", self.device)
         self.seed = graph_from_state(st.get("seed"), "seed", self.device)
         for name, g in (("raw_prev", self.raw_prev), ("seed", self.seed)):
             if g is not None and g.shape != (self.builder.num_items,) * 2:
-                raise ValueError(f"self-loop state: {name} is {g.shape}, expected "
-                                 f"{(self.builder.num_items,) * 2}")
+                raise ValueError(
+                    f"self-loop state: {name} is {g.shape}, expected {(self.builder.num_items,) * 2}"
+                )

@@ -9,6 +9,7 @@ graph's size and the share of its edges that changed since the previous epoch
 
 Read them with ``tensorboard --logdir OUTPUT`` (a tuning study: ``--logdir STUDY/trials``).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,10 @@ from .config import ConfigError
 
 __all__ = ["open_writer", "log_epoch", "MISSING_TENSORBOARD"]
 
-MISSING_TENSORBOARD = ("config key 'tensorboard' is true, but tensorboard is not installed: "
-                       "pip install tensorboard (or pip install 'slifmr[track]')")
+MISSING_TENSORBOARD = (
+    "config key 'tensorboard' is true, but tensorboard is not installed: "
+    "pip install tensorboard (or pip install 'slifmr[track]')"
+)
 
 
 def open_writer(setting, logdir: str, config: dict | None = None):
@@ -40,8 +43,13 @@ def open_writer(setting, logdir: str, config: dict | None = None):
 
 
 # per-epoch record key -> TensorBoard tag (loss terms and valid metrics are matched by prefix)
-_TAGS = {"feedback_edges": "feedback/edges", "feedback_changed": "feedback/changed_share",
-         "epoch_s": "time/epoch_s", "train_s": "time/train_s", "rebuild_s": "time/rebuild_s"}
+_TAGS = {
+    "feedback_edges": "feedback/edges",
+    "feedback_changed": "feedback/changed_share",
+    "epoch_s": "time/epoch_s",
+    "train_s": "time/train_s",
+    "rebuild_s": "time/rebuild_s",
+}
 
 
 def log_epoch(writer, rec: dict, loss_keys, alpha: dict | None = None) -> None:
@@ -53,7 +61,7 @@ def log_epoch(writer, rec: dict, loss_keys, alpha: dict | None = None) -> None:
             scalars[f"loss/{k}"] = rec[k]
     for k, v in rec.items():
         if k.startswith("valid_"):
-            scalars[f"valid/{k[len('valid_'):]}"] = v
+            scalars[f"valid/{k[len('valid_') :]}"] = v
         elif k in _TAGS:
             scalars[_TAGS[k]] = v
     for name, v in (alpha or {}).items():

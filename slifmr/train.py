@@ -20,6 +20,7 @@ Output directory layout::
                      the dataset's original user and item ids
     metrics.json     test metrics of the best model (+ run statistics)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,13 +78,21 @@ class Trainer:
     # seconds between redraws of curves.png while training (it is always drawn at the end)
     CURVES_EVERY_S = 30.0
 
-    def __init__(self, cfg: Config, ds: Dataset, output: str, data_source: str | None = None,
-                 log: Callable[[str], None] = print,
-                 on_evaluation: Callable[[int, dict], bool | None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        ds: Dataset,
+        output: str,
+        data_source: str | None = None,
+        log: Callable[[str], None] = print,
+        on_evaluation: Callable[[int, dict], bool | None] | None = None,
+    ):
         self.cfg = cfg.resolved()
         self.ds = ds
         if ds.valid is None:
-            raise ValueError("the dataset needs a validation split (use prepare_data or Dataset.with_validation)")
+            raise ValueError(
+                "the dataset needs a validation split (use prepare_data or Dataset.with_validation)"
+            )
         self.output = output
         self.log = log
         self.on_evaluation = on_evaluation
@@ -101,20 +110,28 @@ class Trainer:
         self.cfg = dataclasses.replace(self.cfg, modalities=mods)
         t0 = time.perf_counter()
         # SLIF-MR's modality graphs; FREEDOM and LATTICE build their own item graphs
-        self.builder = GraphBuilder(ds, modalities=mods if self.cfg.model == "slifmr" else [],
-                                    use_kg=self.cfg.use_kg, knn_k=self.cfg.knn_k,
-                                    beta=self.cfg.feedback_beta, gamma=self.cfg.feedback_gamma,
-                                    feedback_in=self.cfg.feedback_in, device=self.device,
-                                    backend=self.cfg.backend, knn_exact_max=self.cfg.knn_exact_max,
-                                    edge_dropout=self.cfg.edge_dropout,
-                                    # with feedback the no-feedback graphs are not used per epoch
-                                    cache_static=not self.cfg.feedback)
+        self.builder = GraphBuilder(
+            ds,
+            modalities=mods if self.cfg.model == "slifmr" else [],
+            use_kg=self.cfg.use_kg,
+            knn_k=self.cfg.knn_k,
+            beta=self.cfg.feedback_beta,
+            gamma=self.cfg.feedback_gamma,
+            feedback_in=self.cfg.feedback_in,
+            device=self.device,
+            backend=self.cfg.backend,
+            knn_exact_max=self.cfg.knn_exact_max,
+            edge_dropout=self.cfg.edge_dropout,
+            # with feedback the no-feedback graphs are not used per epoch
+            cache_static=not self.cfg.feedback,
+        )
         self.static_graph_s = time.perf_counter() - t0
         self.model = build_model(self.cfg, ds, self.builder.num_view_relations).to(self.device)
         # fused=True: one multi-tensor kernel per step instead of ~10 element-wise passes per
         # parameter (the full-graph embedding tables make Adam ~2 % of a step otherwise).
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr,
-                                    fused=self.device.type in ("cpu", "cuda"))
+        self.opt = torch.optim.Adam(
+            self.model.parameters(), lr=self.cfg.lr, fused=self.device.type in ("cpu", "cuda")
+        )
         self.sampler = NegativeSampler(ds.train, ds.num_users, ds.num_items)
         self.train_csr = ds.interaction_matrix("train")
         self.valid_csr = ds.interaction_matrix("valid")
@@ -126,12 +143,19 @@ class Trainer:
         self.bad_epochs = 0
         self.stopped_early = False
         self.stopped_by_callback = False
-        self._tb = None                 # SummaryWriter while training, if any
-        self._curves_t = None           # when curves.png was last drawn (None: not yet)
+        self._tb = None  # SummaryWriter while training, if any
+        self._curves_t = None  # when curves.png was last drawn (None: not yet)
         # H(t-1) and the previous kNN graph: the self-loop's state, checkpointed whole
-        self.selfloop = SelfLoop(self.builder, ds.features, enabled=self.cfg.feedback,
-                                 k=self.cfg.feedback_k, refine=self.cfg.feedback_refine,
-                                 initial=self.cfg.feedback_init, modalities=mods, device=self.device)
+        self.selfloop = SelfLoop(
+            self.builder,
+            ds.features,
+            enabled=self.cfg.feedback,
+            k=self.cfg.feedback_k,
+            refine=self.cfg.feedback_refine,
+            initial=self.cfg.feedback_init,
+            modalities=mods,
+            device=self.device,
+        )
 
     # ------------------------------------------------------------------ paths
     def _p(self, name: str) -> str:
@@ -152,11 +176,18 @@ class Trainer:
         bar = None
         if cfg.progress:
             from tqdm import tqdm
-            bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=1.0,
-                       file=sys.stderr, dynamic_ncols=True)
+
+            bar = tqdm(
+                it,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                leave=False,
+                mininterval=1.0,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
             it = bar
         for b in it:
-            idx = perm[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             users = ds.train[idx, 0]
             pos = ds.train[idx, 1]
             neg = self.sampler(users, rng)
@@ -178,8 +209,14 @@ class Trainer:
         use is done, instead of all of them staying alive until the step ends.
         """
         dev = self.device
-        batch = Batch(torch.from_numpy(users).to(dev), torch.from_numpy(pos).to(dev),
-                      torch.from_numpy(neg).to(dev), users, pos, rng)
+        batch = Batch(
+            torch.from_numpy(users).to(dev),
+            torch.from_numpy(pos).to(dev),
+            torch.from_numpy(neg).to(dev),
+            users,
+            pos,
+            rng,
+        )
         parts = self.model.calculate_loss(graphs, batch)
         self.opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
@@ -188,11 +225,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "epoch": self.epoch,
-                "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
-                "selfloop": self.selfloop.state_dict(), "config": self.cfg.to_dict(),
-                # numpy arrays are not loadable with weights_only: stored as tensors
-                "orig_users": _as_tensor(self.ds.orig_users), "orig_items": _as_tensor(self.ds.orig_items)}
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "selfloop": self.selfloop.state_dict(),
+            "config": self.cfg.to_dict(),
+            # numpy arrays are not loadable with weights_only: stored as tensors
+            "orig_users": _as_tensor(self.ds.orig_users),
+            "orig_items": _as_tensor(self.ds.orig_items),
+        }
 
     def _check_order(self, st: dict) -> None:
         """A resumed run must see its users and items under the ids it was trained with."""
@@ -200,10 +245,13 @@ class Trainer:
             saved, now = st.get(name), getattr(self.ds, name)
             saved = saved.numpy() if isinstance(saved, torch.Tensor) else saved
             same = (saved is None and now is None) or (
-                saved is not None and now is not None and np.array_equal(saved, now))
+                saved is not None and now is not None and np.array_equal(saved, now)
+            )
             if not same:
-                raise ValueError(f"--resume: the dataset's {name[5:]} are not in the order the "
-                                 f"checkpoint in {self.output} was trained with (Config.reorder)")
+                raise ValueError(
+                    f"--resume: the dataset's {name[5:]} are not in the order the "
+                    f"checkpoint in {self.output} was trained with (Config.reorder)"
+                )
 
     def _original_ids(self, sd: dict) -> dict:
         """A model state dict with the user / item (and item-entity) rows in original ids."""
@@ -229,15 +277,17 @@ class Trainer:
         self.selfloop.load_state_dict(st["selfloop"] if "selfloop" in st else {"h_prev": st.get("h_prev")})
 
     def _write_log(self) -> None:
-        write_text_atomic("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history),
-                          self._p("metrics.jsonl"))
+        write_text_atomic(
+            "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history), self._p("metrics.jsonl")
+        )
 
     def _write_curves(self, force: bool = False) -> None:
         """curves.png, at most every CURVES_EVERY_S seconds unless ``force``; without matplotlib
         one log line says what to install."""
         now = time.monotonic()
-        if not self.history or (not force and self._curves_t is not None
-                                and now - self._curves_t < self.CURVES_EVERY_S):
+        if not self.history or (
+            not force and self._curves_t is not None and now - self._curves_t < self.CURVES_EVERY_S
+        ):
             return
         first = self._curves_t is None
         self._curves_t = now
@@ -266,8 +316,9 @@ class Trainer:
         if not os.path.isfile(self._p("last.pt")):
             return False
         st = load_checkpoint(self._p("last.pt"), map_location=self.device)
-        require_keys(st, self._p("last.pt"), ("model", "opt", "epoch", "history", "best",
-                                               "bad_epochs", "config"))
+        require_keys(
+            st, self._p("last.pt"), ("model", "opt", "epoch", "history", "best", "bad_epochs", "config")
+        )
         # A key the checkpoint predates had its default value then; keys that do not change
         # what is trained may differ.
         defaults = Config().to_dict()
@@ -276,8 +327,10 @@ class Trainer:
         now = {k: v for k, v in self.cfg.to_dict().items() if k not in free}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
-            raise ValueError(f"--resume: the checkpoint in {self.output} was trained with a "
-                             f"different configuration (keys {diff})")
+            raise ValueError(
+                f"--resume: the checkpoint in {self.output} was trained with a "
+                f"different configuration (keys {diff})"
+            )
         self._check_order(st)
         self._load_state(st)
         return True
@@ -290,27 +343,36 @@ class Trainer:
         stale = remove_stale_temporaries(self.output)
         if stale:
             self.log(f"removed {len(stale)} temporary file(s) left by an interrupted write: {stale}")
-        write_json_atomic({"config": cfg.to_dict(), "data": self.data_source,
-                           "dataset": self.ds.summary()}, self._p("config.json"))
+        write_json_atomic(
+            {"config": cfg.to_dict(), "data": self.data_source, "dataset": self.ds.summary()},
+            self._p("config.json"),
+        )
         if resume and self.restore():
             self.log(f"resumed from {self._p('last.pt')} after epoch {self.epoch}")
         elif resume:
             self.log(f"--resume: no checkpoint in {self.output}, starting from scratch")
         self._tb = open_writer(cfg.tensorboard, self._p("tb"), cfg.to_dict())
         self.log(self.ds.summary())
-        self.log(f"model {cfg.model}: views {['cf'] + self.model.view_names}, feedback "
-                 f"{'on' if cfg.feedback else 'off'}, sc_weight {cfg.sc_weight}; "
-                 f"{sum(p.numel() for p in self.model.parameters())} parameters; static graphs "
-                 f"{self.static_graph_s:.2f}s")
+        self.log(
+            f"model {cfg.model}: views {['cf'] + self.model.view_names}, feedback "
+            f"{'on' if cfg.feedback else 'off'}, sc_weight {cfg.sc_weight}; "
+            f"{sum(p.numel() for p in self.model.parameters())} parameters; static graphs "
+            f"{self.static_graph_s:.2f}s"
+        )
         try:
             with interrupts_as_exceptions():
                 stopped = self._run_epochs()
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", 2)
-            done = (f"last.pt holds epoch {self.epoch}; continue with --resume" if self.epoch
-                    else "no epoch had finished, nothing was saved")
-            self.log(f"interrupted ({'SIGTERM' if signum == 15 else 'SIGINT'}) during epoch "
-                     f"{self.epoch + 1}: {done}")
+            done = (
+                f"last.pt holds epoch {self.epoch}; continue with --resume"
+                if self.epoch
+                else "no epoch had finished, nothing was saved"
+            )
+            self.log(
+                f"interrupted ({'SIGTERM' if signum == 15 else 'SIGINT'}) during epoch "
+                f"{self.epoch + 1}: {done}"
+            )
             raise TrainingInterrupted(signum) from None
         finally:
             if self._tb is not None:
@@ -319,11 +381,14 @@ class Trainer:
                 self._tb = None
         self._write_curves(force=True)
         if self.stopped_by_callback:
-            self.log(f"stopped by on_evaluation after epoch {self.epoch} "
-                     f"(best at epoch {self.best['epoch']})")
+            self.log(
+                f"stopped by on_evaluation after epoch {self.epoch} (best at epoch {self.best['epoch']})"
+            )
         elif stopped:
-            self.log(f"early stop: no better validation recall@20 for {cfg.patience} evaluations "
-                     f"(best at epoch {self.best['epoch']})")
+            self.log(
+                f"early stop: no better validation recall@20 for {cfg.patience} evaluations "
+                f"(best at epoch {self.best['epoch']})"
+            )
         return dict(self.best)
 
     def _run_epochs(self) -> bool:
@@ -348,16 +413,21 @@ class Trainer:
                 out = self.model(graphs)
             self.selfloop.observe(out.item)
             best_ckpt = None
-            rec = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in parts.items()},
-                   "train_s": round(t2 - t1, 3), "rebuild_s": round(rebuild_s, 3),
-                   "feedback_edges": graphs.feedback_edges}
+            rec = {
+                "epoch": epoch + 1,
+                **{k: round(v, 6) for k, v in parts.items()},
+                "train_s": round(t2 - t1, 3),
+                "rebuild_s": round(rebuild_s, 3),
+                "feedback_edges": graphs.feedback_edges,
+            }
             if self.selfloop.changed_share is not None and graphs.feedback_edges:
                 rec["feedback_changed"] = round(self.selfloop.changed_share, 6)
             alpha = self._alpha()
             rec.update({f"alpha_{n}": a for n, a in alpha.items()})
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                vm = rank_metrics(out.user, out.item, self.valid_csr, self.train_csr,
-                                  cfg.eval_ks, backend=cfg.backend)
+                vm = rank_metrics(
+                    out.user, out.item, self.valid_csr, self.train_csr, cfg.eval_ks, backend=cfg.backend
+                )
                 for k in cfg.eval_ks:
                     rec[f"valid_recall@{k}"] = round(vm[f"recall@{k}"], 6)
                     rec[f"valid_ndcg@{k}"] = round(vm[f"ndcg@{k}"], 6)
@@ -366,11 +436,13 @@ class Trainer:
                     self.best = {"recall@20": score, "epoch": epoch + 1}
                     self.bad_epochs = 0
                     ou, oi = self.ds.orig_users, self.ds.orig_items
-                    best_ckpt = {"model": self._original_ids(self.model.state_dict()),
-                                 "epoch": epoch + 1,
-                                 "user": to_original_rows(out.user.detach().cpu(), ou),
-                                 "item": to_original_rows(out.item.detach().cpu(), oi),
-                                 "config": cfg.to_dict()}
+                    best_ckpt = {
+                        "model": self._original_ids(self.model.state_dict()),
+                        "epoch": epoch + 1,
+                        "user": to_original_rows(out.user.detach().cpu(), ou),
+                        "item": to_original_rows(out.item.detach().cpu(), oi),
+                        "config": cfg.to_dict(),
+                    }
                 else:
                     self.bad_epochs += 1
                     if cfg.patience and self.bad_epochs >= cfg.patience:
@@ -391,14 +463,19 @@ class Trainer:
                 self._write_log()
                 v = rec.get("valid_recall@20")
                 terms = ", ".join(f"{k} {parts[k]:.4f}" for k in self.model.loss_parts)
-                self.log(f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} ({terms})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
-                         f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
-                         f"(rebuild {rebuild_s:.2f}s)")
+                self.log(
+                    f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} ({terms})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
+                    f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
+                    f"(rebuild {rebuild_s:.2f}s)"
+                )
                 if self._tb is not None:
                     log_epoch(self._tb, rec, ("loss",) + tuple(self.model.loss_parts), alpha)
                 self._write_curves()
-            if (self.on_evaluation is not None and any(k.startswith("valid_") for k in rec)
-                    and self.on_evaluation(epoch + 1, dict(rec))):
+            if (
+                self.on_evaluation is not None
+                and any(k.startswith("valid_") for k in rec)
+                and self.on_evaluation(epoch + 1, dict(rec))
+            ):
                 self.stopped_by_callback = stopped = True
         return stopped
 
@@ -412,8 +489,7 @@ class Trainer:
         ou, oi = self.ds.orig_users, self.ds.orig_items
         user = best["user"] if ou is None else best["user"][torch.from_numpy(ou)]
         item = best["item"] if oi is None else best["item"][torch.from_numpy(oi)]
-        m = rank_metrics(user, item, self.test_csr, exclude, self.cfg.eval_ks,
-                         backend=self.cfg.backend)
+        m = rank_metrics(user, item, self.test_csr, exclude, self.cfg.eval_ks, backend=self.cfg.backend)
         epochs = [r for r in self.history if "epoch_s" in r]
         n_run = len(epochs)
         # The first epoch of a process pays the one-off JIT compilation of the kernels: the
@@ -422,21 +498,38 @@ class Trainer:
         train_s = [r["train_s"] for r in steady]
         rebuild = [r["rebuild_s"] for r in steady]
         tot = [r["epoch_s"] for r in steady]
-        m.update({"model": self.cfg.model, "best_epoch": int(best["epoch"]), "epochs_run": n_run,
-                  # "early_stop": validation stopped improving; "epoch_cap": cfg.epochs ran out;
-                  # "callback": the on_evaluation callback ended it
-                  "stopped": ("callback" if self.stopped_by_callback else
-                              "early_stop" if self.stopped_early else "epoch_cap"),
-                  "first_epoch_seconds": float(epochs[0]["epoch_s"]) if epochs else 0.0,
-                  "seconds_per_epoch": float(np.mean(tot)) if tot else 0.0,
-                  "train_seconds_per_epoch": float(np.mean(train_s)) if train_s else 0.0,
-                  "rebuild_seconds_per_epoch": float(np.mean(rebuild)) if rebuild else 0.0,
-                  "rebuild_share": float(np.sum(rebuild) / max(np.sum(tot), 1e-12)) if tot else 0.0,
-                  "dataset": self.ds.name, "feedback": self.cfg.feedback, "use_kg": getattr(self.model, "use_kg", False),
-                  "modalities": list(getattr(self.model, "modalities", [])), "sc_weight": self.cfg.sc_weight})
+        m.update(
+            {
+                "model": self.cfg.model,
+                "best_epoch": int(best["epoch"]),
+                "epochs_run": n_run,
+                # "early_stop": validation stopped improving; "epoch_cap": cfg.epochs ran out;
+                # "callback": the on_evaluation callback ended it
+                "stopped": (
+                    "callback"
+                    if self.stopped_by_callback
+                    else "early_stop"
+                    if self.stopped_early
+                    else "epoch_cap"
+                ),
+                "first_epoch_seconds": float(epochs[0]["epoch_s"]) if epochs else 0.0,
+                "seconds_per_epoch": float(np.mean(tot)) if tot else 0.0,
+                "train_seconds_per_epoch": float(np.mean(train_s)) if train_s else 0.0,
+                "rebuild_seconds_per_epoch": float(np.mean(rebuild)) if rebuild else 0.0,
+                "rebuild_share": float(np.sum(rebuild) / max(np.sum(tot), 1e-12)) if tot else 0.0,
+                "dataset": self.ds.name,
+                "feedback": self.cfg.feedback,
+                "use_kg": getattr(self.model, "use_kg", False),
+                "modalities": list(getattr(self.model, "modalities", [])),
+                "sc_weight": self.cfg.sc_weight,
+            }
+        )
         write_json_atomic(m, self._p("metrics.json"))
-        ks = ", ".join(f"{n}@{k} {m[f'{n}@{k}']:.4f}" for k in self.cfg.eval_ks
-                       for n in ("recall", "ndcg", "precision", "hit"))
+        ks = ", ".join(
+            f"{n}@{k} {m[f'{n}@{k}']:.4f}"
+            for k in self.cfg.eval_ks
+            for n in ("recall", "ndcg", "precision", "hit")
+        )
         self.log(f"test ({m['num_users']} users, best epoch {m['best_epoch']}): {ks}")
         return m
 

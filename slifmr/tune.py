@@ -27,6 +27,7 @@ Every trial trains with the base configuration's ``seed`` (so trials differ only
 hyperparameters and share one validation split); it is recorded in the trial's config.json,
 in best.yaml and as the trial's user attribute ``seed``. ``seed`` may be searched like any key.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,9 @@ from .config import Config, ConfigError, check_value
 
 __all__ = ["tune", "load_space", "TuneError", "MISSING_OPTUNA"]
 
-MISSING_OPTUNA = ("slifmr tune needs optuna, which is not installed: pip install optuna "
-                  "(or pip install 'slifmr[track]')")
+MISSING_OPTUNA = (
+    "slifmr tune needs optuna, which is not installed: pip install optuna (or pip install 'slifmr[track]')"
+)
 STUDY_NAME = "slifmr"
 # configuration keys that decide the dataset of a run (slifmr.data.prepare.prepare_data)
 _DATA_KEYS = ("seed", "valid_fraction", "reorder", "synthetic")
@@ -74,24 +76,30 @@ def load_space(path: str) -> dict:
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{path}: expected a mapping of configuration keys to distributions, "
-                          f"e.g. 'lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}'")
+        raise ConfigError(
+            f"{path}: expected a mapping of configuration keys to distributions, "
+            f"e.g. 'lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}'"
+        )
     space = {}
     for key, spec in raw.items():
         where = f"{path}: {key}"
         if key in _FREE_KEYS:
             raise ConfigError(f"{where}: not a hyperparameter")
         if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
-            raise ConfigError(f"{where}: expected a mapping with type: float | int | categorical, "
-                              f"got {spec!r}")
+            raise ConfigError(
+                f"{where}: expected a mapping with type: float | int | categorical, got {spec!r}"
+            )
         kind = spec["type"]
-        allowed = {"float": {"type", "low", "high", "log", "step"},
-                   "int": {"type", "low", "high", "log", "step"},
-                   "categorical": {"type", "choices"}}[kind]
+        allowed = {
+            "float": {"type", "low", "high", "log", "step"},
+            "int": {"type", "low", "high", "log", "step"},
+            "categorical": {"type", "choices"},
+        }[kind]
         extra = sorted(set(spec) - allowed)
         if extra:
-            raise ConfigError(f"{where}: unknown field(s) {extra} for type {kind} "
-                              f"(allowed: {sorted(allowed)})")
+            raise ConfigError(
+                f"{where}: unknown field(s) {extra} for type {kind} (allowed: {sorted(allowed)})"
+            )
         if kind == "categorical":
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices:
@@ -112,8 +120,10 @@ def load_space(path: str) -> dict:
         if not isinstance(log, bool):
             raise ConfigError(f"{where}: log must be true or false")
         if not (low <= high) or (log and low <= 0) or (step is not None and step <= 0):
-            raise ConfigError(f"{where}: need low <= high (and low > 0 with log, step > 0), got "
-                              f"low {low}, high {high}, step {step}")
+            raise ConfigError(
+                f"{where}: need low <= high (and low > 0 with log, step > 0), got "
+                f"low {low}, high {high}, step {step}"
+            )
         if log and step not in (None, 1):
             raise ConfigError(f"{where}: step cannot be combined with log")
         for bound in (low, high):
@@ -151,6 +161,7 @@ def _score(rec: dict) -> float | None:
 @contextlib.contextmanager
 def _study_lock(output: str):
     import fcntl
+
     path = os.path.join(output, "tune.lock")
     with open(path, "a+") as f:
         try:
@@ -167,9 +178,18 @@ def _comparable(cfg: Config) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in _FREE_KEYS}
 
 
-def tune(base: Config, space: dict, trials: int, output: str, data: str | None = None, *,
-         pruner: str = "median", prune_startup: int = 5, prune_warmup: int = 5,
-         log: Callable[[str], None] = print) -> dict:
+def tune(
+    base: Config,
+    space: dict,
+    trials: int,
+    output: str,
+    data: str | None = None,
+    *,
+    pruner: str = "median",
+    prune_startup: int = 5,
+    prune_warmup: int = 5,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run (or resume) the study in ``output`` until it holds ``trials`` finished trials; write
     best.yaml and best.json. Returns best.json's content (``{"best": None, ...}`` while no trial
     has completed).
@@ -197,15 +217,18 @@ def tune(base: Config, space: dict, trials: int, output: str, data: str | None =
     os.makedirs(output, exist_ok=True)
     with _study_lock(output):
         storage = "sqlite:///" + os.path.abspath(os.path.join(output, "study.db"))
-        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize",
-                                    load_if_exists=True)
+        study = optuna.create_study(
+            study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True
+        )
         settings = {"space": space, "base_config": _comparable(base), "data": data}
         if study.user_attrs:
             diff = [k for k, v in settings.items() if study.user_attrs.get(k) != json.loads(json.dumps(v))]
             if diff:
-                raise TuneError(f"the study in {output} was started with a different "
-                                f"{' and '.join(d.replace('_', ' ') for d in diff)}; rerun the "
-                                f"command that started it, or use another --output")
+                raise TuneError(
+                    f"the study in {output} was started with a different "
+                    f"{' and '.join(d.replace('_', ' ') for d in diff)}; rerun the "
+                    f"command that started it, or use another --output"
+                )
         else:
             for k, v in settings.items():
                 study.set_user_attr(k, v)
@@ -214,10 +237,12 @@ def tune(base: Config, space: dict, trials: int, output: str, data: str | None =
             study.tell(t.number, state=TrialState.FAIL)
             log(f"trial {t.number} was interrupted in an earlier run: marked failed")
         # a fresh sampler seed per session: a resumed search does not repeat the random start
-        study.sampler = optuna.samplers.TPESampler(seed=(base.seed + len(study.trials)) % 2 ** 32)
-        study.pruner = (optuna.pruners.MedianPruner(n_startup_trials=prune_startup,
-                                                    n_warmup_steps=prune_warmup)
-                        if pruner == "median" else optuna.pruners.NopPruner())
+        study.sampler = optuna.samplers.TPESampler(seed=(base.seed + len(study.trials)) % 2**32)
+        study.pruner = (
+            optuna.pruners.MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup)
+            if pruner == "median"
+            else optuna.pruners.NopPruner()
+        )
 
         def finished() -> int:
             return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -232,8 +257,10 @@ def tune(base: Config, space: dict, trials: int, output: str, data: str | None =
             return cache[key]
 
         done = finished()
-        log(f"study {os.path.join(output, 'study.db')}: {done} of {trials} trials finished"
-            + (f"; running {trials - done} more" if done < trials else ""))
+        log(
+            f"study {os.path.join(output, 'study.db')}: {done} of {trials} trials finished"
+            + (f"; running {trials - done} more" if done < trials else "")
+        )
         with interrupts_as_exceptions():  # SIGTERM between trials: the same clean stop
             while finished() < trials:
                 trial = study.ask()
@@ -255,27 +282,38 @@ def tune(base: Config, space: dict, trials: int, output: str, data: str | None =
                         trial.report(score, epoch)
                         return trial.should_prune()
 
-                    trainer = Trainer(cfg, dataset(cfg), trial_dir, data_source=data,
-                                      log=lambda s, n=n: log(f"  [trial {n}] {s}"),
-                                      on_evaluation=report)
+                    trainer = Trainer(
+                        cfg,
+                        dataset(cfg),
+                        trial_dir,
+                        data_source=data,
+                        log=lambda s, n=n: log(f"  [trial {n}] {s}"),
+                        on_evaluation=report,
+                    )
                     best = trainer.train()
                 except BaseException as exc:
                     study.tell(trial, state=TrialState.FAIL)
                     if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)):
-                        log(f"trial {n} interrupted: marked failed; rerun the same command to "
-                            f"continue the search")
+                        log(
+                            f"trial {n} interrupted: marked failed; rerun the same command to "
+                            f"continue the search"
+                        )
                     else:
                         log(f"trial {n} failed: {type(exc).__name__}: {exc}")
                     raise
                 if trainer.stopped_by_callback:
                     study.tell(trial, state=TrialState.PRUNED)
-                    log(f"trial {n} pruned after epoch {trainer.epoch} (best valid recall@20 "
-                        f"{best['recall@20']:.4f})")
+                    log(
+                        f"trial {n} pruned after epoch {trainer.epoch} (best valid recall@20 "
+                        f"{best['recall@20']:.4f})"
+                    )
                 else:
                     study.tell(trial, best["recall@20"])
-                    log(f"trial {n} complete: valid recall@20 {best['recall@20']:.4f} at epoch "
+                    log(
+                        f"trial {n} complete: valid recall@20 {best['recall@20']:.4f} at epoch "
                         f"{best['epoch']} (best so far: trial {study.best_trial.number}, "
-                        f"{study.best_value:.4f})")
+                        f"{study.best_value:.4f})"
+                    )
         return _finish(study, output, data, dataset, log)
 
 
@@ -284,8 +322,11 @@ def _finish(study, output: str, data: str | None, dataset, log) -> dict:
     from optuna.trial import TrialState
 
     from .train import Trainer
-    counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))
-              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+
+    counts = {
+        s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
     summary = {"study": os.path.join(output, "study.db"), "trials": counts, "best": None}
     if not counts["complete"]:
         log("no trial has completed yet: no best.yaml")
@@ -294,26 +335,39 @@ def _finish(study, output: str, data: str | None, dataset, log) -> dict:
     best = study.best_trial
     cfg = Config(**best.user_attrs["config"])
     values = {k: v for k, v in cfg.to_dict().items() if k != "progress"}
-    header = (f"# slifmr tune: best of {counts['complete']} completed trials in "
-              f"{summary['study']}\n# trial {best.number}, validation recall@20 {best.value:.6f}, "
-              f"seed {cfg.seed}; train it with: slifmr train --config <this file>"
-              + (f" --data {data}" if data else "") + "\n")
-    write_text_atomic(header + yaml.safe_dump(values, sort_keys=False, default_flow_style=None),
-                      os.path.join(output, "best.yaml"))
+    header = (
+        f"# slifmr tune: best of {counts['complete']} completed trials in "
+        f"{summary['study']}\n# trial {best.number}, validation recall@20 {best.value:.6f}, "
+        f"seed {cfg.seed}; train it with: slifmr train --config <this file>"
+        + (f" --data {data}" if data else "")
+        + "\n"
+    )
+    write_text_atomic(
+        header + yaml.safe_dump(values, sort_keys=False, default_flow_style=None),
+        os.path.join(output, "best.yaml"),
+    )
     # test metrics of the best trial only: its best.pt, on the test split
     trial_dir = best.user_attrs["output"]
-    trainer = Trainer(cfg, dataset(cfg), trial_dir, data_source=data,
-                      log=lambda s: log(f"  [trial {best.number}] {s}"))
+    trainer = Trainer(
+        cfg, dataset(cfg), trial_dir, data_source=data, log=lambda s: log(f"  [trial {best.number}] {s}")
+    )
     if not trainer.restore():
         raise TuneError(f"{trial_dir}/last.pt is missing: cannot evaluate the best trial")
     test = trainer.test()
-    summary["best"] = {"trial": best.number, "output": trial_dir, "seed": cfg.seed,
-                       "params": {k: getattr(cfg, k) for k in study.user_attrs["space"]},
-                       "valid_recall@20": best.value,
-                       "test": {k: v for k, v in test.items() if "@" in k},
-                       "best_epoch": test["best_epoch"], "epochs_run": test["epochs_run"]}
+    summary["best"] = {
+        "trial": best.number,
+        "output": trial_dir,
+        "seed": cfg.seed,
+        "params": {k: getattr(cfg, k) for k in study.user_attrs["space"]},
+        "valid_recall@20": best.value,
+        "test": {k: v for k, v in test.items() if "@" in k},
+        "best_epoch": test["best_epoch"],
+        "epochs_run": test["epochs_run"],
+    }
     write_json_atomic(summary, os.path.join(output, "best.json"))
-    log(f"best: trial {best.number}, valid recall@20 {best.value:.4f}, test recall@20 "
+    log(
+        f"best: trial {best.number}, valid recall@20 {best.value:.4f}, test recall@20 "
         f"{test['recall@20']:.4f}; wrote {os.path.join(output, 'best.yaml')} and best.json "
-        f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)")
+        f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"
+    )
     return summary

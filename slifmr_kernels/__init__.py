@@ -16,6 +16,7 @@ Bad input raises :class:`InputError` (a ``ValueError``; :class:`GraphError` for 
 arrays, with ``TypeError`` / ``IndexError`` variants) naming the argument, before any kernel
 runs: see :mod:`slifmr_kernels.errors`.
 """
+
 import os as _os
 
 # torch and the Numba kernels each run an OpenMP thread pool. With the default (active) wait
@@ -50,8 +51,24 @@ from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity  # 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CSRGraph", "stack_relations", "propagate", "propagate_layers", "topk_similarity",
-    "knn_graph", "topk_scores", "normalize_rows", "available_backends", "last_backend",
-    "BackendUnavailable", "knn_refine", "fuse_views", "KernelError", "InputError",
-    "InputTypeError", "InputIndexError", "GraphError", "GraphTypeError", "GraphIndexError",
+    "CSRGraph",
+    "stack_relations",
+    "propagate",
+    "propagate_layers",
+    "topk_similarity",
+    "knn_graph",
+    "topk_scores",
+    "normalize_rows",
+    "available_backends",
+    "last_backend",
+    "BackendUnavailable",
+    "knn_refine",
+    "fuse_views",
+    "KernelError",
+    "InputError",
+    "InputTypeError",
+    "InputIndexError",
+    "GraphError",
+    "GraphTypeError",
+    "GraphIndexError",
 ]

@@ -4,6 +4,7 @@ Builds a power-law user-item graph, propagates LightGCN layers, fuses them with 
 views, builds a kNN graph and ranks items for users with their training items excluded, on
 every backend available here, and checks each against the torch reference.
 """
+
 import argparse
 
 import torch
@@ -30,11 +31,14 @@ def main(argv=None):
     x = torch.randn(adj.shape[0], args.dim, generator=gen)
     print(f"graph: {adj}; backends here: {sk.available_backends()}")
     ref_layers = sk.propagate_layers(adj, x, 3, backend="torch")
-    items = ref_layers[args.users:]
+    items = ref_layers[args.users :]
     ref_knn, _ = sk.topk_similarity(items, 10, backend="torch")
-    train = sk.CSRGraph(adj.indptr[:args.users + 1], adj.indices[:adj.indptr[args.users]] - args.users,
-                        shape=(args.users, args.items))
-    ref_rank, _ = sk.topk_scores(ref_layers[:args.users], items, 20, exclude=train, backend="torch")
+    train = sk.CSRGraph(
+        adj.indptr[: args.users + 1],
+        adj.indices[: adj.indptr[args.users]] - args.users,
+        shape=(args.users, args.items),
+    )
+    ref_rank, _ = sk.topk_scores(ref_layers[: args.users], items, 20, exclude=train, backend="torch")
     # two more views of every node, side by side: its layer-0 embedding and one hop
     views = torch.cat([x, sk.propagate(adj, x, backend="torch")], 1)
     alpha = torch.tensor([0.5, 0.25])
@@ -44,17 +48,20 @@ def main(argv=None):
             continue  # interpreted on CPU: correct but far too slow for this size
         layers, t_prop = _timed(lambda: sk.propagate_layers(adj, x, 3, backend=backend))
         (knn, _), t_knn = _timed(lambda: sk.topk_similarity(items, 10, backend=backend))
-        (rank, _), t_rank = _timed(lambda: sk.topk_scores(layers[:args.users], items, 20,
-                                                          exclude=train, backend=backend))
+        (rank, _), t_rank = _timed(
+            lambda: sk.topk_scores(layers[: args.users], items, 20, exclude=train, backend=backend)
+        )
         fused, t_fuse = _timed(lambda: sk.fuse_views(ref_layers, alpha, views, backend=backend))
         err = (layers - ref_layers).abs().max().item()
         fuse_err = (fused - ref_fused).abs().max().item()
         agree = (knn == ref_knn).float().mean().item()
         rank_agree = (rank == ref_rank).float().mean().item()
-        print(f"[{backend:>6}] 3-layer propagate {t_prop * 1e3:8.1f} ms (max err {err:.1e}) | "
-              f"kNN k=10 {t_knn * 1e3:8.1f} ms ({agree:.1%} same ids) | "
-              f"top-20 ranking {t_rank * 1e3:8.1f} ms ({rank_agree:.1%} same ids) | "
-              f"fuse 2 views {t_fuse * 1e3:6.1f} ms (max err {fuse_err:.1e})")
+        print(
+            f"[{backend:>6}] 3-layer propagate {t_prop * 1e3:8.1f} ms (max err {err:.1e}) | "
+            f"kNN k=10 {t_knn * 1e3:8.1f} ms ({agree:.1%} same ids) | "
+            f"top-20 ranking {t_rank * 1e3:8.1f} ms ({rank_agree:.1%} same ids) | "
+            f"fuse 2 views {t_fuse * 1e3:6.1f} ms (max err {fuse_err:.1e})"
+        )
     print("first calls include JIT compilation; see bench/ for measured comparisons")
 
 

@@ -5,6 +5,7 @@ for op arguments, the ``Graph*`` family (``kind=GRAPH``) for the arrays of a gra
 check is O(1) or one pass over the tensor, with no temporaries of the tensor's size beyond a
 boolean mask where a decreasing ``indptr`` has to be located.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -36,8 +37,7 @@ def _tracing() -> bool:
     return torch.compiler.is_compiling()
 
 
-def check_tensor(name: str, t, *, ndim: int | None = None, dtypes=None,
-                 kind: Kind = INPUT) -> torch.Tensor:
+def check_tensor(name: str, t, *, ndim: int | None = None, dtypes=None, kind: Kind = INPUT) -> torch.Tensor:
     """Raise unless ``t`` is a dense tensor of the given rank and dtype (the device is
     :func:`check_same_device`'s business)."""
     if not isinstance(t, torch.Tensor):
@@ -105,13 +105,26 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None,
-              kind: Kind = INPUT, what: str | None = None) -> int:
+def check_int(
+    name: str,
+    value,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    kind: Kind = INPUT,
+    what: str | None = None,
+) -> int:
     """``value`` as an int; a bool, float or other type is a type error, a value outside
     [minimum, maximum] a value error."""
     if what is None:
-        what = ("a non-negative int" if minimum == 0 else "a positive int" if minimum == 1
-                else f"an int >= {minimum}" if minimum is not None else "an int")
+        what = (
+            "a non-negative int"
+            if minimum == 0
+            else "a positive int"
+            if minimum == 1
+            else f"an int >= {minimum}"
+            if minimum is not None
+            else "an int"
+        )
     if not is_int(value):
         raise kind.type(f"{name} must be {what}, got {type(value).__name__} {value!r}")
     value = int(value)
@@ -135,8 +148,7 @@ def check_bool(name: str, value, kind: Kind = INPUT) -> bool:
 
 def check_choice(name: str, value, choices: tuple) -> str:
     if not isinstance(value, str):
-        raise InputTypeError(f"{name} must be one of {choices}, got {type(value).__name__} "
-                             f"{value!r}")
+        raise InputTypeError(f"{name} must be one of {choices}, got {type(value).__name__} {value!r}")
     if value not in choices:
         raise InputError(f"{name} must be one of {choices}, got {value!r}")
     return value
@@ -145,14 +157,19 @@ def check_choice(name: str, value, choices: tuple) -> str:
 def check_shape(name: str, shape, kind: Kind = GRAPH) -> tuple[int, int]:
     """``shape`` as a pair of non-negative ints."""
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
-        raise kind.type(f"{name} must be a pair (n_rows, n_cols) of ints, got "
-                        f"{type(shape).__name__} {shape!r}")
+        raise kind.type(
+            f"{name} must be a pair (n_rows, n_cols) of ints, got {type(shape).__name__} {shape!r}"
+        )
     if len(shape) != 2:
         raise kind.value(f"{name} must be a pair (n_rows, n_cols), got {tuple(shape)!r}")
     out = []
     for i, s in enumerate(shape):
-        if isinstance(s, torch.Tensor) and s.dim() == 0 and not s.is_floating_point() \
-                and s.dtype != torch.bool:
+        if (
+            isinstance(s, torch.Tensor)
+            and s.dim() == 0
+            and not s.is_floating_point()
+            and s.dtype != torch.bool
+        ):
             s = int(s)
         if not is_int(s):
             raise kind.type(f"{name}[{i}] must be an int, got {type(s).__name__} {s!r}")
@@ -172,5 +189,5 @@ def alloc_error(what: str, exc: BaseException, kind: Kind = INPUT) -> InputError
 def is_alloc_failure(exc: BaseException) -> bool:
     msg = str(exc)
     return isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and ("alloc" in msg or "out of memory" in msg
-                                           or "overflow" in msg))
+        isinstance(exc, RuntimeError) and ("alloc" in msg or "out of memory" in msg or "overflow" in msg)
+    )

@@ -18,6 +18,7 @@ includes no ATen CUDA header, so it cannot ask torch for it).
 ``SLIFMR_CUDA_LIB=/path/to/_C.so`` loads a library built elsewhere (e.g. by CMake) instead of
 importing the installed extension.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -28,9 +29,11 @@ import torch
 __all__ = ["load_ops", "stream_of", "OP_NAMES", "BUILD_HINT"]
 
 OP_NAMES = ("propagate", "propagate_backward", "topk")
-BUILD_HINT = ("build it with `FORCE_CUDA=1 pip install --no-build-isolation -e .` on a machine "
-              "with the CUDA toolkit and a CUDA build of torch (or point SLIFMR_CUDA_LIB at a "
-              "_C.so built with CMake)")
+BUILD_HINT = (
+    "build it with `FORCE_CUDA=1 pip install --no-build-isolation -e .` on a machine "
+    "with the CUDA toolkit and a CUDA build of torch (or point SLIFMR_CUDA_LIB at a "
+    "_C.so built with CMake)"
+)
 
 _ops = None
 
@@ -58,13 +61,17 @@ def load_ops():
         else:
             importlib.import_module("slifmr_kernels._C")
     except (ImportError, OSError) as exc:
-        where = f"SLIFMR_CUDA_LIB={path!r} could not be loaded ({exc})" if path else (
-            f"the CUDA extension slifmr_kernels._C is not built ({exc})")
+        where = (
+            f"SLIFMR_CUDA_LIB={path!r} could not be loaded ({exc})"
+            if path
+            else (f"the CUDA extension slifmr_kernels._C is not built ({exc})")
+        )
         raise ImportError(f"{where}; {BUILD_HINT}") from exc
     if not _has_ops():
         raise ImportError(
             f"the CUDA extension loaded but does not register torch.ops.slifmr_cuda."
-            f"{{{', '.join(OP_NAMES)}}}; rebuild it: {BUILD_HINT}")
+            f"{{{', '.join(OP_NAMES)}}}; rebuild it: {BUILD_HINT}"
+        )
     _ops = torch.ops.slifmr_cuda
     return _ops
 

@@ -10,6 +10,7 @@ int32: the kernels' contract wants int64 row offsets (N + 1 entries, negligible 
 >>> to_torch(t).data_ptr() == t.data_ptr()     # any __dlpack__ producer, no copy
 True
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,7 @@ def to_torch(a) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a
     if not hasattr(a, "__dlpack__"):
-        raise InputTypeError(f"expected an array with __dlpack__ (CuPy, NumPy, ...), got "
-                        f"{type(a).__name__}")
+        raise InputTypeError(f"expected an array with __dlpack__ (CuPy, NumPy, ...), got {type(a).__name__}")
     return torch.from_dlpack(a)
 
 
@@ -35,16 +35,17 @@ def to_cupy(t: torch.Tensor):
     try:
         import cupy
     except ImportError as exc:
-        raise ImportError("to_cupy needs CuPy: pip install cupy-cuda12x (or cupy-cuda13x)") \
-            from exc
+        raise ImportError("to_cupy needs CuPy: pip install cupy-cuda12x (or cupy-cuda13x)") from exc
     if not t.is_cuda:
         raise InputError("to_cupy needs a CUDA tensor")
     return cupy.from_dlpack(t.detach())
 
 
 def _is_sparse_csr(m) -> bool:
-    return all(hasattr(m, a) for a in ("indptr", "indices", "data", "shape")) and \
-        getattr(m, "format", "csr") == "csr"
+    return (
+        all(hasattr(m, a) for a in ("indptr", "indices", "data", "shape"))
+        and getattr(m, "format", "csr") == "csr"
+    )
 
 
 def csr_arrays_from_cupy(m):
@@ -55,8 +56,7 @@ def csr_arrays_from_cupy(m):
     indptr is widened to int64 when it is int32 (a copy of n_rows + 1 entries).
     """
     if not _is_sparse_csr(m):
-        raise InputTypeError(f"expected a CSR matrix with indptr/indices/data, got "
-                             f"{type(m).__name__}")
+        raise InputTypeError(f"expected a CSR matrix with indptr/indices/data, got {type(m).__name__}")
     indptr = to_torch(m.indptr)
     indices = to_torch(m.indices)
     values = to_torch(m.data)

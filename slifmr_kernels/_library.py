@@ -14,6 +14,7 @@ anything. Here the kernel is wrapped in ``torch.compiler.disable`` only once ``t
 is loaded: before that no compiled frame can be running, and disabling Dynamo around the
 kernel would change nothing (docs/PORTING.md, "Start-up cost").
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,12 +55,19 @@ def _no_derivative(qualname: str) -> Callable:
         raise RuntimeError(
             f"{qualname} has no derivative: its outputs are indices, detached scores or "
             f"gradients, and differentiating through it (e.g. a double backward through "
-            f"slifmr_kernels ops) is not supported")
+            f"slifmr_kernels ops) is not supported"
+        )
+
     return backward
 
 
-def define_op(name: str, fn: Callable, fake: Callable, backward: Callable | None = None,
-              setup_context: Callable | None = None) -> torch._ops.OpOverload:
+def define_op(
+    name: str,
+    fn: Callable,
+    fake: Callable,
+    backward: Callable | None = None,
+    setup_context: Callable | None = None,
+) -> torch._ops.OpOverload:
     """Define ``slifmr::<name>`` with ``fn`` as its kernel (for every device) and return the
     operator (``torch.ops.slifmr.<name>.default``), which ``torch.library.opcheck``,
     ``torch.compile`` and ``torch.export`` accept.
@@ -79,6 +87,7 @@ def define_op(name: str, fn: Callable, fake: Callable, backward: Callable | None
     _LIB.define(name + schema, tags=(torch.Tag.pt2_compliant_tag,))
     _LIB.impl(name, _dynamo_disabled_when_loaded(fn), "CompositeExplicitAutograd")
     torch.library.register_fake(qualname, fake, lib=_LIB)
-    torch.library.register_autograd(qualname, backward or _no_derivative(qualname),
-                                    setup_context=setup_context, lib=_LIB)
+    torch.library.register_autograd(
+        qualname, backward or _no_derivative(qualname), setup_context=setup_context, lib=_LIB
+    )
     return getattr(getattr(torch.ops, NAMESPACE), name).default

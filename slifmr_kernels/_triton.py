@@ -3,6 +3,7 @@
 ``from .._triton import triton, tl, check_launchable`` raises ImportError with what to install
 when triton is missing; the backend registry turns that into a ``BackendUnavailable`` message.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,5 +30,7 @@ def interpreted() -> bool:
 def check_launchable(x: torch.Tensor) -> None:
     """Raise unless a Triton kernel can run on ``x``'s device: CUDA, or CPU when interpreted."""
     if x.device.type != "cuda" and not interpreted():
-        raise RuntimeError("the triton backend runs on CUDA tensors; for CPU tensors set "
-                           "TRITON_INTERPRET=1 (interpreter, for tests only)")
+        raise RuntimeError(
+            "the triton backend runs on CUDA tensors; for CPU tensors set "
+            "TRITON_INTERPRET=1 (interpreter, for tests only)"
+        )

@@ -10,6 +10,7 @@ Selection (``backend="auto"``, or the ``SLIFMR_BACKEND`` environment variable wh
 CPU tensors try numba, then torch; CUDA tensors try cuda, triton, then torch. Triton runs on
 CPU tensors only when named explicitly and ``TRITON_INTERPRET=1`` is set (how CI checks it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,7 @@ import torch
 
 from .errors import BackendUnavailable, InputError, InputTypeError
 
-__all__ = ["BACKENDS", "BackendUnavailable", "available_backends", "last_backend", "resolve",
-           "load"]
+__all__ = ["BACKENDS", "BackendUnavailable", "available_backends", "last_backend", "resolve", "load"]
 
 log = logging.getLogger("slifmr_kernels")
 
@@ -35,8 +35,10 @@ _AUTO_ORDER = {"cpu": ("numba", "torch"), "cuda": ("cuda", "triton", "torch")}
 _INSTALL = {
     "numba": "install it with `pip install numba` (a dependency of `pip install slifmr`)",
     "triton": "install it with `pip install triton`",
-    "cuda": ("build the CUDA extension: `FORCE_CUDA=1 pip install --no-build-isolation -e .` "
-             "on a machine with the CUDA toolkit"),
+    "cuda": (
+        "build the CUDA extension: `FORCE_CUDA=1 pip install --no-build-isolation -e .` "
+        "on a machine with the CUDA toolkit"
+    ),
 }
 
 #: Backends whose absence ``auto`` has already warned about (once per process).
@@ -45,8 +47,6 @@ _warned_missing: set[str] = set()
 _cache: dict[tuple[str, str], object] = {}
 _errors: dict[tuple[str, str], str] = {}
 _last = threading.local()
-
-
 
 
 def _triton_interpreted() -> bool:
@@ -65,8 +65,7 @@ def _device_ok(name: str, device: torch.device) -> str | None:
     if name == "triton":
         if kind == "cuda" or _triton_interpreted():
             return None
-        return (f"triton needs CUDA tensors (got {kind}); on CPU it runs only under "
-                f"TRITON_INTERPRET=1")
+        return f"triton needs CUDA tensors (got {kind}); on CPU it runs only under TRITON_INTERPRET=1"
     raise InputError(f"backend must be one of {('auto',) + BACKENDS}, got {name!r}")
 
 
@@ -81,7 +80,7 @@ def load(op: str, name: str):
         return _cache[key]
     if key not in _errors:
         try:
-            with (_numba_cache_dir() if name == "numba" else contextlib.nullcontext()):
+            with _numba_cache_dir() if name == "numba" else contextlib.nullcontext():
                 _cache[key] = importlib.import_module(f"slifmr_kernels.{op}.{_MODULE_OF[name]}")
             return _cache[key]
         except ModuleNotFoundError as exc:
@@ -102,8 +101,8 @@ def numba_cache_dir() -> str:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return os.environ["NUMBA_CACHE_DIR"]
     root = os.environ.get("SLIFMR_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "slifmr")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "slifmr"
+    )
     return os.path.join(root, "numba")
 
 
@@ -177,7 +176,9 @@ def _warn_fallback(op: str, name: str) -> None:
         f"slifmr_kernels: numba is not installed, so backend='auto' runs the pure-torch "
         f"reference on CPU (several times slower); install it with `pip install numba` "
         f"(a dependency of `pip install slifmr`). Reason: {_errors.get((op, name), '?')}",
-        RuntimeWarning, stacklevel=4)
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _set_last(op: str, name: str) -> None:
@@ -208,8 +209,9 @@ def available_backends(device="cpu", op: str | None = None) -> list[str]:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise InputError(f"device must name a torch device, got {device!r}: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise InputError(
+            f"device must name a torch device, got {device!r}: {str(exc).splitlines()[0]}"
+        ) from None
     ops = OPS if op is None else (op,)
     out = []
     for name in BACKENDS:
@@ -223,6 +225,6 @@ def available_backends(device="cpu", op: str | None = None) -> list[str]:
             except BackendUnavailable:
                 ok.append(False)
         # With no op named, a backend counts when it serves at least one op.
-        if (any(ok) if op is None else all(ok)):
+        if any(ok) if op is None else all(ok):
             out.append(name)
     return out

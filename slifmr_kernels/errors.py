@@ -21,10 +21,19 @@ that catches the built-ins keeps working::
 ...     print(exc)
 indptr must be non-decreasing; it decreases after row 1
 """
+
 from __future__ import annotations
 
-__all__ = ["KernelError", "InputError", "InputTypeError", "InputIndexError", "GraphError",
-           "GraphTypeError", "GraphIndexError", "BackendUnavailable"]
+__all__ = [
+    "KernelError",
+    "InputError",
+    "InputTypeError",
+    "InputIndexError",
+    "GraphError",
+    "GraphTypeError",
+    "GraphIndexError",
+    "BackendUnavailable",
+]
 
 
 class KernelError(Exception):

@@ -16,6 +16,7 @@ graph and re-checks one whose arrays were replaced or modified in place.
 The transpose needed by backward passes is built once, lazily, by a stable counting sort that
 carries the edge permutation (``edge_perm``) so relation ids and values stay aligned.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -81,8 +82,9 @@ def _as_tensor(name: str, a, dtype=None) -> torch.Tensor:
     try:
         t = torch.as_tensor(a, dtype=dtype)
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise GraphTypeError(f"{name} must be array-like of numbers, got {type(a).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]}") from None
+        raise GraphTypeError(
+            f"{name} must be array-like of numbers, got {type(a).__name__}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     return t
 
 
@@ -99,8 +101,7 @@ def _as_ids(name: str, a, ndim: int = 1) -> torch.Tensor:
     t = _as_index(name, a)
     check_tensor(name, t, ndim=ndim, kind=GRAPH)
     if t.dtype not in _ID_DTYPES and t.dtype not in (torch.uint16, torch.uint32, torch.uint64):
-        raise GraphTypeError(f"{name} must hold integer ids, got dtype "
-                             f"{str(t.dtype).replace('torch.', '')}")
+        raise GraphTypeError(f"{name} must hold integer ids, got dtype {str(t.dtype).replace('torch.', '')}")
     if t.dtype == torch.uint64:
         # Ids >= 2**63 would wrap to negative ids: the range check then names them.
         return t.view(torch.int64) if t.is_contiguous() else t.contiguous().view(torch.int64)
@@ -112,8 +113,7 @@ def _as_weights(name: str, a, n: int, dtype: torch.dtype, device) -> torch.Tenso
     w = _as_tensor(name, a)
     check_tensor(name, w, ndim=1, kind=GRAPH)
     if w.is_complex() or w.dtype in (torch.uint16, torch.uint32, torch.uint64):
-        raise GraphTypeError(f"{name} must be real numbers, got dtype "
-                             f"{str(w.dtype).replace('torch.', '')}")
+        raise GraphTypeError(f"{name} must be real numbers, got dtype {str(w.dtype).replace('torch.', '')}")
     if w.numel() != n:
         raise GraphError(f"{name} must have one entry per edge ({n}), got {w.numel()}")
     check_same_device(GRAPH, **{name: w, "edges": torch.empty(0, device=device)})
@@ -131,9 +131,11 @@ def _infer_dim(name: str, ids: torch.Tensor, n_edges: int, what: str) -> int:
         raise GraphIndexError(f"{name} has a negative entry {lo}")
     limit = max(_INFER_MIN, _INFER_FACTOR * n_edges)
     if hi >= limit:
-        raise GraphError(f"{name} has id {hi}: inferring {what} = {hi + 1} from {n_edges} "
-                         f"edge(s) would allocate O({what}) memory; pass shape=(n_rows, n_cols) "
-                         f"explicitly (ids are inferred only up to max(2**22, 64 * edges))")
+        raise GraphError(
+            f"{name} has id {hi}: inferring {what} = {hi + 1} from {n_edges} "
+            f"edge(s) would allocate O({what}) memory; pass shape=(n_rows, n_cols) "
+            f"explicitly (ids are inferred only up to max(2**22, 64 * edges))"
+        )
     return hi + 1
 
 
@@ -175,8 +177,7 @@ def _merge_edges(src, dst, rel, weight, n_rows: int, n_cols: int, n_rel: int):
             # never aliases the caller's arrays (the weights' autograd history is kept).
             return src, dst.clone(), rel, weight.clone()
         uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
-        values = torch.zeros(uniq.numel(), dtype=dtype, device=device).index_add_(0, inverse,
-                                                                                  weight)
+        values = torch.zeros(uniq.numel(), dtype=dtype, device=device).index_add_(0, inverse, weight)
         if rel is not None:
             r = uniq % n_rel
             cell = uniq // n_rel
@@ -186,7 +187,7 @@ def _merge_edges(src, dst, rel, weight, n_rows: int, n_cols: int, n_rel: int):
         cols = cell - rows * n_cols
         return rows, cols, r, values
     perm = torch.arange(src.numel(), device=device)
-    for field in ([dst, src] if rel is None else [rel, dst, src]):
+    for field in [dst, src] if rel is None else [rel, dst, src]:
         perm = perm[torch.sort(field[perm], stable=True).indices]
     s, d = src[perm], dst[perm]
     r = rel[perm] if rel is not None else None
@@ -195,34 +196,34 @@ def _merge_edges(src, dst, rel, weight, n_rows: int, n_cols: int, n_rel: int):
     if r is not None:
         new[1:] |= r[1:] != r[:-1]
     group = torch.cumsum(new, 0) - 1
-    values = torch.zeros(int(new.sum()), dtype=dtype, device=device).index_add_(
-        0, group, weight[perm])
+    values = torch.zeros(int(new.sum()), dtype=dtype, device=device).index_add_(0, group, weight[perm])
     return s[new], d[new], (r[new] if r is not None else None), values
 
 
-def _check_relation_meta(num_relations: int, relation_names, relation_weight, device,
-                         has_relation: bool):
+def _check_relation_meta(num_relations: int, relation_names, relation_weight, device, has_relation: bool):
     """relation_names (a sequence of num_relations names) and relation_weight (a finite float
     (num_relations,) tensor); returns them normalised (a tuple, a tensor)."""
     if relation_names is not None:
         if isinstance(relation_names, (str, bytes)) or not hasattr(relation_names, "__iter__"):
-            raise GraphTypeError(f"relation_names must be a sequence of names, got "
-                                 f"{type(relation_names).__name__}")
+            raise GraphTypeError(
+                f"relation_names must be a sequence of names, got {type(relation_names).__name__}"
+            )
         relation_names = tuple(relation_names)
         if len(relation_names) != num_relations:
-            raise GraphError(f"relation_names has {len(relation_names)} names for "
-                             f"{num_relations} relations")
+            raise GraphError(f"relation_names has {len(relation_names)} names for {num_relations} relations")
     if relation_weight is not None:
         if not has_relation:
-            raise GraphError("relation_weight needs relation ids (relation is None): a graph "
-                             "without them would ignore it")
+            raise GraphError(
+                "relation_weight needs relation ids (relation is None): a graph without them would ignore it"
+            )
         relation_weight = _as_tensor("relation_weight", relation_weight)
         check_float("relation_weight", relation_weight, ndim=1, kind=GRAPH)
         if relation_weight.numel() != num_relations:
-            raise GraphError(f"relation_weight must have num_relations = {num_relations} "
-                             f"entries, got {relation_weight.numel()}")
-        check_same_device(GRAPH, relation_weight=relation_weight,
-                          graph=torch.empty(0, device=device))
+            raise GraphError(
+                f"relation_weight must have num_relations = {num_relations} "
+                f"entries, got {relation_weight.numel()}"
+            )
+        check_same_device(GRAPH, relation_weight=relation_weight, graph=torch.empty(0, device=device))
         check_finite("relation_weight", relation_weight, kind=GRAPH)
     return relation_names, relation_weight
 
@@ -256,8 +257,18 @@ class CSRGraph:
     :class:`~slifmr_kernels.errors.GraphError` (or its TypeError / IndexError variants).
     """
 
-    def __init__(self, indptr, indices, values=None, shape=None, relation=None,
-                 num_relations=None, relation_names=None, relation_weight=None, validate=True):
+    def __init__(
+        self,
+        indptr,
+        indices,
+        values=None,
+        shape=None,
+        relation=None,
+        num_relations=None,
+        relation_names=None,
+        relation_weight=None,
+        validate=True,
+    ):
         indptr = check_index("indptr", _as_index("indptr", indptr), kind=GRAPH)
         indices = check_index("indices", _as_index("indices", indices), kind=GRAPH)
         check_same_device(GRAPH, indptr=indptr, indices=indices)
@@ -266,8 +277,7 @@ class CSRGraph:
         nnz = indices.numel()
         if values is None:
             values = torch.ones(nnz, dtype=torch.float32, device=indices.device)
-        values = check_float("values", _as_tensor("values", values), ndim=1,
-                             kind=GRAPH).contiguous()
+        values = check_float("values", _as_tensor("values", values), ndim=1, kind=GRAPH).contiguous()
         if shape is None:
             if indptr.numel() == 0:
                 raise GraphError("indptr must have n_rows + 1 >= 1 entries, got 0")
@@ -278,30 +288,31 @@ class CSRGraph:
             relation = check_index("relation", _as_index("relation", relation), kind=GRAPH)
             check_same_device(GRAPH, relation=relation, indices=indices)
             if num_relations is None:
-                num_relations = (int(relation.max()) + 1 if relation.numel() else 1)
+                num_relations = int(relation.max()) + 1 if relation.numel() else 1
                 if num_relations < 1 or num_relations > _INT32_MAX:
-                    raise GraphIndexError(f"relation has an entry {num_relations - 1} outside "
-                                          f"[0, 2**31 - 1)")
+                    raise GraphIndexError(f"relation has an entry {num_relations - 1} outside [0, 2**31 - 1)")
             num_relations = check_int("num_relations", num_relations, 1, _INT32_MAX, kind=GRAPH)
             if relation.dtype != torch.int32:
                 # Checked before the cast: an id >= 2**31 would wrap into range.
-                check_range("relation", relation, min(int(num_relations), _INT32_MAX),
-                            kind=GRAPH)
+                check_range("relation", relation, min(int(num_relations), _INT32_MAX), kind=GRAPH)
             relation = relation.to(torch.int32).contiguous()
         self.relation = relation
-        self.num_relations = check_int("num_relations", 1 if num_relations is None
-                                       else num_relations, 1, _INT32_MAX, kind=GRAPH)
+        self.num_relations = check_int(
+            "num_relations", 1 if num_relations is None else num_relations, 1, _INT32_MAX, kind=GRAPH
+        )
         self.relation_names = relation_names
-        self.relation_weight = (None if relation_weight is None
-                                else _as_tensor("relation_weight", relation_weight))
+        self.relation_weight = (
+            None if relation_weight is None else _as_tensor("relation_weight", relation_weight)
+        )
         if self.relation_weight is not None:
-            self.relation_weight = check_float("relation_weight", self.relation_weight, ndim=1,
-                                               kind=GRAPH).contiguous()
+            self.relation_weight = check_float(
+                "relation_weight", self.relation_weight, ndim=1, kind=GRAPH
+            ).contiguous()
         if relation_names is not None:
-            if isinstance(relation_names, (str, bytes)) or not hasattr(relation_names,
-                                                                        "__iter__"):
-                raise GraphTypeError(f"relation_names must be a sequence of names, got "
-                                     f"{type(relation_names).__name__}")
+            if isinstance(relation_names, (str, bytes)) or not hasattr(relation_names, "__iter__"):
+                raise GraphTypeError(
+                    f"relation_names must be a sequence of names, got {type(relation_names).__name__}"
+                )
             self.relation_names = tuple(relation_names)
         self._transpose: CSRGraph | None = None
         self.edge_perm: torch.Tensor | None = None
@@ -310,11 +321,29 @@ class CSRGraph:
             self.validate()
 
     @classmethod
-    def _trusted(cls, indptr, indices, values, shape, relation=None, num_relations=None,
-                 relation_names=None, relation_weight=None) -> CSRGraph:
+    def _trusted(
+        cls,
+        indptr,
+        indices,
+        values,
+        shape,
+        relation=None,
+        num_relations=None,
+        relation_names=None,
+        relation_weight=None,
+    ) -> CSRGraph:
         """A graph from arrays the library built valid itself: no O(nnz) check, marked valid."""
-        g = cls(indptr, indices, values, shape, relation, num_relations, relation_names,
-                relation_weight, validate=False)
+        g = cls(
+            indptr,
+            indices,
+            values,
+            shape,
+            relation,
+            num_relations,
+            relation_names,
+            relation_weight,
+            validate=False,
+        )
         g._valid_at = g._versions()
         return g
 
@@ -339,20 +368,26 @@ class CSRGraph:
     def row_ids(self) -> torch.Tensor:
         """(nnz,) int64 row of each edge (the COO view)."""
         deg = self.degrees()  # validates first
-        return torch.repeat_interleave(torch.arange(self.shape[0], device=self.device), deg,
-                                       output_size=self.nnz)
+        return torch.repeat_interleave(
+            torch.arange(self.shape[0], device=self.device), deg, output_size=self.nnz
+        )
 
     def __repr__(self) -> str:
         rel = f", num_relations={self.num_relations}" if self.relation is not None else ""
-        return (f"CSRGraph(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}{rel}, "
-                f"device={self.device})")
+        return f"CSRGraph(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}{rel}, device={self.device})"
 
     # ------------------------------------------------------------------ validation
     def _versions(self):
         rn = self.relation_names
-        return (tuple(_versions_of(t) for t in (self.indptr, self.indices, self.values,
-                                                self.relation, self.relation_weight)),
-                self.shape, self.num_relations, None if rn is None else len(rn))
+        return (
+            tuple(
+                _versions_of(t)
+                for t in (self.indptr, self.indices, self.values, self.relation, self.relation_weight)
+            ),
+            self.shape,
+            self.num_relations,
+            None if rn is None else len(rn),
+        )
 
     def ensure_valid(self) -> CSRGraph:
         """:meth:`validate` unless nothing changed since the last successful check.
@@ -381,10 +416,15 @@ class CSRGraph:
             check_index("relation", self.relation, kind=GRAPH)
         if self.relation_weight is not None:
             check_float("relation_weight", self.relation_weight, ndim=1, kind=GRAPH)
-        check_same_device(GRAPH, indptr=self.indptr, indices=self.indices, values=self.values,
-                          relation=self.relation, relation_weight=self.relation_weight)
-        R = self.num_relations = check_int("num_relations", self.num_relations, 1, _INT32_MAX,
-                                           kind=GRAPH)
+        check_same_device(
+            GRAPH,
+            indptr=self.indptr,
+            indices=self.indices,
+            values=self.values,
+            relation=self.relation,
+            relation_weight=self.relation_weight,
+        )
+        R = self.num_relations = check_int("num_relations", self.num_relations, 1, _INT32_MAX, kind=GRAPH)
         if self.indptr.dtype != torch.int64:
             self.indptr = self.indptr.to(torch.int64)
         for field in ("indptr", "indices", "values", "relation", "relation_weight"):
@@ -393,38 +433,47 @@ class CSRGraph:
                 setattr(self, field, t.contiguous())
         indptr = self.indptr
         if indptr.numel() != n_rows + 1:
-            raise GraphError(f"indptr must have n_rows + 1 = {n_rows + 1} entries, "
-                             f"got {indptr.numel()}")
+            raise GraphError(f"indptr must have n_rows + 1 = {n_rows + 1} entries, got {indptr.numel()}")
         if int(indptr[0]) != 0:
             raise GraphError(f"indptr[0] must be 0, got {int(indptr[0])}")
         if n_rows and bool((indptr[1:] < indptr[:-1]).any()):
             row = int(torch.nonzero(indptr[1:] < indptr[:-1])[0])
             raise GraphError(f"indptr must be non-decreasing; it decreases after row {row}")
         if int(indptr[-1]) != self.nnz:
-            raise GraphError(f"indptr[-1] = {int(indptr[-1])} must equal the number of "
-                             f"indices ({self.nnz})")
+            raise GraphError(f"indptr[-1] = {int(indptr[-1])} must equal the number of indices ({self.nnz})")
         if self.values.numel() != self.nnz:
-            raise GraphError(f"values must have one entry per edge ({self.nnz}), "
-                             f"got {self.values.numel()}")
+            raise GraphError(f"values must have one entry per edge ({self.nnz}), got {self.values.numel()}")
         check_range("indices", self.indices, n_cols, kind=GRAPH)
         check_finite("values", self.values, kind=GRAPH)
         if self.relation is not None:
             if self.relation.numel() != self.nnz:
-                raise GraphError(f"relation must have one entry per edge ({self.nnz}), "
-                                 f"got {self.relation.numel()}")
+                raise GraphError(
+                    f"relation must have one entry per edge ({self.nnz}), got {self.relation.numel()}"
+                )
             check_range("relation", self.relation, R, kind=GRAPH)
             if self.relation.dtype != torch.int32:
                 self.relation = self.relation.to(torch.int32)
         self.relation_names, self.relation_weight = _check_relation_meta(
-            R, self.relation_names, self.relation_weight, self.device, self.relation is not None)
+            R, self.relation_names, self.relation_weight, self.device, self.relation is not None
+        )
         self._valid_at = self._versions()
         return self
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_edges(cls, src, dst, weight=None, relation=None, shape=None, num_relations=None,
-                   relation_names=None, relation_weight=None, index_dtype=None,
-                   dtype=None) -> CSRGraph:
+    def from_edges(
+        cls,
+        src,
+        dst,
+        weight=None,
+        relation=None,
+        shape=None,
+        num_relations=None,
+        relation_names=None,
+        relation_weight=None,
+        index_dtype=None,
+        dtype=None,
+    ) -> CSRGraph:
         """Build from an edge list: edge e goes row ``src[e]`` -> column ``dst[e]``.
 
         Duplicate (row, column, relation) edges are summed; rows come out sorted by column.
@@ -453,14 +502,14 @@ class CSRGraph:
         """
         if dtype is None:
             wd = getattr(weight, "dtype", None)
-            dtype = (torch.float64 if wd is not None and str(wd) in ("torch.float64", "float64")
-                     else torch.float32)
+            dtype = (
+                torch.float64 if wd is not None and str(wd) in ("torch.float64", "float64") else torch.float32
+            )
         dtype = _value_dtype("dtype", dtype)
         src = _as_ids("src", src)
         dst = _as_ids("dst", dst)
         if src.numel() != dst.numel():
-            raise GraphError(f"src and dst must have the same length, got {src.numel()} "
-                             f"and {dst.numel()}")
+            raise GraphError(f"src and dst must have the same length, got {src.numel()} and {dst.numel()}")
         check_same_device(GRAPH, src=src, dst=dst)
         device = src.device
         E = src.numel()
@@ -477,31 +526,35 @@ class CSRGraph:
         if relation is not None:
             relation = _as_ids("relation", relation)
             if relation.numel() != E:
-                raise GraphError(f"relation must have one entry per edge ({E}), "
-                                 f"got {relation.numel()}")
+                raise GraphError(f"relation must have one entry per edge ({E}), got {relation.numel()}")
             check_same_device(GRAPH, relation=relation, src=src)
             if num_relations is None:
                 num_relations = int(relation.max()) + 1 if E else 1
                 if num_relations > _INT32_MAX:
-                    raise GraphIndexError(f"relation has an entry {num_relations - 1} outside "
-                                          f"[0, 2**31 - 1)")
-            num_relations = check_int("num_relations", num_relations, 1, _INT32_MAX,
-                                      kind=GRAPH)
+                    raise GraphIndexError(f"relation has an entry {num_relations - 1} outside [0, 2**31 - 1)")
+            num_relations = check_int("num_relations", num_relations, 1, _INT32_MAX, kind=GRAPH)
             check_range("relation", relation, num_relations, kind=GRAPH)
         elif num_relations is not None:
-            num_relations = check_int("num_relations", num_relations, 1, _INT32_MAX,
-                                      kind=GRAPH)
+            num_relations = check_int("num_relations", num_relations, 1, _INT32_MAX, kind=GRAPH)
         relation_names, relation_weight = _check_relation_meta(
-            1 if num_relations is None else num_relations, relation_names, relation_weight,
-            device, relation is not None)
-        rows, cols, rel, values = _merge_edges(src, dst, relation, weight, n_rows, n_cols,
-                                               num_relations or 1)
+            1 if num_relations is None else num_relations,
+            relation_names,
+            relation_weight,
+            device,
+            relation is not None,
+        )
+        rows, cols, rel, values = _merge_edges(src, dst, relation, weight, n_rows, n_cols, num_relations or 1)
         indptr = _indptr_from_rows(rows, n_rows, device)
-        return cls._trusted(indptr, cols.to(index_dtype),
-                            values, (n_rows, n_cols),
-                            relation=None if rel is None else rel.to(torch.int32),
-                            num_relations=num_relations, relation_names=relation_names,
-                            relation_weight=relation_weight)
+        return cls._trusted(
+            indptr,
+            cols.to(index_dtype),
+            values,
+            (n_rows, n_cols),
+            relation=None if rel is None else rel.to(torch.int32),
+            num_relations=num_relations,
+            relation_names=relation_names,
+            relation_weight=relation_weight,
+        )
 
     @classmethod
     def from_topk(cls, idx, val, n_cols: int) -> CSRGraph:
@@ -516,12 +569,15 @@ class CSRGraph:
         ``topk_similarity`` / ``topk_scores`` return, as a graph; ``knn_graph`` builds it for you).
         """
         from .topk.op import topk_as_graph
+
         if not isinstance(idx, torch.Tensor) or not isinstance(val, torch.Tensor):
-            raise InputTypeError(f"idx and val must be tensors, got {type(idx).__name__} and "
-                                 f"{type(val).__name__}")
+            raise InputTypeError(
+                f"idx and val must be tensors, got {type(idx).__name__} and {type(val).__name__}"
+            )
         if idx.dim() != 2 or idx.shape != val.shape:
-            raise InputError(f"idx and val must be (N, k) of the same shape, got {tuple(idx.shape)} "
-                             f"and {tuple(val.shape)}")
+            raise InputError(
+                f"idx and val must be (N, k) of the same shape, got {tuple(idx.shape)} and {tuple(val.shape)}"
+            )
         if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
             raise InputTypeError(f"idx must be an integer tensor, got {idx.dtype}")
         if not val.dtype.is_floating_point:
@@ -531,21 +587,30 @@ class CSRGraph:
         if idx.device != val.device:
             raise InputError(f"idx and val must be on one device, got {idx.device} and {val.device}")
         if idx.numel() and (int(idx.min()) < -1 or int(idx.max()) >= n_cols):
-            raise GraphIndexError(f"idx must lie in [-1, n_cols={n_cols}), got values in "
-                                  f"[{int(idx.min())}, {int(idx.max())}]")
+            raise GraphIndexError(
+                f"idx must lie in [-1, n_cols={n_cols}), got values in [{int(idx.min())}, {int(idx.max())}]"
+            )
         return topk_as_graph(idx.to(torch.int64), val, n_cols)
 
     @classmethod
-    def from_csr(cls, indptr, indices, values=None, shape=None, relation=None,
-                 num_relations=None, relation_names=None, relation_weight=None) -> CSRGraph:
+    def from_csr(
+        cls,
+        indptr,
+        indices,
+        values=None,
+        shape=None,
+        relation=None,
+        num_relations=None,
+        relation_names=None,
+        relation_weight=None,
+    ) -> CSRGraph:
         """Build from arrays already in CSR form (no sort, no merge): the per-epoch rebuild of
         a pruned graph. Every invariant is checked in O(nnz) (indptr from 0, non-decreasing,
         ending at nnz; indices in range); columns within a row must be increasing (the
         library's canonical order, which equal graphs rely on), else GraphError: use
         :meth:`from_edges` for unsorted or duplicate edges. ``values`` keeps its autograd
         history."""
-        g = cls(indptr, indices, values, shape, relation, num_relations, relation_names,
-                relation_weight)
+        g = cls(indptr, indices, values, shape, relation, num_relations, relation_names, relation_weight)
         if g.nnz > 1:
             rows = g.row_ids()
             key = rows * g.shape[1] + g.indices.to(torch.int64)
@@ -553,9 +618,11 @@ class CSRGraph:
                 key = key * g.num_relations + g.relation.to(torch.int64)
             if not bool((key[1:] > key[:-1]).all()):
                 at = int(torch.nonzero(key[1:] <= key[:-1])[0])
-                raise GraphError(f"from_csr: edge {at + 1} (row {int(rows[at + 1])}) is not "
-                                 f"after edge {at}: columns within a row must be increasing "
-                                 f"and unique; use CSRGraph.from_edges to sort and merge")
+                raise GraphError(
+                    f"from_csr: edge {at + 1} (row {int(rows[at + 1])}) is not "
+                    f"after edge {at}: columns within a row must be increasing "
+                    f"and unique; use CSRGraph.from_edges to sort and merge"
+                )
         return g
 
     # ------------------------------------------------------------------ persistence
@@ -567,14 +634,18 @@ class CSRGraph:
         A :meth:`mark_symmetric` mark is kept (re-checked on load)."""
         self.ensure_valid()
         return {
-            "format": self._STATE_FORMAT, "version": 1,
+            "format": self._STATE_FORMAT,
+            "version": 1,
             "shape": [int(self.shape[0]), int(self.shape[1])],
-            "indptr": self.indptr, "indices": self.indices, "values": self.values.detach(),
-            "relation": self.relation, "num_relations": int(self.num_relations),
-            "relation_names": (None if self.relation_names is None
-                               else [str(n) for n in self.relation_names]),
-            "relation_weight": (None if self.relation_weight is None
-                                else self.relation_weight.detach()),
+            "indptr": self.indptr,
+            "indices": self.indices,
+            "values": self.values.detach(),
+            "relation": self.relation,
+            "num_relations": int(self.num_relations),
+            "relation_names": (
+                None if self.relation_names is None else [str(n) for n in self.relation_names]
+            ),
+            "relation_weight": (None if self.relation_weight is None else self.relation_weight.detach()),
             "symmetric": self._transpose is self,
         }
 
@@ -582,13 +653,22 @@ class CSRGraph:
     def from_state_dict(cls, state: Mapping) -> CSRGraph:
         """The graph of :meth:`state_dict` (every invariant checked, as for the constructor)."""
         if not isinstance(state, Mapping) or state.get("format") != cls._STATE_FORMAT:
-            raise GraphError(f"state must be a dict from CSRGraph.state_dict() (format "
-                             f"{cls._STATE_FORMAT!r}), got {type(state).__name__}")
+            raise GraphError(
+                f"state must be a dict from CSRGraph.state_dict() (format "
+                f"{cls._STATE_FORMAT!r}), got {type(state).__name__}"
+            )
         if state.get("version") != 1:
             raise GraphError(f"unknown CSRGraph state version {state.get('version')!r}")
-        g = cls(state["indptr"], state["indices"], state["values"], tuple(state["shape"]),
-                state.get("relation"), state.get("num_relations"), state.get("relation_names"),
-                state.get("relation_weight"))
+        g = cls(
+            state["indptr"],
+            state["indices"],
+            state["values"],
+            tuple(state["shape"]),
+            state.get("relation"),
+            state.get("num_relations"),
+            state.get("relation_names"),
+            state.get("relation_weight"),
+        )
         if state.get("symmetric"):
             g.mark_symmetric()
         return g
@@ -601,8 +681,7 @@ class CSRGraph:
     @classmethod
     def load(cls, path, map_location=None) -> CSRGraph:
         """A graph written by :meth:`save`, read with ``torch.load(weights_only=True)``."""
-        return cls.from_state_dict(torch.load(path, map_location=map_location,
-                                              weights_only=True))
+        return cls.from_state_dict(torch.load(path, map_location=map_location, weights_only=True))
 
     @classmethod
     def from_scipy(cls, m, index_dtype=None, dtype=torch.float32) -> CSRGraph:
@@ -631,10 +710,20 @@ class CSRGraph:
             indptr = _as_ids("t.crow_indices()", t.crow_indices())
             indices = _as_ids("t.col_indices()", t.col_indices())
             values = t.values()
-            _check_compressed("t", indptr, indices, values.numel(), shape[0], shape[1],
-                              ("t.crow_indices()", "t.col_indices()", "t.values()"))
-            src = torch.repeat_interleave(torch.arange(shape[0], device=indptr.device),
-                                          indptr[1:] - indptr[:-1], output_size=indices.numel())
+            _check_compressed(
+                "t",
+                indptr,
+                indices,
+                values.numel(),
+                shape[0],
+                shape[1],
+                ("t.crow_indices()", "t.col_indices()", "t.values()"),
+            )
+            src = torch.repeat_interleave(
+                torch.arange(shape[0], device=indptr.device),
+                indptr[1:] - indptr[:-1],
+                output_size=indices.numel(),
+            )
             dst = indices
         elif t.layout == torch.sparse_coo:
             idx = t._indices()
@@ -643,15 +732,17 @@ class CSRGraph:
         else:
             raise GraphTypeError(f"t must be a sparse COO or CSR tensor, got layout {t.layout}")
         if values.dim() != 1:
-            raise GraphError(f"t must have one value per stored entry (no dense dimensions), "
-                             f"got values of shape {tuple(values.shape)}")
+            raise GraphError(
+                f"t must have one value per stored entry (no dense dimensions), "
+                f"got values of shape {tuple(values.shape)}"
+            )
         dtype = values.dtype if values.dtype in (torch.float32, torch.float64) else torch.float32
-        return cls.from_edges(src, dst, values, shape=shape, index_dtype=index_dtype,
-                              dtype=dtype)
+        return cls.from_edges(src, dst, values, shape=shape, index_dtype=index_dtype, dtype=dtype)
 
     @classmethod
-    def from_edge_index(cls, edge_index, edge_weight=None, num_nodes=None, index_dtype=None,
-                        dtype=torch.float32) -> CSRGraph:
+    def from_edge_index(
+        cls, edge_index, edge_weight=None, num_nodes=None, index_dtype=None, dtype=torch.float32
+    ) -> CSRGraph:
         """Build from a PyG-style ``edge_index`` (2, E) with messages flowing source -> target.
 
         Row = target (``edge_index[1]``), column = source (``edge_index[0]``), so that
@@ -662,11 +753,16 @@ class CSRGraph:
         if edge_index.shape[0] != 2:
             raise GraphError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
         if num_nodes is None:
-            num_nodes = _infer_dim("edge_index", edge_index.reshape(-1), edge_index.shape[1],
-                                   "num_nodes")
+            num_nodes = _infer_dim("edge_index", edge_index.reshape(-1), edge_index.shape[1], "num_nodes")
         num_nodes = check_int("num_nodes", num_nodes, 0, kind=GRAPH)
-        return cls.from_edges(edge_index[1], edge_index[0], edge_weight,
-                              shape=(num_nodes, num_nodes), index_dtype=index_dtype, dtype=dtype)
+        return cls.from_edges(
+            edge_index[1],
+            edge_index[0],
+            edge_weight,
+            shape=(num_nodes, num_nodes),
+            index_dtype=index_dtype,
+            dtype=dtype,
+        )
 
     # ------------------------------------------------------------------ conversions
     def to_scipy(self):
@@ -674,14 +770,14 @@ class CSRGraph:
         import scipy.sparse as sp
 
         g = self.ensure_valid().to("cpu")
-        return sp.csr_matrix((g.values.numpy(), g.indices.numpy(), g.indptr.numpy()),
-                             shape=self.shape)
+        return sp.csr_matrix((g.values.numpy(), g.indices.numpy(), g.indptr.numpy()), shape=self.shape)
 
     def to_torch_sparse_csr(self) -> torch.Tensor:
         """The matrix as a torch sparse CSR tensor (int64 indices, relation ids dropped)."""
         self.ensure_valid()
-        return torch.sparse_csr_tensor(self.indptr, self.indices.to(torch.int64), self.values,
-                                       size=self.shape, check_invariants=False)
+        return torch.sparse_csr_tensor(
+            self.indptr, self.indices.to(torch.int64), self.values, size=self.shape, check_invariants=False
+        )
 
     def to_torch_sparse_coo(self) -> torch.Tensor:
         """The matrix as a coalesced torch sparse COO tensor (int64 indices, relation ids
@@ -689,8 +785,9 @@ class CSRGraph:
         differentiates them too)."""
         self.ensure_valid()
         idx = torch.stack([self.row_ids(), self.indices.to(torch.int64)])
-        return torch.sparse_coo_tensor(idx, self.values, size=self.shape, is_coalesced=True,
-                                       check_invariants=False)
+        return torch.sparse_coo_tensor(
+            idx, self.values, size=self.shape, is_coalesced=True, check_invariants=False
+        )
 
     def to_dense(self) -> torch.Tensor:
         """Dense (n_rows, n_cols) matrix; for tests and small graphs only."""
@@ -710,8 +807,9 @@ class CSRGraph:
             try:
                 device = torch.device(device)
             except (RuntimeError, TypeError, ValueError) as exc:
-                raise InputError(f"device must name a torch device, got {device!r}: "
-                                 f"{str(exc).splitlines()[0]}") from None
+                raise InputError(
+                    f"device must name a torch device, got {device!r}: {str(exc).splitlines()[0]}"
+                ) from None
             if device.type == "meta":
                 raise InputError("device meta: a CSRGraph needs arrays with data")
             if device.type == "cuda" and not torch.cuda.is_available():
@@ -719,19 +817,32 @@ class CSRGraph:
 
         def move(t):
             return None if t is None else t.to(device)
+
         values = self.values.to(device=device, dtype=dtype)
-        g = CSRGraph._trusted(move(self.indptr), move(self.indices), values, self.shape,
-                              move(self.relation), self.num_relations, self.relation_names,
-                              None if self.relation_weight is None
-                              else self.relation_weight.to(device=device, dtype=dtype))
+        g = CSRGraph._trusted(
+            move(self.indptr),
+            move(self.indices),
+            values,
+            self.shape,
+            move(self.relation),
+            self.num_relations,
+            self.relation_names,
+            None if self.relation_weight is None else self.relation_weight.to(device=device, dtype=dtype),
+        )
         if self._transpose is self:
             g._transpose = g
         elif self._transpose is not None:
             t = self._transpose
-            tg = CSRGraph._trusted(move(t.indptr), move(t.indices),
-                                   t.values.to(device=device, dtype=dtype), t.shape,
-                                   move(t.relation), t.num_relations, t.relation_names,
-                                   g.relation_weight)
+            tg = CSRGraph._trusted(
+                move(t.indptr),
+                move(t.indices),
+                t.values.to(device=device, dtype=dtype),
+                t.shape,
+                move(t.relation),
+                t.num_relations,
+                t.relation_names,
+                g.relation_weight,
+            )
             tg.edge_perm = move(t.edge_perm)
             tg._transpose, g._transpose = g, tg
             g.edge_perm = move(self.edge_perm)
@@ -741,27 +852,40 @@ class CSRGraph:
         """Same structure (and cached transpose structure), new per-edge values: a (nnz,)
         finite float32/float64 tensor on the graph's device."""
         self.ensure_valid()
-        values = check_float("values", _as_tensor("values", values), ndim=1,
-                             kind=GRAPH).contiguous()
+        values = check_float("values", _as_tensor("values", values), ndim=1, kind=GRAPH).contiguous()
         if values.numel() != self.nnz:
-            raise GraphError(f"values must have one entry per edge ({self.nnz}), "
-                             f"got {values.numel()}")
+            raise GraphError(f"values must have one entry per edge ({self.nnz}), got {values.numel()}")
         check_same_device(GRAPH, values=values, graph=self.indptr)
         check_finite("values", values, kind=GRAPH)
         return self._with_values(values)
 
     def _with_values(self, values: torch.Tensor) -> CSRGraph:
         """with_values for values already checked (a finite (nnz,) float tensor here)."""
-        g = CSRGraph._trusted(self.indptr, self.indices, values, self.shape, self.relation,
-                              self.num_relations, self.relation_names, self.relation_weight)
+        g = CSRGraph._trusted(
+            self.indptr,
+            self.indices,
+            values,
+            self.shape,
+            self.relation,
+            self.num_relations,
+            self.relation_names,
+            self.relation_weight,
+        )
         if self._transpose is self:
             # Symmetric values stay the caller's promise, as for the graph it came from.
             g._transpose = g
         elif self._transpose is not None:
             t = self._transpose
-            tg = CSRGraph._trusted(t.indptr, t.indices, values[t.edge_perm], t.shape,
-                                   t.relation, t.num_relations, t.relation_names,
-                                   self.relation_weight)
+            tg = CSRGraph._trusted(
+                t.indptr,
+                t.indices,
+                values[t.edge_perm],
+                t.shape,
+                t.relation,
+                t.num_relations,
+                t.relation_names,
+                self.relation_weight,
+            )
             tg.edge_perm = t.edge_perm
             tg._transpose, g._transpose = g, tg
         return g
@@ -782,10 +906,16 @@ class CSRGraph:
             n_rows, n_cols = self.shape
             indptr = _indptr_from_rows(cols, n_cols, self.device)
             t_indices = self.row_ids()[perm].to(_index_dtype(n_rows, None))
-            t = CSRGraph._trusted(indptr, t_indices, self.values[perm], (n_cols, n_rows),
-                                  None if self.relation is None else self.relation[perm],
-                                  self.num_relations, self.relation_names,
-                                  self.relation_weight)
+            t = CSRGraph._trusted(
+                indptr,
+                t_indices,
+                self.values[perm],
+                (n_cols, n_rows),
+                None if self.relation is None else self.relation[perm],
+                self.num_relations,
+                self.relation_names,
+                self.relation_weight,
+            )
             t.edge_perm = perm
             t._transpose = self
             self._transpose = t
@@ -809,14 +939,18 @@ class CSRGraph:
         if n_rows != n_cols:
             raise GraphError(f"a symmetric graph must be square, got shape {self.shape}")
         if self.relation is not None:
-            raise GraphError("mark_symmetric is for graphs without relation ids: a relation "
-                             "graph's transpose carries its own edge order (edge_perm)")
+            raise GraphError(
+                "mark_symmetric is for graphs without relation ids: a relation "
+                "graph's transpose carries its own edge order (edge_perm)"
+            )
         in_deg = torch.bincount(self.indices, minlength=n_cols)  # int32 too: no copy
         out_deg = self.degrees()
         if not torch.equal(in_deg, out_deg):
             bad = int((in_deg != out_deg).nonzero()[0, 0])
-            raise GraphError(f"the graph is not symmetric: node {bad} has {int(out_deg[bad])} "
-                             f"edges in its row and {int(in_deg[bad])} in its column")
+            raise GraphError(
+                f"the graph is not symmetric: node {bad} has {int(out_deg[bad])} "
+                f"edges in its row and {int(in_deg[bad])} in its column"
+            )
         if check and self.nnz:
             cols = self.indices.to(torch.int64)
             perm = torch.sort(cols, stable=True).indices
@@ -825,9 +959,11 @@ class CSRGraph:
             t_cols = rows[perm]
             if not torch.equal(t_cols, cols):
                 at = int(torch.nonzero(t_cols != cols)[0])
-                raise GraphError(f"the graph is not symmetric: edge ({int(rows[at])}, "
-                                 f"{int(cols[at])}) has no mirror edge ({int(cols[at])}, "
-                                 f"{int(rows[at])})")
+                raise GraphError(
+                    f"the graph is not symmetric: edge ({int(rows[at])}, "
+                    f"{int(cols[at])}) has no mirror edge ({int(cols[at])}, "
+                    f"{int(rows[at])})"
+                )
             v = self.values.detach()
             vt = v[perm]
             rtol = 1e-5 if v.dtype == torch.float32 else 1e-12
@@ -835,10 +971,12 @@ class CSRGraph:
             bad_v = (v - vt).abs() > rtol * scale + 1e-30
             if bool(bad_v.any()):
                 at = int(torch.nonzero(bad_v)[0])
-                raise GraphError(f"the graph is not symmetric: A[{int(rows[at])}, "
-                                 f"{int(cols[at])}] = {float(v[at])!r} but A[{int(cols[at])}, "
-                                 f"{int(rows[at])}] = {float(vt[at])!r}; pass check=False "
-                                 f"only for a graph symmetric by construction")
+                raise GraphError(
+                    f"the graph is not symmetric: A[{int(rows[at])}, "
+                    f"{int(cols[at])}] = {float(v[at])!r} but A[{int(cols[at])}, "
+                    f"{int(rows[at])}] = {float(vt[at])!r}; pass check=False "
+                    f"only for a graph symmetric by construction"
+                )
         self._transpose = self
         return self
 
@@ -865,8 +1003,7 @@ class CSRGraph:
         random-walk variant and mean aggregators use ``"row"``.
         """
         check_choice("kind", kind, ("sym", "sym_row", "row", "none"))
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) \
-                or eps < 0:
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
             raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
         self.ensure_valid()
         if kind == "none":
@@ -878,21 +1015,19 @@ class CSRGraph:
             raise GraphError(f"normalize('sym_row') needs a square graph, got shape {self.shape}")
         with _alloc_guard(f"normalize of a {self.shape} graph needs its row and column sums"):
             row_sum = torch.zeros(self.shape[0], dtype=vals.dtype, device=self.device)
-            col_sum = (torch.zeros(self.shape[1], dtype=vals.dtype, device=self.device)
-                       if kind == "sym" else None)
+            col_sum = (
+                torch.zeros(self.shape[1], dtype=vals.dtype, device=self.device) if kind == "sym" else None
+            )
         row_sum = row_sum.index_add(0, rows, vals)
         if kind == "sym_row":
-            inv_r = torch.where(row_sum > eps, row_sum.clamp_min(1e-30).rsqrt(),
-                                torch.zeros_like(row_sum))
+            inv_r = torch.where(row_sum > eps, row_sum.clamp_min(1e-30).rsqrt(), torch.zeros_like(row_sum))
             return self._with_values(_normalized(vals * inv_r[rows] * inv_r[cols], kind))
         if kind == "row":
             inv = torch.where(row_sum.abs() > eps, 1.0 / row_sum, torch.zeros_like(row_sum))
             return self._with_values(_normalized(vals * inv[rows], kind))
         col_sum = col_sum.index_add(0, cols, vals)
-        inv_r = torch.where(row_sum > eps, row_sum.clamp_min(1e-30).rsqrt(),
-                            torch.zeros_like(row_sum))
-        inv_c = torch.where(col_sum > eps, col_sum.clamp_min(1e-30).rsqrt(),
-                            torch.zeros_like(col_sum))
+        inv_r = torch.where(row_sum > eps, row_sum.clamp_min(1e-30).rsqrt(), torch.zeros_like(row_sum))
+        inv_c = torch.where(col_sum > eps, col_sum.clamp_min(1e-30).rsqrt(), torch.zeros_like(col_sum))
         return self._with_values(_normalized(vals * inv_r[rows] * inv_c[cols], kind))
 
     def symmetrize(self) -> CSRGraph:
@@ -901,9 +1036,14 @@ class CSRGraph:
         if self.shape[0] != self.shape[1]:
             raise GraphError(f"symmetrize needs a square graph, got shape {self.shape}")
         rows, cols = self.row_ids(), self.indices.to(torch.int64)
-        return CSRGraph.from_edges(torch.cat([rows, cols]), torch.cat([cols, rows]),
-                                   torch.cat([self.values, self.values]), shape=self.shape,
-                                   index_dtype=self.indices.dtype, dtype=self.values.dtype)
+        return CSRGraph.from_edges(
+            torch.cat([rows, cols]),
+            torch.cat([cols, rows]),
+            torch.cat([self.values, self.values]),
+            shape=self.shape,
+            index_dtype=self.indices.dtype,
+            dtype=self.values.dtype,
+        )
 
     # ------------------------------------------------------------------ arithmetic
     # ``w * A + (1 - w) * B``: graphs of one shape add by the union of their patterns (edges
@@ -913,22 +1053,28 @@ class CSRGraph:
     def _scalar(self, s, op: str) -> torch.Tensor | float:
         if isinstance(s, torch.Tensor):
             if s.numel() != 1 or s.is_complex() or s.dtype == torch.bool:
-                raise InputTypeError(f"CSRGraph {op} needs a real scalar, got a tensor of "
-                                     f"shape {tuple(s.shape)} and dtype {s.dtype}")
+                raise InputTypeError(
+                    f"CSRGraph {op} needs a real scalar, got a tensor of "
+                    f"shape {tuple(s.shape)} and dtype {s.dtype}"
+                )
             check_same_device(scalar=s.reshape(()), graph=self.indptr)
             check_finite("scalar", s.detach().reshape(1))
             return s.reshape(()).to(self.values.dtype)
         if isinstance(s, bool) or not isinstance(s, (int, float)):
-            raise InputTypeError(f"CSRGraph {op} needs a number, a 0-d tensor or (for + and -) "
-                                 f"a CSRGraph, got {type(s).__name__}")
+            raise InputTypeError(
+                f"CSRGraph {op} needs a number, a 0-d tensor or (for + and -) "
+                f"a CSRGraph, got {type(s).__name__}"
+            )
         if not math.isfinite(s):
             raise InputError(f"CSRGraph {op}: the scalar must be finite, got {s!r}")
         return float(s)
 
     def _no_relations(self, op: str) -> None:
         if self.relation is not None:
-            raise GraphError(f"CSRGraph {op} is defined for graphs without relation ids; "
-                             f"combine relation graphs with stack_relations")
+            raise GraphError(
+                f"CSRGraph {op} is defined for graphs without relation ids; "
+                f"combine relation graphs with stack_relations"
+            )
 
     def __mul__(self, s) -> CSRGraph:
         if isinstance(s, CSRGraph):
@@ -970,7 +1116,10 @@ class CSRGraph:
             torch.cat([self.row_ids(), other.row_ids()]),
             torch.cat([self.indices.to(torch.int64), other.indices.to(torch.int64)]),
             torch.cat([self.values.to(dtype), other.values.to(dtype)]),
-            shape=self.shape, index_dtype=index_dtype, dtype=dtype)
+            shape=self.shape,
+            index_dtype=index_dtype,
+            dtype=dtype,
+        )
 
     __radd__ = __add__
 
@@ -987,32 +1136,35 @@ def _normalized(v: torch.Tensor, kind: str) -> torch.Tensor:
         lo, hi = torch.aminmax(v)
         if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
             bad = int((~torch.isfinite(v)).sum())
-            raise GraphError(f"normalize({kind!r}): {bad} normalised value(s) overflow (row or "
-                             f"column sums too close to 0); pass eps > 0 to treat such sums "
-                             f"as zero")
+            raise GraphError(
+                f"normalize({kind!r}): {bad} normalised value(s) overflow (row or "
+                f"column sums too close to 0); pass eps > 0 to treat such sums "
+                f"as zero"
+            )
     return v
 
 
-def _check_compressed(owner: str, indptr: torch.Tensor, indices: torch.Tensor, n_data: int,
-                      n_major: int, n_minor: int, names) -> None:
+def _check_compressed(
+    owner: str, indptr: torch.Tensor, indices: torch.Tensor, n_data: int, n_major: int, n_minor: int, names
+) -> None:
     """The CSR/CSC invariants of another library's arrays, before anything expands them:
     indptr of n_major + 1 entries from 0, non-decreasing, ending at len(indices) == len(data);
     indices in [0, n_minor)."""
     p_name, i_name, d_name = names
     if indptr.numel() != n_major + 1:
-        raise GraphError(f"{p_name} must have {n_major + 1} entries for {owner}'s "
-                         f"{n_major} rows/columns, got {indptr.numel()}")
+        raise GraphError(
+            f"{p_name} must have {n_major + 1} entries for {owner}'s "
+            f"{n_major} rows/columns, got {indptr.numel()}"
+        )
     if int(indptr[0]) != 0:
         raise GraphError(f"{p_name}[0] must be 0, got {int(indptr[0])}")
     if n_major and bool((indptr[1:] < indptr[:-1]).any()):
         at = int(torch.nonzero(indptr[1:] < indptr[:-1])[0])
         raise GraphError(f"{p_name} must be non-decreasing; it decreases after entry {at}")
     if int(indptr[-1]) != indices.numel():
-        raise GraphError(f"{p_name}[-1] = {int(indptr[-1])} must equal len({i_name}) = "
-                         f"{indices.numel()}")
+        raise GraphError(f"{p_name}[-1] = {int(indptr[-1])} must equal len({i_name}) = {indices.numel()}")
     if n_data != indices.numel():
-        raise GraphError(f"{d_name} must have one entry per stored element "
-                         f"({indices.numel()}), got {n_data}")
+        raise GraphError(f"{d_name} must have one entry per stored element ({indices.numel()}), got {n_data}")
     check_range(i_name, indices, n_minor, kind=GRAPH)
 
 
@@ -1056,10 +1208,12 @@ def _scipy_edges(m, shape):
         indices = _np_ids("m.indices", m.indices)
         data = _np_data("m.data", m.data)
         n_major, n_minor = (n_rows, n_cols) if fmt == "csr" else (n_cols, n_rows)
-        _check_compressed("m", indptr, indices, data.numel(), n_major, n_minor,
-                          ("m.indptr", "m.indices", "m.data"))
-        major = torch.repeat_interleave(torch.arange(n_major), indptr[1:] - indptr[:-1],
-                                        output_size=indices.numel())
+        _check_compressed(
+            "m", indptr, indices, data.numel(), n_major, n_minor, ("m.indptr", "m.indices", "m.data")
+        )
+        major = torch.repeat_interleave(
+            torch.arange(n_major), indptr[1:] - indptr[:-1], output_size=indices.numel()
+        )
         return (major, indices, data) if fmt == "csr" else (indices, major, data)
     if fmt == "coo":
         try:
@@ -1069,8 +1223,10 @@ def _scipy_edges(m, shape):
         row, col = _np_ids("m.row", row), _np_ids("m.col", col)
         data = _np_data("m.data", m.data)
         if not (row.numel() == col.numel() == data.numel()):
-            raise GraphError(f"m.row, m.col and m.data must have one entry per stored element, "
-                             f"got {row.numel()}, {col.numel()} and {data.numel()}")
+            raise GraphError(
+                f"m.row, m.col and m.data must have one entry per stored element, "
+                f"got {row.numel()}, {col.numel()} and {data.numel()}"
+            )
         return row, col, data
     if fmt == "bsr":
         bs = m.blocksize
@@ -1081,12 +1237,13 @@ def _scipy_edges(m, shape):
         indices = _np_ids("m.indices", m.indices)
         data = _np_data("m.data", m.data, ndim=3)
         if tuple(data.shape[1:]) != (R, C):
-            raise GraphError(f"m.data must have shape (nnz_blocks, {R}, {C}), got "
-                             f"{tuple(data.shape)}")
-        _check_compressed("m", indptr, indices, data.shape[0], n_rows // R, n_cols // C,
-                          ("m.indptr", "m.indices", "m.data"))
-        brow = torch.repeat_interleave(torch.arange(n_rows // R), indptr[1:] - indptr[:-1],
-                                       output_size=indices.numel())
+            raise GraphError(f"m.data must have shape (nnz_blocks, {R}, {C}), got {tuple(data.shape)}")
+        _check_compressed(
+            "m", indptr, indices, data.shape[0], n_rows // R, n_cols // C, ("m.indptr", "m.indices", "m.data")
+        )
+        brow = torch.repeat_interleave(
+            torch.arange(n_rows // R), indptr[1:] - indptr[:-1], output_size=indices.numel()
+        )
         nb = indices.numel()
         rows = (brow[:, None, None] * R + torch.arange(R)[None, :, None]).expand(nb, R, C)
         cols = (indices[:, None, None] * C + torch.arange(C)[None, None, :]).expand(nb, R, C)
@@ -1095,15 +1252,19 @@ def _scipy_edges(m, shape):
     try:
         coo = m.tocoo()
     except Exception as exc:  # noqa: BLE001 - any failure of a corrupted matrix is the input's
-        raise GraphError(f"m ({fmt} format) could not be converted to COO: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        raise GraphError(
+            f"m ({fmt} format) could not be converted to COO: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     if check_shape("m.tocoo().shape", coo.shape) != shape:
         raise GraphError(f"m.tocoo() has shape {coo.shape}, m has {shape}")
     return _scipy_edges(coo, shape)
 
 
-def stack_relations(graphs: Mapping[str, CSRGraph], weights: Mapping[str, float] | Sequence[float]
-                    | torch.Tensor | None = None) -> CSRGraph:
+def stack_relations(
+    graphs: Mapping[str, CSRGraph],
+    weights: Mapping[str, float] | Sequence[float] | torch.Tensor | None = None,
+) -> CSRGraph:
     """Stack named relation graphs over one node space into one CSR with relation ids.
 
     A part that already carries relation ids (a KG with R relations) keeps them, offset so that
@@ -1119,8 +1280,7 @@ def stack_relations(graphs: Mapping[str, CSRGraph], weights: Mapping[str, float]
         ``relation_weight`` (float32, one per relation).
     """
     if not isinstance(graphs, Mapping):
-        raise InputTypeError(f"graphs must be a mapping name -> CSRGraph, got "
-                             f"{type(graphs).__name__}")
+        raise InputTypeError(f"graphs must be a mapping name -> CSRGraph, got {type(graphs).__name__}")
     if not graphs:
         raise InputError("graphs must name at least one relation graph")
     items = list(graphs.items())
@@ -1133,11 +1293,9 @@ def stack_relations(graphs: Mapping[str, CSRGraph], weights: Mapping[str, float]
     offset = 0
     for name, g in items:
         if g.shape != shape:
-            raise InputError(f"graphs[{name!r}] has shape {g.shape}, expected {shape} like "
-                             f"{items[0][0]!r}")
+            raise InputError(f"graphs[{name!r}] has shape {g.shape}, expected {shape} like {items[0][0]!r}")
         if g.device != device:
-            raise InputError(f"graphs[{name!r}] is on {g.device}, expected {device} like "
-                             f"{items[0][0]!r}")
+            raise InputError(f"graphs[{name!r}] is on {g.device}, expected {device} like {items[0][0]!r}")
         src.append(g.row_ids())
         dst.append(g.indices.to(torch.int64))
         val.append(g.values)
@@ -1162,18 +1320,19 @@ def stack_relations(graphs: Mapping[str, CSRGraph], weights: Mapping[str, float]
             raise InputTypeError(f"weights must be real numbers, got dtype {weights.dtype}")
         w = weights.detach().to(device=device, dtype=torch.float32)
         if w.numel() != offset:
-            raise InputError(f"weights tensor must have one entry per relation ({offset}), "
-                             f"got {w.numel()}")
+            raise InputError(f"weights tensor must have one entry per relation ({offset}), got {w.numel()}")
     else:
+
         def number(key, v):
             if isinstance(v, (bool, str, bytes)):
-                raise InputTypeError(f"weights[{key!r}] must be a number, got "
-                                     f"{type(v).__name__}")
+                raise InputTypeError(f"weights[{key!r}] must be a number, got {type(v).__name__}")
             try:
                 return float(v)
             except (TypeError, ValueError, RuntimeError) as exc:
-                raise InputTypeError(f"weights[{key!r}] must be a number, got "
-                                     f"{type(v).__name__}: {exc}") from None
+                raise InputTypeError(
+                    f"weights[{key!r}] must be a number, got {type(v).__name__}: {exc}"
+                ) from None
+
         if isinstance(weights, Mapping):
             unknown = set(weights) - set(graphs)
             if unknown:
@@ -1181,16 +1340,24 @@ def stack_relations(graphs: Mapping[str, CSRGraph], weights: Mapping[str, float]
             per_part = {n: number(n, weights.get(n, 1.0)) for n in graphs}
         else:
             if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
-                raise InputTypeError(f"weights must be a mapping, a sequence or a tensor, got "
-                                     f"{type(weights).__name__}")
+                raise InputTypeError(
+                    f"weights must be a mapping, a sequence or a tensor, got {type(weights).__name__}"
+                )
             weights = list(weights)
             if len(weights) != len(items):
-                raise InputError(f"weights must have one entry per graph ({len(items)}), "
-                                 f"got {len(weights)}")
+                raise InputError(f"weights must have one entry per graph ({len(items)}), got {len(weights)}")
             per_part = {n: number(i, wt) for i, ((n, _), wt) in enumerate(zip(items, weights))}
         w = torch.tensor([per_part[p] for p in part_of], dtype=torch.float32, device=device)
     check_finite("weights", w)
     dtype = functools.reduce(torch.promote_types, (v.dtype for v in val))
-    return CSRGraph.from_edges(torch.cat(src), torch.cat(dst), torch.cat(val).to(dtype),
-                               relation=torch.cat(rel), shape=shape, num_relations=offset,
-                               relation_names=names, relation_weight=w.to(dtype), dtype=dtype)
+    return CSRGraph.from_edges(
+        torch.cat(src),
+        torch.cat(dst),
+        torch.cat(val).to(dtype),
+        relation=torch.cat(rel),
+        shape=shape,
+        num_relations=offset,
+        relation_names=names,
+        relation_weight=w.to(dtype),
+        dtype=dtype,
+    )

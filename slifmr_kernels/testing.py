@@ -6,6 +6,7 @@ many relations — all from one seeded generator so that a failing case can be r
 recall against a reference (ties allowed) and :func:`time_call`, the timer of ``python -m
 slifmr_kernels`` and of the scripts in ``bench/`` (through ``bench/harness.py``).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -17,9 +18,21 @@ import torch
 from .graph import CSRGraph
 from .refine.op import knn_recall
 
-__all__ = ["power_law_ids", "power_law_pairs", "power_law_csr", "random_graph",
-           "bipartite_adjacency", "sym_normalize", "allowed_mask", "round_tf32",
-           "fuse_views_formula", "neighbour_lists", "recall_with_ties", "Timing", "time_call"]
+__all__ = [
+    "power_law_ids",
+    "power_law_pairs",
+    "power_law_csr",
+    "random_graph",
+    "bipartite_adjacency",
+    "sym_normalize",
+    "allowed_mask",
+    "round_tf32",
+    "fuse_views_formula",
+    "neighbour_lists",
+    "recall_with_ties",
+    "Timing",
+    "time_call",
+]
 
 
 def power_law_ids(n_ids: int, count: int, alpha: float = 1.2, generator=None) -> torch.Tensor:
@@ -29,14 +42,15 @@ def power_law_ids(n_ids: int, count: int, alpha: float = 1.2, generator=None) ->
     device = generator.device if generator is not None else torch.device("cpu")
     if n_ids <= 0 or count <= 0:
         return torch.empty(0, dtype=torch.int64, device=device)
-    p = (torch.arange(1, n_ids + 1, dtype=torch.float64, device=device) ** -alpha)
+    p = torch.arange(1, n_ids + 1, dtype=torch.float64, device=device) ** -alpha
     ids = torch.multinomial(p, count, replacement=True, generator=generator)
     perm = torch.randperm(n_ids, generator=generator, device=device)
     return perm[ids]
 
 
-def power_law_pairs(n_a: int, n_b: int, count: int, alpha=(1.2, 1.2), *, distinct: bool = False,
-                    generator=None) -> tuple:
+def power_law_pairs(
+    n_a: int, n_b: int, count: int, alpha=(1.2, 1.2), *, distinct: bool = False, generator=None
+) -> tuple:
     """``count`` (a, b) pairs with independent power-law marginals: a in [0, n_a) drawn by
     :func:`power_law_ids` with exponent ``alpha[0]``, b in [0, n_b) with ``alpha[1]`` (one
     number: both sides).
@@ -52,8 +66,7 @@ def power_law_pairs(n_a: int, n_b: int, count: int, alpha=(1.2, 1.2), *, distinc
     alpha_a, alpha_b = (alpha, alpha) if isinstance(alpha, (int, float)) else alpha
     device = generator.device if generator is not None else torch.device("cpu")
     if not distinct:
-        return (power_law_ids(n_a, count, alpha_a, generator),
-                power_law_ids(n_b, count, alpha_b, generator))
+        return (power_law_ids(n_a, count, alpha_a, generator), power_law_ids(n_b, count, alpha_b, generator))
     if count > n_a * n_b:
         raise ValueError(f"power_law_pairs: {count} distinct pairs asked of {n_a} x {n_b} ids")
     keys = torch.empty(0, dtype=torch.int64, device=device)
@@ -68,8 +81,16 @@ def power_law_pairs(n_a: int, n_b: int, count: int, alpha=(1.2, 1.2), *, distinc
     return keys // n_b, keys % n_b
 
 
-def power_law_csr(n_rows: int, n_cols: int, nnz: int, num_relations: int = 1, *,
-                  alpha=(1.2, 0.6), dtype=torch.float32, generator=None) -> tuple:
+def power_law_csr(
+    n_rows: int,
+    n_cols: int,
+    nnz: int,
+    num_relations: int = 1,
+    *,
+    alpha=(1.2, 0.6),
+    dtype=torch.float32,
+    generator=None,
+) -> tuple:
     """The raw CSR arrays of an ``n_rows x n_cols`` graph with exactly ``nnz`` edges, power-law
     row and column popularity (:func:`power_law_pairs`, exponents ``alpha``): a few very heavy
     rows and many empty ones, as in interaction graphs. Duplicate edges are kept (kernels must
@@ -85,14 +106,23 @@ def power_law_csr(n_rows: int, n_cols: int, nnz: int, num_relations: int = 1, *,
     indptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=device)
     indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
     values = torch.rand(nnz, generator=generator, device=device, dtype=dtype) + 0.5
-    relation = torch.randint(0, num_relations, (nnz,), generator=generator, device=device,
-                             dtype=torch.int32)
+    relation = torch.randint(0, num_relations, (nnz,), generator=generator, device=device, dtype=torch.int32)
     return indptr, cols[order].to(torch.int32), values, relation
 
 
-def random_graph(n_rows: int, n_cols: int, nnz: int, *, num_relations: int | None = None,
-                 power_law: bool = True, empty_rows: float = 0.0, heavy_row: float = 0.0,
-                 index_dtype=None, dtype=torch.float32, generator=None) -> CSRGraph:
+def random_graph(
+    n_rows: int,
+    n_cols: int,
+    nnz: int,
+    *,
+    num_relations: int | None = None,
+    power_law: bool = True,
+    empty_rows: float = 0.0,
+    heavy_row: float = 0.0,
+    index_dtype=None,
+    dtype=torch.float32,
+    generator=None,
+) -> CSRGraph:
     """A random CSRGraph of about ``nnz`` edges (duplicates are summed, so a few fewer).
 
     Args:
@@ -125,12 +155,21 @@ def random_graph(n_rows: int, n_cols: int, nnz: int, *, num_relations: int | Non
     relation = None
     if num_relations is not None:
         relation = torch.randint(0, num_relations, (src.numel(),), generator=g)
-    return CSRGraph.from_edges(src, dst, weight, relation=relation, shape=(n_rows, n_cols),
-                               num_relations=num_relations, index_dtype=index_dtype, dtype=dtype)
+    return CSRGraph.from_edges(
+        src,
+        dst,
+        weight,
+        relation=relation,
+        shape=(n_rows, n_cols),
+        num_relations=num_relations,
+        index_dtype=index_dtype,
+        dtype=dtype,
+    )
 
 
-def bipartite_adjacency(n_users: int, n_items: int, n_interactions: int, generator=None,
-                        dtype=torch.float32) -> CSRGraph:
+def bipartite_adjacency(
+    n_users: int, n_items: int, n_interactions: int, generator=None, dtype=torch.float32
+) -> CSRGraph:
     """LightGCN's symmetric-normalised adjacency [[0, R], [R^T, 0]] of a power-law user-item
     graph, over n_users + n_items nodes (about 2 * n_interactions edges)."""
     users, items = power_law_pairs(n_users, n_items, n_interactions, 1.0, generator=generator)
@@ -183,8 +222,10 @@ def fuse_views_formula(z: torch.Tensor, alpha: torch.Tensor, views: torch.Tensor
     z (N, d), alpha (V,), views (N, V*d) with view k in columns k*d .. (k+1)*d - 1.
     """
     d = z.shape[1]
-    return z + sum(alpha[k] * torch.nn.functional.normalize(views[:, k * d:(k + 1) * d], dim=1)
-                   for k in range(alpha.numel()))
+    return z + sum(
+        alpha[k] * torch.nn.functional.normalize(views[:, k * d : (k + 1) * d], dim=1)
+        for k in range(alpha.numel())
+    )
 
 
 def neighbour_lists(g: CSRGraph, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -202,8 +243,9 @@ def neighbour_lists(g: CSRGraph, rows: torch.Tensor | None = None) -> torch.Tens
     return torch.where(present, ids, torch.full_like(pos, -1))
 
 
-def recall_with_ties(idx: torch.Tensor, val: torch.Tensor, ref_idx: torch.Tensor,
-                     ref_val: torch.Tensor, rtol: float = 1e-5) -> tuple:
+def recall_with_ties(
+    idx: torch.Tensor, val: torch.Tensor, ref_idx: torch.Tensor, ref_val: torch.Tensor, rtol: float = 1e-5
+) -> tuple:
     """(tie-aware recall, exact-id recall) of a top-k result (``idx`` (N, k) ids, ``val``
     (N, k) scores, -1 / -inf padding) against a reference (``ref_idx``, ``ref_val``, (N, k),
     scores sorted descending).
@@ -251,9 +293,17 @@ def _proc_status() -> dict:
     return out
 
 
-def time_call(fn, *, repeats: int = 1, warmup: int = 0, stat: str = "median",
-              max_seconds: float | None = None, device=None, clock=time.perf_counter,
-              track_memory: bool = False) -> Timing:
+def time_call(
+    fn,
+    *,
+    repeats: int = 1,
+    warmup: int = 0,
+    stat: str = "median",
+    max_seconds: float | None = None,
+    device=None,
+    clock=time.perf_counter,
+    track_memory: bool = False,
+) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones; returns a
     :class:`Timing` whose ``seconds`` is the ``"median"`` or the ``"min"`` of them.
 

@@ -4,6 +4,7 @@ the CUDA kernels built for the CPU emulator (tests/<op>/test_cuda.py).
 Triton kernels are exercised on CPU through the interpreter, so TRITON_INTERPRET=1 is set
 before anything imports triton when no GPU is present.
 """
+
 import os
 
 import torch
@@ -51,6 +52,7 @@ def emu_library(tmp_path_factory):
     import shutil
 
     from tests.cuda_emu import build_emulation_library
+
     if shutil.which("g++") is None:
         pytest.skip("g++ not found")
     return build_emulation_library(tmp_path_factory.mktemp("emu"))
@@ -61,10 +63,12 @@ def emu_ops(emu_library):
     """The Python CUDA backend modules (propagate, topk, fuse) wired to the emulation build,
     for one test module; the real backends are restored after it."""
     from tests.cuda_emu import fresh_cuda_backends
+
     with fresh_cuda_backends(emu_library):
         from slifmr_kernels.fuse import cuda as fc
         from slifmr_kernels.propagate import cuda as pc
         from slifmr_kernels.topk import cuda as tc
+
         for mod in (pc, tc, fc):
             mod.stream_of = lambda t: 0  # no CUDA stream on the CPU
         yield pc, tc, fc
@@ -73,4 +77,5 @@ def emu_ops(emu_library):
 @pytest.fixture(scope="module")
 def emu_probe(emu_ops, emu_library):
     from tests.cuda_emu import EmuProbe
+
     return EmuProbe(emu_library)

@@ -4,6 +4,7 @@ CUDA thread an OS thread, real block barriers and warp collectives), behind the 
 slifmr_kernels/{propagate,topk,fuse}/cuda.py, so the wrappers' arguments must match the C++
 schemas. conftest.py turns this into the ``emu_ops`` / ``emu_probe`` fixtures.
 """
+
 import contextlib
 import ctypes
 import os
@@ -15,11 +16,17 @@ import sysconfig
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CUDA_BACKEND_MODULES = ("slifmr_kernels.propagate.cuda", "slifmr_kernels.topk.cuda",
-                        "slifmr_kernels.fuse.cuda")
+CUDA_BACKEND_MODULES = (
+    "slifmr_kernels.propagate.cuda",
+    "slifmr_kernels.topk.cuda",
+    "slifmr_kernels.fuse.cuda",
+)
 KERNEL_SOURCES = ("csrc/propagate/propagate.cu", "csrc/topk/topk.cu", "csrc/fuse/fuse.cu")
-BINDING_SOURCES = ("csrc/propagate/propagate_binding.cpp", "csrc/topk/topk_binding.cpp",
-                   "csrc/fuse/fuse_binding.cpp")
+BINDING_SOURCES = (
+    "csrc/propagate/propagate_binding.cpp",
+    "csrc/topk/topk_binding.cpp",
+    "csrc/fuse/fuse_binding.cpp",
+)
 
 
 def rewrite_launches(src: str) -> str:
@@ -35,14 +42,15 @@ def rewrite_launches(src: str) -> str:
         while depth:
             depth += {"(": 1, ")": -1}.get(src[i], 0)
             i += 1
-        out.append(src[pos:m.start()])
-        out.append(f"emu::launch({m.group(2)}, [&]() {{ {m.group(1)}({src[m.end():i - 1]}); }})")
+        out.append(src[pos : m.start()])
+        out.append(f"emu::launch({m.group(2)}, [&]() {{ {m.group(1)}({src[m.end() : i - 1]}); }})")
         pos = i
 
 
 _DYNAMIC_SMEM = re.compile(
     r"extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+"
-    r"([A-Za-z_]\w*)\s*\[\s*\]\s*;")
+    r"([A-Za-z_]\w*)\s*\[\s*\]\s*;"
+)
 
 
 def emulation_source(src: str) -> str:
@@ -72,18 +80,34 @@ def build_emulation_library(out) -> str:
         cpp_file = out / (rel.replace("/", "_") + ".cpp")
         cpp_file.write_text(text)
         objs.append(str(cpp_file) + ".o")
-        run(flags + [f"-I{emu_dir}", "-include", os.path.join(emu_dir, "cuda_emu.h"),
-                     "-c", str(cpp_file), "-o", objs[-1]])
+        run(
+            flags
+            + [
+                f"-I{emu_dir}",
+                "-include",
+                os.path.join(emu_dir, "cuda_emu.h"),
+                "-c",
+                str(cpp_file),
+                "-o",
+                objs[-1],
+            ]
+        )
     for rel in BINDING_SOURCES:
         objs.append(str(out / (rel.replace("/", "_") + ".o")))
         # fan-in 2: the heavy-row and g reductions go through several levels at test sizes
-        run(flags + ["-DSLIFMR_CUDA_EMULATION", "-DSLIFMR_REDUCE_FAN_IN=2"] + inc +
-            [f"-I{sysconfig.get_paths()['include']}", "-c", os.path.join(ROOT, rel),
-             "-o", objs[-1]])
+        run(
+            flags
+            + ["-DSLIFMR_CUDA_EMULATION", "-DSLIFMR_REDUCE_FAN_IN=2"]
+            + inc
+            + [f"-I{sysconfig.get_paths()['include']}", "-c", os.path.join(ROOT, rel), "-o", objs[-1]]
+        )
     tl = os.path.join(os.path.dirname(torch.__file__), "lib")
     so = str(out / "_C_emu.so")
-    run(["g++", "-shared", "-pthread"] + objs + [f"-L{tl}", "-ltorch", "-ltorch_cpu", "-lc10",
-                                                 f"-Wl,-rpath,{tl}", "-o", so])
+    run(
+        ["g++", "-shared", "-pthread"]
+        + objs
+        + [f"-L{tl}", "-ltorch", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{tl}", "-o", so]
+    )
     return so
 
 
@@ -93,6 +117,7 @@ def fresh_cuda_backends(lib=None):
     SLIFMR_CUDA_LIB pointed at ``lib`` when given), everything restored afterwards; yields
     slifmr_kernels._cuda."""
     from slifmr_kernels import _cuda
+
     saved = {n: sys.modules.pop(n) for n in CUDA_BACKEND_MODULES if n in sys.modules}
     saved_ops, saved_env = _cuda._ops, os.environ.get("SLIFMR_CUDA_LIB")
     _cuda._ops = None
@@ -128,7 +153,7 @@ class EmuProbe:
         return {b: self.lib.slifmr_emu_async_copies(b) for b in (4, 8, 16)}
 
     def path(self, dtype, d):
-        """"resident" (after checking its dynamic shared memory: x, two y buffers, the score
+        """ "resident" (after checking its dynamic shared memory: x, two y buffers, the score
         tile, rows padded as topk.cu's row_stride) or "sliced" (no dynamic shared memory and
         no asynchronous copies)."""
         smem = self.lib.slifmr_emu_last_dynamic_smem()

@@ -1,4 +1,5 @@
 """Inputs and float64 references that the kernel tests of several ops and backends share."""
+
 import zlib
 
 import torch
@@ -84,18 +85,22 @@ def topk_reference(x, y, k, exclude_self, excl_indptr=None, excl_indices=None):
 
 
 #: tolerances of a float32 / float64 kernel against float64 math on the same inputs
-KERNEL_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5),
-              torch.float64: dict(rtol=1e-12, atol=1e-12)}
+KERNEL_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
 
 
 def cast(device, dtype, *ts):
     """Each tensor on ``device``, contiguous, floating ones in ``dtype`` (None stays None)."""
-    return [None if t is None else
-            t.to(device, dtype).contiguous() if t.is_floating_point() else
-            t.to(device).contiguous() for t in ts]
+    return [
+        None
+        if t is None
+        else t.to(device, dtype).contiguous()
+        if t.is_floating_point()
+        else t.to(device).contiguous()
+        for t in ts
+    ]
 
 
-_AOT_PRELUDE = r'''
+_AOT_PRELUDE = r"""
 import os
 os.environ.pop("TRITON_INTERPRET", None)
 import triton
@@ -110,7 +115,7 @@ def build(fn, types, consts):
     cx = {(names.index(k),): v for k, v in consts.items()}
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=cx), target=target)
     print("compiled", fn.__name__)
-'''
+"""
 
 
 def compile_triton_for_sm90(builds: str) -> int:
@@ -123,6 +128,7 @@ def compile_triton_for_sm90(builds: str) -> int:
     import sys
 
     import pytest
+
     try:
         from triton.backends.compiler import GPUTarget  # noqa: F401
         from triton.compiler import ASTSource  # noqa: F401
@@ -132,8 +138,14 @@ def compile_triton_for_sm90(builds: str) -> int:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    r = subprocess.run([sys.executable, "-c", _AOT_PRELUDE + builds], capture_output=True,
-                       text=True, timeout=600, env=env, cwd=root)
+    r = subprocess.run(
+        [sys.executable, "-c", _AOT_PRELUDE + builds],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=root,
+    )
     if r.returncode != 0 and "ptxas" in r.stderr and "not found" in r.stderr:
         pytest.skip("triton's bundled ptxas is missing")
     assert r.returncode == 0, r.stderr[-4000:]
@@ -141,13 +153,29 @@ def compile_triton_for_sm90(builds: str) -> int:
 
 
 #: a synthetic dataset that trains in about a second
-TINY_DATA = {"num_users": 60, "num_items": 40, "num_clusters": 3, "mean_interactions": 8,
-             "modalities": {"text": 6}, "kg_relations": 1}
+TINY_DATA = {
+    "num_users": 60,
+    "num_items": 40,
+    "num_clusters": 3,
+    "mean_interactions": 8,
+    "modalities": {"text": 6},
+    "kg_relations": 1,
+}
 
 
 def tiny_train_config(**overrides):
     """A Config that trains a small model on TINY_DATA in a few epochs."""
-    base = dict(embed_dim=8, batch_size=128, epochs=3, lr=0.02, progress=False,
-                synthetic=TINY_DATA, seed=5, knn_k=4, feedback_k=4, patience=0)
+    base = dict(
+        embed_dim=8,
+        batch_size=128,
+        epochs=3,
+        lr=0.02,
+        progress=False,
+        synthetic=TINY_DATA,
+        seed=5,
+        knn_k=4,
+        feedback_k=4,
+        patience=0,
+    )
     base.update(overrides)
     return Config(**base)

@@ -1,4 +1,5 @@
 """Backend registry: selection, overrides, clear errors, and the docstring examples."""
+
 import doctest
 import importlib
 
@@ -88,8 +89,9 @@ def test_op_without_a_backend_module_says_so(monkeypatch):
         backends.load("topk", "cuda")
 
 
-@pytest.mark.parametrize("module", ["slifmr_kernels.propagate.op", "slifmr_kernels.topk.op",
-                                    "slifmr_kernels.backends"])
+@pytest.mark.parametrize(
+    "module", ["slifmr_kernels.propagate.op", "slifmr_kernels.topk.op", "slifmr_kernels.backends"]
+)
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0 and result.attempted > 0
@@ -106,10 +108,12 @@ def test_import_sets_the_omp_wait_policy_unless_given(preset):
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset is not None:
         env["OMP_WAIT_POLICY"] = preset
-    code = ("import os, slifmr_kernels, sys; assert 'torch' in sys.modules; "
-            "print(os.environ['OMP_WAIT_POLICY'])")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=300, check=True).stdout.split()
+    code = (
+        "import os, slifmr_kernels, sys; assert 'torch' in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=True
+    ).stdout.split()
     assert out == [preset or "PASSIVE"]
 
 
@@ -121,5 +125,6 @@ def test_the_tour_runs_and_agrees_with_the_reference(capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
     assert lines and all(ln.count("100.0% same ids") == 2 for ln in lines)
     import re
+
     errs = [float(e) for ln in lines for e in re.findall(r"max err ([-+.e0-9]+)\)", ln)]
     assert len(errs) == 2 * len(lines) and max(errs) < 1e-4  # propagate and fuse per line

@@ -1,5 +1,6 @@
 """Run-directory files: checkpoints never execute code, atomic writes survive kills and full
 disks, Ctrl-C stops cleanly, and --resume continues the self-loop exactly (refine on)."""
+
 import ast
 import errno
 import json
@@ -28,13 +29,29 @@ from slifmr.data.prepare import prepare_data
 from slifmr.train import Trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SMALL = {"num_users": 120, "num_items": 90, "num_clusters": 4, "mean_interactions": 10,
-         "modalities": {"image": 8, "text": 6}, "kg_relations": 2}
+SMALL = {
+    "num_users": 120,
+    "num_items": 90,
+    "num_clusters": 4,
+    "mean_interactions": 10,
+    "modalities": {"image": 8, "text": 6},
+    "kg_relations": 2,
+}
 
 
 def _cfg(**kw):
-    base = dict(embed_dim=16, batch_size=256, epochs=3, lr=0.01, progress=False, synthetic=SMALL,
-                seed=3, knn_k=5, feedback_k=5, patience=0)
+    base = dict(
+        embed_dim=16,
+        batch_size=256,
+        epochs=3,
+        lr=0.01,
+        progress=False,
+        synthetic=SMALL,
+        seed=3,
+        knn_k=5,
+        feedback_k=5,
+        patience=0,
+    )
     base.update(kw)
     return Config(**base)
 
@@ -55,8 +72,16 @@ class _RunsCode:
 
 
 def _craft(path, marker, **extra):
-    torch.save({"user": torch.zeros(2, 2), "item": torch.zeros(2, 2), "epoch": 1,
-                "payload": _RunsCode(marker), **extra}, path)
+    torch.save(
+        {
+            "user": torch.zeros(2, 2),
+            "item": torch.zeros(2, 2),
+            "epoch": 1,
+            "payload": _RunsCode(marker),
+            **extra,
+        },
+        path,
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -108,11 +133,17 @@ def test_no_torch_load_in_the_project_can_execute_code():
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "load" and isinstance(node.func.value, ast.Name)
-                    and node.func.value.id == "torch"):
-                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant)
-                           and k.value.value is True for k in node.keywords)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
+                safe = any(
+                    k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords
+                )
                 if not safe and path.name != "test_checkpoint.py":
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offenders, offenders
@@ -135,8 +166,11 @@ def test_atomic_save_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
     def full_disk(obj, f):
         with open(f, "wb") as fh:
             fh.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed "
-                           "writing file data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc] . PytorchStreamWriter failed "
+            "writing file data/0: file write failed"
+        )
+
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(CheckpointError, match=r"could not write .*last.pt: .*file write failed"):
         atomic_save({"epoch": 2}, str(path))
@@ -148,11 +182,13 @@ def test_atomic_save_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
 def test_atomic_write_on_enospc(tmp_path, monkeypatch):
     """An OSError from the file system itself (ENOSPC while renaming) names the path."""
     from slifmr import checkpoint
+
     path = tmp_path / "metrics.json"
     checkpoint.write_json_atomic({"a": 1}, str(path))
 
     def no_space(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(checkpoint.os, "replace", no_space)
     with pytest.raises(CheckpointError, match="No space left on device"):
         checkpoint.write_json_atomic({"a": 2}, str(path))
@@ -166,7 +202,7 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path, small_ds):
     out = tmp_path / "run"
     out.mkdir()
     (out / f"last.pt.tmp.{dead.pid}").write_bytes(b"torn")
-    (out / f"best.pt.tmp.{os.getpid()}").write_bytes(b"ours")   # a live writer's file stays
+    (out / f"best.pt.tmp.{os.getpid()}").write_bytes(b"ours")  # a live writer's file stays
     assert remove_stale_temporaries(str(out)) == [f"last.pt.tmp.{dead.pid}"]
     (out / f"last.pt.tmp.{dead.pid}").write_bytes(b"torn")
     lines = []
@@ -192,12 +228,13 @@ def test_signal_during_tensorboard_logging_waits_for_it(tmp_path, small_ds, monk
     them: raised inside the writer, it could leave the writer's queue so that closing it hangs."""
     pytest.importorskip("torch.utils.tensorboard")
     import slifmr.train as train_mod
+
     real, seen = train_mod.log_epoch, []
 
     def log_then_finish(writer, rec, *a, **kw):
         if rec["epoch"] == 2:
             os.kill(os.getpid(), sig)
-            time.sleep(0.05)       # the handler runs here, inside the logging
+            time.sleep(0.05)  # the handler runs here, inside the logging
         real(writer, rec, *a, **kw)
         seen.append(rec["epoch"])
 
@@ -214,14 +251,22 @@ def test_ctrl_c_stops_cleanly_and_resume_matches_an_uninterrupted_run(tmp_path, 
     """A training process stopped by SIGINT / SIGTERM after its second epoch exits 128 + sig
     with last.pt written, and --resume then gives the uninterrupted run's losses."""
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("embed_dim: 16\nbatch_size: 256\nlr: 0.01\nprogress: false\nseed: 3\n"
-                   "knn_k: 5\nfeedback_k: 5\npatience: 0\nfeedback_refine: true\n"
-                   f"synthetic: {json.dumps(SMALL)}\n")
+    cfg.write_text(
+        "embed_dim: 16\nbatch_size: 256\nlr: 0.01\nprogress: false\nseed: 3\n"
+        "knn_k: 5\nfeedback_k: 5\npatience: 0\nfeedback_refine: true\n"
+        f"synthetic: {json.dumps(SMALL)}\n"
+    )
     run = tmp_path / "run"
     args = ["train", "--output", str(run), "--config", str(cfg), "--quiet"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, "-m", "slifmr", *args, "--epochs", "200"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "slifmr", *args, "--epochs", "200"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     for line in p.stdout:
         if line.startswith("epoch   2"):
             p.send_signal(sig)
@@ -237,8 +282,7 @@ def test_ctrl_c_stops_cleanly_and_resume_matches_an_uninterrupted_run(tmp_path, 
     total = str(epochs + 2)
     assert main([*args, "--epochs", total, "--resume"]) == 0
     straight = tmp_path / "straight"
-    assert main(["train", "--output", str(straight), "--config", str(cfg), "--quiet",
-                 "--epochs", total]) == 0
+    assert main(["train", "--output", str(straight), "--config", str(cfg), "--quiet", "--epochs", total]) == 0
     la = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
@@ -259,9 +303,10 @@ def test_resume_with_refine_continues_the_same_run(tmp_path, small_ds, monkeypat
     def exact(*a, **kw):
         calls["exact"] += 1
         return real_knn(*a, **kw)
+
     monkeypatch.setattr(slifmr.graphs.sk, "knn_refine", refine)
     monkeypatch.setattr(slifmr.graphs.sk, "knn_graph", exact)
-    cfg = dict(feedback_refine=True, modalities=[])   # no modality kNN graphs: only S(t) counts
+    cfg = dict(feedback_refine=True, modalities=[])  # no modality kNN graphs: only S(t) counts
     straight = Trainer(_cfg(epochs=4, **cfg), small_ds, str(tmp_path / "a"), log=lambda s: None)
     ma = straight.fit()
     # epoch 1: no S(0) (no features); epoch 2: the first S(t), exact; epochs 3-4: refined
@@ -302,6 +347,10 @@ def test_corrupted_selfloop_state_is_rejected(tmp_path, small_ds):
 def test_metrics_say_how_the_run_stopped(tmp_path, small_ds):
     m = Trainer(_cfg(epochs=2), small_ds, str(tmp_path / "cap"), log=lambda s: None).fit()
     assert m["stopped"] == "epoch_cap"
-    m = Trainer(_cfg(epochs=10, lr=1e-12, patience=2, feedback=False), small_ds, str(tmp_path / "es"),
-                log=lambda s: None).fit()
+    m = Trainer(
+        _cfg(epochs=10, lr=1e-12, patience=2, feedback=False),
+        small_ds,
+        str(tmp_path / "es"),
+        log=lambda s: None,
+    ).fit()
     assert m["stopped"] == "early_stop" and m["epochs_run"] < 10

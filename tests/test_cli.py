@@ -1,4 +1,5 @@
 """The slifmr command: train / evaluate / recommend, configuration files and flags."""
+
 import json
 import subprocess
 import sys
@@ -12,8 +13,22 @@ TINY = '{"num_users": 80, "num_items": 60, "num_clusters": 3, "mean_interactions
 
 def test_train_evaluate_recommend(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["train", "--output", str(out), "--epochs", "2", "--quiet", "--set", f"synthetic={TINY}",
-               "--set", "embed_dim=8", "--set", "batch_size=128"])
+    rc = main(
+        [
+            "train",
+            "--output",
+            str(out),
+            "--epochs",
+            "2",
+            "--quiet",
+            "--set",
+            f"synthetic={TINY}",
+            "--set",
+            "embed_dim=8",
+            "--set",
+            "batch_size=128",
+        ]
+    )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"recall@20", "ndcg@20", "recall@10", "ndcg@10"} <= set(metrics)
@@ -40,12 +55,37 @@ def test_evaluate_without_run_fails_clearly(tmp_path):
 
 def test_flags_map_to_config_switches():
     p = build_parser()
-    a = p.parse_args(["train", "--output", "x", "--no-feedback", "--no-kg", "--no-consistency",
-                      "--modalities", "image", "--model", "slifmr", "--epochs", "3",
-                      "--set", "lr=0.01", "--set", "feedback_in=[\"kg\"]"])
+    a = p.parse_args(
+        [
+            "train",
+            "--output",
+            "x",
+            "--no-feedback",
+            "--no-kg",
+            "--no-consistency",
+            "--modalities",
+            "image",
+            "--model",
+            "slifmr",
+            "--epochs",
+            "3",
+            "--set",
+            "lr=0.01",
+            "--set",
+            'feedback_in=["kg"]',
+        ]
+    )
     ov = _overrides(a)
-    assert ov == {"feedback": False, "use_kg": False, "sc_weight": 0.0, "modalities": ["image"],
-                  "model": "slifmr", "epochs": 3, "lr": 0.01, "feedback_in": ["kg"]}
+    assert ov == {
+        "feedback": False,
+        "use_kg": False,
+        "sc_weight": 0.0,
+        "modalities": ["image"],
+        "model": "slifmr",
+        "epochs": 3,
+        "lr": 0.01,
+        "feedback_in": ["kg"],
+    }
     assert _overrides(p.parse_args(["train", "--output", "x", "--no-modalities"]))["modalities"] == []
 
 
@@ -55,5 +95,7 @@ def test_bad_data_dir_is_a_clear_error(tmp_path, capsys):
 
 
 def test_python_dash_m_help():
-    r = subprocess.run([sys.executable, "-m", "slifmr", "--help"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "slifmr", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0 and "train" in r.stdout and "recommend" in r.stdout

@@ -1,4 +1,5 @@
 """slifmr/config.py: configuration files, overrides, value checks and their errors."""
+
 import glob
 import os
 

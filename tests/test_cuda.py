@@ -1,5 +1,6 @@
 """slifmr_kernels/_cuda.py, the loader of the CUDA extension: a clear ImportError, and a
 BackendUnavailable from the registry, that say how to build it when it is absent."""
+
 import importlib
 import os
 import subprocess
@@ -45,11 +46,12 @@ def test_cuda_lib_env_pointing_nowhere(fresh_cuda_modules, monkeypatch, tmp_path
 def test_registry_reports_cuda_unavailable():
     """In a fresh process (this one may hold the emulation build): the registry turns the
     ImportError into BackendUnavailable with the build command."""
-    code = ("from slifmr_kernels.backends import BackendUnavailable, load\n"
-            "try:\n    load('topk', 'cuda')\nexcept BackendUnavailable as e:\n    print(e)\n")
+    code = (
+        "from slifmr_kernels.backends import BackendUnavailable, load\n"
+        "try:\n    load('topk', 'cuda')\nexcept BackendUnavailable as e:\n    print(e)\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "SLIFMR_CUDA_LIB"}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300, env=env)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert "FORCE_CUDA=1" in r.stdout and "not built" in r.stdout

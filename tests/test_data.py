@@ -1,4 +1,5 @@
 """Loaders (KGAT, MMRec, RecBole, KG-only), id checks, splits and the synthetic generator."""
+
 import os
 
 import numpy as np
@@ -60,14 +61,17 @@ def test_kgat_drops_test_pairs_seen_in_train(kgat_dir):
     assert ds.test.tolist() == [[0, 4]]
 
 
-@pytest.mark.parametrize("fname, text, where, what", [
-    ("train.txt", "0 1 2\n1 x 2\n", "train.txt:2", "integer"),
-    ("train.txt", "0 1 2\n\n1 2 3.5\n", "train.txt:3", "integer"),
-    ("test.txt", "0 1\n-1 2\n", "test.txt:2", "negative user"),
-    ("test.txt", "0 1\n1 -2\n", "test.txt:2", "negative item"),
-    ("kg_final.txt", "0 0 6\n1 1\n", "kg_final.txt:2", "expected 3 fields"),
-    ("kg_final.txt", "0 0 6\n1 r 7\n", "kg_final.txt:2", "integer"),
-])
+@pytest.mark.parametrize(
+    "fname, text, where, what",
+    [
+        ("train.txt", "0 1 2\n1 x 2\n", "train.txt:2", "integer"),
+        ("train.txt", "0 1 2\n\n1 2 3.5\n", "train.txt:3", "integer"),
+        ("test.txt", "0 1\n-1 2\n", "test.txt:2", "negative user"),
+        ("test.txt", "0 1\n1 -2\n", "test.txt:2", "negative item"),
+        ("kg_final.txt", "0 0 6\n1 1\n", "kg_final.txt:2", "expected 3 fields"),
+        ("kg_final.txt", "0 0 6\n1 r 7\n", "kg_final.txt:2", "integer"),
+    ],
+)
 def test_kgat_malformed_names_file_and_line(kgat_dir, fname, text, where, what):
     _write(kgat_dir / fname, text)
     with pytest.raises(DataFormatError) as ei:
@@ -90,8 +94,11 @@ def test_kgat_bad_features(kgat_dir):
 def test_mmrec_loader(tmp_path):
     d = tmp_path / "mm"
     d.mkdir()
-    _write(d / "toy.inter", "userID\titemID\trating\ttimestamp\tx_label\n"
-           "0\t0\t5\t100\t0\n0\t1\t4\t101\t0\n1\t2\t3\t102\t1\n1\t0\t3\t103\t2\n2\t1\t3\t104\t0\n")
+    _write(
+        d / "toy.inter",
+        "userID\titemID\trating\ttimestamp\tx_label\n"
+        "0\t0\t5\t100\t0\n0\t1\t4\t101\t0\n1\t2\t3\t102\t1\n1\t0\t3\t103\t2\n2\t1\t3\t104\t0\n",
+    )
     np.save(d / "image_feat.npy", np.ones((4, 2), np.float32))
     ds = load_mmrec(str(d))
     assert (ds.num_users, ds.num_items) == (3, 4)  # item 3 only has a feature row
@@ -113,8 +120,11 @@ def test_recbole_loader_remaps_tokens(tmp_path):
     d.mkdir()
     rows = [f"u{u}\tbook{i}\t1\n" for u in range(6) for i in range(u % 3, u % 3 + 4)]
     _write(d / "x.inter", "user_id:token\titem_id:token\trating:float\n" + "".join(rows))
-    _write(d / "x.kg", "head_id:token\trelation_id:token\ttail_id:token\n"
-           "m.b0\tgenre\tm.g1\nm.b2\tgenre\tm.g1\nm.g1\tsub\tm.g9\n")
+    _write(
+        d / "x.kg",
+        "head_id:token\trelation_id:token\ttail_id:token\n"
+        "m.b0\tgenre\tm.g1\nm.b2\tgenre\tm.g1\nm.g1\tsub\tm.g9\n",
+    )
     _write(d / "x.link", "item_id:token\tentity_id:token\nbook0\tm.b0\nbook2\tm.b2\nbookZ\tm.bz\n")
     ds = load_dataset(str(d))
     assert ds.num_users == 6 and ds.num_items == 6
@@ -130,7 +140,10 @@ def test_recbole_loader_remaps_tokens(tmp_path):
 def test_kg_only_layouts(tmp_path):
     d = tmp_path / "lastfm"
     d.mkdir()
-    _write(d / "user_artists.dat", "userID\tartistID\tweight\n5\t10\t3\n5\t11\t1\n7\t10\t2\n7\t99\t4\n9\t12\t1\n9\t11\t1\n")
+    _write(
+        d / "user_artists.dat",
+        "userID\tartistID\tweight\n5\t10\t3\n5\t11\t1\n7\t10\t2\n7\t99\t4\n9\t12\t1\n9\t11\t1\n",
+    )
     _write(d / "item_index2entity_id.txt", "10\t0\n11\t1\n12\t2\n")
     _write(d / "kg.txt", "0\tmusic.genre\t3\n1\tmusic.genre\t3\n3\tmusic.parent\t4\n")
     ds = load_lastfm(str(d))
@@ -168,6 +181,7 @@ def test_split_per_user_properties():
     users = rng.integers(0, 50, 2000)
     items = rng.integers(0, 300, 2000)
     from slifmr.data import unique_pairs
+
     pairs = unique_pairs(np.stack([users, items], 1), 300)
     kept, held = split_per_user(pairs, 0.2, seed=7)
     kept2, held2 = split_per_user(pairs, 0.2, seed=7)
@@ -197,8 +211,16 @@ def test_dataset_validation_errors():
     with pytest.raises(DataFormatError, match="train ids exceed"):
         Dataset("x", 2, 2, train=np.array([[0, 5]]), test=np.zeros((0, 2), np.int64))
     with pytest.raises(DataFormatError, match="kg relation id"):
-        Dataset("x", 2, 2, train=np.array([[0, 1]]), test=np.zeros((0, 2), np.int64),
-                kg=np.array([[0, 3, 1]]), num_entities=2, num_relations=1)
+        Dataset(
+            "x",
+            2,
+            2,
+            train=np.array([[0, 1]]),
+            test=np.zeros((0, 2), np.int64),
+            kg=np.array([[0, 3, 1]]),
+            num_entities=2,
+            num_relations=1,
+        )
 
 
 def test_synthetic_generator_agrees_and_is_seeded():
@@ -208,8 +230,8 @@ def test_synthetic_generator_agrees_and_is_seeded():
     assert not np.array_equal(make_synthetic(800, 600, num_clusters=8, seed=6).train, ds.train)
     act = np.bincount(ds.train[:, 0], minlength=800)
     pop = np.bincount(ds.train[:, 1], minlength=600)
-    assert act.max() > 3 * np.median(act)       # heavy-tailed users
-    assert pop.max() > 5 * np.median(pop)       # heavy-tailed items
+    assert act.max() > 3 * np.median(act)  # heavy-tailed users
+    assert pop.max() > 5 * np.median(pop)  # heavy-tailed items
     # items a user interacted with are more similar (features, KG) than random item pairs
     rng = np.random.default_rng(0)
     order = np.argsort(ds.train[:, 0], kind="stable")
@@ -224,7 +246,7 @@ def test_synthetic_generator_agrees_and_is_seeded():
     tail = {r: t for r, t in zip(*np.unique(ds.kg[ds.kg[:, 1] == 0][:, [0, 2]], axis=0).T)}
     ta = np.array([tail[x] for x in a[:2000]]) // 3
     tb = np.array([tail[x] for x in b[:2000]]) // 3
-    assert (ta == tb).mean() > 0.4             # co-interacted items share the cluster attribute
+    assert (ta == tb).mean() > 0.4  # co-interacted items share the cluster attribute
     assert ds.kg[:, [0, 2]].max() < ds.num_entities
     none = make_synthetic(50, 40, num_clusters=4, modalities={}, kg_relations=0)
     assert none.features == {} and none.kg is None
@@ -246,14 +268,16 @@ def test_real_ml1m():
     assert ds.train.shape[0] == 457818 and ds.test.shape[0] == 117462
     assert ds.num_relations == 7 and ds.kg.shape[0] == 20782 and ds.num_entities == 8287
     assert ds.features["image"].shape == (3533, 224) and ds.features["text"].shape == (3533, 384)
-    assert np.setdiff1d(np.arange(6038), ds.train[:, 0]).size == 1          # user without interactions
+    assert np.setdiff1d(np.arange(6038), ds.train[:, 0]).size == 1  # user without interactions
     assert np.setdiff1d(np.unique(ds.test[:, 1]), ds.train[:, 1]).size == 29  # test items unseen in train
 
 
 def test_real_kg_only():
     lf = load_dataset(_real("lastfm-kg"))
     assert (lf.num_users, lf.num_items) == (1872, 3846)
-    assert lf.train.shape[0] + lf.test.shape[0] == 21173 and lf.kg.shape[0] == 15518 and lf.num_relations == 60
+    assert (
+        lf.train.shape[0] + lf.test.shape[0] == 21173 and lf.kg.shape[0] == 15518 and lf.num_relations == 60
+    )
     bx = load_dataset(_real("book-crossing-kg"))
     assert (bx.num_users, bx.num_items) == (17860, 14967)
     assert bx.train.shape[0] + bx.test.shape[0] == 69873 and bx.kg.shape[0] == 151500
@@ -291,24 +315,30 @@ def test_id_beyond_int64_names_its_line(kgat_dir):
 
 def test_npy_header_is_checked_before_reading(kgat_dir, monkeypatch):
     import io
+
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
-                                               "shape": (10 ** 7, 10 ** 5)})
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": (10**7, 10**5)}
+    )
     (kgat_dir / "image_feat.npy").write_bytes(buf.getvalue())
     assert len(buf.getvalue()) <= 128
 
     def no_load(*a, **k):
         raise AssertionError("np.load must not be reached")
+
     monkeypatch.setattr(np, "load", no_load)
     with pytest.raises(DataFormatError, match=r"image_feat.npy: the header says shape \(10000000, 100000\)"):
         load_kgat(str(kgat_dir))
 
 
-@pytest.mark.parametrize("arr, what", [
-    (np.ones((6, 4), np.complex64), "real number type"),
-    (np.array([[None] * 4] * 6, dtype=object), "plain number type"),
-    (np.ones((6, 4), bool), "real number type"),
-])
+@pytest.mark.parametrize(
+    "arr, what",
+    [
+        (np.ones((6, 4), np.complex64), "real number type"),
+        (np.array([[None] * 4] * 6, dtype=object), "plain number type"),
+        (np.ones((6, 4), bool), "real number type"),
+    ],
+)
 def test_npy_dtypes_rejected(kgat_dir, arr, what):
     np.save(kgat_dir / "image_feat.npy", arr, allow_pickle=True)
     with pytest.raises(DataFormatError, match=what):
@@ -331,6 +361,7 @@ def test_empty_splits_are_errors(kgat_dir, tmp_path):
 
 def test_parse_int_tokens_and_delimited_lines(tmp_path):
     from slifmr.data._io import parse_int_tokens, read_delimited
+
     p = tmp_path / "m.txt"
     _write(p, "a\t1\n\nb\t-2\n")
     _, rows, lines = read_delimited(str(p), header=False, with_lines=True)
@@ -346,9 +377,20 @@ def test_feature_file_variants_are_modalities(tmp_path):
     """``<m>_feat.npy`` is modality m, ``<m>_feat_<v>.npy`` modality ``<m>_<v>``; masks and
     other .npy files are not features."""
     from slifmr.data._io import feature_files
-    for name in ("image_feat.npy", "text_feat.npy", "text_feat_llm.npy", "text_llm_mask.npy",
-                 "image_mask.npy", "_feat.npy", "text_feat_.npy"):
+
+    for name in (
+        "image_feat.npy",
+        "text_feat.npy",
+        "text_feat_llm.npy",
+        "text_llm_mask.npy",
+        "image_mask.npy",
+        "_feat.npy",
+        "text_feat_.npy",
+    ):
         np.save(tmp_path / name, np.zeros((2, 2), np.float32))
     found = feature_files(str(tmp_path))
     assert {m: os.path.basename(f) for m, f in found.items()} == {
-        "image": "image_feat.npy", "text": "text_feat.npy", "text_llm": "text_feat_llm.npy"}
+        "image": "image_feat.npy",
+        "text": "text_feat.npy",
+        "text_llm": "text_feat_llm.npy",
+    }

@@ -5,6 +5,7 @@ single-process ops on the same data (each rank can build the tiny global graph t
 writes one outcome per check; the tests below read the outcomes. A separate spawn kills a rank
 mid-op and checks that the survivor fails with DistributedError within the timeout.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -20,10 +21,21 @@ import torch.multiprocessing as mp
 
 WORLD_SIZES = (1, 2, 4)
 TIMEOUT_S = 10
-CHECKS = ("propagate_forward", "propagate_partitions", "propagate_relations",
-          "propagate_layers", "gradients", "backward_deterministic", "empty_shard",
-          "report", "topk_similarity", "knn_graph", "topk_scores", "args_disagree",
-          "build_errors")
+CHECKS = (
+    "propagate_forward",
+    "propagate_partitions",
+    "propagate_relations",
+    "propagate_layers",
+    "gradients",
+    "backward_deterministic",
+    "empty_shard",
+    "report",
+    "topk_similarity",
+    "knn_graph",
+    "topk_scores",
+    "args_disagree",
+    "build_errors",
+)
 
 
 def _free_port() -> int:
@@ -42,10 +54,12 @@ def _init(rank, world, port):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     import torch.distributed as dist
+
     # The default group only sequences the phases (a long timeout: a phase may take longer
     # than a check's); every check runs on a group with the short TIMEOUT_S.
-    dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo", init_method="env://", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120)
+    )
     return dist
 
 
@@ -63,6 +77,7 @@ def _skd():
     import types
 
     import slifmr_kernels.distributed as skd
+
     g = _GROUP[0]
     ns = types.SimpleNamespace(**{k: getattr(skd, k) for k in skd.__all__})
     for name in ("topk_similarity", "knn_graph", "topk_scores"):
@@ -72,6 +87,7 @@ def _skd():
         @classmethod
         def from_edges(cls, *a, **kw):
             return skd.ShardedGraph.from_edges(*a, group=g, **kw)
+
     ns.ShardedGraph = ShardedGraph
     return ns
 
@@ -81,12 +97,13 @@ def _graph_data(n, e, P, seed, relations=0, dtype=torch.float32):
     """Random edges with duplicates and isolated nodes, split over P shards in a random way.
     Returns (shards, reference graph built from the shards concatenated in rank order)."""
     import slifmr_kernels as sk
+
     g = torch.Generator().manual_seed(seed)
     live = n - n // 5  # the last n // 5 nodes have no edges at all
     src = torch.randint(0, live, (e,), generator=g)
     dst = torch.randint(0, live, (e,), generator=g)
-    src = torch.cat([src, src[:e // 10]])  # exact duplicates, summed by the constructor
-    dst = torch.cat([dst, dst[:e // 10]])
+    src = torch.cat([src, src[: e // 10]])  # exact duplicates, summed by the constructor
+    dst = torch.cat([dst, dst[: e // 10]])
     w = torch.rand(src.numel(), generator=g, dtype=torch.float64).to(dtype)
     rel = torch.randint(0, relations, (src.numel(),), generator=g) if relations else None
     who = torch.randint(0, P, (src.numel(),), generator=g)
@@ -96,8 +113,9 @@ def _graph_data(n, e, P, seed, relations=0, dtype=torch.float32):
         shards.append((src[m], dst[m], w[m], None if rel is None else rel[m]))
     cat = [torch.cat([s[i] for s in shards]) for i in range(3)]
     rcat = None if rel is None else torch.cat([s[3] for s in shards])
-    ref = sk.CSRGraph.from_edges(cat[0], cat[1], cat[2], relation=rcat, shape=(n, n),
-                                 num_relations=relations or None, dtype=dtype)
+    ref = sk.CSRGraph.from_edges(
+        cat[0], cat[1], cat[2], relation=rcat, shape=(n, n), num_relations=relations or None, dtype=dtype
+    )
     return shards, ref
 
 
@@ -108,6 +126,7 @@ def _x(n, d, seed, dtype=torch.float32):
 # ---------------------------------------------------------------------------- checks
 def _check_propagate_forward(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     n = 37
     shards, ref = _graph_data(n, 150, P, seed=1)
@@ -121,6 +140,7 @@ def _check_propagate_forward(rank, P):
 
 def _check_propagate_partitions(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     n = 41
     shards, ref = _graph_data(n, 160, P, seed=3)
@@ -128,8 +148,10 @@ def _check_propagate_partitions(rank, P):
     x = _x(n, 5, seed=4)
     want = sk.propagate(ref, x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(5))
-    for part in (skd.partition_rows(n, P, order=order),
-                 skd.partition_rows(n, P, order=order, weights=ref.degrees().double() + 1)):
+    for part in (
+        skd.partition_rows(n, P, order=order),
+        skd.partition_rows(n, P, order=order, weights=ref.degrees().double() + 1),
+    ):
         sg = skd.ShardedGraph.from_edges(s, d_, w, num_nodes=n, partition=part)
         assert torch.equal(sg.rows, part.rows_of(rank))
         assert torch.equal(skd.propagate(sg, sg.local_rows(x)), want[sg.rows])
@@ -137,6 +159,7 @@ def _check_propagate_partitions(rank, P):
 
 def _check_propagate_relations(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     n = 30
     shards, ref = _graph_data(n, 120, P, seed=6, relations=3)
@@ -153,6 +176,7 @@ def _check_propagate_relations(rank, P):
 
 def _check_propagate_layers(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     n = 33
     shards, ref = _graph_data(n, 140, P, seed=9)
@@ -172,14 +196,14 @@ def _grads(rank, P, seed):
     import torch.distributed as dist
 
     import slifmr_kernels as sk
+
     skd = _skd()
     n = 29
     shards, ref = _graph_data(n, 110, P, seed=seed, relations=2, dtype=torch.float64)
     s, d_, w, r = shards[rank]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     part = skd.partition_rows(n, P, order=order)
-    sg = skd.ShardedGraph.from_edges(s, d_, w, r, num_nodes=n, partition=part,
-                                     dtype=torch.float64)
+    sg = skd.ShardedGraph.from_edges(s, d_, w, r, num_nodes=n, partition=part, dtype=torch.float64)
     x = _x(n, 3, seed=11, dtype=torch.float64)
     emb0 = _x(2, 3, seed=12, dtype=torch.float64)
     wout = _x(n, 3, seed=13, dtype=torch.float64)
@@ -199,6 +223,7 @@ def _grads(rank, P, seed):
 
 def _check_gradients(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     # x's gradient: bit-identical (the backward runs the forward kernel on the transposed
     # sharded graph, in the single-process order); the relation embeddings' gradient is a sum
@@ -227,6 +252,7 @@ def _check_gradients(rank, P):
     assert torch.equal(xl.grad, xs.grad[sg.rows])
     g_rw = rw.grad.clone()
     import torch.distributed as dist
+
     dist.all_reduce(g_rw, group=_GROUP[0])
     torch.testing.assert_close(g_rw, rws.grad, rtol=1e-5, atol=1e-5)
 
@@ -234,10 +260,16 @@ def _check_gradients(rank, P):
 def ref_with(ref, relation_weight):
     """``ref`` with its relation weights replaced (same edges)."""
     import slifmr_kernels as sk
-    return sk.CSRGraph.from_edges(ref.row_ids(), ref.indices.long(), ref.values,
-                                  relation=ref.relation.long(), shape=ref.shape,
-                                  num_relations=ref.num_relations,
-                                  relation_weight=torch.tensor(relation_weight))
+
+    return sk.CSRGraph.from_edges(
+        ref.row_ids(),
+        ref.indices.long(),
+        ref.values,
+        relation=ref.relation.long(),
+        shape=ref.shape,
+        num_relations=ref.num_relations,
+        relation_weight=torch.tensor(relation_weight),
+    )
 
 
 def _check_backward_deterministic(rank, P):
@@ -248,6 +280,7 @@ def _check_backward_deterministic(rank, P):
 
 def _check_empty_shard(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     n = 26
     shards, ref = _graph_data(n, 90, P, seed=16, dtype=torch.float64)
@@ -272,8 +305,7 @@ def _check_empty_shard(rank, P):
     e = torch.empty(0, dtype=torch.int64)
     sg0 = skd.ShardedGraph.from_edges(e, e, num_nodes=n, partition=part)
     assert sg0.graph.nnz == 0 and sg0.num_halo == 0
-    assert torch.equal(skd.propagate(sg0, sg0.local_rows(x.float())),
-                       torch.zeros(sg0.num_local, 4))
+    assert torch.equal(skd.propagate(sg0, sg0.local_rows(x.float())), torch.zeros(sg0.num_local, 4))
 
 
 def _check_report(rank, P):
@@ -311,6 +343,7 @@ def _tie_data(n, d, seed):
 
 def _check_topk_similarity(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     n = 45
     x = _tie_data(n, 6, seed=19)
@@ -334,14 +367,15 @@ def _check_topk_similarity(rank, P):
 
 def _check_knn_graph(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     n = 38
     x = _tie_data(n, 5, seed=22)
-    part = skd.partition_rows(n, P, order=torch.randperm(n, generator=torch.Generator()
-                                                         .manual_seed(23)))
+    part = skd.partition_rows(n, P, order=torch.randperm(n, generator=torch.Generator().manual_seed(23)))
     g = torch.Generator().manual_seed(24)
-    ex = sk.CSRGraph.from_edges(torch.randint(0, n, (60,), generator=g),
-                                torch.randint(0, n, (60,), generator=g), shape=(n, n))
+    ex = sk.CSRGraph.from_edges(
+        torch.randint(0, n, (60,), generator=g), torch.randint(0, n, (60,), generator=g), shape=(n, n)
+    )
     ex_local = _local_exclusions(ex, part.rows_of(rank), n)
     for k, excl, excl_l in ((4, None, None), (4, ex, ex_local), (100, None, None)):
         got = skd.knn_graph(x[part.rows_of(rank)], k, part, exclude=excl_l)
@@ -354,6 +388,7 @@ def _check_knn_graph(rank, P):
 def _local_exclusions(ex, rows, m):
     """Rows ``rows`` of a global exclusion CSR as a local CSR (len(rows), m), global columns."""
     import slifmr_kernels as sk
+
     keep = torch.isin(ex.row_ids(), rows)
     local_row = torch.searchsorted(rows, ex.row_ids()[keep])
     return sk.CSRGraph.from_edges(local_row, ex.indices.long()[keep], shape=(rows.numel(), m))
@@ -361,21 +396,27 @@ def _local_exclusions(ex, rows, m):
 
 def _check_topk_scores(rank, P):
     import slifmr_kernels as sk
+
     skd = _skd()
     U, I = 31, 27
     users, items = _x(U, 4, seed=25), _x(I, 4, seed=26)
     users[7] = 0.0  # scores exactly 0 for every item: ranked by the tie rule alone
     g = torch.Generator().manual_seed(27)
-    ex = sk.CSRGraph.from_edges(torch.randint(0, U, (70,), generator=g),
-                                torch.randint(0, I, (70,), generator=g), shape=(U, I))
-    ex = sk.CSRGraph.from_edges(torch.cat([ex.row_ids(), torch.full((I,), 5)]),
-                                torch.cat([ex.indices.long(), torch.arange(I)]), shape=(U, I))
+    ex = sk.CSRGraph.from_edges(
+        torch.randint(0, U, (70,), generator=g), torch.randint(0, I, (70,), generator=g), shape=(U, I)
+    )
+    ex = sk.CSRGraph.from_edges(
+        torch.cat([ex.row_ids(), torch.full((I,), 5)]),
+        torch.cat([ex.indices.long(), torch.arange(I)]),
+        shape=(U, I),
+    )
     up = skd.partition_rows(U, P)
     ip = skd.partition_rows(I, P, order=torch.randperm(I, generator=g))
     ur = up.rows_of(rank)
     for k in (3, I + 4):
-        idx, val = skd.topk_scores(users[ur], items[ip.rows_of(rank)], k, ip,
-                                   exclude=_local_exclusions(ex, ur, I))
+        idx, val = skd.topk_scores(
+            users[ur], items[ip.rows_of(rank)], k, ip, exclude=_local_exclusions(ex, ur, I)
+        )
         wi, wv = sk.topk_scores(users, items, k, exclude=ex)
         assert torch.equal(idx, wi[ur]), k
         torch.testing.assert_close(val, wv[ur], rtol=1e-6, atol=1e-6)
@@ -386,6 +427,7 @@ def _check_topk_scores(rank, P):
 def _check_args_disagree(rank, P):
     skd = _skd()
     from slifmr_kernels.errors import InputError
+
     n = 12
     part = skd.partition_rows(n, P)
     x = _x(n, 3, seed=28)[part.rows_of(rank)]
@@ -400,6 +442,7 @@ def _check_args_disagree(rank, P):
 def _check_build_errors(rank, P):
     skd = _skd()
     from slifmr_kernels.errors import InputError
+
     with pytest.raises(InputError, match="dst ids must lie"):
         skd.ShardedGraph.from_edges([0], [50], num_nodes=10)
     if P > 1:
@@ -408,12 +451,14 @@ def _check_build_errors(rank, P):
         # partitions that differ across ranks are refused, not silently mixed
         order = torch.arange(10) if rank == 0 else torch.arange(9, -1, -1)
         with pytest.raises(InputError, match="partition must be the same"):
-            skd.ShardedGraph.from_edges([0], [1], num_nodes=10,
-                                        partition=skd.partition_rows(10, P, order=order))
+            skd.ShardedGraph.from_edges(
+                [0], [1], num_nodes=10, partition=skd.partition_rows(10, P, order=order)
+            )
 
 
 def _run_checks(rank, world, group):
     import torch.distributed as dist
+
     _GROUP[0] = group
     os.environ["SLIFMR_BACKEND"] = BACKENDS[world]
     res = {}
@@ -442,6 +487,7 @@ def _dead_peer(rank, group):
     _GROUP[0] = group
     skd = _skd()
     import slifmr_kernels.distributed as skd_mod
+
     n = 20
     src = torch.arange(n)
     sg = skd.ShardedGraph.from_edges(src, (src + 7) % n, num_nodes=n)  # both ranks: a halo
@@ -472,6 +518,7 @@ def _silent_peer(rank, group):
     _GROUP[0] = group
     skd = _skd()
     import slifmr_kernels.distributed as skd_mod
+
     n = 10
     src = torch.arange(n)
     sg = skd.ShardedGraph.from_edges(src, (src + 3) % n, num_nodes=n)
@@ -515,15 +562,15 @@ def outcomes(tmp_path_factory):
     """{rank: {world: {check: None or traceback}, "dead_peer": {...}}} from one spawn."""
     out = tmp_path_factory.mktemp("dist")
     world = max(WORLD_SIZES)
-    ctx = mp.start_processes(_worker, args=(world, _free_port(), str(out)), nprocs=world,
-                             start_method="spawn", join=False)
+    ctx = mp.start_processes(
+        _worker, args=(world, _free_port(), str(out)), nprocs=world, start_method="spawn", join=False
+    )
     alive = _wait(ctx, 300)
     res = {}
     for r in range(world):
         f = out / f"rank{r}.json"
         res[r] = json.load(open(f)) if f.exists() else None
-    return {"ranks": res, "hung": alive,
-            "exitcodes": [p.exitcode for p in ctx.processes]}
+    return {"ranks": res, "hung": alive, "exitcodes": [p.exitcode for p in ctx.processes]}
 
 
 def _wait(ctx, seconds):
@@ -584,6 +631,7 @@ def test_silent_peer_times_out(outcomes):
 def test_partition_rows():
     import slifmr_kernels.distributed as skd
     from slifmr_kernels.errors import InputError
+
     p = skd.partition_rows(10, 3)
     assert p.counts.tolist() == [4, 3, 3]
     assert [p.rows_of(r).tolist() for r in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
@@ -609,6 +657,7 @@ def test_needs_process_group():
 
     import slifmr_kernels.distributed as skd
     from slifmr_kernels.errors import InputError
+
     if dist.is_available() and dist.is_initialized():
         pytest.skip("a process group is already initialised in this process")
     with pytest.raises(InputError, match="init_process_group"):
@@ -624,6 +673,7 @@ def test_bipartite_order_cuts_fewer_edges():
     from slifmr.data.reorder import locality_order
     from slifmr.data.synthetic import make_synthetic
     from slifmr_kernels.errors import InputError
+
     ds = make_synthetic(300, 200, num_clusters=6, modalities={}, kg_relations=0, seed=0)
     U, I = ds.num_users, ds.num_items
     tr = torch.as_tensor(np.asarray(ds.train))

@@ -1,4 +1,5 @@
 """Every repository path and every ``slifmr`` / ``slifmr_kernels`` name the docs quote exists."""
+
 import glob
 import importlib
 import os
@@ -17,8 +18,11 @@ def _expand(token: str) -> list:
     m = re.search(r"\{([^{}]*)\}", token)
     if not m:
         return [token]
-    return [x for alt in m.group(1).split(",")
-            for x in _expand(token[: m.start()] + alt.strip() + token[m.end():])]
+    return [
+        x
+        for alt in m.group(1).split(",")
+        for x in _expand(token[: m.start()] + alt.strip() + token[m.end() :])
+    ]
 
 
 def quoted(doc: str) -> list:
@@ -60,7 +64,11 @@ def test_quoted_paths_exist(doc):
         for path in _expand(token.split("::")[0]):
             # bench/scale.memory_model: a module path and an attribute
             base, ext = os.path.splitext(path)
-            if ext and not os.path.exists(os.path.join(ROOT, path)) and os.path.exists(os.path.join(ROOT, base + ".py")):
+            if (
+                ext
+                and not os.path.exists(os.path.join(ROOT, path))
+                and os.path.exists(os.path.join(ROOT, base + ".py"))
+            ):
                 continue
             if not os.path.exists(os.path.join(ROOT, path)):
                 missing.append(path)
@@ -69,8 +77,11 @@ def test_quoted_paths_exist(doc):
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_quoted_python_names_resolve(doc):
-    bad = [t for t in quoted(doc) if re.fullmatch(r"(slifmr|slifmr_kernels)(\.[A-Za-z_]\w*)+", t)
-           and not _resolves(t)]
+    bad = [
+        t
+        for t in quoted(doc)
+        if re.fullmatch(r"(slifmr|slifmr_kernels)(\.[A-Za-z_]\w*)+", t) and not _resolves(t)
+    ]
     assert not bad, f"{doc} names Python objects that do not exist: {sorted(set(bad))}"
 
 

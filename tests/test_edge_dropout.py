@@ -1,5 +1,6 @@
 """Edge dropout of the interaction graph (``Config.edge_dropout``): GraphBuilder's ``train_adj``
 and the models' use of it in training only."""
+
 import numpy as np
 import pytest
 import torch
@@ -75,8 +76,9 @@ def test_degree_sensitive_sample_prefers_heavy_edges():
 
 @pytest.mark.parametrize("model", ["lightgcn", "slifmr"])
 def test_models_train_on_train_adj_and_evaluate_on_adj(ds, model):
-    cfg = Config(model=model, embed_dim=8, edge_dropout=0.5, use_kg=False, modalities=[],
-                 feedback=False).resolved()
+    cfg = Config(
+        model=model, embed_dim=8, edge_dropout=0.5, use_kg=False, modalities=[], feedback=False
+    ).resolved()
     b = GraphBuilder(ds, edge_dropout=0.5)
     m = build_model(cfg, ds, b.num_view_relations)
     g = b.build(None, rng=np.random.default_rng(0))
@@ -100,6 +102,7 @@ def test_edge_dropout_config_is_checked(tmp_path):
 
 def test_edge_dropout_auto_is_slifmr_only():
     from slifmr.config import SLIFMR_EDGE_DROPOUT
+
     assert Config().edge_dropout == "auto" and SLIFMR_EDGE_DROPOUT > 0
     assert Config(model="slifmr").resolved().edge_dropout == SLIFMR_EDGE_DROPOUT
     for model in ("lightgcn", "freedom", "lattice"):

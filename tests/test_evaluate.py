@@ -1,5 +1,6 @@
 """slifmr/evaluate.py: ranking metrics against a brute-force count, exclusion of training
 items, users without test or training items."""
+
 import math
 
 import numpy as np
@@ -24,8 +25,14 @@ def _brute_metrics(top, users, truth, ks):
             dcg = sum(x / math.log2(j + 2) for j, x in enumerate(h))
             idcg = sum(1 / math.log2(j + 2) for j in range(min(len(rel), k)))
             nd.append(dcg / idcg)
-        out.update({f"recall@{k}": np.mean(rec), f"ndcg@{k}": np.mean(nd),
-                    f"precision@{k}": np.mean(pr), f"hit@{k}": np.mean(hit)})
+        out.update(
+            {
+                f"recall@{k}": np.mean(rec),
+                f"ndcg@{k}": np.mean(nd),
+                f"precision@{k}": np.mean(pr),
+                f"hit@{k}": np.mean(hit),
+            }
+        )
     return out
 
 

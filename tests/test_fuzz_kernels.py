@@ -20,6 +20,7 @@ crash or hang, so one run reports every failing case with its reproducer.
     python -m tests.test_fuzz_kernels --cases 100000 --seed 1   # long (also: python tests/...)
     python -m tests.test_fuzz_kernels --replay 1:4242           # one case, in process, traceback
 """
+
 from __future__ import annotations
 
 import argparse
@@ -137,8 +138,7 @@ def must_fail(what: str, fn, *args, names=(), **kwargs) -> Exception:
     if err is None:
         raise Failure(f"{what}: an invalid input was accepted (returned {brief(res)})")
     if names and not any(n in str(err) for n in names):
-        raise Failure(f"{what}: the error names none of {list(names)}: "
-                      f"{type(err).__name__}: {err}")
+        raise Failure(f"{what}: the error names none of {list(names)}: {type(err).__name__}: {err}")
     return err
 
 
@@ -165,9 +165,11 @@ def close(what: str, got: torch.Tensor, want: torch.Tensor, rtol: float, atol: f
     if not torch.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
         diff = (got - want).abs().nan_to_num(nan=float("inf"))
         at = np.unravel_index(int(diff.argmax()), tuple(got.shape)) if diff.numel() else ()
-        raise Failure(f"{what}: differs from the oracle by {float(diff.max()):.3g} at "
-                      f"{tuple(int(i) for i in at)} (got {float(got[at])}, expected "
-                      f"{float(want[at])})")
+        raise Failure(
+            f"{what}: differs from the oracle by {float(diff.max()):.3g} at "
+            f"{tuple(int(i) for i in at)} (got {float(got[at])}, expected "
+            f"{float(want[at])})"
+        )
 
 
 def tol(dtype) -> tuple[float, float]:
@@ -205,15 +207,23 @@ def graph_coo(g: sk.CSRGraph, sorted_rows: bool = True) -> dict:
         raise Failure(f"graph values have dtype {g.values.dtype}")
     if not (g.indptr.is_contiguous() and g.indices.is_contiguous() and g.values.is_contiguous()):
         raise Failure("graph arrays are not contiguous")
-    if len(indptr) != n_rows + 1 or indptr[0] != 0 or (np.diff(indptr) < 0).any() \
-            or indptr[-1] != len(indices) or len(values) != len(indices):
+    if (
+        len(indptr) != n_rows + 1
+        or indptr[0] != 0
+        or (np.diff(indptr) < 0).any()
+        or indptr[-1] != len(indices)
+        or len(values) != len(indices)
+    ):
         raise Failure(f"graph {g} breaks the indptr invariants: {indptr[:8]}...")
     if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
         raise Failure(f"graph {g} has a column outside [0, {n_cols})")
     if not np.isfinite(values).all():
         raise Failure(f"graph {g} holds non-finite values")
-    rel = (np.zeros(len(indices), dtype=np.int64) if g.relation is None
-           else g.relation.cpu().numpy().astype(np.int64))
+    rel = (
+        np.zeros(len(indices), dtype=np.int64)
+        if g.relation is None
+        else g.relation.cpu().numpy().astype(np.int64)
+    )
     if g.relation is not None and len(rel) and (rel.min() < 0 or rel.max() >= g.num_relations):
         raise Failure(f"graph {g} has a relation id outside [0, {g.num_relations})")
     rows = np.repeat(np.arange(n_rows), np.diff(indptr))
@@ -222,8 +232,7 @@ def graph_coo(g: sk.CSRGraph, sorted_rows: bool = True) -> dict:
         key_next = indices[1:] * (g.num_relations + 1) + rel[1:]
         key_prev = indices[:-1] * (g.num_relations + 1) + rel[:-1]
         if n_cols < 2**40 and (same & (key_next <= key_prev)).any():
-            raise Failure(f"graph {g}: a row is not sorted by (column, relation) or has "
-                          f"duplicates")
+            raise Failure(f"graph {g}: a row is not sorted by (column, relation) or has duplicates")
     out: dict = {}
     for a, b, c, v in zip(rows.tolist(), indices.tolist(), rel.tolist(), values.tolist()):
         out[(a, b, c)] = out.get((a, b, c), 0.0) + v
@@ -267,8 +276,7 @@ def rand_edges(r: Rand, n_rows: int, n_cols: int, n_edges: int, n_rel=None):
         n_edges = 0
     src = r.ints(0, n_rows, n_edges)
     dst = r.ints(0, n_cols, n_edges)
-    w = (r.floats(n_edges, dtype=F64) if r.chance(0.3)
-         else r.floats(n_edges, dtype=F64, signed=False))
+    w = r.floats(n_edges, dtype=F64) if r.chance(0.3) else r.floats(n_edges, dtype=F64, signed=False)
     rel = None if n_rel is None else r.ints(0, n_rel, n_edges)
     return src, dst, w, rel
 
@@ -278,9 +286,16 @@ def rand_graph(r: Rand, n_rows=None, n_cols=None, n_rel=None, dtype=F32, max_edg
     n_rows = r.size() if n_rows is None else n_rows
     n_cols = r.size() if n_cols is None else n_cols
     src, dst, w, rel = rand_edges(r, n_rows, n_cols, r.int(0, max_edges), n_rel)
-    g = sk.CSRGraph.from_edges(src, dst, w, relation=rel, shape=(n_rows, n_cols),
-                               num_relations=n_rel, dtype=dtype,
-                               index_dtype=r.choice([None, torch.int32, torch.int64]))
+    g = sk.CSRGraph.from_edges(
+        src,
+        dst,
+        w,
+        relation=rel,
+        shape=(n_rows, n_cols),
+        num_relations=n_rel,
+        dtype=dtype,
+        index_dtype=r.choice([None, torch.int32, torch.int64]),
+    )
     want = coo_sum(src, dst, w.to(dtype).to(F64), rel)
     return g, want
 
@@ -303,8 +318,9 @@ def variant(r: Rand, t: torch.Tensor, layouts=True) -> torch.Tensor:
 
 
 def bad_dtype(r: Rand, t: torch.Tensor) -> torch.Tensor:
-    dt = r.choice([torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool,
-                   torch.complex64, torch.uint8])
+    dt = r.choice(
+        [torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool, torch.complex64, torch.uint8]
+    )
     if dt.is_complex:
         return t.to(torch.complex64)
     return t.to(dt)
@@ -334,8 +350,20 @@ def backend_arg(r: Rand, op: str, small: bool):
 # ====================================================================== families: graphs
 
 
-GRAPH_NAMES = ("indptr", "indices", "values", "shape", "relation", "num_relations",
-               "relation_names", "relation_weight", "device", "meta", "n_cols", "n_rows")
+GRAPH_NAMES = (
+    "indptr",
+    "indices",
+    "values",
+    "shape",
+    "relation",
+    "num_relations",
+    "relation_names",
+    "relation_weight",
+    "device",
+    "meta",
+    "n_cols",
+    "n_rows",
+)
 
 
 def _ctor_oracle(indptr, indices, values, shape, relation, num_relations, names, weight):
@@ -345,8 +373,9 @@ def _ctor_oracle(indptr, indices, values, shape, relation, num_relations, names,
     for nm, t in (("indptr", indptr), ("indices", indices)):
         if t.dtype not in ints or t.dim() != 1 or t.device.type != "cpu":
             return f"{nm} dtype/rank/device"
-    if values is not None and (values.dtype not in (F32, F64) or values.dim() != 1
-                               or values.device.type != "cpu"):
+    if values is not None and (
+        values.dtype not in (F32, F64) or values.dim() != 1 or values.device.type != "cpu"
+    ):
         return "values dtype/rank/device"
     nnz = indices.numel()
     if shape is None:
@@ -359,8 +388,11 @@ def _ctor_oracle(indptr, indices, values, shape, relation, num_relations, names,
         if n_cols - 1 >= max(_graph._INFER_MIN, _graph._INFER_FACTOR * nnz):
             return "n_cols not inferable"
     else:
-        if isinstance(shape, (str, bytes)) or len(shape) != 2 or any(
-                isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in shape):
+        if (
+            isinstance(shape, (str, bytes))
+            or len(shape) != 2
+            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in shape)
+        ):
             return "shape type"
         n_rows, n_cols = int(shape[0]), int(shape[1])
         if n_rows < 0 or n_cols < 0:
@@ -389,16 +421,20 @@ def _ctor_oracle(indptr, indices, values, shape, relation, num_relations, names,
         R = num_relations
     if isinstance(R, bool) or not isinstance(R, int) or not 1 <= R <= I32:
         return "num_relations"
-    if relation is not None and relation.numel() and (int(relation.min()) < 0
-                                                      or int(relation.max()) >= R):
+    if relation is not None and relation.numel() and (int(relation.min()) < 0 or int(relation.max()) >= R):
         return "relation range"
     if names is not None and (isinstance(names, str) or len(names) != R):
         return "relation_names"
     if weight is not None:
         if relation is None:
             return "relation_weight without relation"
-        if weight.dtype not in (F32, F64) or weight.dim() != 1 or weight.numel() != R \
-                or not bool(torch.isfinite(weight).all()) or weight.device.type != "cpu":
+        if (
+            weight.dtype not in (F32, F64)
+            or weight.dim() != 1
+            or weight.numel() != R
+            or not bool(torch.isfinite(weight).all())
+            or weight.device.type != "cpu"
+        ):
             return "relation_weight"
     return None
 
@@ -420,6 +456,7 @@ def fam_ctor(r: Rand) -> None:
             weight = r.floats(R)
     if r.chance(0.2):
         values = None
+
     def plain(t, floating=False):
         """A 1-D CPU tensor of the dtype the corruption below writes into."""
         if t is None or t.dim() != 1 or t.device.type != "cpu":
@@ -442,29 +479,53 @@ def fam_ctor(r: Rand) -> None:
             indptr = indptr[:-1] if r.chance(0.5) else torch.cat([indptr, indptr[-1:]])
         elif c == 4 and nnz and plain(indices) and indices.numel() == nnz:
             indices = indices.to(torch.int64).clone()
-            indices[r.int(0, nnz - 1)] = r.choice([n_cols, n_cols + 7, -1, 2**31, 2**40,
-                                                   -(2**40), 2**62])
+            indices[r.int(0, nnz - 1)] = r.choice([n_cols, n_cols + 7, -1, 2**31, 2**40, -(2**40), 2**62])
         elif c == 5 and nnz and (values is None or plain(values, True)):
             values = (r.floats(nnz) if values is None else values).clone()
             if values.numel():
-                values[r.int(0, values.numel() - 1)] = r.choice([float("nan"), float("inf"),
-                                                                 -float("inf")])
+                values[r.int(0, values.numel() - 1)] = r.choice([float("nan"), float("inf"), -float("inf")])
         elif c == 6 and (values is None or values.dim() == 1):
-            values = (r.floats(nnz) if values is None else values)
+            values = r.floats(nnz) if values is None else values
             values = values[:-1] if nnz and r.chance(0.5) else torch.cat([values, values[:1] + 1])
         elif c == 7:
             values = bad_dtype(r, r.floats(nnz) if values is None else values)
         elif c == 8:
-            indptr = r.choice([indptr.to(F32), indptr.to(torch.int16), indptr.to(torch.bool),
-                               indptr.to(torch.int32), indptr[None, :]])
+            indptr = r.choice(
+                [
+                    indptr.to(F32),
+                    indptr.to(torch.int16),
+                    indptr.to(torch.bool),
+                    indptr.to(torch.int32),
+                    indptr[None, :],
+                ]
+            )
         elif c == 9:
-            indices = r.choice([indices.to(F32), indices.to(torch.int16), indices.to(torch.int32),
-                                indices.to(torch.int32), indices[None, :]])
+            indices = r.choice(
+                [
+                    indices.to(F32),
+                    indices.to(torch.int16),
+                    indices.to(torch.int32),
+                    indices.to(torch.int32),
+                    indices[None, :],
+                ]
+            )
         elif c == 10:
-            shape = r.choice([(-1, n_cols), (n_rows, -3), (float(n_rows), n_cols), (True, n_cols),
-                              (n_rows, n_cols, 1), (n_rows,), "ab", (n_rows, 2**62),
-                              (n_rows + 1, n_cols), (n_rows, max(n_cols - 1, 0)), None,
-                              (np.int64(n_rows), np.int32(n_cols))])
+            shape = r.choice(
+                [
+                    (-1, n_cols),
+                    (n_rows, -3),
+                    (float(n_rows), n_cols),
+                    (True, n_cols),
+                    (n_rows, n_cols, 1),
+                    (n_rows,),
+                    "ab",
+                    (n_rows, 2**62),
+                    (n_rows + 1, n_cols),
+                    (n_rows, max(n_cols - 1, 0)),
+                    None,
+                    (np.int64(n_rows), np.int32(n_cols)),
+                ]
+            )
         elif c == 11 and plain(relation):
             relation = relation.clone()
             if relation.numel():
@@ -472,15 +533,22 @@ def fam_ctor(r: Rand) -> None:
                 if relation.dtype == torch.int64 and r.chance(0.5):
                     relation[r.int(0, relation.numel() - 1)] = r.choice([2**32, 2**40, -(2**32)])
         elif c == 12 and relation is not None:
-            relation = relation[:-1] if nnz and r.chance(0.5) else torch.cat([relation,
-                                                                             relation[:1]])
+            relation = relation[:-1] if nnz and r.chance(0.5) else torch.cat([relation, relation[:1]])
         elif c == 13:
             num_relations = r.choice([0, -1, 2**31, 2**40, 2.0, True, 3, None])
         elif c == 14:
             names = r.choice([["a"], ["a", "b", "c", "d", "e"], "ab", ("x",) * 4, None])
         elif c == 15:
-            weight = r.choice([r.floats(2), r.floats(4), torch.ones(3, dtype=torch.int64),
-                               torch.full((2,), float("nan")), r.floats(2, 2), None])
+            weight = r.choice(
+                [
+                    r.floats(2),
+                    r.floats(4),
+                    torch.ones(3, dtype=torch.int64),
+                    torch.full((2,), float("nan")),
+                    r.floats(2, 2),
+                    None,
+                ]
+            )
         elif c == 16:
             which = r.int(0, 2)
             if which == 0 and values is not None:
@@ -506,8 +574,9 @@ def fam_ctor(r: Rand) -> None:
     lazy = r.chance(0.3)
     reason = _ctor_oracle(indptr, indices, values, shape, relation, num_relations, names, weight)
     what = f"CSRGraph(validate={not lazy}) [{reason or 'valid'}]"
-    g, err = attempt(sk.CSRGraph, indptr, indices, values, shape, relation, num_relations, names,
-                     weight, validate=not lazy)
+    g, err = attempt(
+        sk.CSRGraph, indptr, indices, values, shape, relation, num_relations, names, weight, validate=not lazy
+    )
     if reason is None:
         if err is not None:
             raise Failure(f"{what}: a valid input was refused: {type(err).__name__}: {err}")
@@ -519,8 +588,11 @@ def fam_ctor(r: Rand) -> None:
         raise Failure(f"{what}: an invalid input was accepted")
     # The graph exists; a lazy invalid one must be refused by whatever reads it first.
     consumer = r.int(0, 7)
-    small = (isinstance(g.shape, tuple) and len(g.shape) == 2
-             and all(isinstance(v, int) and 0 <= v < 10**5 for v in g.shape))
+    small = (
+        isinstance(g.shape, tuple)
+        and len(g.shape) == 2
+        and all(isinstance(v, int) and 0 <= v < 10**5 for v in g.shape)
+    )
     if not small:
         consumer = r.choice([0, 4, 7])  # the others allocate O(shape) or take (shape) inputs
     x = r.floats(g.shape[1] if small else 1, 2)
@@ -540,31 +612,33 @@ def fam_ctor(r: Rand) -> None:
             return g.to_dense()
         if consumer == 6:
             n, m = g.shape
-            return sk.topk_scores(r.floats(n, 3), r.floats(m, 3), 2, exclude=g,
-                                  backend=r.choice(cpu_backends("topk", True)))
+            return sk.topk_scores(
+                r.floats(n, 3), r.floats(m, 3), 2, exclude=g, backend=r.choice(cpu_backends("topk", True))
+            )
         return g.to(dtype=F64)
+
     if reason is not None:
         must_fail(f"{what} then consumer {consumer}", consume, names=GRAPH_NAMES)
         return
     must_pass(f"{what} then consumer {consumer}", consume)
     # Valid: the stored matrix is the input matrix.
-    want = coo_sum(torch.repeat_interleave(torch.arange(g.shape[0]), indptr[1:] - indptr[:-1]),
-                   indices.to(torch.int64),
-                   torch.ones(indices.numel()) if values is None else values.to(F64),
-                   None if relation is None else relation.to(torch.int64))
+    want = coo_sum(
+        torch.repeat_interleave(torch.arange(g.shape[0]), indptr[1:] - indptr[:-1]),
+        indices.to(torch.int64),
+        torch.ones(indices.numel()) if values is None else values.to(F64),
+        None if relation is None else relation.to(torch.int64),
+    )
     same_coo(what, graph_coo(g, sorted_rows=False), want)
 
 
-def _edges_oracle(src, dst, weight, relation, shape, num_relations, names, rweight, index_dtype,
-                  dtype):
+def _edges_oracle(src, dst, weight, relation, shape, num_relations, names, rweight, index_dtype, dtype):
     """(reason or None, may_fail_alloc) for from_edges' arguments."""
     if dtype not in (F32, F64):
         return "dtype", False
     for nm, t in (("src", src), ("dst", dst), ("relation", relation)):
         if t is None:
             continue
-        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool \
-                or t.dim() != 1:
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool or t.dim() != 1:
             return f"{nm} dtype", False
     if src.numel() != dst.numel():
         return "length", False
@@ -581,8 +655,11 @@ def _edges_oracle(src, dst, weight, relation, shape, num_relations, names, rweig
             dims.append(hi + 1)
         n_rows, n_cols = dims
     else:
-        if isinstance(shape, (str, bytes)) or len(shape) != 2 or any(
-                isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in shape):
+        if (
+            isinstance(shape, (str, bytes))
+            or len(shape) != 2
+            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in shape)
+        ):
             return "shape", False
         n_rows, n_cols = int(shape[0]), int(shape[1])
         if n_rows < 0 or n_cols < 0:
@@ -614,8 +691,13 @@ def _edges_oracle(src, dst, weight, relation, shape, num_relations, names, rweig
     if names is not None and (isinstance(names, str) or len(names) != R1):
         return "relation_names", False
     if rweight is not None:
-        if relation is None or rweight.dtype not in (F32, F64) or rweight.numel() != R1 \
-                or rweight.dim() != 1 or not bool(torch.isfinite(rweight).all()):
+        if (
+            relation is None
+            or rweight.dtype not in (F32, F64)
+            or rweight.numel() != R1
+            or rweight.dim() != 1
+            or not bool(torch.isfinite(rweight).all())
+        ):
             return "relation_weight", False
     return None, n_rows > 2**24
 
@@ -637,29 +719,44 @@ def fam_from_edges(r: Rand) -> None:
         c = r.int(0, 17)
         if c == 0 and src.numel() and src.dtype == torch.int64 and src.dim() == 1:
             src = src.clone()
-            src[r.int(0, src.numel() - 1)] = r.choice([-1, n_rows, 2**31, 2**40, 2**62,
-                                                       2**63 - 1])
+            src[r.int(0, src.numel() - 1)] = r.choice([-1, n_rows, 2**31, 2**40, 2**62, 2**63 - 1])
         elif c == 1 and dst.numel() and dst.dtype == torch.int64 and dst.dim() == 1:
             dst = dst.clone()
-            dst[r.int(0, dst.numel() - 1)] = r.choice([-1, n_cols, 2**31, 2**40, 2**62,
-                                                       -(2**62)])
+            dst[r.int(0, dst.numel() - 1)] = r.choice([-1, n_cols, 2**31, 2**40, 2**62, -(2**62)])
         elif c == 2:
             dst = dst[:-1] if E else torch.zeros(1, dtype=torch.int64)
         elif c == 3:
-            dt = r.choice([torch.int8, torch.int16, torch.int32, torch.uint8, F32, torch.bool,
-                           torch.float64])
+            dt = r.choice([torch.int8, torch.int16, torch.int32, torch.uint8, F32, torch.bool, torch.float64])
             if dt in (torch.int8, torch.uint8) and E and max(n_rows, n_cols) > 100:
                 dt = torch.int32
             src, dst = src.to(dt), dst.to(dt)
         elif c == 4:
-            shape = r.choice([(-1, n_cols), (n_rows, -5), (2**10, 2**62), (2**62, 2**62),
-                              (2**40, 2), (n_rows + 3, 2**40), (float(n_rows), n_cols),
-                              (n_rows, n_cols, 1), (max(n_rows - 1, 0), n_cols), None,
-                              (np.int64(n_rows), n_cols), (2**20, 2**20)])
+            shape = r.choice(
+                [
+                    (-1, n_cols),
+                    (n_rows, -5),
+                    (2**10, 2**62),
+                    (2**62, 2**62),
+                    (2**40, 2),
+                    (n_rows + 3, 2**40),
+                    (float(n_rows), n_cols),
+                    (n_rows, n_cols, 1),
+                    (max(n_rows - 1, 0), n_cols),
+                    None,
+                    (np.int64(n_rows), n_cols),
+                    (2**20, 2**20),
+                ]
+            )
         elif c == 5:
-            weight = r.choice([w[:-1] if E else torch.ones(1), bad_dtype(r, w),
-                               w[:, None], poison(r, w) if E else w,
-                               torch.full((E,), 1e300, dtype=F64)])
+            weight = r.choice(
+                [
+                    w[:-1] if E else torch.ones(1),
+                    bad_dtype(r, w),
+                    w[:, None],
+                    poison(r, w) if E else w,
+                    torch.full((E,), 1e300, dtype=F64),
+                ]
+            )
         elif c == 6 and rel is not None:
             rel = rel.clone()
             if rel.numel():
@@ -669,8 +766,15 @@ def fam_from_edges(r: Rand) -> None:
         elif c == 8:
             names = r.choice([["a"], "abc", ["a", "b", "c", "d", "e", "f"], None])
         elif c == 9:
-            rweight = r.choice([r.floats(1), r.floats(9), torch.ones(R or 1, dtype=torch.int64),
-                                torch.full((R or 1,), float("nan")), None])
+            rweight = r.choice(
+                [
+                    r.floats(1),
+                    r.floats(9),
+                    torch.ones(R or 1, dtype=torch.int64),
+                    torch.full((R or 1,), float("nan")),
+                    None,
+                ]
+            )
         elif c == 10:
             index_dtype = r.choice([torch.float32, torch.int16, "int32"])
         elif c == 11:
@@ -686,30 +790,55 @@ def fam_from_edges(r: Rand) -> None:
         elif c == 15:
             src, dst = variant(r, src), variant(r, dst)
     if src.device.type == "meta":
-        must_fail("from_edges(src on meta)", sk.CSRGraph.from_edges, src, dst, weight, rel, shape,
-                  num_relations, names, rweight, index_dtype, dtype,
-                  names=GRAPH_NAMES + ("src", "dst", "weight", "dtype", "index_dtype"))
+        must_fail(
+            "from_edges(src on meta)",
+            sk.CSRGraph.from_edges,
+            src,
+            dst,
+            weight,
+            rel,
+            shape,
+            num_relations,
+            names,
+            rweight,
+            index_dtype,
+            dtype,
+            names=GRAPH_NAMES + ("src", "dst", "weight", "dtype", "index_dtype"),
+        )
         return
-    reason, may_alloc = _edges_oracle(src, dst, weight, rel, shape, num_relations, names, rweight,
-                                      index_dtype, dtype)
+    reason, may_alloc = _edges_oracle(
+        src, dst, weight, rel, shape, num_relations, names, rweight, index_dtype, dtype
+    )
     what = f"from_edges [{reason or 'valid'}] shape={shape}"
-    g, err = attempt(sk.CSRGraph.from_edges, src, dst, weight, relation=rel, shape=shape,
-                     num_relations=num_relations, relation_names=names,
-                     relation_weight=rweight, index_dtype=index_dtype, dtype=dtype)
+    g, err = attempt(
+        sk.CSRGraph.from_edges,
+        src,
+        dst,
+        weight,
+        relation=rel,
+        shape=shape,
+        num_relations=num_relations,
+        relation_names=names,
+        relation_weight=rweight,
+        index_dtype=index_dtype,
+        dtype=dtype,
+    )
     if reason is not None:
         if err is None:
             raise Failure(f"{what}: an invalid input was accepted ({g})")
-        if not any(n in str(err) for n in GRAPH_NAMES + ("src", "dst", "weight", "dtype",
-                                                         "index_dtype")):
+        if not any(n in str(err) for n in GRAPH_NAMES + ("src", "dst", "weight", "dtype", "index_dtype")):
             raise Failure(f"{what}: the error names no argument: {err}")
         return
     if err is not None:
         if may_alloc and "cannot allocate" in str(err):
             return  # an explicit shape whose indptr does not fit under the fuzz memory cap
         raise Failure(f"{what}: a valid input was refused: {type(err).__name__}: {err}")
-    want = coo_sum(src.to(torch.int64), dst.to(torch.int64),
-                   (torch.ones(E) if weight is None else weight.to(dtype)).to(F64),
-                   None if rel is None else rel.to(torch.int64))
+    want = coo_sum(
+        src.to(torch.int64),
+        dst.to(torch.int64),
+        (torch.ones(E) if weight is None else weight.to(dtype)).to(F64),
+        None if rel is None else rel.to(torch.int64),
+    )
     same_coo(what, graph_coo(g), want, rtol=1e-5 if dtype == F32 else 1e-9)
     if g.values.dtype != dtype:
         raise Failure(f"{what}: values have dtype {g.values.dtype}, asked for {dtype}")
@@ -726,8 +855,9 @@ def _scipy_matrix(r: Rand, n_rows: int, n_cols: int):
     if r.chance(0.3):
         m = sp.csr_array(m)
     if fmt == "bsr":
-        bs = r.choice([(1, 1)] + [(a, b) for a in (1, 2) for b in (1, 2)
-                                  if n_rows % a == 0 and n_cols % b == 0])
+        bs = r.choice(
+            [(1, 1)] + [(a, b) for a in (1, 2) for b in (1, 2) if n_rows % a == 0 and n_cols % b == 0]
+        )
         m = m.tobsr(blocksize=bs)
     else:
         m = m.asformat(fmt)
@@ -786,9 +916,13 @@ def fam_from_scipy(r: Rand) -> None:
             m.data = np.concatenate([m.data, m.data[:1] if m.nnz else np.ones(1)])
             corrupt = "data length"
         elif c == 3 and m.nnz:  # duplicates: valid, summed
-            m = sp.coo_matrix((np.concatenate([m.data, m.data]),
-                               (np.concatenate([m.row, m.row]), np.concatenate([m.col, m.col]))),
-                              shape=m.shape)
+            m = sp.coo_matrix(
+                (
+                    np.concatenate([m.data, m.data]),
+                    (np.concatenate([m.row, m.row]), np.concatenate([m.col, m.col])),
+                ),
+                shape=m.shape,
+            )
             dense = dense * 2
     elif r.chance(0.1):
         try:
@@ -803,9 +937,13 @@ def fam_from_scipy(r: Rand) -> None:
     dtype = r.choice([F32, F64])
     what = f"from_scipy({fmt}, corrupt={corrupt})"
     if corrupt is not None:
-        must_fail(what, sk.CSRGraph.from_scipy, m, dtype=dtype,
-                  names=("m.", "m ", "shape", "indptr", "indices", "data", "row", "col",
-                         "src", "dst", "weight"))
+        must_fail(
+            what,
+            sk.CSRGraph.from_scipy,
+            m,
+            dtype=dtype,
+            names=("m.", "m ", "shape", "indptr", "indices", "data", "row", "col", "src", "dst", "weight"),
+        )
         return
     g = must_pass(what, sk.CSRGraph.from_scipy, m, dtype=dtype)
     if dense is None:
@@ -839,18 +977,21 @@ def fam_from_other(r: Rand) -> None:
             ok = False
         weight = w if r.chance(0.6) else None
         if c == 3:
-            weight = r.choice([w[:-1] if E else torch.ones(1), poison(r, w) if E else
-                               torch.ones(1)])
+            weight = r.choice([w[:-1] if E else torch.ones(1), poison(r, w) if E else torch.ones(1)])
             ok = False
         if ok:
-            g = must_pass("from_edge_index", sk.CSRGraph.from_edge_index, ei, weight,
-                          num_nodes=num_nodes)
+            g = must_pass("from_edge_index", sk.CSRGraph.from_edge_index, ei, weight, num_nodes=num_nodes)
             want = coo_sum(ei[1], ei[0], torch.ones(E) if weight is None else weight)
             same_coo("from_edge_index", graph_coo(g), want)
         else:
-            must_fail("from_edge_index", sk.CSRGraph.from_edge_index, ei, weight,
-                      num_nodes=num_nodes, names=GRAPH_NAMES + ("edge_index", "num_nodes",
-                                                                "weight", "src", "dst"))
+            must_fail(
+                "from_edge_index",
+                sk.CSRGraph.from_edge_index,
+                ei,
+                weight,
+                num_nodes=num_nodes,
+                names=GRAPH_NAMES + ("edge_index", "num_nodes", "weight", "src", "dst"),
+            )
         return
     t = torch.sparse_coo_tensor(torch.stack([src, dst]), w, (n, n), check_invariants=False)
     ok = True
@@ -865,8 +1006,7 @@ def fam_from_other(r: Rand) -> None:
         if r.chance(0.5) and n >= 1:
             crow = t.crow_indices().clone()
             crow[-1] += r.choice([1, 500])
-            t = torch.sparse_csr_tensor(crow, t.col_indices(), t.values(), (n, n),
-                                        check_invariants=False)
+            t = torch.sparse_csr_tensor(crow, t.col_indices(), t.values(), (n, n), check_invariants=False)
             ok = False
     elif c == 2:
         t = r.choice([w, torch.zeros(2, 2).to_sparse_csc() if n else w])
@@ -875,8 +1015,9 @@ def fam_from_other(r: Rand) -> None:
         g = must_pass("from_torch_sparse", sk.CSRGraph.from_torch_sparse, t)
         same_coo("from_torch_sparse", graph_coo(g), coo_sum(src, dst, w))
     else:
-        must_fail("from_torch_sparse", sk.CSRGraph.from_torch_sparse, t,
-                  names=GRAPH_NAMES + ("t", "src", "dst"))
+        must_fail(
+            "from_torch_sparse", sk.CSRGraph.from_torch_sparse, t, names=GRAPH_NAMES + ("t", "src", "dst")
+        )
 
 
 def fam_graph_methods(r: Rand) -> None:
@@ -895,8 +1036,11 @@ def fam_graph_methods(r: Rand) -> None:
             g.values[r.int(0, g.nnz - 1)] = float("nan")
         elif c == 2 and shape[0] >= 1:
             g.indptr[r.int(0, shape[0])] += r.choice([1, 500, -1])
-            if int(g.indptr[-1]) == g.nnz and bool((g.indptr[1:] >= g.indptr[:-1]).all()) \
-                    and int(g.indptr[0]) == 0:
+            if (
+                int(g.indptr[-1]) == g.nnz
+                and bool((g.indptr[1:] >= g.indptr[:-1]).all())
+                and int(g.indptr[0]) == 0
+            ):
                 return  # the change happened to keep it valid
         elif c == 3:
             g.shape = r.choice([(shape[0] + 1, shape[1]), (-1, shape[1]), (shape[0],)])
@@ -908,9 +1052,21 @@ def fam_graph_methods(r: Rand) -> None:
             g.values = g.values.to(torch.float16)
         else:
             return
-        method = r.choice(["transpose", "normalize", "symmetrize", "to_dense", "with_values",
-                           "to", "degrees", "row_ids", "propagate", "to_scipy",
-                           "mark_symmetric"])
+        method = r.choice(
+            [
+                "transpose",
+                "normalize",
+                "symmetrize",
+                "to_dense",
+                "with_values",
+                "to",
+                "degrees",
+                "row_ids",
+                "propagate",
+                "to_scipy",
+                "mark_symmetric",
+            ]
+        )
 
         def call():
             if method == "with_values":
@@ -920,6 +1076,7 @@ def fam_graph_methods(r: Rand) -> None:
             if method == "propagate":
                 return sk.propagate(g, r.floats(shape[1], 2))
             return getattr(g, method)()
+
         must_fail(f"corrupted graph .{method}", call, names=GRAPH_NAMES)
         return
     dense = dense_of(coo, shape)
@@ -929,15 +1086,14 @@ def fam_graph_methods(r: Rand) -> None:
         t = must_pass("transpose", g.transpose)
         close("transpose", t.to_dense(), dense.t(), rt, at)
         if R is not None:
-            close("transpose relations", t.values[t.edge_perm.argsort()] if t.nnz else t.values,
-                  g.values, 0, 0)
+            close(
+                "transpose relations", t.values[t.edge_perm.argsort()] if t.nnz else t.values, g.values, 0, 0
+            )
     elif m == 1:
         kind = r.choice(["sym", "row", "none", "Sym", 3, None])
         eps = r.choice([0.0, 0.0, 1e-3, -1.0, float("nan"), float("inf"), True, "0"])
-        ok = kind in ("sym", "row", "none") and isinstance(eps, float) and eps >= 0 \
-            and math.isfinite(eps)
-        h = expect(f"normalize({kind!r}, eps={eps!r})", ok, g.normalize, kind, eps,
-                   names=("kind", "eps"))
+        ok = kind in ("sym", "row", "none") and isinstance(eps, float) and eps >= 0 and math.isfinite(eps)
+        h = expect(f"normalize({kind!r}, eps={eps!r})", ok, g.normalize, kind, eps, names=("kind", "eps"))
         if h is not None and kind != "none":
             rows = dense.sum(1)
             if kind == "row":
@@ -969,8 +1125,12 @@ def fam_graph_methods(r: Rand) -> None:
             dd = dense.to(F64)
             ok = deg_ok and bool(torch.allclose(dd, dd.T, rtol=1e-5, atol=0))
             if r.chance(0.3):
-                expect("mark_symmetric(check=False)", deg_ok,
-                       lambda: g.mark_symmetric(check=False), names=("symmetric",))
+                expect(
+                    "mark_symmetric(check=False)",
+                    deg_ok,
+                    lambda: g.mark_symmetric(check=False),
+                    names=("symmetric",),
+                )
             else:
                 expect("mark_symmetric", ok, g.mark_symmetric, names=("symmetric",))
     elif m == 4:
@@ -1010,18 +1170,39 @@ def fam_graph_methods(r: Rand) -> None:
         if r.chance(0.5):
             g2, coo2 = rand_graph(r, *shape)
             graphs["b"] = g2
-        wts = r.choice([None, [2.0] * len(graphs), {"a": 0.5}, {"zz": 1.0}, [float("nan")] *
-                        len(graphs), [1.0] * (len(graphs) + 1), "ab", ["x"] * len(graphs)])
-        ok = (wts is None or (isinstance(wts, dict) and set(wts) <= set(graphs))
-              or (isinstance(wts, list) and len(wts) == len(graphs)
-                  and all(isinstance(v, float) and math.isfinite(v) for v in wts)))
+        wts = r.choice(
+            [
+                None,
+                [2.0] * len(graphs),
+                {"a": 0.5},
+                {"zz": 1.0},
+                [float("nan")] * len(graphs),
+                [1.0] * (len(graphs) + 1),
+                "ab",
+                ["x"] * len(graphs),
+            ]
+        )
+        ok = (
+            wts is None
+            or (isinstance(wts, dict) and set(wts) <= set(graphs))
+            or (
+                isinstance(wts, list)
+                and len(wts) == len(graphs)
+                and all(isinstance(v, float) and math.isfinite(v) for v in wts)
+            )
+        )
         bad_graphs = r.chance(0.1)
         if bad_graphs:
-            graphs = r.choice([{}, [g], {"a": g, "b": g.to_dense()},
-                               {"a": g, "b": rand_graph(r, shape[0] + 1, shape[1])[0]}])
+            graphs = r.choice(
+                [
+                    {},
+                    [g],
+                    {"a": g, "b": g.to_dense()},
+                    {"a": g, "b": rand_graph(r, shape[0] + 1, shape[1])[0]},
+                ]
+            )
             ok = False
-        h = expect("stack_relations", ok, sk.stack_relations, graphs, wts,
-                   names=("graphs", "weights"))
+        h = expect("stack_relations", ok, sk.stack_relations, graphs, wts, names=("graphs", "weights"))
         if h is not None:
             total = h.to_dense()
             if h.relation_weight is None or h.relation_weight.numel() != h.num_relations:
@@ -1094,17 +1275,22 @@ def fam_propagate(r: Rand) -> None:
         if R is None:
             emb, ok, names = r.floats(1, d, dtype=dtype), False, names + ("relation_emb",)
         else:
-            emb = r.choice([r.floats(R + 1, d, dtype=dtype), r.floats(R, d + 1, dtype=dtype),
-                            bad_dtype(r, r.floats(R, d)),
-                            poison(r, r.floats(R, d, dtype=dtype)) if d else
-                            r.floats(R + 1, d)])
+            emb = r.choice(
+                [
+                    r.floats(R + 1, d, dtype=dtype),
+                    r.floats(R, d + 1, dtype=dtype),
+                    bad_dtype(r, r.floats(R, d)),
+                    poison(r, r.floats(R, d, dtype=dtype)) if d else r.floats(R + 1, d),
+                ]
+            )
             ok, names = False, names + ("relation_emb",)
     elif c == 7:
         if R is None:
             wts, ok, names = r.floats(1), False, names + ("relation_weight",)
         else:
-            wts = r.choice([r.floats(R + 1), r.floats(R, 1), torch.ones(R, dtype=torch.int64),
-                            poison(r, r.floats(R))])
+            wts = r.choice(
+                [r.floats(R + 1), r.floats(R, 1), torch.ones(R, dtype=torch.int64), poison(r, r.floats(R))]
+            )
             ok, names = False, names + ("relation_weight",)
     elif c == 8:
         g.values.requires_grad_(True)  # edge-value gradients are supported
@@ -1132,8 +1318,19 @@ def fam_propagate(r: Rand) -> None:
         if ok and L > 3:
             L = 3  # the cost of a valid large L is not the question here
         gg = g if c != 11 else g.to_dense()
-        y = expect(f"propagate_layers(L={L}, {combine}) c={c}", ok, sk.propagate_layers, gg, x,
-                   L, emb, wts, combine, backend=backend, names=names)
+        y = expect(
+            f"propagate_layers(L={L}, {combine}) c={c}",
+            ok,
+            sk.propagate_layers,
+            gg,
+            x,
+            L,
+            emb,
+            wts,
+            combine,
+            backend=backend,
+            names=names,
+        )
         if y is None:
             return
         h, hs = x.detach().to(F64), [x.detach().to(F64)]
@@ -1144,8 +1341,17 @@ def fam_propagate(r: Rand) -> None:
         close("propagate_layers", y, want, 1e-3, 1e-3)
         return
     gg = g if c != 11 else r.choice([g.to_dense(), None, (g.indptr, g.indices)])
-    y = expect(f"propagate c={c} backend={backend!r}", ok, sk.propagate, gg, x, emb, wts,
-               backend=backend, names=names)
+    y = expect(
+        f"propagate c={c} backend={backend!r}",
+        ok,
+        sk.propagate,
+        gg,
+        x,
+        emb,
+        wts,
+        backend=backend,
+        names=names,
+    )
     if y is None:
         return
     if y.dtype != x.dtype or tuple(y.shape) != (n_rows, d):
@@ -1156,8 +1362,7 @@ def fam_propagate(r: Rand) -> None:
         gy = r.floats(*y.shape, dtype=y.dtype)
         leaves = [t for t in (x, emb, wts) if t is not None and t.requires_grad]
         vals_grad = g.values.requires_grad
-        grads = torch.autograd.grad(y, leaves + ([g.values] if vals_grad else []), gy,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(y, leaves + ([g.values] if vals_grad else []), gy, allow_unused=True)
         if vals_grad:  # dv[e] = sum_d gy[row_e] * x[col_e] (* w_r * E_r), the edge-value grad
             gv, grads = grads[-1], grads[:-1]
             prod = gy.to(F64)[g.row_ids()] * x.detach().to(F64)[g.indices.long()]
@@ -1168,8 +1373,13 @@ def fam_propagate(r: Rand) -> None:
                 w_used = g.relation_weight if wts is None else wts
                 if w_used is not None:
                     prod = prod * w_used.detach().to(F64)[rel][:, None]
-            close(f"propagate grad values backend={backend}",
-                  torch.zeros_like(g.values) if gv is None else gv, prod.sum(1), 1e-3, 1e-3)
+            close(
+                f"propagate grad values backend={backend}",
+                torch.zeros_like(g.values) if gv is None else gv,
+                prod.sum(1),
+                1e-3,
+                1e-3,
+            )
         if not leaves:
             return
         x64 = x.detach().to(F64).requires_grad_(x.requires_grad)
@@ -1204,8 +1414,7 @@ def topk_oracle(what, x, y, k, exclude_self, excl, metric, idx, val) -> None:
     s = x64 @ y64.T
     n, m = s.shape
     if tuple(idx.shape) != (n, k) or tuple(val.shape) != (n, k):
-        raise Failure(f"{what}: output shapes {tuple(idx.shape)}, {tuple(val.shape)}, "
-                      f"expected ({n}, {k})")
+        raise Failure(f"{what}: output shapes {tuple(idx.shape)}, {tuple(val.shape)}, expected ({n}, {k})")
     if idx.dtype != torch.int64 or val.dtype != x.dtype:
         raise Failure(f"{what}: dtypes {idx.dtype}, {val.dtype}")
     ok = torch.ones(n, m, dtype=torch.bool)
@@ -1213,10 +1422,13 @@ def topk_oracle(what, x, y, k, exclude_self, excl, metric, idx, val) -> None:
         d = torch.arange(min(n, m))
         ok[d, d] = False
     if excl is not None:
-        for (a, b, _) in graph_coo(excl, sorted_rows=False):
+        for a, b, _ in graph_coo(excl, sorted_rows=False):
             ok[a, b] = False
-    scale = float(x64.abs().max()) * float(y64.abs().max()) * max(x.shape[1], 1) if x.numel() \
-        and y.numel() else 1.0
+    scale = (
+        float(x64.abs().max()) * float(y64.abs().max()) * max(x.shape[1], 1)
+        if x.numel() and y.numel()
+        else 1.0
+    )
     eps = (3e-5 if x.dtype == F32 else 1e-10) * max(scale, 1.0)
     val64 = val.to(F64)
     for i in range(n):
@@ -1229,12 +1441,17 @@ def topk_oracle(what, x, y, k, exclude_self, excl, metric, idx, val) -> None:
             raise Failure(f"{what}: row {i} returns a disallowed or repeated column: {top}")
         for t, j in enumerate(top):
             if abs(float(val64[i, t]) - float(s[i, j])) > eps:
-                raise Failure(f"{what}: row {i} score of column {j} is {float(val64[i, t])}, "
-                              f"expected {float(s[i, j])}")
+                raise Failure(
+                    f"{what}: row {i} score of column {j} is {float(val64[i, t])}, expected {float(s[i, j])}"
+                )
             if t and float(val64[i, t]) > float(val64[i, t - 1]):
                 raise Failure(f"{what}: row {i} not sorted: {val[i].tolist()}")
-            if t and float(val64[i, t]) == float(val64[i, t - 1]) and j < top[t - 1] \
-                    and abs(float(s[i, j]) - float(s[i, top[t - 1]])) == 0:
+            if (
+                t
+                and float(val64[i, t]) == float(val64[i, t - 1])
+                and j < top[t - 1]
+                and abs(float(s[i, j]) - float(s[i, top[t - 1]])) == 0
+            ):
                 raise Failure(f"{what}: row {i} breaks an exact tie by the higher index")
         if kk:
             kth = float(val64[i, kk - 1])
@@ -1242,8 +1459,9 @@ def topk_oracle(what, x, y, k, exclude_self, excl, metric, idx, val) -> None:
             rest[top] = False
             if bool((s[i][rest] > kth + eps).any()):
                 j = int(torch.nonzero(rest & (s[i] > kth + eps))[0])
-                raise Failure(f"{what}: row {i} left out column {j} (score {float(s[i, j])}) "
-                              f"better than its k-th {kth}")
+                raise Failure(
+                    f"{what}: row {i} left out column {j} (score {float(s[i, j])}) better than its k-th {kth}"
+                )
 
 
 def fam_topk(r: Rand) -> None:
@@ -1260,8 +1478,26 @@ def fam_topk(r: Rand) -> None:
     y = None if op == "knn" or (op == "sim" and r.chance(0.5)) else r.floats(m, d, dtype=dtype)
     if y is None:
         m = n
-    k = r.choice([0, 1, 2, 3, 5, m, m + 1, m + max(m, MAX_PAD), m + max(m, MAX_PAD) + 1, 2**31,
-                  2**62, -1, True, 2.0, np.int64(2), None])
+    k = r.choice(
+        [
+            0,
+            1,
+            2,
+            3,
+            5,
+            m,
+            m + 1,
+            m + max(m, MAX_PAD),
+            m + max(m, MAX_PAD) + 1,
+            2**31,
+            2**62,
+            -1,
+            True,
+            2.0,
+            np.int64(2),
+            None,
+        ]
+    )
     metric = "ip" if op == "scores" else r.choice(["cosine", "ip", "ip", "dot", None])
     excl_self = None if op != "sim" else r.choice([None, None, True, False, 1, "yes"])
     exclude = None
@@ -1273,8 +1509,15 @@ def fam_topk(r: Rand) -> None:
     if c == 0:
         x, ok, names = bad_dtype(r, x), False, names + ("x",)
     elif c == 1 and y is not None:
-        y = r.choice([bad_dtype(r, y), r.floats(m, d + 1, dtype=dtype),
-                      y.to(F64 if dtype == F32 else F32), y.to("meta"), y[None]])
+        y = r.choice(
+            [
+                bad_dtype(r, y),
+                r.floats(m, d + 1, dtype=dtype),
+                y.to(F64 if dtype == F32 else F32),
+                y.to("meta"),
+                y[None],
+            ]
+        )
         ok, names = False, names + ("y", "meta", "device", "item_emb")
     elif c == 2 and x.numel():
         x, ok, names = poison(r, x), False, names + ("x", "NaN")
@@ -1283,8 +1526,9 @@ def fam_topk(r: Rand) -> None:
     elif c == 4 and n and d:
         x = r.floats(1, d, dtype=dtype).expand(n, d)  # every row equal: ties everywhere
     elif c == 5:
-        exclude = r.choice([rand_graph(r, n + 1, m)[0], rand_graph(r, n, m + 1)[0],
-                            torch.zeros(n, m), "graph"])
+        exclude = r.choice(
+            [rand_graph(r, n + 1, m)[0], rand_graph(r, n, m + 1)[0], torch.zeros(n, m), "graph"]
+        )
         ok, names = False, names + ("exclude",)
     elif c == 6 and exclude is not None and exclude.nnz:
         exclude.indices[0] = m + r.int(0, 3)
@@ -1294,8 +1538,11 @@ def fam_topk(r: Rand) -> None:
     elif c == 8:
         x, ok, names = x.to("meta"), False, names + ("meta", "device")
     elif c == 9:
-        x, ok, names = r.choice([x.reshape(-1), x[None], r.floats(n, d).to(torch.int64)]), \
-            False, names + ("x",)
+        x, ok, names = (
+            r.choice([x.reshape(-1), x[None], r.floats(n, d).to(torch.int64)]),
+            False,
+            names + ("x",),
+        )
     k_ok = isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 0
     if op != "knn" and k_ok and k > m + max(m, MAX_PAD):
         k_ok = False
@@ -1307,8 +1554,7 @@ def fam_topk(r: Rand) -> None:
         ok, names = False, names + ("exclude_self",)
     what = f"{op}(n={n}, m={m}, d={d}, k={k!r}, metric={metric!r}, c={c}, backend={backend!r})"
     if op == "sim":
-        out = expect(what, ok, sk.topk_similarity, x, k, y, metric, excl_self, exclude, backend,
-                     names=names)
+        out = expect(what, ok, sk.topk_similarity, x, k, y, metric, excl_self, exclude, backend, names=names)
     elif op == "scores":
         out = expect(what, ok, sk.topk_scores, x, y, k, exclude, backend, names=names)
     else:
@@ -1334,9 +1580,17 @@ def fam_topk(r: Rand) -> None:
         topk_oracle(what, x.to(F32), yy.to(F32), kk, True, exclude, metric, idx, val.to(F32))
         return
     idx, val = out
-    topk_oracle(what, x, yy, int(k), op == "sim" and (excl_self if excl_self is not None
-                                                       else y is None),
-                exclude, metric, idx, val)
+    topk_oracle(
+        what,
+        x,
+        yy,
+        int(k),
+        op == "sim" and (excl_self if excl_self is not None else y is None),
+        exclude,
+        metric,
+        idx,
+        val,
+    )
 
 
 def fam_refine(r: Rand) -> None:
@@ -1347,19 +1601,24 @@ def fam_refine(r: Rand) -> None:
     x = r.floats(n, d, dtype=dtype)
     prev, _ = rand_graph(r, n, n, max_edges=3 * n + 1)
     k = r.choice([1, 2, 3, 5, n - 1, n, 2**40, 0, -1, True, 2.5])
-    kw = dict(metric=r.choice(["cosine", "ip", "ip", "l2"]),
-              max_iters=r.choice([0, 1, 3, 10, 2**40, -1, 1.5]),
-              sample_random=r.choice([0, 2, 5, 2**40, -2]),
-              max_candidates=r.choice([None, 0, 3, 2**40, -1]),
-              delta=r.choice([0.001, 0.0, 0.5, float("inf"), float("nan"), -1.0, True]),
-              seed=r.choice([None, 0, 7, -5, 2**63, 2**64, 1.5, np.int64(3)]),
-              return_stats=r.choice([False, True, 1]))
+    kw = dict(
+        metric=r.choice(["cosine", "ip", "ip", "l2"]),
+        max_iters=r.choice([0, 1, 3, 10, 2**40, -1, 1.5]),
+        sample_random=r.choice([0, 2, 5, 2**40, -2]),
+        max_candidates=r.choice([None, 0, 3, 2**40, -1]),
+        delta=r.choice([0.001, 0.0, 0.5, float("inf"), float("nan"), -1.0, True]),
+        seed=r.choice([None, 0, 7, -5, 2**63, 2**64, 1.5, np.int64(3)]),
+        return_stats=r.choice([False, True, 1]),
+    )
     backend, ok, names = backend_arg(r, "refine", small=True)
     kw["backend"] = backend
     c = r.int(0, 8)
     if c == 0:
-        prev, ok, names = r.choice([rand_graph(r, n + 1, n)[0], prev.to_dense(), None]), False, \
-            ("previous_graph",)
+        prev, ok, names = (
+            r.choice([rand_graph(r, n + 1, n)[0], prev.to_dense(), None]),
+            False,
+            ("previous_graph",),
+        )
     elif c == 1 and prev.nnz:
         prev.indices[0] = n
         ok, names = False, names + ("indices",)
@@ -1374,6 +1633,7 @@ def fam_refine(r: Rand) -> None:
 
     def bad_int(v, lo):
         return not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo)
+
     if bad_int(k, 1):
         ok, names = False, names + ("k",)
     for nm, lo in (("max_iters", 0), ("sample_random", 0)):
@@ -1385,7 +1645,7 @@ def fam_refine(r: Rand) -> None:
     if isinstance(dl, bool) or not dl >= 0:
         ok, names = False, names + ("delta",)
     s = kw["seed"]
-    if s is not None and (bad_int(s, -2**63) or s >= 2**64):
+    if s is not None and (bad_int(s, -(2**63)) or s >= 2**64):
         ok, names = False, names + ("seed",)
     if kw["metric"] not in ("cosine", "ip"):
         ok, names = False, names + ("metric",)
@@ -1414,16 +1674,14 @@ def fam_refine(r: Rand) -> None:
             if b == i:
                 raise Failure(f"{what}: row {i} lists itself")
             if abs(v - float(xs[i] @ xs[b])) > 1e-4 * max(1.0, float(xs.abs().max()) ** 2 * d):
-                raise Failure(f"{what}: edge ({i}, {b}) value {v}, similarity "
-                              f"{float(xs[i] @ xs[b])}")
+                raise Failure(f"{what}: edge ({i}, {b}) value {v}, similarity {float(xs[i] @ xs[b])}")
 
 
 def fam_fuse(r: Rand) -> None:
     """fuse_views: bad shapes and dtypes; valid calls (gradients too) against the formula."""
     n, d, V = r.size(), r.choice([0, 1, 2, 3, 8]), r.choice([0, 1, 2, 3])
     dtype = r.choice([F32, F64])
-    z, alpha, views = r.floats(n, d, dtype=dtype), r.floats(V, dtype=dtype), \
-        r.floats(n, V * d, dtype=dtype)
+    z, alpha, views = r.floats(n, d, dtype=dtype), r.floats(V, dtype=dtype), r.floats(n, V * d, dtype=dtype)
     if n and V and d and r.chance(0.2):
         views[0, :d] = 0  # a zero view row: the clamped norm
     backend, ok, names = backend_arg(r, "fuse", small=n * V * d <= 2000)
@@ -1431,13 +1689,24 @@ def fam_fuse(r: Rand) -> None:
     if c == 0:
         z, ok, names = bad_dtype(r, z), False, names + ("z",)
     elif c == 1:
-        views, ok, names = r.choice([r.floats(n, V * d + 1, dtype=dtype),
-                                     r.floats(n + 1, V * d, dtype=dtype),
-                                     views.to(F64 if dtype == F32 else F32),
-                                     bad_dtype(r, views)]), False, names + ("views",)
+        views, ok, names = (
+            r.choice(
+                [
+                    r.floats(n, V * d + 1, dtype=dtype),
+                    r.floats(n + 1, V * d, dtype=dtype),
+                    views.to(F64 if dtype == F32 else F32),
+                    bad_dtype(r, views),
+                ]
+            ),
+            False,
+            names + ("views",),
+        )
     elif c == 2:
-        alpha, ok, names = r.choice([alpha[None], torch.ones(V, dtype=torch.int64),
-                                     alpha.to("meta")]), False, names + ("alpha", "meta")
+        alpha, ok, names = (
+            r.choice([alpha[None], torch.ones(V, dtype=torch.int64), alpha.to("meta")]),
+            False,
+            names + ("alpha", "meta"),
+        )
     elif c == 3:
         z, alpha, views = variant(r, z), variant(r, alpha), variant(r, views)
     elif c == 4 and n and d:
@@ -1453,8 +1722,9 @@ def fam_fuse(r: Rand) -> None:
             if t.is_floating_point() and t.device.type != "meta" and r.chance(0.7):
                 t.requires_grad_(True)
                 leaves.append(t)
-    out = expect(f"fuse_views c={c} backend={backend!r}", ok, sk.fuse_views, z, alpha, views,
-                 backend, names=names)
+    out = expect(
+        f"fuse_views c={c} backend={backend!r}", ok, sk.fuse_views, z, alpha, views, backend, names=names
+    )
     if out is None:
         return
     z64 = z.detach().to(F64).requires_grad_(z.requires_grad)
@@ -1496,8 +1766,9 @@ def fam_misc(r: Rand) -> None:
         dev = r.choice(["cpu", torch.device("cpu"), "meta", "gpu", 3.5])
         op = r.choice([None, "propagate", "topk", "refine", "fuse", "sort"])
         ok = dev in ("cpu", torch.device("cpu"), "meta") and op != "sort"
-        res = expect(f"available_backends({dev!r}, {op!r})", ok, sk.available_backends, dev, op,
-                     names=("device", "op"))
+        res = expect(
+            f"available_backends({dev!r}, {op!r})", ok, sk.available_backends, dev, op, names=("device", "op")
+        )
         if res is not None and dev != "meta" and "torch" not in res:
             raise Failure(f"available_backends({dev!r}, {op!r}) = {res} lacks torch")
     else:
@@ -1544,8 +1815,11 @@ def fam_diff_propagate(r: Rand) -> None:
         grads = ()
         if leaves and y.numel():
             grads = torch.autograd.grad(y, leaves, torch.ones_like(y) * 0.5, allow_unused=True)
-        outs[b] = (y.detach(), (xs.requires_grad, es is not None and es.requires_grad,
-                                ws is not None and ws.requires_grad), grads)
+        outs[b] = (
+            y.detach(),
+            (xs.requires_grad, es is not None and es.requires_grad, ws is not None and ws.requires_grad),
+            grads,
+        )
     ref_y, _, ref_g = outs["torch"]
     rt, at = tol(dtype)
     for b, (y, _, grads) in outs.items():
@@ -1581,16 +1855,29 @@ def fam_diff_topk(r: Rand) -> None:
     small = n <= 32 and m <= 32 and k <= 16 and r.chance(0.25)  # the interpreter is slow
     results = {}
     for b in cpu_backends("topk", small):
-        idx, val = sk.topk_similarity(x, k, None if self_join else y, metric, exclude_self,
-                                      excl, backend=b)
-        topk_oracle(f"topk backend={b} (n={n}, m={m}, d={d}, k={k}, {metric})", x, y, k,
-                    exclude_self, excl, metric, idx, val)
+        idx, val = sk.topk_similarity(x, k, None if self_join else y, metric, exclude_self, excl, backend=b)
+        topk_oracle(
+            f"topk backend={b} (n={n}, m={m}, d={d}, k={k}, {metric})",
+            x,
+            y,
+            k,
+            exclude_self,
+            excl,
+            metric,
+            idx,
+            val,
+        )
         results[b] = (idx, val)
     ref_i, ref_v = results["torch"]
     for b, (idx, val) in results.items():
         rt, at = tol(dtype)
-        close(f"topk backend={b} scores vs torch", val.masked_fill(idx < 0, 0),
-              ref_v.masked_fill(ref_i < 0, 0), rt, at)
+        close(
+            f"topk backend={b} scores vs torch",
+            val.masked_fill(idx < 0, 0),
+            ref_v.masked_fill(ref_i < 0, 0),
+            rt,
+            at,
+        )
 
 
 def fam_diff_fuse(r: Rand) -> None:
@@ -1598,8 +1885,7 @@ def fam_diff_fuse(r: Rand) -> None:
     d = r.choice([1, 2, 3, 8, 17, 64])
     V = r.int(1, 4)
     dtype = r.choice([F32, F64])
-    z, alpha, views = r.floats(n, d, dtype=dtype), r.floats(V, dtype=dtype), \
-        r.floats(n, V * d, dtype=dtype)
+    z, alpha, views = r.floats(n, d, dtype=dtype), r.floats(V, dtype=dtype), r.floats(n, V * d, dtype=dtype)
     if n and r.chance(0.3):
         views[r.int(0, n - 1), :d] = 0
     small = n * V * d <= 2000 and r.chance(0.3)
@@ -1637,6 +1923,7 @@ FAMILIES = {
 
 def _selftest_family(name: str):
     """Cases that misbehave on purpose: the harness must report each (test_harness_*)."""
+
     def crash(r):
         os.kill(os.getpid(), signal.SIGSEGV)
 
@@ -1654,8 +1941,15 @@ def _selftest_family(name: str):
 
     def ok(r):
         pass
-    return {"__crash": crash, "__hang": hang, "__blowup": blowup, "__foreign": foreign,
-            "__silent": silent, "__ok": ok}[name]
+
+    return {
+        "__crash": crash,
+        "__hang": hang,
+        "__blowup": blowup,
+        "__foreign": foreign,
+        "__silent": silent,
+        "__ok": ok,
+    }[name]
 
 
 def family_of(case_id: int, only=None) -> str:
@@ -1708,6 +2002,7 @@ def _limit_memory(limit: int):
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.setsid()
+
     return apply
 
 
@@ -1722,15 +2017,30 @@ class _Slot:
 
     def spawn(self):
         d = self.driver
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--seed", str(d.seed),
-               "--start", str(self.next), "--stop", str(self.stop)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--seed",
+            str(d.seed),
+            "--start",
+            str(self.next),
+            "--stop",
+            str(self.stop),
+        ]
         if d.only:
             cmd += ["--only", ",".join(d.only)]
         if d.sequence:
             cmd += ["--sequence", ",".join(d.sequence)]
         self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err, cwd=ROOT,
-                                     env=d.env, preexec_fn=_limit_memory(d.mem_limit))
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            cwd=ROOT,
+            env=d.env,
+            preexec_fn=_limit_memory(d.mem_limit),
+        )
         self.deadline = time.monotonic() + d.first_timeout
         self.started = True
 
@@ -1761,10 +2071,8 @@ class _Slot:
             return True
         rc = self.proc.wait()
         if self.next < self.stop:
-            how = (f"killed by signal {signal.Signals(-rc).name}" if rc < 0
-                   else f"exited with status {rc}")
-            self.driver.record_crash(self.next, f"worker process {how} (crash)\n"
-                                                f"{self.stderr_tail()}")
+            how = f"killed by signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
+            self.driver.record_crash(self.next, f"worker process {how} (crash)\n{self.stderr_tail()}")
             self.next += 1
             if self.next < self.stop:
                 self.spawn()
@@ -1773,8 +2081,9 @@ class _Slot:
 
     def on_timeout(self):
         self.kill()
-        self.driver.record_crash(self.next, f"hang: no result within "
-                                            f"{self.driver.timeout:.0f} s (worker killed)")
+        self.driver.record_crash(
+            self.next, f"hang: no result within {self.driver.timeout:.0f} s (worker killed)"
+        )
         self.next += 1
         if self.next < self.stop:
             self.spawn()
@@ -1783,9 +2092,21 @@ class _Slot:
 
 
 class Driver:
-    def __init__(self, seed, cases, workers, threads, chunk, only=None, start=0,
-                 timeout=CASE_TIMEOUT, first_timeout=FIRST_CASE_TIMEOUT, mem_limit=MEM_LIMIT,
-                 log=None, sequence=None):
+    def __init__(
+        self,
+        seed,
+        cases,
+        workers,
+        threads,
+        chunk,
+        only=None,
+        start=0,
+        timeout=CASE_TIMEOUT,
+        first_timeout=FIRST_CASE_TIMEOUT,
+        mem_limit=MEM_LIMIT,
+        log=None,
+        sequence=None,
+    ):
         self.seed, self.cases, self.workers, self.only = seed, cases, workers, only
         self.sequence = sequence
         self.start = start
@@ -1830,8 +2151,10 @@ class Driver:
         self.failures.append({"case": f"{self.seed}:{index}", "family": fam, "msg": msg})
 
     def run(self) -> Driver:
-        chunks = [(a, min(a + self.chunk, self.start + self.cases))
-                  for a in range(self.start, self.start + self.cases, self.chunk)]
+        chunks = [
+            (a, min(a + self.chunk, self.start + self.cases))
+            for a in range(self.start, self.start + self.cases, self.chunk)
+        ]
         active: list[_Slot] = []
         t0 = time.monotonic()
         while chunks or active:
@@ -1855,12 +2178,15 @@ class Driver:
         return self
 
     def report(self) -> str:
-        lines = [f"{self.done} cases (seed {self.seed}) in {self.seconds:.1f} s: "
-                 f"{len(self.failures)} failure(s)",
-                 "per family: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_family.items()))]
+        lines = [
+            f"{self.done} cases (seed {self.seed}) in {self.seconds:.1f} s: {len(self.failures)} failure(s)",
+            "per family: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_family.items())),
+        ]
         for f in self.failures[:50]:
-            lines.append(f"--- case {f['case']} ({f['family']}); replay: python -m "
-                         f"tests.test_fuzz_kernels --replay {f['case']}\n{f['msg']}")
+            lines.append(
+                f"--- case {f['case']} ({f['family']}); replay: python -m "
+                f"tests.test_fuzz_kernels --replay {f['case']}\n{f['msg']}"
+            )
         return "\n".join(lines)
 
 
@@ -1895,14 +2221,22 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     only = a.only.split(",") if a.only else None
     if a.worker:
-        worker_main(a.seed, a.start, a.stop, only,
-                    a.sequence.split(",") if a.sequence else None)
+        worker_main(a.seed, a.start, a.stop, only, a.sequence.split(",") if a.sequence else None)
         return 0
     if a.replay:
         return replay(a.replay, only)
     threads = a.threads or max(1, (os.cpu_count() or 1) // a.workers)
-    d = Driver(a.seed, a.cases, a.workers, threads, a.chunk, only, start=a.start,
-               timeout=a.timeout, log=lambda s: print(s, flush=True)).run()
+    d = Driver(
+        a.seed,
+        a.cases,
+        a.workers,
+        threads,
+        a.chunk,
+        only,
+        start=a.start,
+        timeout=a.timeout,
+        log=lambda s: print(s, flush=True),
+    ).run()
     print(d.report())
     return 1 if d.failures else 0
 
@@ -1914,8 +2248,13 @@ def test_fuzz_kernels_ci_budget():
     """CI_CASES generated cases (fixed seed) in worker subprocesses: no crash, hang,
     allocation blow-up, foreign exception, accepted corrupt input or wrong result."""
     workers = max(1, min(4, os.cpu_count() or 1))
-    d = Driver(CI_SEED, CI_CASES, workers, threads=max(1, (os.cpu_count() or 1) // workers),
-               chunk=-(-CI_CASES // workers)).run()
+    d = Driver(
+        CI_SEED,
+        CI_CASES,
+        workers,
+        threads=max(1, (os.cpu_count() or 1) // workers),
+        chunk=-(-CI_CASES // workers),
+    ).run()
     print(d.report())
     assert d.done == CI_CASES
     assert not d.failures, d.report()
@@ -1925,8 +2264,7 @@ def test_harness_reports_crash_hang_blowup_and_foreign_errors():
     """The harness itself: a segfault, a hang, an 8 GiB allocation, a KeyError and a wrong
     result each fail their case (named by its id), and the cases after them still run."""
     fams = ["__ok", "__crash", "__ok", "__hang", "__blowup", "__foreign", "__silent", "__ok"]
-    d = Driver(0, len(fams), 1, 1, len(fams), timeout=5.0, first_timeout=120.0,
-               sequence=fams).run()
+    d = Driver(0, len(fams), 1, 1, len(fams), timeout=5.0, first_timeout=120.0, sequence=fams).run()
     assert d.done == len(fams), d.report()
     got = {f["case"]: f["msg"] for f in d.failures}
     assert sorted(got) == ["0:1", "0:3", "0:4", "0:5", "0:6"], d.report()

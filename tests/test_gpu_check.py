@@ -1,6 +1,7 @@
 """bench/gpu_check.py without a GPU: arguments, the power-law graph and its transpose, the
 byte and flop models, recall with ties, the report, and the whole script end to end on tiny
 CPU sizes (Triton under the interpreter)."""
+
 import importlib
 import os
 import subprocess
@@ -22,8 +23,12 @@ def gpu_check():
 
 
 def test_gpu_check_help_and_args(gpu_check):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gpu_check.py"), "--help"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "gpu_check.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "--out" in r.stdout
     a = gpu_check.parse_args(["--knn", "1000,2000", "--backends", "triton"])
     assert a.knn_sizes == [1000, 2000] and a.backend_list == ["triton"]
@@ -34,7 +39,8 @@ def test_gpu_check_help_and_args(gpu_check):
 
 def test_gpu_check_power_law_graph_and_transpose(gpu_check):
     indptr, indices, values, rel = gpu_check.power_law_csr(
-        500, 500, 4000, 3, generator=torch.Generator().manual_seed(1))
+        500, 500, 4000, 3, generator=torch.Generator().manual_seed(1)
+    )
     deg = indptr[1:] - indptr[:-1]
     assert int(indptr[-1]) == 4000 and indices.numel() == 4000
     assert int(deg.max()) > 20 * 4000 / 500  # heavy rows exist
@@ -57,21 +63,24 @@ def test_gpu_check_models_recall_and_report(gpu_check, tmp_path):
     assert gpu_check.knn_flops(3, 5, 7) == 210
     ref_i = torch.tensor([[0, 1], [2, 3]])
     ref_v = torch.tensor([[0.9, 0.5], [0.8, 0.7]])
-    tie, exact = gpu_check.recall_with_ties(torch.tensor([[0, 4], [2, 3]]),
-                                            torch.tensor([[0.9, 0.5], [0.8, 0.7]]),
-                                            ref_i, ref_v)
+    tie, exact = gpu_check.recall_with_ties(
+        torch.tensor([[0, 4], [2, 3]]), torch.tensor([[0.9, 0.5], [0.8, 0.7]]), ref_i, ref_v
+    )
     assert exact == 0.75 and tie == 1.0  # id 4 ties the k-th score: counted by the tie rule
-    tie, _ = gpu_check.recall_with_ties(torch.tensor([[0, 4], [2, -1]]),
-                                        torch.tensor([[0.9, 0.1], [0.8, float("-inf")]]),
-                                        ref_i, ref_v)
+    tie, _ = gpu_check.recall_with_ties(
+        torch.tensor([[0, 4], [2, -1]]), torch.tensor([[0.9, 0.1], [0.8, float("-inf")]]), ref_i, ref_v
+    )
     assert tie == 0.5
     assert gpu_check.knn_chunk_rows(1_000_000) == 1073
-    rows = [dict(section="s", impl="a", ms=1.5, rate_str="3 GB/s", vs_peer=2.0,
-                 of_ceiling=0.5, check="ok"), dict(section="s", impl="b", check="skipped")]
+    rows = [
+        dict(section="s", impl="a", ms=1.5, rate_str="3 GB/s", vs_peer=2.0, of_ceiling=0.5, check="ok"),
+        dict(section="s", impl="b", check="skipped"),
+    ]
     gpu_check.write_report(str(tmp_path), {"device": "none"}, rows)
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| s | a | 1.500 | 3 GB/s | 2.00x | 50% | ok |" in md
     import json
+
     assert json.loads((tmp_path / "gpu_check.json").read_text())["rows"][1]["impl"] == "b"
 
 
@@ -80,10 +89,24 @@ def test_gpu_check_cpu_smoke_run_with_triton_interpreter(tmp_path):
     """The whole script end to end on tiny CPU sizes (triton under the interpreter): its
     correctness checks must pass and the report must be written."""
     env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-W", "ignore", os.path.join(ROOT, "bench",
-                        "gpu_check.py"), "--device", "cpu", "--backends", "triton",
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                       env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "ignore",
+            os.path.join(ROOT, "bench", "gpu_check.py"),
+            "--device",
+            "cpu",
+            "--backends",
+            "triton",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| propagate spmm_rel | triton |" in md and "ok det" in md and "FAIL" not in md

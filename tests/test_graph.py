@@ -1,5 +1,6 @@
 """CSRGraph: constructors agree with dense math, transposes carry permutations, bad input fails
 with a message naming the argument."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -24,14 +25,13 @@ def test_from_edges_sums_duplicates_and_sorts(gen):
     assert g.shape == (9, 5) and g.indices.dtype == torch.int32
     torch.testing.assert_close(g.to_dense(), dense_from_edges(src, dst, w, (9, 5)))
     for r in range(9):  # rows sorted by column, no duplicate columns
-        cols = g.indices[g.indptr[r]:g.indptr[r + 1]]
+        cols = g.indices[g.indptr[r] : g.indptr[r + 1]]
         assert bool((cols[1:] > cols[:-1]).all())
     assert g.degrees()[7:].sum() == 0  # rows 7, 8 never appear: empty
 
 
 def test_relations_keep_parallel_edges_apart():
-    g = sk.CSRGraph.from_edges([0, 0, 0], [1, 1, 1], [1.0, 2.0, 4.0], relation=[0, 1, 0],
-                               shape=(2, 2))
+    g = sk.CSRGraph.from_edges([0, 0, 0], [1, 1, 1], [1.0, 2.0, 4.0], relation=[0, 1, 0], shape=(2, 2))
     assert g.nnz == 2 and g.num_relations == 2
     assert g.values.tolist() == [5.0, 2.0] and g.relation.tolist() == [0, 1]
 
@@ -74,8 +74,9 @@ def test_normalize_sym_and_row(gen):
     a = g.to_dense()
     r, c = a.sum(1), a.sum(0)
     inv = lambda v, p: torch.where(v > 0, v.clamp_min(1e-30) ** p, torch.zeros_like(v))
-    torch.testing.assert_close(g.normalize("sym").to_dense(),
-                               inv(r, -0.5)[:, None] * a * inv(c, -0.5)[None, :])
+    torch.testing.assert_close(
+        g.normalize("sym").to_dense(), inv(r, -0.5)[:, None] * a * inv(c, -0.5)[None, :]
+    )
     torch.testing.assert_close(g.normalize("row").to_dense(), inv(r, -1.0)[:, None] * a)
     assert g.normalize("none") is g
     assert torch.isfinite(g.normalize("sym").values).all()  # isolated nodes: zeros, not NaN
@@ -106,8 +107,9 @@ def test_to_moves_graph_and_cached_transpose(device):
 def test_mark_symmetric(device):
     """A symmetric graph serves as its own transpose, through to() and with_values(); the
     backward pass over it equals the dense A^T one; wrong shapes and degrees are refused."""
-    g = sk.CSRGraph.from_edges([0, 1, 1, 2, 2], [1, 0, 2, 1, 2], [1.0, 1.0, 0.5, 0.5, 2.0],
-                               shape=(3, 3)).to(device, torch.float64)
+    g = sk.CSRGraph.from_edges([0, 1, 1, 2, 2], [1, 0, 2, 1, 2], [1.0, 1.0, 0.5, 0.5, 2.0], shape=(3, 3)).to(
+        device, torch.float64
+    )
     assert g.mark_symmetric() is g and g.transpose() is g
     h = g.to(device, torch.float32).with_values(g.values.float() * 2)
     assert h.transpose() is h
@@ -129,20 +131,26 @@ def test_symmetrize():
     torch.testing.assert_close(g.to_dense(), g.to_dense().T)
 
 
-@pytest.mark.parametrize("kwargs, exc, msg", [
-    (dict(indptr=[0, 2, 1], indices=[0, 1], shape=(2, 2)), ValueError, "non-decreasing"),
-    (dict(indptr=[1, 2], indices=[0], shape=(1, 2)), ValueError, r"indptr\[0\]"),
-    (dict(indptr=[0, 1], indices=[5], shape=(1, 2)), IndexError, "indices"),
-    (dict(indptr=[0, 1], indices=[-1], shape=(1, 2)), IndexError, "indices"),
-    (dict(indptr=[0, 1, 2], indices=[0, 1], shape=(3, 2)), ValueError, "n_rows"),
-    (dict(indptr=[0, 2], indices=[0, 1], values=[1.0], shape=(1, 2)), ValueError, "values"),
-    (dict(indptr=[0, 1], indices=[0], values=[float("nan")], shape=(1, 1)), ValueError, "NaN"),
-    (dict(indptr=[0, 1], indices=[0], values=[float("inf")], shape=(1, 1)), ValueError, "NaN"),
-    (dict(indptr=[0, 1], indices=[0.5], shape=(1, 1)), TypeError, "indices"),
-    (dict(indptr=[0, 1], indices=[0], values=[1], shape=(1, 1)), TypeError, "values"),
-    (dict(indptr=[0, 1], indices=[0], relation=[3], num_relations=2, shape=(1, 1)), IndexError,
-     "relation"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, msg",
+    [
+        (dict(indptr=[0, 2, 1], indices=[0, 1], shape=(2, 2)), ValueError, "non-decreasing"),
+        (dict(indptr=[1, 2], indices=[0], shape=(1, 2)), ValueError, r"indptr\[0\]"),
+        (dict(indptr=[0, 1], indices=[5], shape=(1, 2)), IndexError, "indices"),
+        (dict(indptr=[0, 1], indices=[-1], shape=(1, 2)), IndexError, "indices"),
+        (dict(indptr=[0, 1, 2], indices=[0, 1], shape=(3, 2)), ValueError, "n_rows"),
+        (dict(indptr=[0, 2], indices=[0, 1], values=[1.0], shape=(1, 2)), ValueError, "values"),
+        (dict(indptr=[0, 1], indices=[0], values=[float("nan")], shape=(1, 1)), ValueError, "NaN"),
+        (dict(indptr=[0, 1], indices=[0], values=[float("inf")], shape=(1, 1)), ValueError, "NaN"),
+        (dict(indptr=[0, 1], indices=[0.5], shape=(1, 1)), TypeError, "indices"),
+        (dict(indptr=[0, 1], indices=[0], values=[1], shape=(1, 1)), TypeError, "values"),
+        (
+            dict(indptr=[0, 1], indices=[0], relation=[3], num_relations=2, shape=(1, 1)),
+            IndexError,
+            "relation",
+        ),
+    ],
+)
 def test_validation_errors_name_the_argument(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         sk.CSRGraph(**kwargs)
@@ -160,8 +168,9 @@ def test_from_edges_rejects_out_of_range_and_mismatch():
 def test_empty_graph():
     g = sk.CSRGraph.from_edges([], [], shape=(0, 0))
     assert g.nnz == 0 and g.transpose().shape == (0, 0)
-    g = sk.CSRGraph.from_edges(torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64),
-                               shape=(4, 3))
+    g = sk.CSRGraph.from_edges(
+        torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64), shape=(4, 3)
+    )
     assert g.indptr.tolist() == [0, 0, 0, 0, 0]
 
 
@@ -169,10 +178,10 @@ def test_empty_graph():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_check_finite_finds_one_bad_entry_anywhere(gen, bad, dtype):
     from slifmr_kernels._checks import check_finite
+
     t = torch.randn(301, 17, generator=gen, dtype=dtype)
     check_finite("x", t)
-    i, j = int(torch.randint(0, 301, (1,), generator=gen)), int(torch.randint(0, 17, (1,),
-                                                                               generator=gen))
+    i, j = int(torch.randint(0, 301, (1,), generator=gen)), int(torch.randint(0, 17, (1,), generator=gen))
     t[i, j] = bad
     with pytest.raises(ValueError, match="x contains 1 NaN or infinite"):
         check_finite("x", t)

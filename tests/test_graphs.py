@@ -1,4 +1,5 @@
 """Graph assembly and the feedback insertion (which graph S(t) enters, with which weight), against dense formulas."""
+
 import time
 
 import numpy as np
@@ -21,8 +22,16 @@ def _dense_sym(m):
 
 @pytest.fixture(scope="module")
 def small():
-    return make_synthetic(60, 40, num_clusters=4, mean_interactions=6, min_interactions=2,
-                          modalities={"image": 8, "text": 5}, kg_relations=2, seed=11)
+    return make_synthetic(
+        60,
+        40,
+        num_clusters=4,
+        mean_interactions=6,
+        min_interactions=2,
+        modalities={"image": 8, "text": 5},
+        kg_relations=2,
+        seed=11,
+    )
 
 
 def test_normalizers_match_dense():
@@ -32,8 +41,9 @@ def test_normalizers_match_dense():
     np.testing.assert_allclose(sym_normalize(m).toarray(), _dense_sym(m.toarray()), rtol=1e-5, atol=1e-7)
     d = m.toarray()
     rs = d.sum(1, keepdims=True)
-    np.testing.assert_allclose(row_normalize(m).toarray(), np.divide(d, rs, out=np.zeros_like(d), where=rs > 0),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        row_normalize(m).toarray(), np.divide(d, rs, out=np.zeros_like(d), where=rs > 0), rtol=1e-5, atol=1e-7
+    )
     assert np.isfinite(sym_normalize(m).data).all()
     assert sym_normalize(m)[3].nnz == 0 and row_normalize(m)[3].nnz == 0
 
@@ -42,7 +52,7 @@ def test_feedback_knn_properties():
     h = torch.randn(50, 6, generator=torch.Generator().manual_seed(2))
     S, raw, raw_graph = feedback_knn(h, 5)
     Sd, rawd = S.toarray(), raw.toarray()
-    assert np.allclose(Sd, Sd.T, atol=1e-6)               # symmetrised
+    assert np.allclose(Sd, Sd.T, atol=1e-6)  # symmetrised
     assert np.all(np.diag(rawd) == 0) and np.all(Sd >= 0)  # self excluded, no negative weights
     assert np.all((rawd > 0).sum(1) <= 5)
     # the kept neighbours are the top cosine similarities (clipped at 0)
@@ -70,8 +80,12 @@ def test_builder_static_and_feedback_graphs(small):
     bip = np.block([[np.zeros((U, U)), R], [R.T, np.zeros((I, I))]])
     np.testing.assert_allclose(g0.adj.to_dense().numpy(), _dense_sym(bip), rtol=1e-5, atol=1e-7)
     rs = R.sum(1, keepdims=True)
-    np.testing.assert_allclose(g0.user_item.to_dense().numpy(),
-                               np.divide(R, rs, out=np.zeros_like(R), where=rs > 0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        g0.user_item.to_dense().numpy(),
+        np.divide(R, rs, out=np.zeros_like(R), where=rs > 0),
+        rtol=1e-5,
+        atol=1e-7,
+    )
     assert g0.feedback_edges == 0
 
     h = torch.randn(I, 8, generator=torch.Generator().manual_seed(0))
@@ -119,11 +133,10 @@ def test_builder_static_and_feedback_graphs(small):
 
 
 def test_builder_feedback_targets_switch(small):
-    b = GraphBuilder(small, modalities=["image"], use_kg=True, knn_k=4,
-                     feedback_in=["modality"])
+    b = GraphBuilder(small, modalities=["image"], use_kg=True, knn_k=4, feedback_in=["modality"])
     S, raw, _, _ = b.feedback(torch.randn(small.num_items, 4), 3)
     g, g0 = b.build(S, raw), b.build(None)
-    assert torch.equal(g.adj.values, g0.adj.values)          # interaction graph untouched
+    assert torch.equal(g.adj.values, g0.adj.values)  # interaction graph untouched
     assert g.kg is g0.kg or torch.equal(g.kg.values, g0.kg.values)
     assert not torch.allclose(g.modality["image"].to_dense(), g0.modality["image"].to_dense())
     with pytest.raises(ValueError, match="feedback_in"):
@@ -135,7 +148,8 @@ def test_builder_feedback_targets_switch(small):
 def test_builder_without_kg_or_features_and_cold_users():
     ds = make_synthetic(30, 20, num_clusters=2, modalities={}, kg_relations=0, seed=1)
     import dataclasses
-    ds = dataclasses.replace(ds, num_users=33)   # three users without any interaction
+
+    ds = dataclasses.replace(ds, num_users=33)  # three users without any interaction
     b = GraphBuilder(ds, modalities=[], use_kg=True)
     g = b.build(*b.feedback(torch.randn(20, 4), 3)[:2])
     assert g.kg is None and g.modality == {}
@@ -147,7 +161,7 @@ def test_incremental_refresh_tracks_exact_knn():
     gen = torch.Generator().manual_seed(4)
     h0 = torch.randn(300, 8, generator=gen)
     _, _, raw0 = feedback_knn(h0, 6)
-    h1 = h0 + 0.05 * torch.randn(300, 8, generator=gen)   # one epoch of drift
+    h1 = h0 + 0.05 * torch.randn(300, 8, generator=gen)  # one epoch of drift
     S_ref, raw_ref, _ = feedback_knn(h1, 6)
     S_inc, raw_inc, _ = feedback_knn(h1, 6, previous=raw0)
     exact = raw_ref.toarray() > 0
@@ -175,7 +189,7 @@ def test_static_graphs_on_demand_and_approximate_knn(small):
     """cache_static=False builds the no-feedback graphs per call and keeps none; above
     knn_exact_max the modality graphs come from bucketed kNN + knn_refine and keep a seed."""
     exact = GraphBuilder(small, modalities=["image", "text"], use_kg=True, knn_k=4)
-    assert exact.knn_exact and exact.build(None).adj is exact.build(None).adj   # cached
+    assert exact.knn_exact and exact.build(None).adj is exact.build(None).adj  # cached
     lazy = GraphBuilder(small, modalities=["image", "text"], use_kg=True, knn_k=4, cache_static=False)
     g1, g2 = lazy.build(None), lazy.build(None)
     assert g1.adj is not g2.adj and torch.equal(g1.adj.values, g2.adj.values)

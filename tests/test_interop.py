@@ -1,5 +1,6 @@
 """slifmr_kernels/_interop.py: CuPy / DLPack interop, exercised with NumPy and SciPy, which
 expose the same protocols (no CuPy needed)."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch
 
 def test_interop_dense_zero_copy():
     from slifmr_kernels import _interop
+
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     t = _interop.to_torch(a)
     assert t.shape == (3, 4) and t.dtype == torch.float32
@@ -22,6 +24,7 @@ def test_interop_csr_arrays_and_graph():
     import scipy.sparse as sp
 
     from slifmr_kernels import _interop
+
     m = sp.random(9, 7, density=0.3, format="csr", dtype=np.float32, random_state=0)
     indptr, indices, values, shape = _interop.csr_arrays_from_cupy(m)
     assert shape == (9, 7) and indptr.dtype == torch.int64

@@ -1,6 +1,7 @@
 """Input validation of slifmr_kernels: every constructor and op
 rejects bad input with the project's own error, naming the argument, before any kernel or
 foreign C/C++ code reads it; documented edge cases keep working."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -10,8 +11,7 @@ import slifmr_kernels as sk
 from slifmr_kernels.graph import _INFER_FACTOR, _INFER_MIN
 from slifmr_kernels.testing import random_graph
 
-CPU_BACKENDS = {op: sk.available_backends("cpu", op=op) for op in ("propagate", "topk", "fuse",
-                                                                   "refine")}
+CPU_BACKENDS = {op: sk.available_backends("cpu", op=op) for op in ("propagate", "topk", "fuse", "refine")}
 
 
 def scipy_csr(fmt="csr", seed=0):
@@ -26,21 +26,23 @@ def scipy_csr(fmt="csr", seed=0):
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "bsr"])
-@pytest.mark.parametrize("corrupt, msg", [
-    (lambda m: m.indptr.__setitem__(-1, m.indptr[-1] + 500), r"m.indptr\[-1\] = \d+ must equal"),
-    (lambda m: m.indptr.__setitem__(-1, m.indptr[-1] + 2**30), r"m.indptr\[-1\]"),
-    (lambda m: m.indptr.__setitem__(3, m.indptr[4] + 7), "m.indptr must be non-decreasing"),
-    (lambda m: m.indptr.__setitem__(0, 1), r"m.indptr\[0\] must be 0"),
-    (lambda m: setattr(m, "indptr", m.indptr[:-1]), "m.indptr must have"),
-    (lambda m: setattr(m, "indptr", np.concatenate([m.indptr, m.indptr[-1:]])),
-     "m.indptr must have"),
-    (lambda m: m.indices.__setitem__(2, 10**6), "m.indices has an entry 1000000"),
-    (lambda m: m.indices.__setitem__(2, -1), "m.indices has an entry -1"),
-    (lambda m: setattr(m, "data", m.data[:-1]), "m.data must have one entry"),
-    (lambda m: setattr(m, "indptr", m.indptr.astype(np.float64)), "m.indptr must hold integers"),
-    (lambda m: setattr(m, "data", m.data.astype(np.complex128)), "m.data must hold real"),
-    (lambda m: m.data.__setitem__(0, np.inf), r"m.data contains \d+ NaN"),
-])
+@pytest.mark.parametrize(
+    "corrupt, msg",
+    [
+        (lambda m: m.indptr.__setitem__(-1, m.indptr[-1] + 500), r"m.indptr\[-1\] = \d+ must equal"),
+        (lambda m: m.indptr.__setitem__(-1, m.indptr[-1] + 2**30), r"m.indptr\[-1\]"),
+        (lambda m: m.indptr.__setitem__(3, m.indptr[4] + 7), "m.indptr must be non-decreasing"),
+        (lambda m: m.indptr.__setitem__(0, 1), r"m.indptr\[0\] must be 0"),
+        (lambda m: setattr(m, "indptr", m.indptr[:-1]), "m.indptr must have"),
+        (lambda m: setattr(m, "indptr", np.concatenate([m.indptr, m.indptr[-1:]])), "m.indptr must have"),
+        (lambda m: m.indices.__setitem__(2, 10**6), "m.indices has an entry 1000000"),
+        (lambda m: m.indices.__setitem__(2, -1), "m.indices has an entry -1"),
+        (lambda m: setattr(m, "data", m.data[:-1]), "m.data must have one entry"),
+        (lambda m: setattr(m, "indptr", m.indptr.astype(np.float64)), "m.indptr must hold integers"),
+        (lambda m: setattr(m, "data", m.data.astype(np.complex128)), "m.data must hold real"),
+        (lambda m: m.data.__setitem__(0, np.inf), r"m.data contains \d+ NaN"),
+    ],
+)
 def test_from_scipy_refuses_corrupted_compressed_arrays(fmt, corrupt, msg):
     """indptr[-1] += 500 on a valid CSR used to kill the process (SIGSEGV / malloc invalid
     size) or hang inside scipy's C++ code; non-monotone indptr gave a wrong matrix."""
@@ -72,8 +74,7 @@ def test_from_scipy_coo_and_shape_and_every_format():
         g = sk.CSRGraph.from_scipy(m, dtype=torch.float64)
         np.testing.assert_allclose(g.to_dense().numpy(), dense, err_msg=fmt)
     # unsorted indices and duplicates are fine (summed), as scipy's own semantics say
-    m = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([2, 0, 2]), np.array([0, 3])),
-                      shape=(1, 3))
+    m = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([2, 0, 2]), np.array([0, 3])), shape=(1, 3))
     assert sk.CSRGraph.from_scipy(m).to_dense().tolist() == [[2.0, 0.0, 4.0]]
     # uint64 / int32 index arrays and bool / int data are accepted
     m = sp.csr_matrix(np.array([[0, 1], [1, 0]], dtype=bool))
@@ -84,40 +85,78 @@ def test_from_scipy_coo_and_shape_and_every_format():
 # --------------------------------------------------------------------------- CSRGraph(...)
 
 
-@pytest.mark.parametrize("kwargs, exc, msg", [
-    (dict(indptr=[0, 1, 5], indices=[0, 1], shape=(2, 2)), sk.GraphError, r"indptr\[-1\] = 5"),
-    (dict(indptr=[0, 2, 1, 2], indices=[0, 1], shape=(3, 2)), sk.GraphError, "non-decreasing"),
-    (dict(indptr=[0, 1], indices=[0], shape=(2, 2)), sk.GraphError, "n_rows \\+ 1 = 3"),
-    (dict(indptr=[[0, 1]], indices=[0], shape=(1, 2)), sk.GraphError, "indptr must be 1-D"),
-    (dict(indptr=torch.tensor([0.0, 1.0]), indices=[0], shape=(1, 2)), sk.GraphTypeError,
-     "indptr must have dtype"),
-    (dict(indptr=[0, 1], indices=[2**40], shape=(1, 2)), sk.GraphIndexError, "indices"),
-    (dict(indptr=[0, 1], indices=[0], values=torch.tensor([1.0], dtype=torch.float16),
-          shape=(1, 2)), sk.GraphTypeError, "values must have dtype"),
-    (dict(indptr=[0, 1], indices=[0], shape=(-1, 2)), sk.GraphError, "non-negative"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1.0, 2)), sk.GraphTypeError, r"shape\[0\]"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1, 2, 3)), sk.GraphError, "shape must be a pair"),
-    (dict(indptr=[0, 1], indices=[0], shape="ab"), sk.GraphTypeError, "shape must be a pair"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=torch.tensor([2**32]),
-          num_relations=2), sk.GraphIndexError, "relation has an entry 4294967296"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], num_relations=0),
-     sk.GraphError, "num_relations"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], num_relations=True),
-     sk.GraphTypeError, "num_relations"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], num_relations=2,
-          relation_names=["a"]), sk.GraphError, "relation_names has 1 names for 2"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], relation_names="a"),
-     sk.GraphTypeError, "relation_names must be a sequence"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation_weight=[1.0]), sk.GraphError,
-     "relation_weight needs relation ids"),
-    (dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0],
-          relation_weight=[float("nan")]), sk.GraphError, "relation_weight contains"),
-    (dict(indptr=[0, 1], indices=[0], values=torch.ones(1, device="meta"), shape=(1, 1)),
-     sk.GraphError, "one device"),
-    (dict(indptr=torch.tensor([0, 1], device="meta"), indices=torch.tensor([0], device="meta")),
-     sk.GraphError, "meta device"),
-    (dict(indptr=[0, 1], indices=[2**40]), sk.GraphError, "pass shape="),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, msg",
+    [
+        (dict(indptr=[0, 1, 5], indices=[0, 1], shape=(2, 2)), sk.GraphError, r"indptr\[-1\] = 5"),
+        (dict(indptr=[0, 2, 1, 2], indices=[0, 1], shape=(3, 2)), sk.GraphError, "non-decreasing"),
+        (dict(indptr=[0, 1], indices=[0], shape=(2, 2)), sk.GraphError, "n_rows \\+ 1 = 3"),
+        (dict(indptr=[[0, 1]], indices=[0], shape=(1, 2)), sk.GraphError, "indptr must be 1-D"),
+        (
+            dict(indptr=torch.tensor([0.0, 1.0]), indices=[0], shape=(1, 2)),
+            sk.GraphTypeError,
+            "indptr must have dtype",
+        ),
+        (dict(indptr=[0, 1], indices=[2**40], shape=(1, 2)), sk.GraphIndexError, "indices"),
+        (
+            dict(indptr=[0, 1], indices=[0], values=torch.tensor([1.0], dtype=torch.float16), shape=(1, 2)),
+            sk.GraphTypeError,
+            "values must have dtype",
+        ),
+        (dict(indptr=[0, 1], indices=[0], shape=(-1, 2)), sk.GraphError, "non-negative"),
+        (dict(indptr=[0, 1], indices=[0], shape=(1.0, 2)), sk.GraphTypeError, r"shape\[0\]"),
+        (dict(indptr=[0, 1], indices=[0], shape=(1, 2, 3)), sk.GraphError, "shape must be a pair"),
+        (dict(indptr=[0, 1], indices=[0], shape="ab"), sk.GraphTypeError, "shape must be a pair"),
+        (
+            dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=torch.tensor([2**32]), num_relations=2),
+            sk.GraphIndexError,
+            "relation has an entry 4294967296",
+        ),
+        (
+            dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], num_relations=0),
+            sk.GraphError,
+            "num_relations",
+        ),
+        (
+            dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], num_relations=True),
+            sk.GraphTypeError,
+            "num_relations",
+        ),
+        (
+            dict(
+                indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], num_relations=2, relation_names=["a"]
+            ),
+            sk.GraphError,
+            "relation_names has 1 names for 2",
+        ),
+        (
+            dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], relation_names="a"),
+            sk.GraphTypeError,
+            "relation_names must be a sequence",
+        ),
+        (
+            dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation_weight=[1.0]),
+            sk.GraphError,
+            "relation_weight needs relation ids",
+        ),
+        (
+            dict(indptr=[0, 1], indices=[0], shape=(1, 1), relation=[0], relation_weight=[float("nan")]),
+            sk.GraphError,
+            "relation_weight contains",
+        ),
+        (
+            dict(indptr=[0, 1], indices=[0], values=torch.ones(1, device="meta"), shape=(1, 1)),
+            sk.GraphError,
+            "one device",
+        ),
+        (
+            dict(indptr=torch.tensor([0, 1], device="meta"), indices=torch.tensor([0], device="meta")),
+            sk.GraphError,
+            "meta device",
+        ),
+        (dict(indptr=[0, 1], indices=[2**40]), sk.GraphError, "pass shape="),
+    ],
+)
 def test_constructor_refuses(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         sk.CSRGraph(**kwargs)
@@ -125,10 +164,18 @@ def test_constructor_refuses(kwargs, exc, msg):
 
 def test_lazy_graph_is_checked_by_the_first_reader_and_in_place_edits_are_seen():
     bad = sk.CSRGraph([0, 1, 500], [0, 1], shape=(2, 2), validate=False)  # no O(nnz) check yet
-    for read in (bad.ensure_valid, bad.transpose, bad.degrees, bad.row_ids, bad.to_dense,
-                 bad.normalize, bad.to_scipy, lambda: sk.propagate(bad, torch.ones(2, 1)),
-                 lambda: sk.topk_scores(torch.ones(2, 1), torch.ones(2, 1), 1, exclude=bad),
-                 lambda: sk.knn_refine(torch.randn(2, 2), bad, 1)):
+    for read in (
+        bad.ensure_valid,
+        bad.transpose,
+        bad.degrees,
+        bad.row_ids,
+        bad.to_dense,
+        bad.normalize,
+        bad.to_scipy,
+        lambda: sk.propagate(bad, torch.ones(2, 1)),
+        lambda: sk.topk_scores(torch.ones(2, 1), torch.ones(2, 1), 1, exclude=bad),
+        lambda: sk.knn_refine(torch.randn(2, 2), bad, 1),
+    ):
         with pytest.raises(sk.GraphError, match=r"indptr\[-1\] = 500"):
             read()
     g = sk.CSRGraph.from_edges([0, 1, 2], [1, 2, 0], shape=(3, 3))
@@ -139,8 +186,11 @@ def test_lazy_graph_is_checked_by_the_first_reader_and_in_place_edits_are_seen()
         sk.propagate(g, x)
     g = sk.CSRGraph.from_edges([0, 1, 2], [1, 2, 0], shape=(3, 3))
     g.indices = g.indices[:2]  # a view with the same data pointer and version
-    with pytest.raises(sk.GraphError, match=r"indptr\[-1\] = 3 must equal the number of "
-                                            r"indices \(2\)"):
+    with pytest.raises(
+        sk.GraphError,
+        match=r"indptr\[-1\] = 3 must equal the number of "
+        r"indices \(2\)",
+    ):
         sk.propagate(g, x)
     g = sk.CSRGraph.from_edges([0, 1, 2], [1, 2, 0], shape=(3, 3))
     g.shape = (4, 3)  # attributes count too
@@ -183,16 +233,15 @@ def test_from_edges_explicit_huge_shape_without_key_overflow():
     """(2**10, 2**62) used to overflow the int64 (row, column) sort key."""
     src = torch.tensor([1000, 0, 1000, 3, 0])
     dst = torch.tensor([2**62 - 1, 2**61, 5, 2**62 - 1, 2**61])
-    g = sk.CSRGraph.from_edges(src, dst, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]),
-                               shape=(2**10, 2**62))
+    g = sk.CSRGraph.from_edges(src, dst, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), shape=(2**10, 2**62))
     assert g.indices.dtype == torch.int64
     got = list(zip(g.row_ids().tolist(), g.indices.tolist(), g.values.tolist()))
-    assert got == [(0, 2**61, 7.0), (3, 2**62 - 1, 4.0), (1000, 5, 3.0),
-                   (1000, 2**62 - 1, 1.0)]
+    assert got == [(0, 2**61, 7.0), (3, 2**62 - 1, 4.0), (1000, 5, 3.0), (1000, 2**62 - 1, 1.0)]
     # with relations: the key would also overflow through num_relations
     rel = torch.tensor([1, 0, 1, 0, 1])
-    h = sk.CSRGraph.from_edges(src % 4, dst % 5, relation=rel * (2**30 - 1), shape=(4, 5),
-                               num_relations=2**30)
+    h = sk.CSRGraph.from_edges(
+        src % 4, dst % 5, relation=rel * (2**30 - 1), shape=(4, 5), num_relations=2**30
+    )
     small = sk.CSRGraph.from_edges(src % 4, dst % 5, relation=rel, shape=(4, 5))
     assert torch.equal(h.indptr, small.indptr) and torch.equal(h.indices, small.indices)
     assert torch.equal(h.relation // (2**30 - 1), small.relation)
@@ -200,36 +249,54 @@ def test_from_edges_explicit_huge_shape_without_key_overflow():
     gen = torch.Generator().manual_seed(0)
     s, d, r = (torch.randint(0, 6, (200,), generator=gen) for _ in range(3))
     w = torch.rand(200, generator=gen, dtype=torch.float64)
-    a = sk.CSRGraph.from_edges(s, d, w, relation=r, shape=(6, 6), num_relations=6,
-                               dtype=torch.float64)
-    b = sk.CSRGraph.from_edges(s, d * 2**59, w, relation=r, shape=(6, 2**62), num_relations=6,
-                               dtype=torch.float64)
+    a = sk.CSRGraph.from_edges(s, d, w, relation=r, shape=(6, 6), num_relations=6, dtype=torch.float64)
+    b = sk.CSRGraph.from_edges(
+        s, d * 2**59, w, relation=r, shape=(6, 2**62), num_relations=6, dtype=torch.float64
+    )
     assert torch.equal(a.indptr, b.indptr) and torch.equal(a.relation, b.relation)
     assert torch.equal(a.indices.long() * 2**59, b.indices)
     torch.testing.assert_close(a.values, b.values, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kwargs, exc, msg", [
-    (dict(src=[0], dst=[0], shape=(-1, 3)), sk.GraphError, "shape must be non-negative"),
-    (dict(src=[0], dst=[0], shape=(2**40, 2)), sk.GraphError, "cannot allocate"),
-    (dict(src=[0, 1], dst=[0]), sk.GraphError, "same length"),
-    (dict(src=[0.5], dst=[0]), sk.GraphTypeError, "src must hold integer ids"),
-    (dict(src=[-1], dst=[0], shape=(2, 2)), sk.GraphIndexError, "src has an entry -1"),
-    (dict(src=[0], dst=[0], relation=[0], num_relations=2, relation_names=["a"]),
-     sk.GraphError, "relation_names has 1 names for 2"),
-    (dict(src=[0], dst=[0], relation=[0], relation_weight=[1.0, 2.0]), sk.GraphError,
-     "relation_weight must have num_relations = 1"),
-    (dict(src=[0], dst=[0], weight=[float("nan")]), sk.GraphError, "weight contains"),
-    (dict(src=[0], dst=[0], weight=[1e300], dtype=torch.float32), sk.GraphError,
-     "weight contains"),  # finite in float64, inf once cast to float32
-    (dict(src=[0], dst=[0], weight=torch.ones(1, dtype=torch.complex64)), sk.GraphTypeError,
-     "weight must be real"),
-    (dict(src=[0], dst=[0], dtype=torch.float16), sk.GraphTypeError, "dtype"),
-    (dict(src=[0], dst=[0], index_dtype=torch.float32), sk.GraphTypeError, "index_dtype"),
-    (dict(src=[0], dst=[0], relation=[2**31]), sk.GraphIndexError, "relation"),
-    (dict(src=torch.tensor([0], device="meta"), dst=torch.tensor([0], device="meta")),
-     sk.GraphError, "meta"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, msg",
+    [
+        (dict(src=[0], dst=[0], shape=(-1, 3)), sk.GraphError, "shape must be non-negative"),
+        (dict(src=[0], dst=[0], shape=(2**40, 2)), sk.GraphError, "cannot allocate"),
+        (dict(src=[0, 1], dst=[0]), sk.GraphError, "same length"),
+        (dict(src=[0.5], dst=[0]), sk.GraphTypeError, "src must hold integer ids"),
+        (dict(src=[-1], dst=[0], shape=(2, 2)), sk.GraphIndexError, "src has an entry -1"),
+        (
+            dict(src=[0], dst=[0], relation=[0], num_relations=2, relation_names=["a"]),
+            sk.GraphError,
+            "relation_names has 1 names for 2",
+        ),
+        (
+            dict(src=[0], dst=[0], relation=[0], relation_weight=[1.0, 2.0]),
+            sk.GraphError,
+            "relation_weight must have num_relations = 1",
+        ),
+        (dict(src=[0], dst=[0], weight=[float("nan")]), sk.GraphError, "weight contains"),
+        (
+            dict(src=[0], dst=[0], weight=[1e300], dtype=torch.float32),
+            sk.GraphError,
+            "weight contains",
+        ),  # finite in float64, inf once cast to float32
+        (
+            dict(src=[0], dst=[0], weight=torch.ones(1, dtype=torch.complex64)),
+            sk.GraphTypeError,
+            "weight must be real",
+        ),
+        (dict(src=[0], dst=[0], dtype=torch.float16), sk.GraphTypeError, "dtype"),
+        (dict(src=[0], dst=[0], index_dtype=torch.float32), sk.GraphTypeError, "index_dtype"),
+        (dict(src=[0], dst=[0], relation=[2**31]), sk.GraphIndexError, "relation"),
+        (
+            dict(src=torch.tensor([0], device="meta"), dst=torch.tensor([0], device="meta")),
+            sk.GraphError,
+            "meta",
+        ),
+    ],
+)
 def test_from_edges_refuses(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         sk.CSRGraph.from_edges(**kwargs)
@@ -237,23 +304,22 @@ def test_from_edges_refuses(kwargs, exc, msg):
 
 def test_from_edges_accepts_any_integer_dtype_and_real_weights():
     for dt in (torch.int8, torch.int16, torch.int32, torch.uint8, torch.int64):
-        g = sk.CSRGraph.from_edges(torch.tensor([1, 0], dtype=dt), torch.tensor([0, 1], dtype=dt),
-                                   torch.tensor([True, True]))
+        g = sk.CSRGraph.from_edges(
+            torch.tensor([1, 0], dtype=dt), torch.tensor([0, 1], dtype=dt), torch.tensor([True, True])
+        )
         assert g.to_dense().tolist() == [[0.0, 1.0], [1.0, 0.0]]
     g = sk.CSRGraph.from_edges(np.array([0, 0], dtype=np.uint32), np.array([1, 1]), [2, 3])
     assert g.to_dense().tolist() == [[0.0, 5.0]]
 
 
 def test_from_torch_sparse_refuses_corrupted_arrays():
-    t = torch.sparse_coo_tensor(torch.tensor([[0, 5], [0, 1]]), torch.ones(2), (3, 3),
-                                check_invariants=False)
+    t = torch.sparse_coo_tensor(torch.tensor([[0, 5], [0, 1]]), torch.ones(2), (3, 3), check_invariants=False)
     with pytest.raises(sk.GraphIndexError, match="src has an entry 5"):
         sk.CSRGraph.from_torch_sparse(t)
     c = torch.eye(3).to_sparse_csr()
     crow = c.crow_indices().clone()
     crow[-1] += 500
-    bad = torch.sparse_csr_tensor(crow, c.col_indices(), c.values(), (3, 3),
-                                  check_invariants=False)
+    bad = torch.sparse_csr_tensor(crow, c.col_indices(), c.values(), (3, 3), check_invariants=False)
     with pytest.raises(sk.GraphError, match=r"t.crow_indices\(\)\[-1\]"):
         sk.CSRGraph.from_torch_sparse(bad)
 
@@ -304,13 +370,19 @@ def test_topk_huge_k_refused_and_k_beyond_m_padded(backend):
     assert g.nnz == 7 * 6
 
 
-@pytest.mark.parametrize("k, exc", [(-1, sk.InputError), (True, sk.InputTypeError),
-                                    (2.0, sk.InputTypeError), (None, sk.InputTypeError)])
+@pytest.mark.parametrize(
+    "k, exc",
+    [(-1, sk.InputError), (True, sk.InputTypeError), (2.0, sk.InputTypeError), (None, sk.InputTypeError)],
+)
 def test_bad_k_everywhere(k, exc):
     x = torch.randn(5, 3)
     g = sk.knn_graph(x, 2)
-    for call in (lambda: sk.topk_similarity(x, k), lambda: sk.topk_scores(x, x, k),
-                 lambda: sk.knn_graph(x, k), lambda: sk.knn_refine(x, g, k)):
+    for call in (
+        lambda: sk.topk_similarity(x, k),
+        lambda: sk.topk_scores(x, x, k),
+        lambda: sk.knn_graph(x, k),
+        lambda: sk.knn_refine(x, g, k),
+    ):
         with pytest.raises(exc, match="k must be"):
             call()
     with pytest.raises(sk.InputError, match="k must be"):
@@ -425,12 +497,16 @@ def test_knn_refine_huge_counts_are_clamped():
     x = torch.randn(30, 4, generator=torch.Generator().manual_seed(3))
     g0 = sk.knn_graph(x, 5)
     for b in CPU_BACKENDS["refine"]:
-        g = sk.knn_refine(x, g0, 5, sample_random=2**40, max_candidates=2**40, max_iters=2**40,
-                          backend=b)
+        g = sk.knn_refine(x, g0, 5, sample_random=2**40, max_candidates=2**40, max_iters=2**40, backend=b)
         assert g.nnz == 30 * 5
-    for kw, msg in [(dict(delta=float("nan")), "delta"), (dict(seed=2**64), "seed"),
-                    (dict(seed=1.5), "seed"), (dict(metric="l2"), "metric"),
-                    (dict(return_stats=1), "return_stats"), (dict(max_iters=-1), "max_iters")]:
+    for kw, msg in [
+        (dict(delta=float("nan")), "delta"),
+        (dict(seed=2**64), "seed"),
+        (dict(seed=1.5), "seed"),
+        (dict(metric="l2"), "metric"),
+        (dict(return_stats=1), "return_stats"),
+        (dict(max_iters=-1), "max_iters"),
+    ]:
         with pytest.raises(sk.InputError, match=msg):
             sk.knn_refine(x, g0, 5, **kw)
     with pytest.raises(sk.InputError, match="previous_graph must have shape"):

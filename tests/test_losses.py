@@ -1,4 +1,5 @@
 """slifmr/losses.py: BPR, InfoNCE and the L2 penalty against their definitions."""
+
 import math
 
 import numpy as np

@@ -1,6 +1,7 @@
 """The gaps a port of another graph recommender hit: numba by default, edge-value
 gradients, checked symmetry, graph arithmetic, named normalisations, persistence, side effects
 of the import, float64 kept, sorted edge lists without a sort."""
+
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ def _cpu_backends():
 # ----------------------------------------------------------------------------- item 1
 def test_numba_is_a_core_dependency():
     import re
+
     setup = open(os.path.join(os.path.dirname(__file__), "..", "setup.py")).read()
     core = setup.split("install_requires=[", 1)[1].split("]", 1)[0]
     assert re.search(r'"numba>=', core), "numba must be in install_requires"
@@ -38,10 +40,8 @@ def test_numba_is_a_core_dependency():
 
 def test_auto_warns_once_when_numba_is_missing(monkeypatch):
     key = ("propagate", "numba")
-    monkeypatch.setattr(backends, "_cache", {k: v for k, v in backends._cache.items()
-                                             if k != key})
-    monkeypatch.setattr(backends, "_errors", {**backends._errors,
-                                              key: "No module named 'numba'; install it"})
+    monkeypatch.setattr(backends, "_cache", {k: v for k, v in backends._cache.items() if k != key})
+    monkeypatch.setattr(backends, "_errors", {**backends._errors, key: "No module named 'numba'; install it"})
     monkeypatch.setattr(backends, "_warned_missing", set())
     monkeypatch.delenv("SLIFMR_BACKEND", raising=False)
     g = sk.CSRGraph.from_edges([0, 1], [1, 0], shape=(2, 2))
@@ -79,14 +79,13 @@ def test_edge_value_gradcheck_every_cpu_backend(mode):
         rw = rw0.clone().requires_grad_(mode == "rel_weight_grad")
 
         def f(w, x, *extra):
-            g = sk.CSRGraph.from_edges(src, dst, w, relation=rel, shape=(7, 6),
-                                       num_relations=R)
+            g = sk.CSRGraph.from_edges(src, dst, w, relation=rel, shape=(7, 6), num_relations=R)
             if mode == "plain":
                 return sk.propagate(g, x, backend=backend)
             if mode == "rel_emb":
-                return sk.propagate(g, x, relation_emb=extra[0], relation_weight=rw0,
-                                    backend=backend)
+                return sk.propagate(g, x, relation_emb=extra[0], relation_weight=rw0, backend=backend)
             return sk.propagate(g, x, relation_weight=extra[0], backend=backend)
+
         extra = () if mode == "plain" else ((e,) if mode == "rel_emb" else (rw,))
         assert torch.autograd.gradcheck(f, (w, x) + extra), backend
 
@@ -100,8 +99,13 @@ def test_edge_value_grad_matches_torch_sparse_mm(dtype):
     # torch.sparse.mm's value gradient, on the coalesced pattern
     g_ref = sk.CSRGraph.from_edges(src, dst, w0, shape=(30, 25))
     vals = g_ref.values.clone().requires_grad_(True)
-    coo = torch.sparse_coo_tensor(torch.stack([g_ref.row_ids(), g_ref.indices.long()]), vals,
-                                  (30, 25), is_coalesced=True, check_invariants=False)
+    coo = torch.sparse_coo_tensor(
+        torch.stack([g_ref.row_ids(), g_ref.indices.long()]),
+        vals,
+        (30, 25),
+        is_coalesced=True,
+        check_invariants=False,
+    )
     xr = x0.clone().requires_grad_(True)
     (torch.sparse.mm(coo, xr) * dy).sum().backward()
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
@@ -143,11 +147,11 @@ def test_edge_value_grad_symmetric_and_layers():
     for backend in _cpu_backends():
         v = base.values.clone().requires_grad_(True)
         g = base.with_values(v).normalize("sym").mark_symmetric()
-        x = torch.randn(n, 3, dtype=F64, requires_grad=True,
-                        generator=torch.Generator().manual_seed(0))
+        x = torch.randn(n, 3, dtype=F64, requires_grad=True, generator=torch.Generator().manual_seed(0))
         assert torch.autograd.gradcheck(
-            lambda v, x: sk.propagate_layers(base.with_values(v).normalize("sym"), x, 2,
-                                             backend=backend), (v, x))
+            lambda v, x: sk.propagate_layers(base.with_values(v).normalize("sym"), x, 2, backend=backend),
+            (v, x),
+        )
         sk.propagate_layers(g, x, 3, backend=backend).sum().backward()
         assert v.grad is not None and bool(torch.isfinite(v.grad).all())
 
@@ -162,8 +166,7 @@ def test_edge_value_grad_only_values_need_grad():
         sk.propagate(g, x, backend=backend).sum().backward()
         dense = torch.zeros(7, 6, dtype=F64).index_put((src, dst), w0, accumulate=True)
         wd = w0.clone().requires_grad_(True)
-        torch.zeros(7, 6, dtype=F64).index_put((src, dst), wd, accumulate=True).matmul(
-            x).sum().backward()
+        torch.zeros(7, 6, dtype=F64).index_put((src, dst), wd, accumulate=True).matmul(x).sum().backward()
         torch.testing.assert_close(w.grad, wd.grad)
         del dense
 
@@ -172,10 +175,12 @@ def test_sddmm_fallback_for_a_backend_without_the_kernel(monkeypatch):
     """A backend module without sddmm (the cuda one) hands the edge-value gradient to the
     next one that has it, observably."""
     from slifmr_kernels.propagate import op
+
     assert op._SDDMM_FALLBACK["cuda"] == ("triton", "torch")
 
     class NoSddmm:
         pass
+
     real_load = op.load
     monkeypatch.setattr(op, "load", lambda o, n: NoSddmm() if n == "fake" else real_load(o, n))
     monkeypatch.setitem(op._SDDMM_FALLBACK, "fake", ("torch",))
@@ -185,13 +190,13 @@ def test_sddmm_fallback_for_a_backend_without_the_kernel(monkeypatch):
 # ----------------------------------------------------------------------------- item 3
 def test_mark_symmetric_checks_values_and_structure():
     with pytest.raises(sk.GraphError, match=r"A\[0, 1\] = 1.0 but A\[1, 0\] = 5.0"):
-        sk.CSRGraph.from_edges([0, 1], [1, 0], [1., 5.]).mark_symmetric()
+        sk.CSRGraph.from_edges([0, 1], [1, 0], [1.0, 5.0]).mark_symmetric()
     # same degrees, different structure
     with pytest.raises(sk.GraphError, match="no mirror edge"):
         sk.CSRGraph.from_edges([0, 1, 2], [1, 2, 0], shape=(3, 3)).mark_symmetric()
-    g = sk.CSRGraph.from_edges([0, 1], [1, 0], [1., 5.])
+    g = sk.CSRGraph.from_edges([0, 1], [1, 0], [1.0, 5.0])
     assert g.mark_symmetric(check=False).transpose() is g  # the explicit opt-out
-    ok = sk.CSRGraph.from_edges([0, 1, 1, 2], [1, 0, 2, 1], [2., 2., 3., 3.])
+    ok = sk.CSRGraph.from_edges([0, 1, 1, 2], [1, 0, 2, 1], [2.0, 2.0, 3.0, 3.0])
     assert ok.mark_symmetric().transpose() is ok
     # a sym-normalised symmetric graph passes despite rounding
     n = 50
@@ -220,8 +225,9 @@ def test_graph_arithmetic_against_dense():
     wt = torch.tensor(0.3, dtype=F64, requires_grad=True)
     x = torch.randn(n, 4, dtype=F64)
     sk.propagate(wt * A + (1 - wt) * B, x).sum().backward()
-    torch.testing.assert_close(wt.grad, ((A.to_dense() - B.to_dense().double()) @ x).sum(),
-                               rtol=1e-5, atol=1e-6)  # B's values are float32
+    torch.testing.assert_close(
+        wt.grad, ((A.to_dense() - B.to_dense().double()) @ x).sum(), rtol=1e-5, atol=1e-6
+    )  # B's values are float32
     rel = sk.CSRGraph.from_edges([0], [0], relation=[0])
     with pytest.raises(sk.GraphError, match="without relation ids"):
         rel + rel
@@ -245,11 +251,9 @@ def test_normalize_sym_row_against_dense_and_models():
     S = g.to_dense()
     d = S.sum(1)
     inv = torch.where(d > 0, d.rsqrt(), torch.zeros_like(d))
-    torch.testing.assert_close(g.normalize("sym_row").to_dense(),
-                               inv[:, None] * S * inv[None, :])
+    torch.testing.assert_close(g.normalize("sym_row").to_dense(), inv[:, None] * S * inv[None, :])
     rows, cols = g.row_ids(), g.indices.long()
-    torch.testing.assert_close(g.normalize("sym_row").values,
-                               row_sum_normalized(rows, cols, g.values, n))
+    torch.testing.assert_close(g.normalize("sym_row").values, row_sum_normalized(rows, cols, g.values, n))
     # differs from "sym" on a non-symmetric graph, equals it on a symmetric one
     assert not torch.allclose(g.normalize("sym").values, g.normalize("sym_row").values)
     s = g.symmetrize()
@@ -261,8 +265,14 @@ def test_normalize_sym_row_against_dense_and_models():
 # ----------------------------------------------------------------------------- item 6
 def test_state_dict_save_load_round_trip(tmp_path):
     src, dst, rel, w = _graph_edges(R=3)
-    g = sk.CSRGraph.from_edges(src, dst, w, relation=rel, relation_names=["a", "b", "c"],
-                               relation_weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64))
+    g = sk.CSRGraph.from_edges(
+        src,
+        dst,
+        w,
+        relation=rel,
+        relation_names=["a", "b", "c"],
+        relation_weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64),
+    )
     path = tmp_path / "g.pt"
     g.save(path)
     state = torch.load(path, weights_only=True)  # plain tensors, ints and strings
@@ -309,11 +319,11 @@ def test_torch_sparse_round_trips():
 
 # ----------------------------------------------------------------------------- item 7
 def _run(code, env):
-    full = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",
-                                                             "NUMBA_CACHE_DIR")}
+    full = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_CACHE_DIR")}
     full.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
-                          text=True, timeout=300, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300, check=True
+    ).stdout.strip()
 
 
 def test_omp_wait_policy_user_value_wins():
@@ -331,9 +341,11 @@ def test_numba_cache_goes_to_the_user_cache_dir(tmp_path, monkeypatch):
     assert backends.numba_cache_dir() == str(tmp_path / "c" / "numba")
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "n"))
     assert backends.numba_cache_dir() == str(tmp_path / "n")
-    code = ("import torch, slifmr_kernels as sk, numba.core.config as c; "
-            "sk.propagate(sk.CSRGraph.from_edges([0], [0]), torch.ones(1, 2), backend='numba');"
-            "print(repr(c.CACHE_DIR))")
+    code = (
+        "import torch, slifmr_kernels as sk, numba.core.config as c; "
+        "sk.propagate(sk.CSRGraph.from_edges([0], [0]), torch.ones(1, 2), backend='numba');"
+        "print(repr(c.CACHE_DIR))"
+    )
     out = _run(code, {"SLIFMR_CACHE_DIR": str(tmp_path / "c")})
     assert out == "''"  # Numba's own setting is restored for other users
     files = list((tmp_path / "c" / "numba").rglob("*.nbi"))
@@ -349,8 +361,7 @@ def test_from_edges_keeps_float64():
     assert sk.CSRGraph.from_edges([0, 1], [1, 0], np.array([1.0, 2.0])).dtype == F64
     assert sk.CSRGraph.from_edges([0, 1], [1, 0], [1.0, 2.0]).dtype == torch.float32
     assert sk.CSRGraph.from_edges([0, 1], [1, 0]).dtype == torch.float32
-    assert sk.CSRGraph.from_edges([0, 1], [1, 0], w64, dtype=torch.float32).dtype == \
-        torch.float32
+    assert sk.CSRGraph.from_edges([0, 1], [1, 0], w64, dtype=torch.float32).dtype == torch.float32
     g = sk.CSRGraph.from_edges([0, 1], [1, 0], torch.tensor([1 + 1e-12, 2.0], dtype=F64))
     assert float(g.values[0]) == 1 + 1e-12
     x = torch.randn(2, 3, dtype=F64)
@@ -369,8 +380,7 @@ def test_sorted_edges_skip_the_sort(monkeypatch):
     monkeypatch.setattr(torch, "unique", lambda *a, **k: calls.append(1) or real_unique(*a, **k))
     pruned = sk.CSRGraph.from_edges(rows, cols, g.values[keep], shape=(20, 20))
     assert not calls  # no sort for an already sorted, duplicate-free edge list
-    ref = sk.CSRGraph.from_edges(rows.flip(0), cols.flip(0), g.values[keep].flip(0),
-                                 shape=(20, 20))
+    ref = sk.CSRGraph.from_edges(rows.flip(0), cols.flip(0), g.values[keep].flip(0), shape=(20, 20))
     assert calls
     for f in ("indptr", "indices", "values"):
         assert torch.equal(getattr(pruned, f), getattr(ref, f))

@@ -5,6 +5,7 @@ gradients on tie-free data through a few Adam steps (fp32 tolerance).
 
 The "ours" halves are the before/after snippets of docs/PORTING.md.
 """
+
 import copy
 
 import pytest
@@ -47,9 +48,13 @@ def _dense_sym_norm(users, items, n_users, n_items):
 
 def _our_sym_norm(users, items, n_users, n_items):
     n = n_users + n_items
-    return sk.CSRGraph.from_edges(torch.cat([users, n_users + items]),
-                                  torch.cat([n_users + items, users]),
-                                  shape=(n, n)).normalize("sym").mark_symmetric()
+    return (
+        sk.CSRGraph.from_edges(
+            torch.cat([users, n_users + items]), torch.cat([n_users + items, users]), shape=(n, n)
+        )
+        .normalize("sym")
+        .mark_symmetric()
+    )
 
 
 def _run_both(params, peer_loss, our_loss, lr=0.01):
@@ -70,8 +75,9 @@ def _run_both(params, peer_loss, our_loss, lr=0.01):
             gp, go = p_peer[k].grad, p_ours[k].grad
             assert (gp is None) == (go is None), k
             if gp is not None:
-                torch.testing.assert_close(go, gp, rtol=1e-4, atol=1e-6,
-                                           msg=lambda m: f"grad {k}, step {step}: {m}")
+                torch.testing.assert_close(
+                    go, gp, rtol=1e-4, atol=1e-6, msg=lambda m: f"grad {k}, step {step}: {m}"
+                )
         opt_peer.step()
         opt_ours.step()
 
@@ -81,8 +87,7 @@ def test_lightgcn_port():
     users, items = _interactions()
     bu, bp, bn = _triples(users, items)
     gen = torch.Generator().manual_seed(2)
-    params = {"user": torch.randn(U, D, generator=gen) * 0.1,
-              "item": torch.randn(I, D, generator=gen) * 0.1}
+    params = {"user": torch.randn(U, D, generator=gen) * 0.1, "item": torch.randn(I, D, generator=gen) * 0.1}
     L = 3
     G = _dense_sym_norm(users, items, U, I)
     A = _our_sym_norm(users, items, U, I)
@@ -95,15 +100,21 @@ def test_lightgcn_port():
             embs.append(all_emb)
         out = torch.stack(embs, dim=1).mean(dim=1)
         u, i = torch.split(out, [U, I])
-        reg = (p["user"][bu].norm(2).pow(2) + p["item"][bp].norm(2).pow(2)
-               + p["item"][bn].norm(2).pow(2)) / 2 / len(bu)
+        reg = (
+            (p["user"][bu].norm(2).pow(2) + p["item"][bp].norm(2).pow(2) + p["item"][bn].norm(2).pow(2))
+            / 2
+            / len(bu)
+        )
         return _bpr(u[bu], i[bp], i[bn]) + 1e-4 * reg
 
     def ours(p):
         out = sk.propagate_layers(A, torch.cat([p["user"], p["item"]]), L, combine="mean")
         u, i = torch.split(out, [U, I])
-        reg = (p["user"][bu].norm(2).pow(2) + p["item"][bp].norm(2).pow(2)
-               + p["item"][bn].norm(2).pow(2)) / 2 / len(bu)
+        reg = (
+            (p["user"][bu].norm(2).pow(2) + p["item"][bp].norm(2).pow(2) + p["item"][bn].norm(2).pow(2))
+            / 2
+            / len(bu)
+        )
         return _bpr(u[bu], i[bp], i[bn]) + 1e-4 * reg
 
     _run_both(params, peer, ours)
@@ -119,8 +130,7 @@ def _freedom_peer_knn(feats, k):
     n = feats.shape[0]
     indices0 = torch.arange(n).unsqueeze(1).expand(-1, k)
     indices = torch.stack((torch.flatten(indices0), torch.flatten(knn_ind)), 0)
-    adj = torch.sparse_coo_tensor(indices, torch.ones_like(indices[0], dtype=torch.float32),
-                                  (n, n))
+    adj = torch.sparse_coo_tensor(indices, torch.ones_like(indices[0], dtype=torch.float32), (n, n))
     row_sum = 1e-7 + torch.sparse.sum(adj, -1).to_dense()
     r_inv_sqrt = torch.pow(row_sum, -0.5)
     values = r_inv_sqrt[indices[0]] * r_inv_sqrt[indices[1]]
@@ -130,8 +140,7 @@ def _freedom_peer_knn(feats, k):
 def _freedom_ours_knn(feats, k):
     idx, _ = sk.topk_similarity(feats, k, exclude_self=False)
     rows = torch.arange(feats.shape[0]).repeat_interleave(k)
-    return sk.CSRGraph.from_edges(rows, idx.reshape(-1), shape=(feats.shape[0],) * 2) \
-        .normalize("sym_row")
+    return sk.CSRGraph.from_edges(rows, idx.reshape(-1), shape=(feats.shape[0],) * 2).normalize("sym_row")
 
 
 def test_freedom_port():
@@ -139,16 +148,20 @@ def test_freedom_port():
     bu, bp, bn = _triples(users, items, seed=4)
     gen = torch.Generator().manual_seed(5)
     v_feat, t_feat = torch.rand(I, 10, generator=gen), torch.rand(I, 6, generator=gen)
-    params = {"user": torch.randn(U, D, generator=gen) * 0.1,
-              "item": torch.randn(I, D, generator=gen) * 0.1,
-              "image_trs_w": torch.randn(D, 10, generator=gen) * 0.1,
-              "image_trs_b": torch.zeros(D)}
+    params = {
+        "user": torch.randn(U, D, generator=gen) * 0.1,
+        "item": torch.randn(I, D, generator=gen) * 0.1,
+        "image_trs_w": torch.randn(D, 10, generator=gen) * 0.1,
+        "image_trs_b": torch.zeros(D),
+    }
     k, image_weight, n_layers, n_ui_layers = 4, 0.1, 1, 2
     # Frozen item-item graph (FREEDOM builds it once from the raw features).
-    mm_peer = (image_weight * _freedom_peer_knn(v_feat, k)
-               + (1.0 - image_weight) * _freedom_peer_knn(t_feat, k)).coalesce()
-    mm_ours = (image_weight * _freedom_ours_knn(v_feat, k)
-               + (1.0 - image_weight) * _freedom_ours_knn(t_feat, k))
+    mm_peer = (
+        image_weight * _freedom_peer_knn(v_feat, k) + (1.0 - image_weight) * _freedom_peer_knn(t_feat, k)
+    ).coalesce()
+    mm_ours = image_weight * _freedom_ours_knn(v_feat, k) + (1.0 - image_weight) * _freedom_ours_knn(
+        t_feat, k
+    )
     # The denoised user-item graph of one epoch: a kept subset of the edges (FREEDOM samples
     # it by degree each epoch; a fixed mask here), sym-normalised. The kept edges of a sorted
     # edge list are sorted: from_edges takes its no-sort path.
@@ -170,8 +183,7 @@ def test_freedom_port():
         u, i = torch.split(all_emb, [U, I])
         i = i + h
         image_feats = F.linear(v_feat, p["image_trs_w"], p["image_trs_b"])
-        return (_bpr(u[bu], i[bp], i[bn])
-                + 0.01 * _bpr(u[bu], image_feats[bp], image_feats[bn]))
+        return _bpr(u[bu], i[bp], i[bn]) + 0.01 * _bpr(u[bu], image_feats[bp], image_feats[bn])
 
     def ours(p):
         h = p["item"]
@@ -181,8 +193,7 @@ def test_freedom_port():
         u, i = torch.split(all_emb, [U, I])
         i = i + h
         image_feats = F.linear(v_feat, p["image_trs_w"], p["image_trs_b"])
-        return (_bpr(u[bu], i[bp], i[bn])
-                + 0.01 * _bpr(u[bu], image_feats[bp], image_feats[bn]))
+        return _bpr(u[bu], i[bp], i[bn]) + 0.01 * _bpr(u[bu], image_feats[bp], image_feats[bn])
 
     _run_both(params, peer, ours)
 
@@ -222,23 +233,26 @@ def test_lattice_port():
     # Non-negative features and projections: every kept similarity is positive (the peers'
     # normalisation takes pow(rowsum, -0.5) of it).
     v_feat, t_feat = torch.rand(I, 10, generator=gen), torch.rand(I, 6, generator=gen)
-    params = {"user": torch.randn(U, D, generator=gen) * 0.1,
-              "item": torch.randn(I, D, generator=gen) * 0.1,
-              "image_trs": torch.rand(D, 10, generator=gen) * 0.2,
-              "text_trs": torch.rand(D, 6, generator=gen) * 0.2,
-              "modal_weight": torch.tensor([0.5, 0.5])}
+    params = {
+        "user": torch.randn(U, D, generator=gen) * 0.1,
+        "item": torch.randn(I, D, generator=gen) * 0.1,
+        "image_trs": torch.rand(D, 10, generator=gen) * 0.2,
+        "text_trs": torch.rand(D, 6, generator=gen) * 0.2,
+        "modal_weight": torch.tensor([0.5, 0.5]),
+    }
     k, lam, n_layers = 4, 0.9, 1
     orig_peer = _lattice_peer_laplacian(
-        0.5 * _lattice_peer_adj(v_feat, k) + 0.5 * _lattice_peer_adj(t_feat, k))
-    orig_ours = (0.5 * _lattice_ours_knn(v_feat, k)
-                 + 0.5 * _lattice_ours_knn(t_feat, k)).normalize("sym_row")
+        0.5 * _lattice_peer_adj(v_feat, k) + 0.5 * _lattice_peer_adj(t_feat, k)
+    )
+    orig_ours = (0.5 * _lattice_ours_knn(v_feat, k) + 0.5 * _lattice_ours_knn(t_feat, k)).normalize("sym_row")
 
     def peer(p):
         image_feats = v_feat @ p["image_trs"].t()
         text_feats = t_feat @ p["text_trs"].t()
         w = F.softmax(p["modal_weight"], dim=0)
-        learned = _lattice_peer_laplacian(w[0] * _lattice_peer_adj(image_feats, k)
-                                          + w[1] * _lattice_peer_adj(text_feats, k))
+        learned = _lattice_peer_laplacian(
+            w[0] * _lattice_peer_adj(image_feats, k) + w[1] * _lattice_peer_adj(text_feats, k)
+        )
         item_adj = (1 - lam) * learned + lam * orig_peer
         h = p["item"]
         for _ in range(n_layers):
@@ -250,8 +264,9 @@ def test_lattice_port():
         image_feats = v_feat @ p["image_trs"].t()
         text_feats = t_feat @ p["text_trs"].t()
         w = F.softmax(p["modal_weight"], dim=0)
-        learned = (w[0] * _lattice_ours_knn(image_feats, k)
-                   + w[1] * _lattice_ours_knn(text_feats, k)).normalize("sym_row")
+        learned = (
+            w[0] * _lattice_ours_knn(image_feats, k) + w[1] * _lattice_ours_knn(text_feats, k)
+        ).normalize("sym_row")
         item_adj = (1 - lam) * learned + lam * orig_ours
         h = p["item"]
         for _ in range(n_layers):

@@ -1,5 +1,6 @@
 """Relabelling users and items for locality (slifmr.data.reorder): the relabel itself, the
 orders, invariance of the model and the metrics, and original ids in everything user-facing."""
+
 import json
 
 import numpy as np
@@ -23,8 +24,14 @@ from slifmr.data.reorder import (
 from slifmr.evaluate import rank_metrics
 from slifmr.train import Trainer
 
-SMALL = {"num_users": 120, "num_items": 90, "num_clusters": 4, "mean_interactions": 10,
-         "modalities": {"image": 8, "text": 6}, "kg_relations": 2}
+SMALL = {
+    "num_users": 120,
+    "num_items": 90,
+    "num_clusters": 4,
+    "mean_interactions": 10,
+    "modalities": {"image": 8, "text": 6},
+    "kg_relations": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +101,7 @@ def test_permute_rejects_non_permutations(ds):
     with pytest.raises(ValueError, match="user_order"):
         permute_dataset(ds, uo[:-1], io)
     with pytest.raises(DataFormatError, match="orig_items"):
-        Dataset("x", 2, 3, np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64),
-                orig_items=np.arange(2))
+        Dataset("x", 2, 3, np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), orig_items=np.arange(2))
 
 
 def test_users_by_median_item_position():
@@ -113,13 +119,21 @@ def test_orders_are_deterministic_permutations(ds, method):
     uo2, io2 = locality_order(ds, method, group=16)
     assert np.array_equal(uo, uo2) and np.array_equal(io, io2)
     bare = make_synthetic(**dict(SMALL, modalities={}), seed=3)  # no features: the graph order
-    assert np.array_equal(locality_order(bare, method, group=16)[1],
-                          locality_order(bare, "graph", group=16)[1])
+    assert np.array_equal(
+        locality_order(bare, method, group=16)[1], locality_order(bare, "graph", group=16)[1]
+    )
 
 
 def test_orders_put_graph_neighbours_close():
-    big = make_synthetic(num_users=4000, num_items=3000, num_clusters=12, mean_interactions=12,
-                         modalities={"image": 16}, kg_relations=0, seed=1)
+    big = make_synthetic(
+        num_users=4000,
+        num_items=3000,
+        num_clusters=12,
+        mean_interactions=12,
+        modalities={"image": 16},
+        kg_relations=0,
+        seed=1,
+    )
     base = locality_share(big, window=256)
     for method in ("features", "graph"):
         new = permute_dataset(big, *locality_order(big, method, group=256))
@@ -142,8 +156,18 @@ def test_apply_reorder_modes(ds):
 
 
 def _cfg(**kw):
-    base = dict(embed_dim=16, batch_size=256, epochs=2, lr=0.01, progress=False, synthetic=SMALL,
-                seed=3, knn_k=5, feedback_k=5, patience=0)
+    base = dict(
+        embed_dim=16,
+        batch_size=256,
+        epochs=2,
+        lr=0.01,
+        progress=False,
+        synthetic=SMALL,
+        seed=3,
+        knn_k=5,
+        feedback_k=5,
+        patience=0,
+    )
     base.update(kw)
     return Config(**base)
 
@@ -194,8 +218,7 @@ def test_training_with_reorder_names_original_ids(tmp_path):
     # relabelling) gives the metrics the trainer reported
     plain = prepare_data(cfg.updated(reorder="none"))
     exclude = (plain.interaction_matrix("train") + plain.interaction_matrix("valid")).tocsr()
-    again = rank_metrics(best["user"], best["item"], plain.interaction_matrix("test"), exclude,
-                         cfg.eval_ks)
+    again = rank_metrics(best["user"], best["item"], plain.interaction_matrix("test"), exclude, cfg.eval_ks)
     assert again["recall@20"] == pytest.approx(m["recall@20"], abs=1e-9)
     if best["epoch"] == cfg.epochs:  # the model of the last epoch, its rows in original ids
         for k in ("user_emb", "item_emb"):
@@ -219,8 +242,25 @@ def test_resume_checks_the_order(tmp_path):
 def test_cli_recommend_in_original_ids(tmp_path, capsys):
     out = tmp_path / "run"
     syn = json.dumps(SMALL)
-    assert cli_main(["train", "--output", str(out), "--epochs", "1", "--quiet", "--set",
-                     f"synthetic={syn}", "--set", "embed_dim=8", "--set", "reorder=features"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--output",
+                str(out),
+                "--epochs",
+                "1",
+                "--quiet",
+                "--set",
+                f"synthetic={syn}",
+                "--set",
+                "embed_dim=8",
+                "--set",
+                "reorder=features",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli_main(["recommend", "--output", str(out), "--users", "0", "7", "--k", "5"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]

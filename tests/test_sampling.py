@@ -1,4 +1,5 @@
 """slifmr/sampling.py: negatives are never seen items and uniform over the unseen ones."""
+
 import numpy as np
 
 from slifmr.sampling import NegativeSampler, sample_negatives
@@ -8,6 +9,7 @@ def test_negative_sampler_is_exact_and_uniform():
     rng = np.random.default_rng(0)
     U, I = 30, 12
     from slifmr.data import unique_pairs
+
     train = unique_pairs(np.stack([rng.integers(0, U, 250), rng.integers(0, I, 250)], 1), I)
     full_user = np.stack([np.full(I, U), np.arange(I)], 1)  # user U has seen every item
     train = np.concatenate([train, full_user])

@@ -1,6 +1,7 @@
 """Smoke tests of the scale benchmark (bench/scale.py) and its peer (bench/peer_dense.py) at a
 tiny size, and a check that the peer computes the same model as the library, so that the two
 are timed on the same work."""
+
 import json
 import os
 import subprocess
@@ -21,8 +22,20 @@ from slifmr.config import Config  # noqa: E402
 from slifmr.graphs import GraphBuilder, feedback_knn  # noqa: E402
 from slifmr.models import SLIFMR  # noqa: E402
 
-SIZE = ["--items", "400", "--dims", "16,24", "--batch-size", "2048", "--eval-users", "100", "--threads", "1",
-        "--epochs", "2"]
+SIZE = [
+    "--items",
+    "400",
+    "--dims",
+    "16,24",
+    "--batch-size",
+    "2048",
+    "--eval-users",
+    "100",
+    "--threads",
+    "1",
+    "--epochs",
+    "2",
+]
 KEYS = {"items", "epoch_seconds", "refresh_seconds", "peak_rss_gib"}
 
 
@@ -39,12 +52,15 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("main, extra", [
-    (scale.main, ["--static-knn", "bucket", "--refresh", "refine"]),
-    (scale.main, ["--static-knn", "exact", "--refresh", "exact", "--max-steps", "1"]),
-    (scale.main, ["--refresh", "refine", "--max-steps", "1", "--reorder", "graph"]),
-    (peer_dense.main, ["--sim", "chunked", "--chunk", "64"]),
-])
+@pytest.mark.parametrize(
+    "main, extra",
+    [
+        (scale.main, ["--static-knn", "bucket", "--refresh", "refine"]),
+        (scale.main, ["--static-knn", "exact", "--refresh", "exact", "--max-steps", "1"]),
+        (scale.main, ["--refresh", "refine", "--max-steps", "1", "--reorder", "graph"]),
+        (peer_dense.main, ["--sim", "chunked", "--chunk", "64"]),
+    ],
+)
 def test_command_prints_json_last(main, extra, capsys):
     """The documented command runs two epochs end to end and ends with the JSON summary whose
     phases add up to the epoch time."""
@@ -67,9 +83,25 @@ def test_script_from_a_shell_and_rss_watchdog(script):
     """``python bench/<script>`` runs from any directory without an install, and past
     --rss-limit-gib it stops with exit status 3 and a last-line JSON saying so."""
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), "--items", "200",
-                           "--dims", "8,8", "--threads", "1", "--rss-limit-gib", "0.01"],
-                          capture_output=True, text=True, timeout=300, cwd="/", env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "bench", script),
+            "--items",
+            "200",
+            "--dims",
+            "8,8",
+            "--threads",
+            "1",
+            "--rss-limit-gib",
+            "0.01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+        env=env,
+    )
     assert proc.returncode == 3, proc.stderr[-2000:]
     res = _last_json(proc.stdout)
     assert res["failed"] == "rss limit" and res["items"] == 200
@@ -96,10 +128,12 @@ def test_peer_computes_the_library_model():
     the library's fused-kernel forward (so the timing comparison is like for like)."""
     ds = scale.make_catalog(300, dims=(8, 12), seed=3).with_validation(0.1, 0)
     cfg = Config(modalities=["image", "text"], knn_k=5, feedback_k=5)
-    builder = GraphBuilder(ds, modalities=cfg.modalities, knn_k=5, beta=cfg.feedback_beta,
-                           gamma=cfg.feedback_gamma)
-    kw = dict(num_entities=ds.num_entities, num_view_relations=builder.num_view_relations,
-              features=ds.features)
+    builder = GraphBuilder(
+        ds, modalities=cfg.modalities, knn_k=5, beta=cfg.feedback_beta, gamma=cfg.feedback_gamma
+    )
+    kw = dict(
+        num_entities=ds.num_entities, num_view_relations=builder.num_view_relations, features=ds.features
+    )
     torch.manual_seed(0)
     lib = SLIFMR(ds.num_users, ds.num_items, cfg, **kw)
     peer = peer_dense.PeerModel(ds.num_users, ds.num_items, cfg, **kw)
@@ -109,8 +143,7 @@ def test_peer_computes_the_library_model():
     pg = peer_dense.PeerGraphs(ds, cfg)
     for chunk in (0, 37):
         idx, val = peer_dense.dense_knn(h, 5, chunk)
-        assert np.array_equal(np.sort(idx.numpy(), 1),
-                              np.sort(raw.toarray().nonzero()[1].reshape(-1, 5), 1))
+        assert np.array_equal(np.sort(idx.numpy(), 1), np.sort(raw.toarray().nonzero()[1].reshape(-1, 5), 1))
     a = lib(builder.build(S, raw))
     b = peer(pg.build(*peer_dense.dense_knn(h, 5)))
     for key in ("user", "item"):

@@ -4,6 +4,7 @@ the compiler stack (``torch._dynamo`` and what it pulls in: inductor, sympy, tri
 cost 1.5 to 3 s on the first op call; only ``torch.compile`` may bring it in, and the ops must
 still work under it afterwards. Each check runs in a new interpreter, since this one has
 long imported everything."""
+
 import json
 import os
 import subprocess
@@ -20,14 +21,16 @@ def _fresh(code: str) -> dict:
     """Run ``code`` in a new interpreter (SLIFMR_BACKEND unset, so ``auto`` picks as a user's
     script would); it ends by printing one JSON object, returned here."""
     env = {k: v for k, v in os.environ.items() if k != "SLIFMR_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-_LOADED = ("json.dumps({'loaded': [m for m in " + repr((*COMPILER_STACK, "numba"))
-           + " if m in sys.modules], 'backend': slifmr_kernels.last_backend()})")
+_LOADED = (
+    "json.dumps({'loaded': [m for m in "
+    + repr((*COMPILER_STACK, "numba"))
+    + " if m in sys.modules], 'backend': slifmr_kernels.last_backend()})"
+)
 
 
 def test_import_loads_neither_the_compiler_stack_nor_a_backend():

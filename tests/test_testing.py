@@ -1,5 +1,6 @@
 """slifmr_kernels.testing (generators, sym_normalize, recall with ties, the timer) and the
 benchmark harness built on it (bench/harness.py: machine description, tables, reports)."""
+
 import json
 import os
 import sys
@@ -93,23 +94,23 @@ def test_sym_normalize_uses_row_sums_on_both_sides():
     assert isinstance(out, sp.csr_matrix) and out.dtype == np.float32 and out.has_sorted_indices
     r = np.array([3.0, 1.0, 0.0])
     inv = np.where(r > 0, 1 / np.sqrt(np.maximum(r, 1e-30)), 0.0)
-    np.testing.assert_allclose(out.toarray(), inv[:, None] * m.toarray() * inv[None, :],
-                               rtol=1e-6)
+    np.testing.assert_allclose(out.toarray(), inv[:, None] * m.toarray() * inv[None, :], rtol=1e-6)
     assert np.isfinite(out.toarray()).all()
     c = np.array([1.0, 2.0, 1.0])
-    np.testing.assert_allclose(sym_normalize(m, "sym").toarray(),
-                               inv[:, None] * m.toarray() / np.sqrt(c)[None, :], rtol=1e-6)
+    np.testing.assert_allclose(
+        sym_normalize(m, "sym").toarray(), inv[:, None] * m.toarray() / np.sqrt(c)[None, :], rtol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------- recall
 def test_neighbour_lists_pads_rows_to_the_widest():
     g = CSRGraph.from_edges(torch.tensor([0, 0, 0, 2]), torch.tensor([3, 1, 2, 0]), shape=(4, 4))
-    assert torch.equal(neighbour_lists(g), torch.tensor([[1, 2, 3], [-1, -1, -1], [0, -1, -1],
-                                                         [-1, -1, -1]]))
+    assert torch.equal(neighbour_lists(g), torch.tensor([[1, 2, 3], [-1, -1, -1], [0, -1, -1], [-1, -1, -1]]))
     assert torch.equal(neighbour_lists(g, torch.tensor([2, 1])), torch.tensor([[0], [-1]]))
     assert neighbour_lists(g, torch.tensor([1, 3])).shape == (2, 0)
-    empty = CSRGraph.from_edges(torch.tensor([], dtype=torch.int64),
-                                torch.tensor([], dtype=torch.int64), shape=(2, 2))
+    empty = CSRGraph.from_edges(
+        torch.tensor([], dtype=torch.int64), torch.tensor([], dtype=torch.int64), shape=(2, 2)
+    )
     assert neighbour_lists(empty).shape == (2, 0)
 
 
@@ -117,29 +118,32 @@ def test_recall_with_ties_counts_swapped_equal_scores():
     ref_i = torch.tensor([[0, 1], [2, 3]])
     ref_v = torch.tensor([[0.9, 0.5], [0.8, 0.7]])
     # id 4 has the k-th score 0.5 of row 0: a tie, right by scores, wrong by ids
-    tie, exact = recall_with_ties(torch.tensor([[0, 4], [2, 3]]),
-                                  torch.tensor([[0.9, 0.5], [0.8, 0.7]]), ref_i, ref_v)
+    tie, exact = recall_with_ties(
+        torch.tensor([[0, 4], [2, 3]]), torch.tensor([[0.9, 0.5], [0.8, 0.7]]), ref_i, ref_v
+    )
     assert tie == 1.0 and exact == 0.75
     # a score below the k-th by more than the tolerance does not count; padding never does
-    tie, exact = recall_with_ties(torch.tensor([[0, 4], [2, -1]]),
-                                  torch.tensor([[0.9, 0.49], [0.8, float("-inf")]]),
-                                  ref_i, ref_v)
+    tie, exact = recall_with_ties(
+        torch.tensor([[0, 4], [2, -1]]), torch.tensor([[0.9, 0.49], [0.8, float("-inf")]]), ref_i, ref_v
+    )
     assert tie == 0.5 and exact == 0.5
     # within rtol * (1 + |k-th|) of the k-th score: a tie up to rounding
-    tie, _ = recall_with_ties(torch.tensor([[0, 4], [2, 3]]),
-                              torch.tensor([[0.9, 0.5 - 1e-6], [0.8, 0.7]]), ref_i, ref_v)
+    tie, _ = recall_with_ties(
+        torch.tensor([[0, 4], [2, 3]]), torch.tensor([[0.9, 0.5 - 1e-6], [0.8, 0.7]]), ref_i, ref_v
+    )
     assert tie == 1.0
-    tie, _ = recall_with_ties(torch.tensor([[0, 4], [2, 3]]),
-                              torch.tensor([[0.9, 0.5 - 1e-6], [0.8, 0.7]]), ref_i, ref_v,
-                              rtol=1e-8)
+    tie, _ = recall_with_ties(
+        torch.tensor([[0, 4], [2, 3]]), torch.tensor([[0.9, 0.5 - 1e-6], [0.8, 0.7]]), ref_i, ref_v, rtol=1e-8
+    )
     assert tie == 0.75
 
 
 def test_recall_with_ties_exact_ignores_padding_in_the_reference():
     ref_i = torch.tensor([[5, -1], [1, 2]])
     ref_v = torch.tensor([[0.3, float("-inf")], [0.9, 0.1]])
-    _, exact = recall_with_ties(torch.tensor([[5, -1], [2, 7]]),
-                                torch.tensor([[0.3, float("-inf")], [0.1, 0.05]]), ref_i, ref_v)
+    _, exact = recall_with_ties(
+        torch.tensor([[5, -1], [2, 7]]), torch.tensor([[0.3, float("-inf")], [0.1, 0.05]]), ref_i, ref_v
+    )
     assert exact == pytest.approx(2 / 3)  # 3 real reference ids, 2 found; -1 matches nothing
 
 
@@ -184,13 +188,13 @@ def test_time_call_cap_and_wall_clock():
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux peak-RSS reset")
 def test_time_call_peak_memory():
     def alloc():
-        x = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         return float(x[-1])
 
     t = time_call(alloc, track_memory=True)
     if t.peak_extra_bytes != t.peak_extra_bytes:
         pytest.skip("clear_refs is not writable here")
-    assert t.peak_extra_bytes > 48 * 2 ** 20 and t.result == 1.0
+    assert t.peak_extra_bytes > 48 * 2**20 and t.result == 1.0
 
 
 # --------------------------------------------------------------------------- bench/harness.py
@@ -199,6 +203,7 @@ def harness():
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     try:
         import harness as h
+
         yield h
     finally:
         sys.path.remove(os.path.join(ROOT, "bench"))
@@ -206,16 +211,19 @@ def harness():
 
 def test_markdown_table_plain_right_aligned_and_padded(harness):
     rows = [{"a": "x", "bb": 1.5}, {"a": "long"}]
-    assert harness.markdown_table(rows, ["a", "bb"], right=["bb"]) == \
-        "| a | bb |\n|---|---:|\n| x | 1.5 |\n| long |  |"
-    assert harness.markdown_table(rows, ["a", "bb"], pad=True) == \
-        "| a    | bb  |\n|------|-----|\n| x    | 1.5 |\n| long |     |"
+    assert (
+        harness.markdown_table(rows, ["a", "bb"], right=["bb"])
+        == "| a | bb |\n|---|---:|\n| x | 1.5 |\n| long |  |"
+    )
+    assert (
+        harness.markdown_table(rows, ["a", "bb"], pad=True)
+        == "| a    | bb  |\n|------|-----|\n| x    | 1.5 |\n| long |     |"
+    )
     assert harness.markdown_table([], ["a"], pad=True) == "| a |\n|---|"
 
 
 def test_write_report_and_jsonl(harness, tmp_path):
-    md = harness.write_report(tmp_path / "sub" / "r.md", "# r\n",
-                              {"x": 1, "dev": torch.device("cpu")})
+    md = harness.write_report(tmp_path / "sub" / "r.md", "# r\n", {"x": 1, "dev": torch.device("cpu")})
     assert md.read_text() == "# r\n"
     assert json.loads((tmp_path / "sub" / "r.json").read_text()) == {"x": 1, "dev": "cpu"}
     harness.append_jsonl(tmp_path / "log.jsonl", {"a": 1})

@@ -1,5 +1,6 @@
 """TensorBoard events, the curves.png learning curves, the comparison figure of bench/, and the
 core training without the optional tracking packages (the 'track' extra)."""
+
 import json
 import os
 import sys
@@ -29,6 +30,7 @@ def _without(monkeypatch, *modules):
 def test_tensorboard_events_hold_the_epoch_scalars(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     cfg = tiny_train_config()
     out = tmp_path / "run"
     Trainer(cfg, prepare_data(cfg), str(out), log=lambda s: None).fit()
@@ -36,9 +38,21 @@ def test_tensorboard_events_hold_the_epoch_scalars(tmp_path):
     ea = EventAccumulator(str(out / "tb"))
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
-    expected = {"loss/loss", "loss/bpr", "loss/reg", "loss/sc", "valid/recall@20", "valid/ndcg@20",
-                "valid/recall@10", "alpha/kg", "alpha/text", "feedback/edges",
-                "feedback/changed_share", "time/epoch_s", "time/rebuild_s"}
+    expected = {
+        "loss/loss",
+        "loss/bpr",
+        "loss/reg",
+        "loss/sc",
+        "valid/recall@20",
+        "valid/ndcg@20",
+        "valid/recall@10",
+        "alpha/kg",
+        "alpha/text",
+        "feedback/edges",
+        "feedback/changed_share",
+        "time/epoch_s",
+        "time/rebuild_s",
+    }
     assert expected <= tags, expected - tags
     rec = ea.Scalars("valid/recall@20")
     assert [e.step for e in rec] == [1, 2, 3]
@@ -48,7 +62,7 @@ def test_tensorboard_events_hold_the_epoch_scalars(tmp_path):
     changed = ea.Scalars("feedback/changed_share")
     assert [e.step for e in changed] == [2, 3] and all(0.0 <= e.value <= 1.0 for e in changed)
     assert "feedback_changed" not in log[0] and 0.0 <= log[1]["feedback_changed"] <= 1.0
-    assert "config/text_summary" in ea.Tags()["tensors"]   # the run's configuration, as text
+    assert "config/text_summary" in ea.Tags()["tensors"]  # the run's configuration, as text
 
 
 def test_tensorboard_setting(tmp_path, monkeypatch, capsys):
@@ -59,9 +73,22 @@ def test_tensorboard_setting(tmp_path, monkeypatch, capsys):
     assert open_writer("auto", str(tmp_path / "tb")) is None
     with pytest.raises(ConfigError, match=r"pip install tensorboard"):
         open_writer(True, str(tmp_path / "tb"))
-    rc = main(["train", "--output", str(tmp_path / "on"), "--epochs", "1", "--quiet",
-               "--set", f"synthetic={json.dumps(TINY_DATA)}", "--set", "embed_dim=8",
-               "--set", "tensorboard=true"])
+    rc = main(
+        [
+            "train",
+            "--output",
+            str(tmp_path / "on"),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--set",
+            f"synthetic={json.dumps(TINY_DATA)}",
+            "--set",
+            "embed_dim=8",
+            "--set",
+            "tensorboard=true",
+        ]
+    )
     assert rc == 2 and "pip install tensorboard" in capsys.readouterr().err
 
 
@@ -70,18 +97,32 @@ def test_train_without_the_tracking_packages(tmp_path, monkeypatch, capsys):
     no curves.png, and says once what to install for the figure."""
     _without(monkeypatch, "torch.utils.tensorboard", "tensorboard", "matplotlib", "optuna")
     out = tmp_path / "run"
-    rc = main(["train", "--output", str(out), "--epochs", "3", "--quiet",
-               "--set", f"synthetic={json.dumps(TINY_DATA)}", "--set", "embed_dim=8"])
+    rc = main(
+        [
+            "train",
+            "--output",
+            str(out),
+            "--epochs",
+            "3",
+            "--quiet",
+            "--set",
+            f"synthetic={json.dumps(TINY_DATA)}",
+            "--set",
+            "embed_dim=8",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0 and (out / "metrics.json").is_file()
     assert not (out / "tb").exists() and not (out / "curves.png").exists()
     assert printed.count(MISSING_MATPLOTLIB) == 1
-    rc = main(["tune", "--space", str(out / "nothing.yaml"), "--trials", "1",
-               "--output", str(tmp_path / "study")])
+    rc = main(
+        ["tune", "--space", str(out / "nothing.yaml"), "--trials", "1", "--output", str(tmp_path / "study")]
+    )
     assert rc == 2 and "not found" in capsys.readouterr().err
     (tmp_path / "s.yaml").write_text("lr: {type: float, low: 0.001, high: 0.01}\n")
-    rc = main(["tune", "--space", str(tmp_path / "s.yaml"), "--trials", "1",
-               "--output", str(tmp_path / "study")])
+    rc = main(
+        ["tune", "--space", str(tmp_path / "s.yaml"), "--trials", "1", "--output", str(tmp_path / "study")]
+    )
     assert rc == 2 and "pip install optuna" in capsys.readouterr().err
 
 
@@ -93,8 +134,12 @@ def test_results_figure(tmp_path, capsys):
     finally:
         sys.path.pop(0)
     root = tmp_path / "results"
-    values = {("ds-a", "lightgcn"): [0.10, 0.12, 0.11], ("ds-a", "slifmr"): [0.13, 0.15],
-              ("ds-b", "lightgcn"): [0.20], ("ds-b", "slifmr"): [0.22, 0.24]}
+    values = {
+        ("ds-a", "lightgcn"): [0.10, 0.12, 0.11],
+        ("ds-a", "slifmr"): [0.13, 0.15],
+        ("ds-b", "lightgcn"): [0.20],
+        ("ds-b", "slifmr"): [0.22, 0.24],
+    }
     for (data, variant), xs in values.items():
         for s, x in enumerate(xs):
             # both layouts: <variant>-seed<N>/ for ds-a, <variant>/<seed>/ for ds-b
@@ -102,8 +147,9 @@ def test_results_figure(tmp_path, capsys):
             d.mkdir(parents=True)
             (d / "metrics.json").write_text(json.dumps({"recall@20": x, "ndcg@20": x / 2}))
     got = results_figure.collect(str(root))
-    assert {(d, v): sorted(xs) for d, runs in got.items() for v, xs in runs.items()} == \
-        {k: sorted(v) for k, v in values.items()}
+    assert {(d, v): sorted(xs) for d, runs in got.items() for v, xs in runs.items()} == {
+        k: sorted(v) for k, v in values.items()
+    }
     out = tmp_path / "fig.png"
     assert results_figure.main([str(root), "--output", str(out), "--variants", "lightgcn", "slifmr"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,5 @@
 """The training loop: files, resume, early stopping, the model variants."""
+
 import importlib.util
 import json
 import math
@@ -11,8 +12,14 @@ from slifmr.config import Config
 from slifmr.data.prepare import prepare_data
 from slifmr.train import Trainer
 
-SMALL = {"num_users": 120, "num_items": 90, "num_clusters": 4, "mean_interactions": 10,
-         "modalities": {"image": 8, "text": 6}, "kg_relations": 2}
+SMALL = {
+    "num_users": 120,
+    "num_items": 90,
+    "num_clusters": 4,
+    "mean_interactions": 10,
+    "modalities": {"image": 8, "text": 6},
+    "kg_relations": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +29,18 @@ def small_ds():
 
 
 def _cfg(**kw):
-    base = dict(embed_dim=16, batch_size=256, epochs=3, lr=0.01, progress=False, synthetic=SMALL,
-                seed=3, knn_k=5, feedback_k=5, patience=0)
+    base = dict(
+        embed_dim=16,
+        batch_size=256,
+        epochs=3,
+        lr=0.01,
+        progress=False,
+        synthetic=SMALL,
+        seed=3,
+        knn_k=5,
+        feedback_k=5,
+        patience=0,
+    )
     base.update(kw)
     return Config(**base)
 
@@ -46,7 +63,7 @@ def test_fit_writes_outputs_and_learns(tmp_path, small_ds):
         assert (out / "curves.png").read_bytes().startswith(b"\x89PNG")
     else:
         assert any("pip install matplotlib" in x for x in lines)
-    assert not [f for f in os.listdir(out) if ".tmp" in f]        # atomic writes leave no temp files
+    assert not [f for f in os.listdir(out) if ".tmp" in f]  # atomic writes leave no temp files
     # well above a random ranking (expected recall@20 = 20 / 90)
     assert m["recall@20"] > 1.5 * 20 / 90
     assert any("test (" in x for x in lines)
@@ -69,19 +86,31 @@ def test_resume_continues_bit_identically(tmp_path, small_ds):
 
 def test_early_stopping(tmp_path, small_ds):
     # lr ~ 0 and static graphs: validation never improves after the first evaluation
-    m = Trainer(_cfg(epochs=10, lr=1e-12, patience=2, feedback=False), small_ds, str(tmp_path / "es"),
-                log=lambda s: None).fit()
+    m = Trainer(
+        _cfg(epochs=10, lr=1e-12, patience=2, feedback=False),
+        small_ds,
+        str(tmp_path / "es"),
+        log=lambda s: None,
+    ).fit()
     assert m["epochs_run"] == 3 and m["best_epoch"] == 1
 
 
 # (overrides, what the trained model reports): the settings reach the model, not only the config
-@pytest.mark.parametrize("overrides, expect", [
-    (dict(model="lightgcn"), dict(model="lightgcn", use_kg=False, modalities=[])),
-    (dict(feedback=False), dict(model="slifmr", feedback=False, use_kg=True,
-                                modalities=["image", "text"])),
-    (dict(use_kg=False, modalities=["text"], sc_weight=0.0),
-     dict(model="slifmr", feedback=True, use_kg=False, modalities=["text"], sc_weight=0.0)),
-], ids=["lightgcn", "no-feedback", "no-kg-text-only"])
+@pytest.mark.parametrize(
+    "overrides, expect",
+    [
+        (dict(model="lightgcn"), dict(model="lightgcn", use_kg=False, modalities=[])),
+        (
+            dict(feedback=False),
+            dict(model="slifmr", feedback=False, use_kg=True, modalities=["image", "text"]),
+        ),
+        (
+            dict(use_kg=False, modalities=["text"], sc_weight=0.0),
+            dict(model="slifmr", feedback=True, use_kg=False, modalities=["text"], sc_weight=0.0),
+        ),
+    ],
+    ids=["lightgcn", "no-feedback", "no-kg-text-only"],
+)
 def test_baselines_and_ablations_train(tmp_path, small_ds, overrides, expect):
     m = Trainer(_cfg(epochs=1, **overrides), small_ds, str(tmp_path / "x"), log=lambda s: None).fit()
     assert {key: m[key] for key in expect} == expect
@@ -100,6 +129,7 @@ def test_dataset_without_kg_or_features(tmp_path):
 
 def test_trainer_needs_validation(tmp_path, small_ds):
     import dataclasses
+
     with pytest.raises(ValueError, match="validation"):
         Trainer(_cfg(), dataclasses.replace(small_ds, valid=None), str(tmp_path / "v"))
 
@@ -124,8 +154,12 @@ def test_incremental_feedback_refresh_trains(tmp_path, small_ds, monkeypatch):
 def test_large_catalogue_path_trains(tmp_path, small_ds):
     """Above knn_exact_max: approximate modality graphs, S(0) refined from the first modality's
     graph (the seed is then dropped), no cached no-feedback graphs; it still learns."""
-    tr = Trainer(_cfg(epochs=2, feedback_refine=True, knn_exact_max=10), small_ds, str(tmp_path / "big"),
-                 log=lambda s: None)
+    tr = Trainer(
+        _cfg(epochs=2, feedback_refine=True, knn_exact_max=10),
+        small_ds,
+        str(tmp_path / "big"),
+        log=lambda s: None,
+    )
     assert not tr.builder.knn_exact and tr.selfloop.seed is not None and tr.builder.seed_graph is None
     m = tr.fit()
     assert tr.selfloop.seed is None and not tr.builder._static_cache

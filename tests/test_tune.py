@@ -1,5 +1,6 @@
 """slifmr tune (Optuna): the search space, a pruned search, best.yaml reproducing its trial,
 resume after a kill and after SIGTERM, and the trainer's on_evaluation hook it is built on."""
+
 import json
 import os
 import signal
@@ -19,8 +20,14 @@ optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {"num_users": 60, "num_items": 40, "num_clusters": 3, "mean_interactions": 8,
-        "modalities": {"text": 6}, "kg_relations": 1}
+TINY = {
+    "num_users": 60,
+    "num_items": 40,
+    "num_clusters": 3,
+    "mean_interactions": 8,
+    "modalities": {"text": 6},
+    "kg_relations": 1,
+}
 SPACE = """\
 lr: {type: categorical, choices: [0.05, 1.0e-5]}
 reg_weight: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
@@ -28,9 +35,22 @@ reg_weight: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
 
 
 def _base_args(tmp_path, epochs):
-    return ["--model", "lightgcn", "--space", str(tmp_path / "space.yaml"),
-            "--set", f"synthetic={json.dumps(TINY)}", "--set", "embed_dim=8",
-            "--set", "batch_size=128", "--set", f"epochs={epochs}", "--set", "patience=0"]
+    return [
+        "--model",
+        "lightgcn",
+        "--space",
+        str(tmp_path / "space.yaml"),
+        "--set",
+        f"synthetic={json.dumps(TINY)}",
+        "--set",
+        "embed_dim=8",
+        "--set",
+        "batch_size=128",
+        "--set",
+        f"epochs={epochs}",
+        "--set",
+        "patience=0",
+    ]
 
 
 def _study(out):
@@ -38,13 +58,15 @@ def _study(out):
 
 
 def test_on_evaluation_stops_training(tmp_path):
-    cfg = Config(model="lightgcn", embed_dim=8, batch_size=128, epochs=5, patience=0,
-                 progress=False, synthetic=TINY)
+    cfg = Config(
+        model="lightgcn", embed_dim=8, batch_size=128, epochs=5, patience=0, progress=False, synthetic=TINY
+    )
     seen = []
 
     def hook(epoch, rec):
         seen.append((epoch, rec["valid_recall@20"]))
         return epoch == 2
+
     t = Trainer(cfg, prepare_data(cfg), str(tmp_path / "run"), log=lambda s: None, on_evaluation=hook)
     m = t.fit()
     assert [e for e, _ in seen] == [1, 2] and t.epoch == 2
@@ -53,19 +75,23 @@ def test_on_evaluation_stops_training(tmp_path):
 
 def test_search_space(tmp_path):
     p = tmp_path / "s.yaml"
-    p.write_text("lr: {type: float, low: 1e-4, high: 1.0e-2, log: true}\n"
-                 "embed_dim: {type: int, low: 16, high: 64, step: 16}\n"
-                 "modalities: {type: categorical, choices: [[image, text], [text]]}\n")
+    p.write_text(
+        "lr: {type: float, low: 1e-4, high: 1.0e-2, log: true}\n"
+        "embed_dim: {type: int, low: 16, high: 64, step: 16}\n"
+        "modalities: {type: categorical, choices: [[image, text], [text]]}\n"
+    )
     space = load_space(str(p))
     assert space["lr"] == {"type": "float", "low": 1e-4, "high": 1e-2, "log": True, "step": None}
     assert space["embed_dim"]["step"] == 16 and space["modalities"]["choices"][1] == ["text"]
-    for text, match in [("lrr: {type: float, low: 0.1, high: 1}\n", "unknown configuration key 'lrr'"),
-                        ("lr: {type: float, low: 0.1, high: 0.01}\n", "low <= high"),
-                        ("lr: {type: float, low: 0, high: 0.1, log: true}\n", "low > 0"),
-                        ("lr: {type: categorical, choices: [0.1, -1]}\n", "config key 'lr'"),
-                        ("lr: 0.1\n", "expected a mapping with type"),
-                        ("lr: {type: float, high: 0.1}\n", "needs 'low'"),
-                        ("lr: {type: float, low: 0.1, high: 1, lg: true}\n", "unknown field")]:
+    for text, match in [
+        ("lrr: {type: float, low: 0.1, high: 1}\n", "unknown configuration key 'lrr'"),
+        ("lr: {type: float, low: 0.1, high: 0.01}\n", "low <= high"),
+        ("lr: {type: float, low: 0, high: 0.1, log: true}\n", "low > 0"),
+        ("lr: {type: categorical, choices: [0.1, -1]}\n", "config key 'lr'"),
+        ("lr: 0.1\n", "expected a mapping with type"),
+        ("lr: {type: float, high: 0.1}\n", "needs 'low'"),
+        ("lr: {type: float, low: 0.1, high: 1, lg: true}\n", "unknown field"),
+    ]:
         p.write_text(text)
         with pytest.raises(ConfigError, match=match):
             load_space(str(p))
@@ -73,6 +99,7 @@ def test_search_space(tmp_path):
 
 def test_repository_spaces_load():
     import glob
+
     files = glob.glob(os.path.join(ROOT, "configs", "spaces", "*.yaml"))
     assert files
     for f in files:
@@ -86,12 +113,22 @@ def test_pruned_search_and_best_yaml_reproduces_its_trial(tmp_path, capsys):
     # the first two trials fixed (Optuna's enqueue_trial on the study the command will load):
     # a good learning rate, then one too small to learn, which falls below the first trial's
     # validation Recall@20 at epoch 1 and is pruned; the third is sampled
-    study = optuna.create_study(study_name="slifmr", storage=f"sqlite:///{out}/study.db",
-                                direction="maximize")
+    study = optuna.create_study(
+        study_name="slifmr", storage=f"sqlite:///{out}/study.db", direction="maximize"
+    )
     study.enqueue_trial({"lr": 0.05})
     study.enqueue_trial({"lr": 1e-5})
-    args = ["tune", "--output", str(out), "--trials", "3", "--prune-startup", "1",
-            "--prune-warmup", "0"] + _base_args(tmp_path, epochs=5)
+    args = [
+        "tune",
+        "--output",
+        str(out),
+        "--trials",
+        "3",
+        "--prune-startup",
+        "1",
+        "--prune-warmup",
+        "0",
+    ] + _base_args(tmp_path, epochs=5)
     assert main(args) == 0
     printed = capsys.readouterr().out
     trials = _study(out).trials
@@ -103,7 +140,9 @@ def test_pruned_search_and_best_yaml_reproduces_its_trial(tmp_path, capsys):
         assert t.user_attrs["seed"] == 2025
         run = json.loads((out / "trials" / f"{t.number:04d}" / "config.json").read_text())
         assert run["config"]["seed"] == 2025 and run["config"]["lr"] == t.params["lr"]
-        assert any(f.startswith("events.out.tfevents") for f in os.listdir(out / "trials" / f"{t.number:04d}" / "tb"))
+        assert any(
+            f.startswith("events.out.tfevents") for f in os.listdir(out / "trials" / f"{t.number:04d}" / "tb")
+        )
     best = json.loads((out / "best.json").read_text())
     study = _study(out)
     assert best["best"]["trial"] == study.best_trial.number
@@ -116,11 +155,17 @@ def test_pruned_search_and_best_yaml_reproduces_its_trial(tmp_path, capsys):
     # best.yaml is a configuration file; training it again gives the trial's validation score
     cfg = load_config(str(out / "best.yaml"))
     assert cfg.lr == study.best_trial.params["lr"] and cfg.model == "lightgcn"
-    assert main(["train", "--config", str(out / "best.yaml"), "--output", str(tmp_path / "again"),
-                 "--quiet"]) == 0
+    assert (
+        main(["train", "--config", str(out / "best.yaml"), "--output", str(tmp_path / "again"), "--quiet"])
+        == 0
+    )
     again = [json.loads(x) for x in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
-    trial = [json.loads(x) for x in
-             (out / "trials" / f"{study.best_trial.number:04d}" / "metrics.jsonl").read_text().splitlines()]
+    trial = [
+        json.loads(x)
+        for x in (out / "trials" / f"{study.best_trial.number:04d}" / "metrics.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert [r["valid_recall@20"] for r in again] == [r["valid_recall@20"] for r in trial]
     assert max(r["valid_recall@20"] for r in again) == pytest.approx(study.best_value, abs=1e-6)
     # the same command again: nothing left to run; another space: refused
@@ -146,7 +191,9 @@ def test_resume_after_kill_and_sigterm(tmp_path, capsys):
     the same command is rerun: the cut trials are failed, the finished ones count."""
     (tmp_path / "space.yaml").write_text(SPACE)
     out = tmp_path / "study"
-    args = ["tune", "--output", str(out), "--trials", "3", "--pruner", "none"] + _base_args(tmp_path, epochs=40)
+    args = ["tune", "--output", str(out), "--trials", "3", "--pruner", "none"] + _base_args(
+        tmp_path, epochs=40
+    )
     cmd = [sys.executable, "-m", "slifmr"] + args
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -170,8 +217,13 @@ def test_resume_after_kill_and_sigterm(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "1 of 3 trials finished; running 2 more" in printed
     trials = _study(out).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL,
-                                         TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
     best = json.loads((out / "best.json").read_text())
     assert best["trials"] == {"complete": 3, "pruned": 0, "fail": 2}
     assert (out / "best.yaml").is_file()

@@ -12,6 +12,7 @@
 A bare name (``ml-1m-kg-mm``) is looked up under the data directory: ``$SLIFMR_DATA``, default
 ``../shared/data`` relative to the repository root.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,22 @@ from .mmrec import find_inter_file, load_mmrec
 from .recbole import is_recbole_inter, load_recbole
 from .synthetic import make_synthetic
 
-__all__ = ["Dataset", "DataFormatError", "load_dataset", "data_root", "resolve_data_path",
-           "load_kgat", "load_mmrec", "load_recbole", "load_lastfm", "load_book_crossing",
-           "make_synthetic", "split_per_user", "remap_ids", "unique_pairs"]
+__all__ = [
+    "Dataset",
+    "DataFormatError",
+    "load_dataset",
+    "data_root",
+    "resolve_data_path",
+    "load_kgat",
+    "load_mmrec",
+    "load_recbole",
+    "load_lastfm",
+    "load_book_crossing",
+    "make_synthetic",
+    "split_per_user",
+    "remap_ids",
+    "unique_pairs",
+]
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,11 +60,13 @@ def resolve_data_path(path: str) -> str:
     if os.path.isdir(alt):
         return alt
     if os.path.exists(path):
-        raise DataFormatError(f"{path}: not a directory (a dataset is a directory of files; "
-                              f"give the directory that holds it)")
+        raise DataFormatError(
+            f"{path}: not a directory (a dataset is a directory of files; give the directory that holds it)"
+        )
     also = "" if os.path.isabs(path) else f"also looked in {alt}; "
-    raise FileNotFoundError(f"dataset directory not found: {path!r} ({also}set SLIFMR_DATA to "
-                            f"the data directory)")
+    raise FileNotFoundError(
+        f"dataset directory not found: {path!r} ({also}set SLIFMR_DATA to the data directory)"
+    )
 
 
 def load_dataset(path: str, modalities: list | None = None, seed: int = 0) -> Dataset:
@@ -71,13 +87,17 @@ def load_dataset(path: str, modalities: list | None = None, seed: int = 0) -> Da
     else:
         inter = find_inter_file(path)
         if inter is None:
-            raise DataFormatError(f"{path}: unknown layout (expected train.txt+test.txt, *.inter, "
-                                  f"user_artists.dat or ratings_final.txt)")
+            raise DataFormatError(
+                f"{path}: unknown layout (expected train.txt+test.txt, *.inter, "
+                f"user_artists.dat or ratings_final.txt)"
+            )
         ds = load_recbole(path, seed=seed) if is_recbole_inter(inter) else load_mmrec(path, modalities)
     ds = ds.clean()
     # the loaders reject empty files; here what is left after cleaning
     if ds.test.shape[0] == 0:
-        raise DataFormatError(f"{path}: no test interactions left, nothing to evaluate (test "
-                              f"pairs that also occur in train or valid are dropped; a random "
-                              f"split keeps a user's only interaction in train)")
+        raise DataFormatError(
+            f"{path}: no test interactions left, nothing to evaluate (test "
+            f"pairs that also occur in train or valid are dropped; a random "
+            f"split keeps a user's only interaction in train)"
+        )
     return ds

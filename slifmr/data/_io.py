@@ -4,6 +4,7 @@ Every reader here parses the whole file with one vectorised numpy call and only 
 line-by-line scan when that call fails, so that a malformed file is reported as
 ``DataFormatError("path:line: what is wrong")`` without slowing down the common case.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,14 +14,25 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DataFormatError", "read_int_columns", "read_ragged_lines", "read_delimited",
-           "read_npy_features", "npy_rows", "feature_files", "nonblank_line_numbers", "check_id_bound",
-           "parse_int_tokens", "require_rows", "data_files"]
+__all__ = [
+    "DataFormatError",
+    "read_int_columns",
+    "read_ragged_lines",
+    "read_delimited",
+    "read_npy_features",
+    "npy_rows",
+    "feature_files",
+    "nonblank_line_numbers",
+    "check_id_bound",
+    "parse_int_tokens",
+    "require_rows",
+    "data_files",
+]
 
 _INT_RE = re.compile(rb"^[+-]?\d+$")
 # numpy's text parser saturates an integer beyond int64 at the int64 limit instead of failing;
 # no valid id comes near this bound, so a parsed value at or past it means "look closer".
-_INT_LIMIT = 2 ** 62
+_INT_LIMIT = 2**62
 
 
 class DataFormatError(ValueError):
@@ -45,6 +57,7 @@ def data_files(pattern: str) -> list:
     """Sorted regular files matching a glob ``pattern`` (a directory named ``x.inter`` or
     ``image_feat.npy`` is not a data file)."""
     import glob
+
     return sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
 
 
@@ -125,8 +138,11 @@ def _parse_numbers(path: str, data: bytes, line_offset: int = 0, dtype=np.int64)
     if vals is None:
         _scan_for_bad_token(path, data, line_offset, integer)
     # one min/max (or isfinite) pass over the values: cheap next to the parse itself
-    suspect = ((vals.size and (vals.max() >= _INT_LIMIT or vals.min() <= -_INT_LIMIT)) if integer
-               else not np.isfinite(vals).all())
+    suspect = (
+        (vals.size and (vals.max() >= _INT_LIMIT or vals.min() <= -_INT_LIMIT))
+        if integer
+        else not np.isfinite(vals).all()
+    )
     if suspect:
         _scan_for_bad_token(path, data, line_offset, integer)
     return vals
@@ -142,8 +158,9 @@ def _skip_header(data: bytes, n: int) -> tuple[bytes, int]:
     return data[pos:], n
 
 
-def read_int_columns(path: str, ncols: int, *, header_lines: int = 0,
-                     names: Sequence[str] = (), dtype=np.int64) -> np.ndarray:
+def read_int_columns(
+    path: str, ncols: int, *, header_lines: int = 0, names: Sequence[str] = (), dtype=np.int64
+) -> np.ndarray:
     """Read a file of ``ncols`` whitespace-separated integers per line (blank lines allowed).
 
     Returns an array of ``dtype`` (int64 by default; float64 for mixed numeric columns) of shape
@@ -157,8 +174,9 @@ def read_int_columns(path: str, ncols: int, *, header_lines: int = 0,
     if bad.size:
         i = int(bad[0])
         what = f" ({' '.join(names)})" if names else ""
-        raise DataFormatError(f"{_where(path, int(lines[i]) + skipped)}: expected {ncols} fields"
-                              f"{what}, got {int(counts[i])}")
+        raise DataFormatError(
+            f"{_where(path, int(lines[i]) + skipped)}: expected {ncols} fields{what}, got {int(counts[i])}"
+        )
     vals = _parse_numbers(path, body, skipped, dtype)
     return vals.reshape(-1, ncols)
 
@@ -188,8 +206,7 @@ def read_ragged_lines(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return keys, values, line_numbers
 
 
-def read_delimited(path: str, sep: str = "\t", *, header: bool = True,
-                   with_lines: bool = False) -> tuple:
+def read_delimited(path: str, sep: str = "\t", *, header: bool = True, with_lines: bool = False) -> tuple:
     """Read a small delimited text file (mapping tables, RecBole atomic files) into strings.
 
     Returns ``(header_fields, rows)``, or ``(header_fields, rows, line_numbers)`` with
@@ -219,15 +236,17 @@ def read_delimited(path: str, sep: str = "\t", *, header: bool = True,
         if width is None:
             width = len(fields)
         if len(fields) != width:
-            raise DataFormatError(f"{_where(path, lineno + 1)}: expected {width} fields separated "
-                                  f"by {sep!r}, got {len(fields)}")
+            raise DataFormatError(
+                f"{_where(path, lineno + 1)}: expected {width} fields separated by {sep!r}, got {len(fields)}"
+            )
         rows.append(fields)
         numbers.append(lineno + 1)
     return (head, rows, numbers) if with_lines else (head, rows)
 
 
-def parse_int_tokens(path: str, tokens: Sequence[str], lines: Sequence[int], what: str,
-                     *, nonnegative: bool = False) -> np.ndarray:
+def parse_int_tokens(
+    path: str, tokens: Sequence[str], lines: Sequence[int], what: str, *, nonnegative: bool = False
+) -> np.ndarray:
     """int64 array of decimal integer ``tokens`` (fields of :func:`read_delimited` rows);
     a token that is not an integer, is beyond 2^62, or (``nonnegative``) is negative raises
     ``DataFormatError("path:line: <what> ...")``, ``lines[k]`` being the line of ``tokens[k]``."""
@@ -267,10 +286,12 @@ def check_id_bound(path: str, ids: np.ndarray, lines, bound: int, what: str, rul
     first = int(np.argmax(ids >= bound))
     line_of = lines() if callable(lines) else lines
     value = ids[first]
-    shown = int(value) if float(value) < 2 ** 53 or np.issubdtype(ids.dtype, np.integer) else f"{value:g}"
-    raise DataFormatError(f"{_where(path, int(line_of[first]))}: {what} id {shown} is "
-                          f"too large: ids are dense (0..n-1) and this dataset can define at most "
-                          f"{bound} {what} ids ({rule})")
+    shown = int(value) if float(value) < 2**53 or np.issubdtype(ids.dtype, np.integer) else f"{value:g}"
+    raise DataFormatError(
+        f"{_where(path, int(line_of[first]))}: {what} id {shown} is "
+        f"too large: ids are dense (0..n-1) and this dataset can define at most "
+        f"{bound} {what} ids ({rule})"
+    )
 
 
 def _npy_header(path: str) -> tuple:
@@ -292,13 +313,17 @@ def _npy_header(path: str) -> tuple:
             raise DataFormatError(f"{path}: not a readable .npy array ({exc})") from None
         offset = f.tell()
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-        raise DataFormatError(f"{path}: feature dtype must be a plain number type, got {dtype} "
-                              f"(object and structured arrays are not loaded)")
+        raise DataFormatError(
+            f"{path}: feature dtype must be a plain number type, got {dtype} "
+            f"(object and structured arrays are not loaded)"
+        )
     have = os.path.getsize(path) - offset
     need = math.prod(shape) * dtype.itemsize  # Python ints: no overflow for any header
     if have != need:
-        raise DataFormatError(f"{path}: the header says shape {shape} of {dtype} ({need} bytes "
-                              f"of data), but the file holds {have} bytes after the header")
+        raise DataFormatError(
+            f"{path}: the header says shape {shape} of {dtype} ({need} bytes "
+            f"of data), but the file holds {have} bytes after the header"
+        )
     return shape, dtype
 
 
@@ -323,12 +348,15 @@ def read_npy_features(path: str, num_items: int) -> np.ndarray:
     if shape[1] < 1:
         raise DataFormatError(f"{path}: feature matrix has no columns (shape {shape})")
     if shape[0] < num_items:
-        raise DataFormatError(f"{path}: {shape[0]} feature rows but the interactions use "
-                              f"{num_items} items (row i must be item i)")
+        raise DataFormatError(
+            f"{path}: {shape[0]} feature rows but the interactions use "
+            f"{num_items} items (row i must be item i)"
+        )
     if dtype.kind not in "fiu":
         what = " (the imaginary part would be lost)" if dtype.kind == "c" else ""
-        raise DataFormatError(f"{path}: feature dtype must be a real number type (float or "
-                              f"integer), got {dtype}{what}")
+        raise DataFormatError(
+            f"{path}: feature dtype must be a real number type (float or integer), got {dtype}{what}"
+        )
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -338,6 +366,7 @@ def read_npy_features(path: str, num_items: int) -> np.ndarray:
     finite = np.isfinite(arr).all(1)
     if not finite.all():
         row = int(np.argmin(finite))
-        raise DataFormatError(f"{path}: row {row} (item {row}) contains NaN or inf (or a value "
-                              f"beyond float32's range)")
+        raise DataFormatError(
+            f"{path}: row {row} (item {row}) contains NaN or inf (or a value beyond float32's range)"
+        )
     return arr

@@ -1,4 +1,5 @@
 """The in-memory dataset every loader returns, and the id/split utilities they share."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,6 +66,7 @@ def split_per_user(pairs: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 
     def _sorted(p):
         return p[np.argsort(p[:, 0] * width + p[:, 1])]
+
     return _sorted(kept), _sorted(held)
 
 
@@ -117,13 +119,16 @@ class Dataset:
                 continue
             p = np.asarray(p)
             if p.ndim != 2 or p.shape[1] != 2 or not np.issubdtype(p.dtype, np.integer):
-                raise DataFormatError(f"{self.name}: {split} must be an integer (n, 2) array of "
-                                      f"(user, item), got {p.dtype} {p.shape}")
+                raise DataFormatError(
+                    f"{self.name}: {split} must be an integer (n, 2) array of "
+                    f"(user, item), got {p.dtype} {p.shape}"
+                )
             if p.size and (p.min(0) < 0).any():
                 raise DataFormatError(f"{self.name}: {split} has negative ids")
             if p.size and (p[:, 0].max() >= self.num_users or p[:, 1].max() >= self.num_items):
-                raise DataFormatError(f"{self.name}: {split} ids exceed num_users={self.num_users}"
-                                      f" / num_items={self.num_items}")
+                raise DataFormatError(
+                    f"{self.name}: {split} ids exceed num_users={self.num_users} / num_items={self.num_items}"
+                )
             setattr(self, split, p.astype(np.int64, copy=False))
         if self.kg is not None:
             kg = np.asarray(self.kg)
@@ -135,7 +140,9 @@ class Dataset:
                 if max(kg[:, 0].max(), kg[:, 2].max()) >= self.num_entities:
                     raise DataFormatError(f"{self.name}: kg entity id >= num_entities={self.num_entities}")
                 if kg[:, 1].max() >= self.num_relations:
-                    raise DataFormatError(f"{self.name}: kg relation id >= num_relations={self.num_relations}")
+                    raise DataFormatError(
+                        f"{self.name}: kg relation id >= num_relations={self.num_relations}"
+                    )
             self.kg = kg.astype(np.int64, copy=False)
         for name, n in (("orig_users", self.num_users), ("orig_items", self.num_items)):
             ids = getattr(self, name)
@@ -143,8 +150,10 @@ class Dataset:
                 raise DataFormatError(f"{self.name}: {name} must have shape ({n},), got {np.shape(ids)}")
         for m, f in self.features.items():
             if f.ndim != 2 or f.shape[0] != self.num_items:
-                raise DataFormatError(f"{self.name}: feature {m!r} must have shape (num_items="
-                                      f"{self.num_items}, d), got {f.shape}")
+                raise DataFormatError(
+                    f"{self.name}: feature {m!r} must have shape (num_items="
+                    f"{self.num_items}, d), got {f.shape}"
+                )
 
     # --------------------------------------------------------------- utilities
     @property
@@ -156,8 +165,9 @@ class Dataset:
         p = getattr(self, split)
         if p is None:
             p = np.zeros((0, 2), np.int64)
-        return sp.csr_matrix((np.ones(p.shape[0], np.float32), (p[:, 0], p[:, 1])),
-                             shape=(self.num_users, self.num_items))
+        return sp.csr_matrix(
+            (np.ones(p.shape[0], np.float32), (p[:, 0], p[:, 1])), shape=(self.num_users, self.num_items)
+        )
 
     def with_validation(self, fraction: float = 0.1, seed: int = 0) -> Dataset:
         """A copy with ``valid`` carved from ``train`` (per user, seeded) when it has none."""
@@ -178,6 +188,7 @@ class Dataset:
                 return None
             p = unique_pairs(p, n_i)
             return p[~np.isin(_pair_keys(p, n_i), tk)]
+
         valid = _minus_train(self.valid)
         test = _minus_train(self.test)
         if valid is not None and test is not None:
@@ -186,13 +197,17 @@ class Dataset:
 
     def summary(self) -> str:
         """One line: sizes of every part (for logs)."""
-        parts = [f"{self.name}: {self.num_users} users, {self.num_items} items",
-                 f"train {self.train.shape[0]}",
-                 f"valid {0 if self.valid is None else self.valid.shape[0]}",
-                 f"test {self.test.shape[0]}"]
+        parts = [
+            f"{self.name}: {self.num_users} users, {self.num_items} items",
+            f"train {self.train.shape[0]}",
+            f"valid {0 if self.valid is None else self.valid.shape[0]}",
+            f"test {self.test.shape[0]}",
+        ]
         if self.has_kg:
-            parts.append(f"kg {self.kg.shape[0]} triples / {self.num_entities} entities / "
-                         f"{self.num_relations} relations")
+            parts.append(
+                f"kg {self.kg.shape[0]} triples / {self.num_entities} entities / "
+                f"{self.num_relations} relations"
+            )
         for m, f in self.features.items():
             parts.append(f"{m} {f.shape[1]}-d")
         cold = self.num_items - np.unique(self.train[:, 1]).size

@@ -8,6 +8,7 @@
 used only to size the id spaces (so that users/items that appear in no split still exist).
 Ids are kept as they are (they already index the KG and the feature rows) and checked.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,9 @@ class _Split:
             if arr.size and arr.min() < 0:
                 i = int(np.argmin(arr))
                 raise DataFormatError(f"{path}:{int(lines[i])}: negative {what} id {int(arr[i])}")
-        require_rows(path, items.size, hint=" or no line has an item (expected 'user item item "
-                                            "...' per line)")
+        require_rows(
+            path, items.size, hint=" or no line has an item (expected 'user item item ...' per line)"
+        )
         self.path = path
         self.pairs = np.stack([users, items], axis=1)
         self.lines = lines
@@ -67,14 +69,18 @@ def _table_size(path: str) -> tuple:
             continue
         tok = parts[-1]
         if not tok.isdigit():
-            raise DataFormatError(f"{path}:{lineno}: last field must be the non-negative integer "
-                                  f"remap id, got {tok[:40].decode(errors='replace')!r}")
+            raise DataFormatError(
+                f"{path}:{lineno}: last field must be the non-negative integer "
+                f"remap id, got {tok[:40].decode(errors='replace')!r}"
+            )
         parsed.append((lineno, int(tok)))
     rows = len(parsed)
     for lineno, rid in parsed:
         if rid >= rows:
-            raise DataFormatError(f"{path}:{lineno}: remap id {rid} is too large: ids are dense "
-                                  f"(0..n-1) and the table has {rows} rows")
+            raise DataFormatError(
+                f"{path}:{lineno}: remap id {rid} is too large: ids are dense "
+                f"(0..n-1) and the table has {rows} rows"
+            )
     return (max(r for _, r in parsed) + 1 if parsed else 0), rows
 
 
@@ -97,7 +103,9 @@ def load_kgat(path: str, modalities: list | None = None, name: str | None = None
     """
     if not is_kgat_dir(path):
         raise FileNotFoundError(f"{path}: not a KGAT directory (needs train.txt and test.txt)")
-    names = ["train.txt", "test.txt"] + (["valid.txt"] if os.path.isfile(os.path.join(path, "valid.txt")) else [])
+    names = ["train.txt", "test.txt"] + (
+        ["valid.txt"] if os.path.isfile(os.path.join(path, "valid.txt")) else []
+    )
     splits = {n: _Split(os.path.join(path, n)) for n in names}
     user_ids, user_rows = _table_size(os.path.join(path, "user_list.txt"))
     item_ids, item_rows = _table_size(os.path.join(path, "item_list.txt"))
@@ -109,11 +117,22 @@ def load_kgat(path: str, modalities: list | None = None, name: str | None = None
     user_bound = sum(s.user_lines for s in splits.values()) + user_rows
     item_bound = sum(s.pairs.shape[0] for s in splits.values()) + item_rows + feat_rows
     for s in splits.values():
-        check_id_bound(s.path, s.pairs[:, 0], s.lines, user_bound, "user",
-                       "one per line of the split files and row of user_list.txt")
-        check_id_bound(s.path, s.pairs[:, 1], s.lines, item_bound, "item",
-                       "one per item value of the split files, row of item_list.txt and row "
-                       "of the largest *_feat.npy")
+        check_id_bound(
+            s.path,
+            s.pairs[:, 0],
+            s.lines,
+            user_bound,
+            "user",
+            "one per line of the split files and row of user_list.txt",
+        )
+        check_id_bound(
+            s.path,
+            s.pairs[:, 1],
+            s.lines,
+            item_bound,
+            "item",
+            "one per item value of the split files, row of item_list.txt and row of the largest *_feat.npy",
+        )
     num_users = max([int(s.pairs[:, 0].max()) + 1 for s in splits.values()] + [user_ids])
     num_items = max([int(s.pairs[:, 1].max()) + 1 for s in splits.values()] + [item_ids])
 
@@ -125,8 +144,9 @@ def load_kgat(path: str, modalities: list | None = None, name: str | None = None
     # All features must agree on the item count (a feature file may have enlarged it).
     for m in list(features):
         if features[m].shape[0] != num_items:
-            raise DataFormatError(f"{files[m]}: {features[m].shape[0]} rows, "
-                                  f"but another feature file has {num_items}")
+            raise DataFormatError(
+                f"{files[m]}: {features[m].shape[0]} rows, but another feature file has {num_items}"
+            )
 
     kg, num_entities, num_relations, rel_names = None, num_items, 0, None
     kpath = os.path.join(path, "kg_final.txt")
@@ -136,12 +156,15 @@ def load_kgat(path: str, modalities: list | None = None, name: str | None = None
             lines = lambda: nonblank_line_numbers(kpath)  # line numbers: only for a message
             if kg.min() < 0:
                 row = int(np.nonzero((kg < 0).any(1))[0][0])
-                raise DataFormatError(f"{kpath}:{int(lines()[row])}: negative id in the triple "
-                                      f"{kg[row].tolist()} (head relation tail)")
+                raise DataFormatError(
+                    f"{kpath}:{int(lines()[row])}: negative id in the triple "
+                    f"{kg[row].tolist()} (head relation tail)"
+                )
             n = kg.shape[0]
             ends = kg[:, [0, 2]]
-            check_id_bound(kpath, ends.max(1), lines, num_items + 2 * n, "entity",
-                           "the items plus two per triple")
+            check_id_bound(
+                kpath, ends.max(1), lines, num_items + 2 * n, "entity", "the items plus two per triple"
+            )
             check_id_bound(kpath, kg[:, 1], lines, n, "relation", "one per triple")
             num_entities = max(num_items, int(ends.max()) + 1)
             num_relations = int(kg[:, 1].max()) + 1
@@ -152,8 +175,16 @@ def load_kgat(path: str, modalities: list | None = None, name: str | None = None
             if len(rows) == num_relations:
                 rel_names = [r[0] for r in rows]
 
-    return Dataset(name=name or os.path.basename(os.path.normpath(path)), num_users=num_users,
-                   num_items=num_items, train=splits["train.txt"].pairs,
-                   valid=splits["valid.txt"].pairs if "valid.txt" in splits else None,
-                   test=splits["test.txt"].pairs, kg=kg, num_entities=num_entities,
-                   num_relations=num_relations, features=features, relation_names=rel_names)
+    return Dataset(
+        name=name or os.path.basename(os.path.normpath(path)),
+        num_users=num_users,
+        num_items=num_items,
+        train=splits["train.txt"].pairs,
+        valid=splits["valid.txt"].pairs if "valid.txt" in splits else None,
+        test=splits["test.txt"].pairs,
+        kg=kg,
+        num_entities=num_entities,
+        num_relations=num_relations,
+        features=features,
+        relation_names=rel_names,
+    )

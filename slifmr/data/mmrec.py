@@ -5,6 +5,7 @@
 Ids are 0-based and index the feature rows (row i = item i), so they are kept and checked.
 RecBole ``<name>.kg`` / ``<name>.link`` files next to it, when present, supply the KG.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,31 +52,44 @@ def load_mmrec(path: str, modalities: list | None = None, name: str | None = Non
     cols = {c.split(":")[0]: i for i, c in enumerate(head)}
     for need in ("userID", "itemID", "x_label"):
         if need not in cols:
-            raise DataFormatError(f"{inter}:1: header must name userID, itemID and x_label "
-                                  f"(tab separated), got {head}")
+            raise DataFormatError(
+                f"{inter}:1: header must name userID, itemID and x_label (tab separated), got {head}"
+            )
     table = read_int_columns(inter, len(head), header_lines=1, dtype=np.float64)
     require_rows(inter, table.shape[0], hint=" after its header")
     u, i, lab = (table[:, cols[c]] for c in ("userID", "itemID", "x_label"))
     lines = lambda: nonblank_line_numbers(inter, 1)  # line numbers: only for a message
 
-    names = modalities if modalities is not None else [
-        os.path.basename(f)[: -len("_feat.npy")] for f in data_files(os.path.join(path, "*_feat.npy"))]
+    names = (
+        modalities
+        if modalities is not None
+        else [os.path.basename(f)[: -len("_feat.npy")] for f in data_files(os.path.join(path, "*_feat.npy"))]
+    )
     feat_files = {m: os.path.join(path, f"{m}_feat.npy") for m in names}
     feat_files = {m: fp for m, fp in feat_files.items() if os.path.isfile(fp)}
     feat_rows = max([npy_rows(fp) for fp in feat_files.values()], default=0)
 
-    for arr, col, what, bound, rule in ((u, "userID", "user", table.shape[0], "one per row"),
-                                        (i, "itemID", "item", table.shape[0] + feat_rows,
-                                    "one per row plus the rows of the largest *_feat.npy")):
+    for arr, col, what, bound, rule in (
+        (u, "userID", "user", table.shape[0], "one per row"),
+        (
+            i,
+            "itemID",
+            "item",
+            table.shape[0] + feat_rows,
+            "one per row plus the rows of the largest *_feat.npy",
+        ),
+    ):
         bad = np.nonzero((arr < 0) | (arr != np.floor(arr)))[0]
         if bad.size:
-            raise DataFormatError(f"{inter}:{int(lines()[bad[0]])}: {col} must be a non-negative "
-                                  f"integer, got {arr[bad[0]]:g}")
+            raise DataFormatError(
+                f"{inter}:{int(lines()[bad[0]])}: {col} must be a non-negative integer, got {arr[bad[0]]:g}"
+            )
         check_id_bound(inter, arr, lines, bound, what, rule)
     bad = np.nonzero(~np.isin(lab, (0, 1, 2)))[0]
     if bad.size:
-        raise DataFormatError(f"{inter}:{int(lines()[bad[0]])}: x_label must be 0, 1 or 2, "
-                              f"got {lab[bad[0]]:g}")
+        raise DataFormatError(
+            f"{inter}:{int(lines()[bad[0]])}: x_label must be 0, 1 or 2, got {lab[bad[0]]:g}"
+        )
     for label, what in ((0, "train"), (2, "test")):
         if not (lab == label).any():
             raise DataFormatError(f"{inter}: no {what} interactions (no row with x_label {label})")
@@ -94,11 +108,21 @@ def load_mmrec(path: str, modalities: list | None = None, name: str | None = Non
 
     kg, num_entities, num_relations, rel_names = None, num_items, 0, None
     from .recbole import find_kg_files, read_kg_link
+
     kg_file, link_file = find_kg_files(path)
     if kg_file is not None:
         kg, num_entities, rel_names = read_kg_link(kg_file, link_file, num_items)
         num_relations = len(rel_names)
-    return Dataset(name=name or os.path.basename(os.path.normpath(path)), num_users=num_users,
-                   num_items=num_items, train=pairs[lab == 0], valid=pairs[lab == 1] if (lab == 1).any() else None,
-                   test=pairs[lab == 2], kg=kg, num_entities=num_entities, num_relations=num_relations,
-                   features=features, relation_names=rel_names)
+    return Dataset(
+        name=name or os.path.basename(os.path.normpath(path)),
+        num_users=num_users,
+        num_items=num_items,
+        train=pairs[lab == 0],
+        valid=pairs[lab == 1] if (lab == 1).any() else None,
+        test=pairs[lab == 2],
+        kg=kg,
+        num_entities=num_entities,
+        num_relations=num_relations,
+        features=features,
+        relation_names=rel_names,
+    )

@@ -1,5 +1,6 @@
 """The dataset of a training run, from a configuration: loaded or generated, a validation split
 carved, relabelled for locality."""
+
 from __future__ import annotations
 
 from ..config import Config, ConfigError

@@ -7,6 +7,7 @@ to dense ids (users and items sorted by token; an entity linked to item k become
 other entities follow in token order). RecBole ``.inter`` files carry no split: a seeded
 per-user split makes the test set.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,9 @@ def _column(path: str, header: list, name: str) -> int:
     raise DataFormatError(f"{path}:1: header must contain a {name!r} field, got {header}")
 
 
-def read_kg_link(kg_path: str, link_path: str | None, num_items: int,
-                 item_token_to_id: dict | None = None) -> tuple:
+def read_kg_link(
+    kg_path: str, link_path: str | None, num_items: int, item_token_to_id: dict | None = None
+) -> tuple:
     """Read a RecBole ``.kg`` (and ``.link``) into (head, relation, tail) int64 triples.
 
     Args:
@@ -65,7 +67,9 @@ def read_kg_link(kg_path: str, link_path: str | None, num_items: int,
                 try:
                     item = int(tok)
                 except ValueError:
-                    raise DataFormatError(f"{link_path}:{lineno}: item id must be an integer, got {tok!r}") from None
+                    raise DataFormatError(
+                        f"{link_path}:{lineno}: item id must be an integer, got {tok!r}"
+                    ) from None
                 if not 0 <= item < num_items:
                     item = None
             if item is not None:
@@ -111,7 +115,15 @@ def load_recbole(path: str, test_fraction: float = 0.2, seed: int = 0, name: str
     if kg_file is not None:
         tok2id = {str(t): k for k, t in enumerate(item_tokens)}
         kg, num_entities, rel_names = read_kg_link(kg_file, link_file, num_items, tok2id)
-    return Dataset(name=name or os.path.basename(os.path.normpath(path)), num_users=num_users,
-                   num_items=num_items, train=train, test=test, kg=kg, num_entities=num_entities,
-                   num_relations=len(rel_names) if rel_names else 0, features={},
-                   relation_names=rel_names)
+    return Dataset(
+        name=name or os.path.basename(os.path.normpath(path)),
+        num_users=num_users,
+        num_items=num_items,
+        train=train,
+        test=test,
+        kg=kg,
+        num_entities=num_entities,
+        num_relations=len(rel_names) if rel_names else 0,
+        features={},
+        relation_names=rel_names,
+    )

@@ -20,6 +20,7 @@ Orders (``method``):
   vectors averaged over the users of each item and back, a few rounds): no features needed.
 * ``pca``: the first principal coordinate of the features alone (a baseline).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,9 +32,19 @@ import torch
 
 from .dataset import Dataset
 
-__all__ = ["locality_order", "permute_dataset", "reorder_dataset", "apply_reorder",
-           "user_order_by_items", "locality_share", "to_original_rows", "REORDER_METHODS",
-           "REORDER_MODES", "AUTO_METHOD", "AUTO_MIN_NODES"]
+__all__ = [
+    "locality_order",
+    "permute_dataset",
+    "reorder_dataset",
+    "apply_reorder",
+    "user_order_by_items",
+    "locality_share",
+    "to_original_rows",
+    "REORDER_METHODS",
+    "REORDER_MODES",
+    "AUTO_METHOD",
+    "AUTO_MIN_NODES",
+]
 
 REORDER_METHODS = ("features", "graph", "pca")
 REORDER_MODES = ("none", "auto") + REORDER_METHODS
@@ -89,9 +100,16 @@ def permute_dataset(ds: Dataset, user_order: np.ndarray, item_order: np.ndarray)
     feats = {m: np.ascontiguousarray(f[io]) for m, f in ds.features.items()}
     orig_u = uo if ds.orig_users is None else ds.orig_users[uo]
     orig_i = io if ds.orig_items is None else ds.orig_items[io]
-    return dataclasses.replace(ds, train=pairs(ds.train), valid=pairs(ds.valid),
-                               test=pairs(ds.test), kg=kg, features=feats,
-                               orig_users=orig_u, orig_items=orig_i)
+    return dataclasses.replace(
+        ds,
+        train=pairs(ds.train),
+        valid=pairs(ds.valid),
+        test=pairs(ds.test),
+        kg=kg,
+        features=feats,
+        orig_users=orig_u,
+        orig_items=orig_i,
+    )
 
 
 # --------------------------------------------------------------------------- orders
@@ -145,7 +163,7 @@ def _assign(x: torch.Tensor, c: torch.Tensor, block: int = 1 << 16) -> torch.Ten
     out = torch.empty(x.shape[0], dtype=torch.int64)
     cn = (c * c).sum(1)
     for s in range(0, x.shape[0], block):
-        out[s: s + block] = (cn - 2.0 * (x[s: s + block] @ c.T)).argmin(1)
+        out[s : s + block] = (cn - 2.0 * (x[s : s + block] @ c.T)).argmin(1)
     return out
 
 
@@ -180,9 +198,9 @@ def _feature_matrix(ds: Dataset, dim: int, seed: int) -> torch.Tensor:
         f = torch.from_numpy(ds.features[m]).float()
         proj = torch.randn(f.shape[1], dim, generator=gen) / math.sqrt(dim)
         for s in range(0, f.shape[0], 1 << 16):
-            blk = f[s: s + (1 << 16)]
+            blk = f[s : s + (1 << 16)]
             blk = blk / blk.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            out[s: s + blk.shape[0]] += blk @ proj
+            out[s : s + blk.shape[0]] += blk @ proj
     return out
 
 
@@ -204,8 +222,9 @@ def _graph_matrix(ds: Dataset, dim: int, seed: int, rounds: int = 4) -> torch.Te
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def locality_order(ds: Dataset, method: str = "graph", group: int = 1024, dim: int = 32,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def locality_order(
+    ds: Dataset, method: str = "graph", group: int = 1024, dim: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``(user_order, item_order)`` for :func:`permute_dataset` (new id j = old id order[j]).
 
     ``method``: ``features``, ``graph`` or ``pca`` (module docstring). ``features`` and ``pca``
@@ -220,8 +239,7 @@ def locality_order(ds: Dataset, method: str = "graph", group: int = 1024, dim: i
     elif method == "features":
         item_order = _cluster_order(_feature_matrix(ds, dim, seed), group, seed)
     else:
-        item_order = np.argsort(_pc1(_feature_matrix(ds, dim, seed)).numpy(),
-                                kind="stable").astype(np.int64)
+        item_order = np.argsort(_pc1(_feature_matrix(ds, dim, seed)).numpy(), kind="stable").astype(np.int64)
     user_order = user_order_by_items(ds.train, ds.num_users, _inverse(item_order))
     return user_order, item_order
 

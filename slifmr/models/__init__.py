@@ -7,6 +7,7 @@
 | ``freedom`` | :mod:`.freedom` | FREEDOM: frozen feature kNN item graph, pruned user-item graph |
 | ``lattice`` | :mod:`.lattice` | LATTICE: learned + frozen feature kNN item graphs |
 """
+
 from __future__ import annotations
 
 from .base import Batch, ModelOutput, Recommender
@@ -15,8 +16,18 @@ from .lattice import LATTICE
 from .lightgcn import LightGCN
 from .slifmr import SLIFMR, fuse_views
 
-__all__ = ["MODELS", "build_model", "Batch", "ModelOutput", "Recommender", "LightGCN", "SLIFMR",
-           "FREEDOM", "LATTICE", "fuse_views"]
+__all__ = [
+    "MODELS",
+    "build_model",
+    "Batch",
+    "ModelOutput",
+    "Recommender",
+    "LightGCN",
+    "SLIFMR",
+    "FREEDOM",
+    "LATTICE",
+    "fuse_views",
+]
 
 #: model name -> class; every name is a valid ``Config.model``
 MODELS = {"lightgcn": LightGCN, "slifmr": SLIFMR, "freedom": FREEDOM, "lattice": LATTICE}
@@ -32,6 +43,12 @@ def build_model(cfg, ds, num_view_relations: int = 0) -> Recommender:
     if cfg.model == "lattice":
         return LATTICE(ds.num_users, ds.num_items, cfg, features=ds.features)
     if cfg.model == "slifmr":
-        return SLIFMR(ds.num_users, ds.num_items, cfg, num_entities=ds.num_entities if ds.has_kg else 0,
-                      num_view_relations=num_view_relations, features=ds.features)
+        return SLIFMR(
+            ds.num_users,
+            ds.num_items,
+            cfg,
+            num_entities=ds.num_entities if ds.has_kg else 0,
+            num_view_relations=num_view_relations,
+            features=ds.features,
+        )
     raise ValueError(f"model must be one of {sorted(MODELS)}, got {cfg.model!r}")

@@ -12,6 +12,7 @@ A model (one module each under ``slifmr/models/``) is a :class:`Recommender`:
 
 The trainer (``slifmr.train``) knows nothing else about a model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ class ModelOutput:
         stacked: ((U, V*d), (I, V*d)): the ``views`` side by side (their entries are column
             slices of these), or None.
     """
+
     user: torch.Tensor
     item: torch.Tensor
     cf: tuple | None = None
@@ -55,6 +57,7 @@ class Batch:
     ``pos_np``: the same ids as numpy arrays; ``rng``: the epoch's generator (losses that
     subsample the batch draw from it, so a resumed run draws the same).
     """
+
     users: torch.Tensor
     pos: torch.Tensor
     neg: torch.Tensor

@@ -1,4 +1,5 @@
 """Modality features inside a model: the (I, d_m) matrices as buffers and their projections."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,6 +54,7 @@ def raw_feature_projections(features, cfg) -> tuple:
     feature graphs are built from."""
     features = features or {}
     modalities = [m for m in (cfg.modalities or []) if m in features]
-    proj = nn.ModuleDict({m: ModalityProjection(features[m], cfg.embed_dim, normalize_rows=False)
-                          for m in modalities})
+    proj = nn.ModuleDict(
+        {m: ModalityProjection(features[m], cfg.embed_dim, normalize_rows=False) for m in modalities}
+    )
     return modalities, proj

@@ -14,6 +14,7 @@ Structures for Multimodal Recommendation") on the kernels.
   auxiliary term), plus ``reg_weight`` * L2 on the batch's ID embeddings (0 by default: the
   reference uses none).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,15 +59,20 @@ class FREEDOM(Recommender):
 
     extra_parts = ("modality_bpr", "reg")
 
-    def __init__(self, num_users: int, num_items: int, cfg: Config, *, train: np.ndarray,
-                 features: dict | None = None):
+    def __init__(
+        self, num_users: int, num_items: int, cfg: Config, *, train: np.ndarray, features: dict | None = None
+    ):
         super().__init__(num_users, num_items, cfg)
         self.modalities, self.proj = raw_feature_projections(features, cfg)
         self.item_graph = None
         if self.modalities:
             self.item_graph = mixed_feature_graph(
-                [self.proj[m].feature for m in self.modalities], modality_weights(self.modalities, cfg.image_graph_weight), cfg.knn_k,
-                self.num_items, backend=cfg.backend)
+                [self.proj[m].feature for m in self.modalities],
+                modality_weights(self.modalities, cfg.image_graph_weight),
+                cfg.knn_k,
+                self.num_items,
+                backend=cfg.backend,
+            )
         u, i = train[:, 0].astype(np.int64), train[:, 1].astype(np.int64)
         du = np.bincount(u, minlength=self.num_users).astype(np.float64)
         di = np.bincount(i, minlength=self.num_items).astype(np.float64)

@@ -14,6 +14,7 @@ Recommendation") on the kernels.
   Z_i = LightGCN item + normalize(H); users: LightGCN user. BPR plus ``reg_weight`` * L2 of
   the batch's *propagated* representations (the reference code's regulariser).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,13 +53,13 @@ class LATTICE(Recommender):
             here are used.
     """
 
-    def __init__(self, num_users: int, num_items: int, cfg: Config, *,
-                 features: dict | None = None):
+    def __init__(self, num_users: int, num_items: int, cfg: Config, *, features: dict | None = None):
         super().__init__(num_users, num_items, cfg)
         self.modalities, self.proj = raw_feature_projections(features, cfg)
-        self.frozen = [mixed_feature_graph([self.proj[m].feature], [1.0], cfg.knn_k, self.num_items,
-                                           backend=cfg.backend)
-                       for m in self.modalities]
+        self.frozen = [
+            mixed_feature_graph([self.proj[m].feature], [1.0], cfg.knn_k, self.num_items, backend=cfg.backend)
+            for m in self.modalities
+        ]
         self.modal_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # softmax: equal weights
         self._learned: sk.CSRGraph | None = None
         self._relearn = True

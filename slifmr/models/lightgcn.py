@@ -1,5 +1,6 @@
 """LightGCN (He et al., SIGIR 2020): ID embeddings averaged over ``num_layers`` propagations on
 the symmetric-normalised user-item graph, scored by inner product, trained with BPR + L2."""
+
 from __future__ import annotations
 
 import torch

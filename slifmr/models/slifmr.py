@@ -14,6 +14,7 @@ The loss: BPR on the fused representations, L2 on the batch's ID embeddings, and
 semantic-consistency InfoNCE between the views (``sc_weight``). The graphs of each epoch,
 with the feedback graph S(t) inserted, come from :class:`slifmr.selfloop.SelfLoop`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -67,8 +68,16 @@ class SLIFMR(Recommender):
 
     extra_parts = ("sc", "reg")
 
-    def __init__(self, num_users: int, num_items: int, cfg: Config, *, num_entities: int = 0,
-                 num_view_relations: int = 0, features: dict | None = None):
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        cfg: Config,
+        *,
+        num_entities: int = 0,
+        num_view_relations: int = 0,
+        features: dict | None = None,
+    ):
         super().__init__(num_users, num_items, cfg)
         d = cfg.embed_dim
         self.use_kg = bool(cfg.use_kg and num_entities > 0 and num_view_relations > 0)
@@ -138,8 +147,9 @@ class SLIFMR(Recommender):
         zu_cf, zi_cf = interaction_view(self, training_graph(self, g), self.cfg.num_layers)
         if not self.view_names:
             return self.finish(ModelOutput(zu_cf, zi_cf, cf=(zu_cf, zi_cf)))
-        item_views = [self.kg_view(g) if name == "kg" else self.modality_view(g, name)
-                      for name in self.view_names]
+        item_views = [
+            self.kg_view(g) if name == "kg" else self.modality_view(g, name) for name in self.view_names
+        ]
         # The item-side views side by side, (I, V*d): users read them through R~ in ONE pass
         # over the interaction edges instead of V passes, and the fusion takes the same
         # stacked tensors on both sides, so its gradient is one (rows, V*d) tensor (no
@@ -148,12 +158,20 @@ class SLIFMR(Recommender):
         del item_views
         zu_all = sk.propagate(g.user_item, zi_all, backend=self.cfg.backend)
         d = zi_cf.shape[1]
-        views = {name: (zu, zi) for name, zu, zi in
-                 zip(self.view_names, zu_all.split(d, dim=1), zi_all.split(d, dim=1))}
+        views = {
+            name: (zu, zi)
+            for name, zu, zi in zip(self.view_names, zu_all.split(d, dim=1), zi_all.split(d, dim=1))
+        }
         b = self.cfg.backend
-        return self.finish(ModelOutput(fuse_views(zu_cf, self.alpha, zu_all, b),
-                                       fuse_views(zi_cf, self.alpha, zi_all, b),
-                                       cf=(zu_cf, zi_cf), views=views, stacked=(zu_all, zi_all)))
+        return self.finish(
+            ModelOutput(
+                fuse_views(zu_cf, self.alpha, zu_all, b),
+                fuse_views(zi_cf, self.alpha, zi_all, b),
+                cf=(zu_cf, zi_cf),
+                views=views,
+                stacked=(zu_all, zi_all),
+            )
+        )
 
     def calculate_loss(self, g: Graphs, batch: Batch) -> dict:
         """Ranking loss + reg_weight * L2 + sc_weight * consistency."""
@@ -161,8 +179,13 @@ class SLIFMR(Recommender):
         parts = self.ranking_terms(out, batch)
         parts["sc"] = torch.zeros((), device=parts["loss"].device)
         if self.cfg.sc_weight > 0 and out.views:
-            parts["sc"] = consistency_loss(out, batch.users_np, batch.pos_np,
-                                           max_batch=self.cfg.sc_max_batch,
-                                           temperature=self.cfg.sc_temperature, rng=batch.rng)
+            parts["sc"] = consistency_loss(
+                out,
+                batch.users_np,
+                batch.pos_np,
+                max_batch=self.cfg.sc_max_batch,
+                temperature=self.cfg.sc_temperature,
+                rng=batch.rng,
+            )
             parts["loss"] = parts["loss"] + self.cfg.sc_weight * parts["sc"]
         return parts

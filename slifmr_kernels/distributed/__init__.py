@@ -18,12 +18,24 @@ rank, not a hang). A peer that dies or falls silent makes the others raise
 
 See docs/DISTRIBUTED.md.
 """
+
 from ._comm import DistributedError
 from .partition import RowPartition, bipartite_order, halo_sizes, partition_rows
 from .propagate import halo_exchange, propagate, propagate_layers
 from .sharded_graph import ShardedGraph
 from .topk import knn_graph, topk_scores, topk_similarity
 
-__all__ = ["DistributedError", "RowPartition", "partition_rows", "halo_sizes",
-           "bipartite_order", "ShardedGraph", "propagate",
-           "propagate_layers", "halo_exchange", "topk_similarity", "knn_graph", "topk_scores"]
+__all__ = [
+    "DistributedError",
+    "RowPartition",
+    "partition_rows",
+    "halo_sizes",
+    "bipartite_order",
+    "ShardedGraph",
+    "propagate",
+    "propagate_layers",
+    "halo_exchange",
+    "topk_similarity",
+    "knn_graph",
+    "topk_scores",
+]

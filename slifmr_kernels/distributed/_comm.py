@@ -5,6 +5,7 @@ Every helper is a collective: all ranks of the group call it in the same order. 
 ``all_to_all_single`` (gloo, nccl and mpi all implement it, with split sizes), ``all_reduce``,
 ``all_gather`` and point-to-point ``isend`` / ``irecv`` are used.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,15 @@ import torch.distributed as dist
 
 from ..errors import InputError, KernelError
 
-__all__ = ["DistributedError", "world", "guard", "all_to_all_v", "exchange_counts",
-           "check_same", "all_gather_ints"]
+__all__ = [
+    "DistributedError",
+    "world",
+    "guard",
+    "all_to_all_v",
+    "exchange_counts",
+    "check_same",
+    "all_gather_ints",
+]
 
 
 class DistributedError(KernelError, RuntimeError):
@@ -27,8 +35,10 @@ class DistributedError(KernelError, RuntimeError):
 def world(group=None) -> tuple[int, int]:
     """(rank, world_size) in ``group``; a clear error when no process group is initialised."""
     if not dist.is_available() or not dist.is_initialized():
-        raise InputError("slifmr_kernels.distributed needs an initialised default process group "
-                         "(torch.distributed.init_process_group), even with one process")
+        raise InputError(
+            "slifmr_kernels.distributed needs an initialised default process group "
+            "(torch.distributed.init_process_group), even with one process"
+        )
     return dist.get_rank(group), dist.get_world_size(group)
 
 
@@ -44,19 +54,26 @@ def guard(op: str, step: str, group=None):
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise DistributedError(
             f"{op}: {step} failed on rank {rank}: a peer process died or did not reach the same "
-            f"collective within the process group's timeout ({first})") from exc
+            f"collective within the process group's timeout ({first})"
+        ) from exc
 
 
-def all_to_all_v(send: torch.Tensor, send_counts: list[int], recv_counts: list[int],
-                 group=None) -> torch.Tensor:
+def all_to_all_v(
+    send: torch.Tensor, send_counts: list[int], recv_counts: list[int], group=None
+) -> torch.Tensor:
     """Rows ``send`` split by ``send_counts`` (rows for rank 0, 1, ...) -> the rows every rank
     sent here, concatenated in source-rank order (``recv_counts`` rows from each)."""
     out = send.new_empty((sum(recv_counts),) + tuple(send.shape[1:]))
     if len(send_counts) == 1:
         out.copy_(send)
         return out
-    dist.all_to_all_single(out, send.contiguous(), output_split_sizes=list(recv_counts),
-                           input_split_sizes=list(send_counts), group=group)
+    dist.all_to_all_single(
+        out,
+        send.contiguous(),
+        output_split_sizes=list(recv_counts),
+        input_split_sizes=list(send_counts),
+        group=group,
+    )
     return out
 
 
@@ -88,5 +105,4 @@ def check_same(op: str, group=None, device="cpu", **values: int) -> None:
     for c, n in enumerate(names):
         col = g[:, c]
         if bool((col != col[0]).any()):
-            raise InputError(f"{op}: {n} must be the same on every rank, got "
-                             f"{col.tolist()} (by rank)")
+            raise InputError(f"{op}: {n} must be the same on every rank, got {col.tolist()} (by rank)")

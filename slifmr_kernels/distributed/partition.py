@@ -4,6 +4,7 @@ A :class:`RowPartition` is replicated: every rank builds the same one (it is a p
 of its arguments) and keeps O(N) integers (owner, rows by owner, position in the owner's block),
 never the graph's O(nnz). Every rank holds the rows it owns in ascending global id.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,14 +26,16 @@ class RowPartition:
     def __init__(self, owner, world_size: int):
         owner = torch.as_tensor(owner)
         if owner.dtype.is_floating_point or owner.dtype == torch.bool or owner.ndim != 1:
-            raise InputTypeError(f"owner must be a 1-D integer tensor, got {owner.dtype} with "
-                                 f"shape {tuple(owner.shape)}")
+            raise InputTypeError(
+                f"owner must be a 1-D integer tensor, got {owner.dtype} with shape {tuple(owner.shape)}"
+            )
         if not isinstance(world_size, int) or world_size < 1:
             raise InputError(f"world_size must be an int >= 1, got {world_size!r}")
         owner = owner.to("cpu", torch.int64)
         if owner.numel() and (int(owner.min()) < 0 or int(owner.max()) >= world_size):
-            raise InputError(f"owner entries must lie in [0, {world_size}), got "
-                             f"[{int(owner.min())}, {int(owner.max())}]")
+            raise InputError(
+                f"owner entries must lie in [0, {world_size}), got [{int(owner.min())}, {int(owner.max())}]"
+            )
         n = owner.numel()
         self.world_size = world_size
         self.num_rows = n
@@ -51,7 +54,7 @@ class RowPartition:
 
     def rows_of(self, rank: int) -> torch.Tensor:
         """The global ids rank ``rank`` owns, ascending."""
-        return self.rows[int(self.offsets[rank]):int(self.offsets[rank + 1])]
+        return self.rows[int(self.offsets[rank]) : int(self.offsets[rank + 1])]
 
     def fingerprint(self) -> int:
         """An integer that differs, with high probability, between different partitions
@@ -63,12 +66,17 @@ class RowPartition:
         return h ^ (self.num_rows << 3) ^ self.world_size
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, RowPartition) and other.world_size == self.world_size
-                and torch.equal(other.owner, self.owner))
+        return (
+            isinstance(other, RowPartition)
+            and other.world_size == self.world_size
+            and torch.equal(other.owner, self.owner)
+        )
 
     def __repr__(self) -> str:
-        return f"RowPartition(num_rows={self.num_rows}, world_size={self.world_size}, " \
-               f"counts={self.counts.tolist()})"
+        return (
+            f"RowPartition(num_rows={self.num_rows}, world_size={self.world_size}, "
+            f"counts={self.counts.tolist()})"
+        )
 
 
 def partition_rows(num_rows: int, world_size: int, order=None, weights=None) -> RowPartition:
@@ -95,8 +103,7 @@ def partition_rows(num_rows: int, world_size: int, order=None, weights=None) -> 
         order_t = torch.arange(num_rows)
     else:
         order_t = torch.as_tensor(order).to("cpu", torch.int64).reshape(-1)
-        if order_t.numel() != num_rows or not torch.equal(torch.sort(order_t).values,
-                                                          torch.arange(num_rows)):
+        if order_t.numel() != num_rows or not torch.equal(torch.sort(order_t).values, torch.arange(num_rows)):
             raise InputError(f"order must be a permutation of range({num_rows})")
     if weights is None:
         # Balanced counts: the first N % P ranks get one row more.
@@ -110,11 +117,11 @@ def partition_rows(num_rows: int, world_size: int, order=None, weights=None) -> 
             raise InputError(f"weights must be {num_rows} finite non-negative numbers")
         cum = torch.cumsum(w[order_t], 0)
         total = float(cum[-1]) if num_rows else 0.0
-        targets = torch.tensor([total * r / world_size for r in range(1, world_size)],
-                               dtype=torch.float64)
+        targets = torch.tensor([total * r / world_size for r in range(1, world_size)], dtype=torch.float64)
         inner = torch.searchsorted(cum, targets, right=True)
-        cuts = torch.cat([torch.zeros(1, dtype=torch.int64), inner,
-                          torch.full((1,), num_rows, dtype=torch.int64)])
+        cuts = torch.cat(
+            [torch.zeros(1, dtype=torch.int64), inner, torch.full((1,), num_rows, dtype=torch.int64)]
+        )
     owner = torch.empty(num_rows, dtype=torch.int64)
     pos_rank = torch.repeat_interleave(torch.arange(world_size), cuts[1:] - cuts[:-1])
     owner[order_t] = pos_rank
@@ -131,8 +138,7 @@ def halo_sizes(src, dst, partition: RowPartition) -> dict:
     src = torch.as_tensor(src).to("cpu", torch.int64).reshape(-1)
     dst = torch.as_tensor(dst).to("cpu", torch.int64).reshape(-1)
     if src.numel() != dst.numel():
-        raise InputError(f"src and dst must have the same length, got {src.numel()} and "
-                         f"{dst.numel()}")
+        raise InputError(f"src and dst must have the same length, got {src.numel()} and {dst.numel()}")
     n, p = partition.num_rows, partition.world_size
     for name, t in (("src", src), ("dst", dst)):
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
@@ -142,8 +148,12 @@ def halo_sizes(src, dst, partition: RowPartition) -> dict:
     pairs = torch.unique(ro[cut] * max(n, 1) + dst[cut])  # (reading rank, foreign column)
     per_rank = torch.bincount(pairs // max(n, 1), minlength=p)
     total = int(per_rank.sum())
-    return {"halo_rows": per_rank.tolist(), "total": total, "fraction": total / max(n, 1),
-            "cut_edges": int(cut.sum())}
+    return {
+        "halo_rows": per_rank.tolist(),
+        "total": total,
+        "fraction": total / max(n, 1),
+        "cut_edges": int(cut.sum()),
+    }
 
 
 def bipartite_order(user_order, item_order) -> torch.Tensor:

@@ -12,6 +12,7 @@ Each gradient row is the same running sum in the same order as in the single pro
 identical (tests/test_distributed_ops.py), and so deterministic run to run. The relation
 parameters' gradients are this rank's contributions (see :func:`propagate`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -68,7 +69,7 @@ def _scatter_halo_grad(sg: ShardedGraph, g_ext: Tensor) -> Tensor:
             continue
         n = sg.send_counts[r]
         if n:
-            out.index_add_(0, idx[start:start + n], recv[start:start + n])
+            out.index_add_(0, idx[start : start + n], recv[start : start + n])
         start += n
     return out
 
@@ -102,8 +103,7 @@ class _XGrad(torch.autograd.Function):
             t = ctx.sg.transposed()
             with torch.no_grad():
                 dy_ext = _gather_halo(t, gy.contiguous())
-                dx = _local_propagate(t.graph, dy_ext, ctx.rel_emb, ctx.rel_weight,
-                                      backend=ctx.backend)
+                dx = _local_propagate(t.graph, dy_ext, ctx.rel_emb, ctx.rel_weight, backend=ctx.backend)
         return gy, dx, None, None, None, None
 
 
@@ -112,8 +112,9 @@ def _check(sg, x_local):
         raise InputTypeError(f"sharded_graph must be a ShardedGraph, got {type(sg).__name__}")
     check_float("x_local", x_local, ndim=2)
     if x_local.shape[0] != sg.num_local:
-        raise InputError(f"x_local must have this rank's {sg.num_local} rows "
-                         f"(sharded_graph.rows), got {x_local.shape[0]}")
+        raise InputError(
+            f"x_local must have this rank's {sg.num_local} rows (sharded_graph.rows), got {x_local.shape[0]}"
+        )
 
 
 def halo_exchange(sharded_graph: ShardedGraph, x_local: Tensor) -> Tensor:
@@ -123,8 +124,13 @@ def halo_exchange(sharded_graph: ShardedGraph, x_local: Tensor) -> Tensor:
     return _HaloExchange.apply(x_local, sharded_graph)
 
 
-def propagate(sharded_graph: ShardedGraph, x_local: Tensor, relation_emb: Tensor | None = None,
-              relation_weight: Tensor | None = None, backend: str = "auto") -> Tensor:
+def propagate(
+    sharded_graph: ShardedGraph,
+    x_local: Tensor,
+    relation_emb: Tensor | None = None,
+    relation_weight: Tensor | None = None,
+    backend: str = "auto",
+) -> Tensor:
     """Collective: this rank's rows of ``Y = sum_r w_r A_r (X * E_r)`` (see
     :func:`slifmr_kernels.propagate`), with autograd.
 
@@ -160,20 +166,27 @@ def propagate(sharded_graph: ShardedGraph, x_local: Tensor, relation_emb: Tensor
     # the edge values otherwise.
     w = g.relation_weight if relation_weight is None else relation_weight
     emb_b, w_b = None, relation_weight
-    if g.relation is not None and (relation_emb is not None
-                                   or (w is not None and w.requires_grad)):
-        emb_b = (relation_emb.detach() if relation_emb is not None
-                 else x_local.new_ones(g.num_relations, x_local.shape[1]))
+    if g.relation is not None and (relation_emb is not None or (w is not None and w.requires_grad)):
+        emb_b = (
+            relation_emb.detach()
+            if relation_emb is not None
+            else x_local.new_ones(g.num_relations, x_local.shape[1])
+        )
         w_b = None if w is None else w.detach()
     elif relation_weight is not None:
         w_b = relation_weight.detach()
     return _XGrad.apply(y, x_local, sharded_graph, emb_b, w_b, backend)
 
 
-def propagate_layers(sharded_graph: ShardedGraph, x_local: Tensor, num_layers: int,
-                     relation_emb: Tensor | None = None,
-                     relation_weight: Tensor | None = None, combine: str = "mean",
-                     backend: str = "auto") -> Tensor:
+def propagate_layers(
+    sharded_graph: ShardedGraph,
+    x_local: Tensor,
+    num_layers: int,
+    relation_emb: Tensor | None = None,
+    relation_weight: Tensor | None = None,
+    combine: str = "mean",
+    backend: str = "auto",
+) -> Tensor:
     """Collective: ``num_layers`` rounds of :func:`propagate`, combined as
     :func:`slifmr_kernels.propagate_layers` does ("mean", "sum" or "last"), with the same
     arithmetic in the same order (forward bit-identical to it)."""

@@ -7,6 +7,7 @@ global id, so every local row lists its edges in the same order as the global gr
 The exchange plan says which of its rows each other rank needs (``send_idx`` / ``send_counts``)
 and where the rows it receives go (``recv_pos`` / ``recv_counts``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,7 @@ _OP = "ShardedGraph.from_edges"
 def _ids(name, a) -> torch.Tensor:
     t = torch.as_tensor(a)
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.ndim != 1:
-        raise InputTypeError(f"{name} must be a 1-D integer array, got {t.dtype} with shape "
-                             f"{tuple(t.shape)}")
+        raise InputTypeError(f"{name} must be a 1-D integer array, got {t.dtype} with shape {tuple(t.shape)}")
     return t.to("cpu", torch.int64)
 
 
@@ -49,9 +49,20 @@ class ShardedGraph:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_edges(cls, src, dst, weight=None, relation=None, *, num_nodes: int,
-                   partition: RowPartition | None = None, num_relations: int | None = None,
-                   relation_weight=None, dtype=torch.float32, group=None) -> ShardedGraph:
+    def from_edges(
+        cls,
+        src,
+        dst,
+        weight=None,
+        relation=None,
+        *,
+        num_nodes: int,
+        partition: RowPartition | None = None,
+        num_relations: int | None = None,
+        relation_weight=None,
+        dtype=torch.float32,
+        group=None,
+    ) -> ShardedGraph:
         """Collective: build the sharded graph from the edges each rank happens to hold.
 
         Every rank passes its own edge shard (any rows, any order, possibly empty): edge e goes
@@ -77,39 +88,44 @@ class ShardedGraph:
         if partition is None:
             partition = partition_rows(num_nodes, p)
         if not isinstance(partition, RowPartition):
-            raise InputTypeError(f"partition must be a RowPartition, got "
-                                 f"{type(partition).__name__}")
+            raise InputTypeError(f"partition must be a RowPartition, got {type(partition).__name__}")
         if partition.world_size != p or partition.num_rows != num_nodes:
-            raise InputError(f"partition covers {partition.num_rows} rows over "
-                             f"{partition.world_size} ranks, but num_nodes = {num_nodes} and the "
-                             f"group has {p} ranks")
+            raise InputError(
+                f"partition covers {partition.num_rows} rows over "
+                f"{partition.world_size} ranks, but num_nodes = {num_nodes} and the "
+                f"group has {p} ranks"
+            )
         src, dst = _ids("src", src), _ids("dst", dst)
         E = src.numel()
         if dst.numel() != E:
             raise InputError(f"src and dst must have the same length, got {E} and {dst.numel()}")
         for name, t in (("src", src), ("dst", dst)):
             if E and (int(t.min()) < 0 or int(t.max()) >= num_nodes):
-                raise InputError(f"{name} ids must lie in [0, num_nodes = {num_nodes}), got "
-                                 f"[{int(t.min())}, {int(t.max())}] on rank {rank}")
+                raise InputError(
+                    f"{name} ids must lie in [0, num_nodes = {num_nodes}), got "
+                    f"[{int(t.min())}, {int(t.max())}] on rank {rank}"
+                )
         if weight is None:
             weight = torch.ones(E, dtype=dtype)
         else:
             weight = torch.as_tensor(weight).to("cpu", dtype).reshape(-1)
             if weight.numel() != E:
-                raise InputError(f"weight must have one entry per edge ({E}), got "
-                                 f"{weight.numel()}")
+                raise InputError(f"weight must have one entry per edge ({E}), got {weight.numel()}")
         has_rel = relation is not None
         if has_rel:
             relation = _ids("relation", relation)
             if relation.numel() != E:
-                raise InputError(f"relation must have one entry per edge ({E}), got "
-                                 f"{relation.numel()}")
+                raise InputError(f"relation must have one entry per edge ({E}), got {relation.numel()}")
         local_r = int(relation.max()) + 1 if has_rel and E else 1
         with guard(_OP, "agreeing on num_nodes, the partition and the relations", group):
-            _comm.check_same(_OP, group, num_nodes=num_nodes,
-                             partition=partition.fingerprint() % (1 << 62),
-                             has_relation=int(has_rel),
-                             num_relations=-1 if num_relations is None else num_relations)
+            _comm.check_same(
+                _OP,
+                group,
+                num_nodes=num_nodes,
+                partition=partition.fingerprint() % (1 << 62),
+                has_relation=int(has_rel),
+                num_relations=-1 if num_relations is None else num_relations,
+            )
             if has_rel and num_relations is None:
                 num_relations = int(_comm.all_gather_ints([local_r], group)[:, 0].max())
 
@@ -129,15 +145,30 @@ class ShardedGraph:
         rows = partition.rows_of(rank)
         ext_ids = torch.unique(torch.cat([rows, e_dst]), sorted=True)
         own_pos = torch.searchsorted(ext_ids, rows)
-        graph = CSRGraph.from_edges(partition.local_index[e_src],
-                                    torch.searchsorted(ext_ids, e_dst), e_w,
-                                    relation=e_rel, shape=(rows.numel(), ext_ids.numel()),
-                                    num_relations=num_relations, relation_weight=relation_weight,
-                                    dtype=dtype)
+        graph = CSRGraph.from_edges(
+            partition.local_index[e_src],
+            torch.searchsorted(ext_ids, e_dst),
+            e_w,
+            relation=e_rel,
+            shape=(rows.numel(), ext_ids.numel()),
+            num_relations=num_relations,
+            relation_weight=relation_weight,
+            dtype=dtype,
+        )
 
-        return cls(graph=graph, partition=partition, rank=rank, world_size=p, group=group,
-                   num_nodes=num_nodes, rows=rows, ext_ids=ext_ids, own_pos=own_pos,
-                   _transpose=None, **_plan(partition, rank, p, ext_ids, group, _OP))
+        return cls(
+            graph=graph,
+            partition=partition,
+            rank=rank,
+            world_size=p,
+            group=group,
+            num_nodes=num_nodes,
+            rows=rows,
+            ext_ids=ext_ids,
+            own_pos=own_pos,
+            _transpose=None,
+            **_plan(partition, rank, p, ext_ids, group, _OP),
+        )
 
     def transposed(self) -> ShardedGraph:
         """Collective (once; cached): the transposed graph sharded the same way: rank r holds
@@ -164,16 +195,30 @@ class ShardedGraph:
             t_val = _comm.all_to_all_v(g.values.cpu()[perm].contiguous(), sc, rc, self.group)
             t_rel = _comm.all_to_all_v(rel[perm], sc, rc, self.group) if rel is not None else None
         ext_ids = torch.unique(torch.cat([self.rows, t_dst]), sorted=True)
-        gt = CSRGraph.from_edges(part.local_index[t_src], torch.searchsorted(ext_ids, t_dst),
-                                 t_val, relation=t_rel, shape=(self.num_local, ext_ids.numel()),
-                                 num_relations=g.num_relations if t_rel is not None else None,
-                                 relation_weight=g.relation_weight, dtype=g.values.dtype)
+        gt = CSRGraph.from_edges(
+            part.local_index[t_src],
+            torch.searchsorted(ext_ids, t_dst),
+            t_val,
+            relation=t_rel,
+            shape=(self.num_local, ext_ids.numel()),
+            num_relations=g.num_relations if t_rel is not None else None,
+            relation_weight=g.relation_weight,
+            dtype=g.values.dtype,
+        )
         gt = gt.to(g.device) if g.device.type != "cpu" else gt
         self._transpose = ShardedGraph(
-            graph=gt, partition=part, rank=self.rank, world_size=self.world_size,
-            group=self.group, num_nodes=self.num_nodes, rows=self.rows, ext_ids=ext_ids,
-            own_pos=torch.searchsorted(ext_ids, self.rows), _transpose=self,
-            **_plan(part, self.rank, self.world_size, ext_ids, self.group, op))
+            graph=gt,
+            partition=part,
+            rank=self.rank,
+            world_size=self.world_size,
+            group=self.group,
+            num_nodes=self.num_nodes,
+            rows=self.rows,
+            ext_ids=ext_ids,
+            own_pos=torch.searchsorted(ext_ids, self.rows),
+            _transpose=self,
+            **_plan(part, self.rank, self.world_size, ext_ids, self.group, op),
+        )
         return self._transpose
 
     # ------------------------------------------------------------------ properties
@@ -188,9 +233,11 @@ class ShardedGraph:
         return int(self.recv_pos.numel())
 
     def __repr__(self) -> str:
-        return (f"ShardedGraph(rank={self.rank}/{self.world_size}, rows={self.num_local}, "
-                f"halo={self.num_halo}, sent={int(self.send_idx.numel())}, "
-                f"nnz={self.graph.nnz}, N={self.num_nodes})")
+        return (
+            f"ShardedGraph(rank={self.rank}/{self.world_size}, rows={self.num_local}, "
+            f"halo={self.num_halo}, sent={int(self.send_idx.numel())}, "
+            f"nnz={self.graph.nnz}, N={self.num_nodes})"
+        )
 
     # ------------------------------------------------------------------ helpers
     def local_rows(self, x_global: torch.Tensor) -> torch.Tensor:
@@ -203,7 +250,7 @@ class ShardedGraph:
         counts = self.partition.counts.tolist()
         m = max(counts) if counts else 0
         pad = x_local.new_zeros((m,) + tuple(x_local.shape[1:]))
-        pad[:x_local.shape[0]] = x_local.detach()
+        pad[: x_local.shape[0]] = x_local.detach()
         out = x_local.new_empty((self.num_nodes,) + tuple(x_local.shape[1:]))
         if self.world_size == 1:
             out[self.rows] = x_local.detach()
@@ -212,7 +259,7 @@ class ShardedGraph:
         with guard("ShardedGraph.gather", "all_gather of the rows", self.group):
             dist.all_gather(parts, pad, group=self.group)
         for r in range(self.world_size):
-            out[self.partition.rows_of(r).to(out.device)] = parts[r][:counts[r]]
+            out[self.partition.rows_of(r).to(out.device)] = parts[r][: counts[r]]
         return out
 
     def report(self, d: int = 64, dtype: torch.dtype = torch.float32) -> dict:
@@ -224,19 +271,31 @@ class ShardedGraph:
         in one forward exchange: sum of halo rows * d * itemsize; the backward sends the same
         amount back), ``max_bytes_per_rank`` (the most one rank sends), plus d and dtype."""
         item = torch.empty(0, dtype=dtype).element_size()
-        mine = [self.num_local, self.graph.nnz, self.num_halo, int(self.send_idx.numel()),
-                int(self.ext_ids.numel())]
+        mine = [
+            self.num_local,
+            self.graph.nnz,
+            self.num_halo,
+            int(self.send_idx.numel()),
+            int(self.ext_ids.numel()),
+        ]
         with guard("ShardedGraph.report", "all_gather of the counts", self.group):
             g = _comm.all_gather_ints(mine, self.group)
         keys = ["rows", "nnz", "halo_rows", "sent_rows", "ext_cols"]
         ranks = [dict(zip(keys, row)) for row in g.tolist()]
         halo = int(g[:, 2].sum())
-        return {"world_size": self.world_size, "num_nodes": self.num_nodes,
-                "nnz": int(g[:, 1].sum()), "halo_rows": halo,
-                "halo_fraction": halo / max(self.num_nodes, 1),
-                "max_halo_rows": int(g[:, 2].max()), "bytes_per_forward": halo * d * item,
-                "max_bytes_per_rank": int(g[:, 3].max()) * d * item, "d": d,
-                "dtype": str(dtype).replace("torch.", ""), "ranks": ranks}
+        return {
+            "world_size": self.world_size,
+            "num_nodes": self.num_nodes,
+            "nnz": int(g[:, 1].sum()),
+            "halo_rows": halo,
+            "halo_fraction": halo / max(self.num_nodes, 1),
+            "max_halo_rows": int(g[:, 2].max()),
+            "bytes_per_forward": halo * d * item,
+            "max_bytes_per_rank": int(g[:, 3].max()) * d * item,
+            "d": d,
+            "dtype": str(dtype).replace("torch.", ""),
+            "ranks": ranks,
+        }
 
 
 def _plan(partition, rank, p, ext_ids, group, op) -> dict:
@@ -249,10 +308,14 @@ def _plan(partition, rank, p, ext_ids, group, op) -> dict:
     need_counts = torch.bincount(halo_owner, minlength=p)
     with guard(op, "exchanging the halo plan", group):
         ask_counts = _comm.exchange_counts(need_counts, group)
-        asked = _comm.all_to_all_v(ext_ids[recv_pos], need_counts.tolist(), ask_counts.tolist(),
-                                   group)
+        asked = _comm.all_to_all_v(ext_ids[recv_pos], need_counts.tolist(), ask_counts.tolist(), group)
     if asked.numel() and bool((partition.owner[asked] != rank).any()):
-        raise InputError(f"{op}: rank {rank} was asked for rows it does not own: the "
-                         f"partitions differ across ranks")
-    return dict(recv_pos=recv_pos, recv_counts=need_counts.tolist(),
-                send_idx=partition.local_index[asked], send_counts=ask_counts.tolist())
+        raise InputError(
+            f"{op}: rank {rank} was asked for rows it does not own: the partitions differ across ranks"
+        )
+    return dict(
+        recv_pos=recv_pos,
+        recv_counts=need_counts.tolist(),
+        send_idx=partition.local_index[asked],
+        send_counts=ask_counts.tolist(),
+    )

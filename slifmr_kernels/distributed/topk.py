@@ -15,6 +15,7 @@ local op's own O(block) workspace: never N x M, never the whole candidate table.
 Exclusions (``exclude``): a local CSRGraph (n_local, M) whose columns are global candidate ids;
 it is split once per candidate block. Self-exclusion (j == i by global id) joins that list.
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,16 +57,24 @@ def _split_exclusions(excl_rows: Tensor, excl_cols: Tensor, n_q: int, part: RowP
     owner = part.owner[excl_cols]
     for s in torch.unique(owner).tolist():
         m = owner == s
-        out[s] = CSRGraph.from_edges(excl_rows[m], part.local_index[excl_cols[m]],
-                                     shape=(n_q, int(part.counts[s])))
+        out[s] = CSRGraph.from_edges(
+            excl_rows[m], part.local_index[excl_cols[m]], shape=(n_q, int(part.counts[s]))
+        )
     return out
 
 
-def topk_similarity(x_local: Tensor, k: int, partition: RowPartition | None = None,
-                    y_local: Tensor | None = None, y_partition: RowPartition | None = None,
-                    metric: str = "cosine", exclude_self: bool | None = None,
-                    exclude: CSRGraph | None = None, backend: str = "auto",
-                    group=None) -> tuple[Tensor, Tensor]:
+def topk_similarity(
+    x_local: Tensor,
+    k: int,
+    partition: RowPartition | None = None,
+    y_local: Tensor | None = None,
+    y_partition: RowPartition | None = None,
+    metric: str = "cosine",
+    exclude_self: bool | None = None,
+    exclude: CSRGraph | None = None,
+    backend: str = "auto",
+    group=None,
+) -> tuple[Tensor, Tensor]:
     """Collective: the k most similar candidates (global ids) for each of this rank's rows.
 
     Args:
@@ -105,44 +114,57 @@ def topk_similarity(x_local: Tensor, k: int, partition: RowPartition | None = No
     else:
         check_float("y_local", y_local, ndim=2)
         if not isinstance(y_partition, RowPartition):
-            raise InputTypeError(f"{op}: y_local needs y_partition, a RowPartition of the "
-                                 f"candidates, got {type(y_partition).__name__}")
+            raise InputTypeError(
+                f"{op}: y_local needs y_partition, a RowPartition of the "
+                f"candidates, got {type(y_partition).__name__}"
+            )
         if y_local.dtype != x_local.dtype or y_local.shape[1] != x_local.shape[1]:
-            raise InputError(f"{op}: y_local must have x_local's dtype and d, got "
-                             f"{y_local.dtype}, {y_local.shape[1]} vs {x_local.dtype}, "
-                             f"{x_local.shape[1]}")
+            raise InputError(
+                f"{op}: y_local must have x_local's dtype and d, got "
+                f"{y_local.dtype}, {y_local.shape[1]} vs {x_local.dtype}, "
+                f"{x_local.shape[1]}"
+            )
     for name, part in (("partition", partition), ("y_partition", y_partition)):
         if part is not None and (not isinstance(part, RowPartition) or part.world_size != p):
             raise InputError(f"{op}: {name} must be a RowPartition over the group's {p} ranks")
     if partition is not None and x_local.shape[0] != int(partition.counts[rank]):
-        raise InputError(f"{op}: x_local must have this rank's {int(partition.counts[rank])} "
-                         f"rows, got {x_local.shape[0]}")
+        raise InputError(
+            f"{op}: x_local must have this rank's {int(partition.counts[rank])} rows, got {x_local.shape[0]}"
+        )
     if y_local.shape[0] != int(y_partition.counts[rank]):
-        raise InputError(f"{op}: y_local must have this rank's {int(y_partition.counts[rank])} "
-                         f"candidate rows, got {y_local.shape[0]}")
+        raise InputError(
+            f"{op}: y_local must have this rank's {int(y_partition.counts[rank])} "
+            f"candidate rows, got {y_local.shape[0]}"
+        )
     if exclude_self and partition is None:
         raise InputError(f"{op}: exclude_self needs the queries' partition (their global ids)")
     M, n_q, d = y_partition.num_rows, x_local.shape[0], x_local.shape[1]
     if k > M + max(M, _MAX_PAD):
-        raise InputError(f"{op}: k = {k} exceeds the M = {M} candidates by more than "
-                         f"max(M, {_MAX_PAD})")
+        raise InputError(f"{op}: k = {k} exceeds the M = {M} candidates by more than max(M, {_MAX_PAD})")
     if exclude is not None:
         if not isinstance(exclude, CSRGraph):
-            raise InputTypeError(f"{op}: exclude must be a CSRGraph, got "
-                                 f"{type(exclude).__name__}")
+            raise InputTypeError(f"{op}: exclude must be a CSRGraph, got {type(exclude).__name__}")
         if exclude.shape != (n_q, M):
-            raise InputError(f"{op}: exclude must have shape (n_local, M) = ({n_q}, {M}), got "
-                             f"{exclude.shape}")
+            raise InputError(
+                f"{op}: exclude must have shape (n_local, M) = ({n_q}, {M}), got {exclude.shape}"
+            )
         exclude.ensure_valid()
     x_local, y_local = x_local.detach(), y_local.detach()
     check_finite("x_local", x_local)
     if not self_join:
         check_finite("y_local", y_local)
     with guard(op, "agreeing on the arguments", group):
-        _comm.check_same(op, group, k=k, d=d, metric=_METRICS[metric],
-                         exclude_self=int(exclude_self), num_candidates=M,
-                         dtype=int(x_local.dtype == torch.float64),
-                         candidates=y_partition.fingerprint() % (1 << 62))
+        _comm.check_same(
+            op,
+            group,
+            k=k,
+            d=d,
+            metric=_METRICS[metric],
+            exclude_self=int(exclude_self),
+            num_candidates=M,
+            dtype=int(x_local.dtype == torch.float64),
+            candidates=y_partition.fingerprint() % (1 << 62),
+        )
     if metric == "cosine":
         x_local = normalize_rows(x_local)
         y_local = x_local if self_join else normalize_rows(y_local)
@@ -158,9 +180,12 @@ def topk_similarity(x_local: Tensor, k: int, partition: RowPartition | None = No
         keep = q < M
         rows_l.append(torch.arange(n_q)[keep])
         cols_g.append(q[keep])
-    excl = _split_exclusions(torch.cat(rows_l) if rows_l else torch.empty(0, dtype=torch.int64),
-                             torch.cat(cols_g) if cols_g else torch.empty(0, dtype=torch.int64),
-                             n_q, y_partition)
+    excl = _split_exclusions(
+        torch.cat(rows_l) if rows_l else torch.empty(0, dtype=torch.int64),
+        torch.cat(cols_g) if cols_g else torch.empty(0, dtype=torch.int64),
+        n_q,
+        y_partition,
+    )
     excl = [None if e is None else e.to(x_local.device) for e in excl]
 
     kk = min(k, M)
@@ -182,8 +207,9 @@ def topk_similarity(x_local: Tensor, k: int, partition: RowPartition | None = No
         n_s = block.shape[0]
         if n_s and n_q and kk:
             kb = min(kk, n_s)
-            bi, bv = _local_topk(x_local, kb, y=block, metric="ip", exclude_self=False,
-                                 exclude=excl[s], backend=backend)
+            bi, bv = _local_topk(
+                x_local, kb, y=block, metric="ip", exclude_self=False, exclude=excl[s], backend=backend
+            )
             gids = y_partition.rows_of(s).to(bi.device)
             bi = torch.where(bi >= 0, gids[bi.clamp_min(0)], bi)
             idx, val = _merge(idx, val, bi, bv, kk, M)
@@ -198,9 +224,15 @@ def topk_similarity(x_local: Tensor, k: int, partition: RowPartition | None = No
     return idx, val
 
 
-def knn_graph(x_local: Tensor, k: int, partition: RowPartition, metric: str = "cosine",
-              exclude: CSRGraph | None = None, backend: str = "auto",
-              group=None) -> CSRGraph:
+def knn_graph(
+    x_local: Tensor,
+    k: int,
+    partition: RowPartition,
+    metric: str = "cosine",
+    exclude: CSRGraph | None = None,
+    backend: str = "auto",
+    group=None,
+) -> CSRGraph:
     """Collective: this rank's rows of the exact kNN graph (self excluded) of the row-sharded
     ``x``: a local CSRGraph (n_local, N) with global column ids, up to k edges per row, values
     = similarity (float32): ``slifmr_kernels.knn_graph(x)``'s rows ``partition.rows_of(rank)``.
@@ -209,19 +241,34 @@ def knn_graph(x_local: Tensor, k: int, partition: RowPartition, metric: str = "c
         raise InputTypeError(f"partition must be a RowPartition, got {type(partition).__name__}")
     n = partition.num_rows
     k = min(check_int("k", k, 0), max(n - 1, 0))
-    idx, val = topk_similarity(x_local, k, partition, metric=metric, exclude=exclude,
-                               backend=backend, group=group)
+    idx, val = topk_similarity(
+        x_local, k, partition, metric=metric, exclude=exclude, backend=backend, group=group
+    )
     return topk_as_graph(idx, val, n)
 
 
-def topk_scores(user_local: Tensor, item_local: Tensor, k: int, item_partition: RowPartition,
-                exclude: CSRGraph | None = None, backend: str = "auto",
-                group=None) -> tuple[Tensor, Tensor]:
+def topk_scores(
+    user_local: Tensor,
+    item_local: Tensor,
+    k: int,
+    item_partition: RowPartition,
+    exclude: CSRGraph | None = None,
+    backend: str = "auto",
+    group=None,
+) -> tuple[Tensor, Tensor]:
     """Collective: sharded full-ranking evaluation. Users and items are both row-sharded
     (users any way: only this rank's user rows are ranked; items by ``item_partition``, passed
     round the ring). ``exclude``: CSRGraph (n_local_users, I) of each local user's excluded
     items (global item ids). Returns (n_local_users, k) global item ids and scores, best first,
     ties by lower item id: ``slifmr_kernels.topk_scores``' rows for these users."""
-    return topk_similarity(user_local, k, y_local=item_local, y_partition=item_partition,
-                           metric="ip", exclude_self=False, exclude=exclude, backend=backend,
-                           group=group)
+    return topk_similarity(
+        user_local,
+        k,
+        y_local=item_local,
+        y_partition=item_partition,
+        metric="ip",
+        exclude_self=False,
+        exclude=exclude,
+        backend=backend,
+        group=group,
+    )

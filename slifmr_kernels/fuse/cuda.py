@@ -7,6 +7,7 @@ fixed order (no atomics), so every result has the same bits on every run. Import
 module raises ImportError with build instructions when the extension ``slifmr_kernels._C`` is
 not built, or was built before the fuse kernels existed.
 """
+
 from __future__ import annotations
 
 from .._cuda import BUILD_HINT, load_ops, stream_of
@@ -15,8 +16,10 @@ __all__ = ["fuse_forward", "fuse_backward"]
 
 _ops = load_ops()
 if not all(hasattr(_ops, name) for name in ("fuse_forward", "fuse_backward")):
-    raise ImportError("the CUDA extension has no torch.ops.slifmr_cuda.fuse_forward / "
-                      f"fuse_backward (built before the fuse kernels); rebuild it: {BUILD_HINT}")
+    raise ImportError(
+        "the CUDA extension has no torch.ops.slifmr_cuda.fuse_forward / "
+        f"fuse_backward (built before the fuse kernels); rebuild it: {BUILD_HINT}"
+    )
 
 
 def fuse_forward(z, alpha, views, eps):
@@ -26,5 +29,6 @@ def fuse_forward(z, alpha, views, eps):
 
 def fuse_backward(g, alpha, views, den, eps, need_alpha, need_views):
     """(dalpha (V,), dviews (N, V*d)) for the output gradient g (N, d); empty when not needed."""
-    return _ops.fuse_backward(g, alpha, views, den, float(eps), bool(need_alpha),
-                              bool(need_views), stream_of(g))
+    return _ops.fuse_backward(
+        g, alpha, views, den, float(eps), bool(need_alpha), bool(need_views), stream_of(g)
+    )

@@ -12,6 +12,7 @@ every result has the same bits with any number of threads.
 Importing this module raises ``ImportError`` when numba is missing; the backend registry
 turns that into a message that says what to install.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -102,8 +103,9 @@ def fuse_backward(g, alpha, views, den, eps, need_alpha, need_views):
     dviews = g.new_empty(n, V * d) if need_views else g.new_empty(0, V * d)
     part = np.empty((n_blocks, V), np.float64)
     if need_views or need_alpha:
-        _backward_kernel(_np(g), _np(alpha), _np(views), _np(den), float(eps), bool(need_views),
-                         _np(dviews), part)
+        _backward_kernel(
+            _np(g), _np(alpha), _np(views), _np(den), float(eps), bool(need_views), _np(dviews), part
+        )
     # Block partials added in block order: the same bits with any thread count.
     dalpha = torch.from_numpy(part.sum(0)).to(g.dtype) if need_alpha else g.new_empty(0)
     return dalpha, (dviews if need_views else g.new_empty(0))

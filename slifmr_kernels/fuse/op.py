@@ -17,6 +17,7 @@ and ``fuse_backward(g, alpha, views, den, eps, need_alpha, need_views) -> (dalph
 with empty tensors for what is not needed; the op has checked shapes, dtypes and devices and
 made every tensor contiguous.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,7 @@ __all__ = ["fuse_views", "NORM_EPS"]
 NORM_EPS = 1e-12
 
 
-def _fuse_kernel(z: Tensor, alpha: Tensor, views: Tensor, eps: float,
-                 backend: str) -> tuple[Tensor, Tensor]:
+def _fuse_kernel(z: Tensor, alpha: Tensor, views: Tensor, eps: float, backend: str) -> tuple[Tensor, Tensor]:
     return load("fuse", backend).fuse_forward(z, alpha, views, eps)
 
 
@@ -42,9 +42,16 @@ def _fuse_fake(z, alpha, views, eps, backend):
     return z.new_empty(z.shape), z.new_empty(z.shape[0], alpha.shape[0])
 
 
-def _fuse_backward_kernel(g: Tensor, alpha: Tensor, views: Tensor, den: Tensor, eps: float,
-                          need_alpha: bool, need_views: bool,
-                          backend: str) -> tuple[Tensor, Tensor]:
+def _fuse_backward_kernel(
+    g: Tensor,
+    alpha: Tensor,
+    views: Tensor,
+    den: Tensor,
+    eps: float,
+    need_alpha: bool,
+    need_views: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
     return load("fuse", backend).fuse_backward(g, alpha, views, den, eps, need_alpha, need_views)
 
 
@@ -71,10 +78,16 @@ def _backward(ctx, g, _g_den):
     if need_alpha or need_views:
         if g.layout != torch.strided:  # a sparse gradient (a row gather with sparse=True)
             g = g.to_dense()
-        dalpha, dviews = _fuse_backward_op(g.contiguous(), alpha, views, den, ctx.eps,
-                                           need_alpha, need_views, ctx.backend)
-    return (g if ctx.needs_input_grad[0] else None, dalpha if need_alpha else None,
-            dviews if need_views else None, None, None)
+        dalpha, dviews = _fuse_backward_op(
+            g.contiguous(), alpha, views, den, ctx.eps, need_alpha, need_views, ctx.backend
+        )
+    return (
+        g if ctx.needs_input_grad[0] else None,
+        dalpha if need_alpha else None,
+        dviews if need_views else None,
+        None,
+        None,
+    )
 
 
 _fuse_op = define_op("fuse_views", _fuse_kernel, _fuse_fake, _backward, _setup_context)
@@ -110,14 +123,15 @@ def fuse_views(z: Tensor, alpha: Tensor, views: Tensor, backend: str = "auto") -
     n, d = z.shape
     V = alpha.numel()
     if views.shape[0] != n or views.shape[1] != V * d:
-        raise InputError(f"views must be (N, V*d) = ({n}, {V * d}) for z of shape {tuple(z.shape)} "
-                         f"and {V} view weights, got {tuple(views.shape)}")
+        raise InputError(
+            f"views must be (N, V*d) = ({n}, {V * d}) for z of shape {tuple(z.shape)} "
+            f"and {V} view weights, got {tuple(views.shape)}"
+        )
     if views.dtype != z.dtype:
         raise InputTypeError(f"views must have z's dtype {z.dtype}, got {views.dtype}")
     name = resolve("fuse", backend, z.device)
     if V == 0 or n == 0 or d == 0:
         # Nothing to normalise: keep autograd's view of alpha and the views (zero gradients).
         return z + alpha.sum().to(z.dtype) * 0 + views.sum() * 0
-    out, _ = _fuse_op(z.contiguous(), alpha.to(z.dtype).contiguous(), views.contiguous(),
-                      NORM_EPS, name)
+    out, _ = _fuse_op(z.contiguous(), alpha.to(z.dtype).contiguous(), views.contiguous(), NORM_EPS, name)
     return out

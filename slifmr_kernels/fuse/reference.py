@@ -6,6 +6,7 @@ normalised rows straight into that view's gradient slot and turns them into the 
 place. The same operations as ``z + sum(alpha[k] * F.normalize(v_k))``, so the forward gives
 that formula's bits.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,7 @@ def fuse_forward(z, alpha, views, eps):
     for k, v in enumerate(_views(views, d)):
         dk = v.norm(2, 1, keepdim=True).clamp_min(eps)
         out.add_(alpha[k] * (v / dk))
-        den[:, k: k + 1] = dk
+        den[:, k : k + 1] = dk
     return out, den
 
 
@@ -40,7 +41,7 @@ def fuse_backward(g, alpha, views, den, eps, need_alpha, need_views):
     dviews = g.new_empty(g.shape[0], V * d) if need_views else g.new_empty(0)
     slots = _views(dviews, d) if need_views else [None] * V
     for k, v in enumerate(_views(views, d)):
-        dk = den[:, k: k + 1]
+        dk = den[:, k : k + 1]
         vhat = slots[k] if need_views else torch.empty_like(v)
         torch.div(v, dk, out=vhat)
         s = torch.linalg.vecdot(vhat, g, dim=1).unsqueeze(1)

@@ -6,6 +6,7 @@ reductions inside the tile (d is padded to a power of two and masked). alpha's g
 partial per (program, view), summed by torch in program order afterwards: no atomics, the same
 bits on every run.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ def _row_tile(pid, n, d, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(z_ptr, alpha_ptr, v_ptr, out_ptr, den_ptr, n, d, V, eps,
-                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _forward_kernel(
+    z_ptr, alpha_ptr, v_ptr, out_ptr, den_ptr, n, d, V, eps, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr
+):
     pid = tl.program_id(0)
     r64, cols, rmask, mask = _row_tile(pid, n, d, BLOCK_N, BLOCK_D)
     acc = tl.load(z_ptr + r64[:, None] * d + cols[None, :], mask=mask, other=0.0)
@@ -43,8 +45,21 @@ def _forward_kernel(z_ptr, alpha_ptr, v_ptr, out_ptr, den_ptr, n, d, V, eps,
 
 
 @triton.jit
-def _backward_kernel(g_ptr, alpha_ptr, v_ptr, den_ptr, dv_ptr, part_ptr, n, d, V, eps,
-                     NEED_VIEWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _backward_kernel(
+    g_ptr,
+    alpha_ptr,
+    v_ptr,
+    den_ptr,
+    dv_ptr,
+    part_ptr,
+    n,
+    d,
+    V,
+    eps,
+    NEED_VIEWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid = tl.program_id(0)
     r64, cols, rmask, mask = _row_tile(pid, n, d, BLOCK_N, BLOCK_D)
     g = tl.load(g_ptr + r64[:, None] * d + cols[None, :], mask=mask, other=0.0)
@@ -75,8 +90,7 @@ def fuse_forward(z, alpha, views, eps):
     out = torch.empty_like(z)
     den = z.new_empty(n, V)
     block_n, block_d, grid = _blocks(n, d)
-    _forward_kernel[(grid,)](z, alpha, views, out, den, n, d, V, eps,
-                             BLOCK_N=block_n, BLOCK_D=block_d)
+    _forward_kernel[(grid,)](z, alpha, views, out, den, n, d, V, eps, BLOCK_N=block_n, BLOCK_D=block_d)
     return out, den
 
 
@@ -88,8 +102,21 @@ def fuse_backward(g, alpha, views, den, eps, need_alpha, need_views):
     block_n, block_d, grid = _blocks(n, d)
     dviews = g.new_empty(n, V * d) if need_views else g.new_empty(0)
     part = g.new_empty(grid, V)
-    _backward_kernel[(grid,)](g, alpha, views, den, dviews, part, n, d, V, eps,
-                              NEED_VIEWS=bool(need_views), BLOCK_N=block_n, BLOCK_D=block_d)
+    _backward_kernel[(grid,)](
+        g,
+        alpha,
+        views,
+        den,
+        dviews,
+        part,
+        n,
+        d,
+        V,
+        eps,
+        NEED_VIEWS=bool(need_views),
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
     # Program partials added in a fixed order (torch's sum, no atomics): the same bits on every run.
     dalpha = part.double().sum(0).to(g.dtype) if need_alpha else g.new_empty(0)
     return dalpha, dviews

@@ -52,9 +52,7 @@ try:
     from numba.core import cgutils
     from numba.extending import intrinsic
 except ImportError as exc:  # pragma: no cover - exercised only without numba
-    raise ImportError(
-        "the numba propagate backend needs numba (pip install numba)"
-    ) from exc
+    raise ImportError("the numba propagate backend needs numba (pip install numba)") from exc
 
 __all__ = ["spmm", "spmm_rel", "spmm_rel_backward", "sddmm", "make_tasks"]
 
@@ -79,6 +77,7 @@ PREFETCH_DISTANCE = 8
 # software prefetch of a gathered row
 # ---------------------------------------------------------------------------
 
+
 @intrinsic
 def _prefetch(typingctx, arr, row, col):
     """Issue ``llvm.prefetch`` (read, keep in all cache levels) for ``&arr[row, col]``.
@@ -88,8 +87,12 @@ def _prefetch(typingctx, arr, row, col):
     edges ahead itself.  A prefetch never faults, but callers still only pass
     in-range addresses.
     """
-    if not (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(row, types.Integer)
-            and isinstance(col, types.Integer)):
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 2
+        and isinstance(row, types.Integer)
+        and isinstance(col, types.Integer)
+    ):
         return None
     sig = types.void(arr, row, col)
 
@@ -99,16 +102,24 @@ def _prefetch(typingctx, arr, row, col):
         i = context.cast(builder, args[1], signature.args[1], types.intp)
         k = context.cast(builder, args[2], signature.args[2], types.intp)
         ptr = cgutils.get_item_pointer2(
-            context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
-            strides=cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
-            inds=[i, k], wraparound=False, boundscheck=False)
+            context,
+            builder,
+            data=ary.data,
+            shape=cgutils.unpack_tuple(builder, ary.shape),
+            strides=cgutils.unpack_tuple(builder, ary.strides),
+            layout=aryty.layout,
+            inds=[i, k],
+            wraparound=False,
+            boundscheck=False,
+        )
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
         # LLVM >= 15 uses opaque pointers: the overload is named ".p0".
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0),
-                          ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        builder.call(
+            fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+        )
         return context.get_dummy_value()
 
     return sig, codegen
@@ -125,6 +136,7 @@ def _prefetch_row(x, row):
 # ---------------------------------------------------------------------------
 # task partition (a function of indptr only)
 # ---------------------------------------------------------------------------
+
 
 @njit(cache=True)
 def _make_tasks(indptr, target):
@@ -231,6 +243,7 @@ def make_tasks(indptr: np.ndarray):
 # kernels
 # ---------------------------------------------------------------------------
 
+
 @njit(cache=True, inline="always")
 def _row_plain(indices, values, x, e0, e1, acc):
     """acc[:] = sum_{e in [e0, e1)} values[e] * x[indices[e]], additions in edge order."""
@@ -293,8 +306,13 @@ def _row_rel(indices, values, relation, table, x, e0, e1, acc):
         v2 = values[e + 2]
         v3 = values[e + 3]
         for k in range(d):
-            acc[k] = (acc[k] + v0 * table[r0, k] * x[c0, k] + v1 * table[r1, k] * x[c1, k]
-                      + v2 * table[r2, k] * x[c2, k] + v3 * table[r3, k] * x[c3, k])
+            acc[k] = (
+                acc[k]
+                + v0 * table[r0, k] * x[c0, k]
+                + v1 * table[r1, k] * x[c1, k]
+                + v2 * table[r2, k] * x[c2, k]
+                + v3 * table[r3, k] * x[c3, k]
+            )
         e += 4
     while e < e1:
         c0 = indices[e]
@@ -325,8 +343,7 @@ def _spmm_kernel(indptr, indices, values, x, out, tasks, seg_slot, heavy, seg_bu
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _spmm_rel_kernel(indptr, indices, values, relation, table, x, out, tasks, seg_slot,
-                     heavy, seg_buf):
+def _spmm_rel_kernel(indptr, indices, values, relation, table, x, out, tasks, seg_slot, heavy, seg_buf):
     d = x.shape[1]
     n_tasks = tasks.shape[0]
     for t in prange(n_tasks):
@@ -388,8 +405,23 @@ def _row_dx_g(indices_t, values_t, relation_t, table, dy, x, j, e0, e1, acc, gp,
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _backward_kernel(indptr_t, indices_t, values_t, relation_t, table, dy, x, dx, g_part,
-                     need_dx, need_g, tasks, seg_slot, heavy, seg_buf):
+def _backward_kernel(
+    indptr_t,
+    indices_t,
+    values_t,
+    relation_t,
+    table,
+    dy,
+    x,
+    dx,
+    g_part,
+    need_dx,
+    need_g,
+    tasks,
+    seg_slot,
+    heavy,
+    seg_buf,
+):
     """dx (if need_dx) and per-task g partials (if need_g) over the transposed graph.
 
     Row j of A^T: dx[j] = sum_e v_e * table[r_e] * dy[i_e];
@@ -413,8 +445,7 @@ def _backward_kernel(indptr_t, indices_t, values_t, relation_t, table, dy, x, dx
                 e0 = indptr_t[j]
                 e1 = indptr_t[j + 1]
             if need_g:
-                _row_dx_g(indices_t, values_t, relation_t, table, dy, x, j, e0, e1, acc, gp,
-                          need_dx)
+                _row_dx_g(indices_t, values_t, relation_t, table, dy, x, j, e0, e1, acc, gp, need_dx)
             else:
                 # dx alone is the forward kernel on the transpose.
                 _row_rel(indices_t, values_t, relation_t, table, dy, e0, e1, acc)
@@ -447,6 +478,7 @@ def _sum_partials(g_part, g):
 # ---------------------------------------------------------------------------
 # torch wrappers (the backend contract)
 # ---------------------------------------------------------------------------
+
 
 class _chunked_schedule:
     """Dynamic prange scheduling, SCHED_CHUNK tasks per grab, for the calls in its block.
@@ -503,8 +535,17 @@ def spmm(indptr, indices, values, x, n_rows):
     xn = _np(x)
     tasks, seg_slot, heavy, seg_buf = _partition(ip, d, xn.dtype)
     with _chunked_schedule():
-        _spmm_kernel(ip, _np(indices), _values_np(values, indices.shape[0], xn.dtype), xn,
-                     _np(out), tasks, seg_slot, heavy, seg_buf)
+        _spmm_kernel(
+            ip,
+            _np(indices),
+            _values_np(values, indices.shape[0], xn.dtype),
+            xn,
+            _np(out),
+            tasks,
+            seg_slot,
+            heavy,
+            seg_buf,
+        )
     return out
 
 
@@ -531,13 +572,25 @@ def spmm_rel(indptr, indices, values, relation, table, x, n_rows):
     xn = _np(x)
     tasks, seg_slot, heavy, seg_buf = _partition(ip, d, xn.dtype)
     with _chunked_schedule():
-        _spmm_rel_kernel(ip, _np(indices), _values_np(values, indices.shape[0], xn.dtype),
-                         _np(relation), _np(table), xn, _np(out), tasks, seg_slot, heavy, seg_buf)
+        _spmm_rel_kernel(
+            ip,
+            _np(indices),
+            _values_np(values, indices.shape[0], xn.dtype),
+            _np(relation),
+            _np(table),
+            xn,
+            _np(out),
+            tasks,
+            seg_slot,
+            heavy,
+            seg_buf,
+        )
     return out
 
 
-def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, num_relations,
-                      need_dx, need_g):
+def spmm_rel_backward(
+    indptr_t, indices_t, values_t, relation_t, table, dy, x, num_relations, need_dx, need_g
+):
     """Backward of ``spmm_rel`` over the transposed graph A^T.
 
     Args:
@@ -581,10 +634,23 @@ def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, n
     rel = _np(relation_t)
     tab = _np(table)
     with _chunked_schedule():
-        _backward_kernel(ip, _np(indices_t),
-                         _values_np(values_t, indices_t.shape[0], dyn.dtype),
-                         rel, tab, dyn, xn, dx_np, g_part, need_dx, need_g, tasks, seg_slot, heavy,
-                         seg_buf)
+        _backward_kernel(
+            ip,
+            _np(indices_t),
+            _values_np(values_t, indices_t.shape[0], dyn.dtype),
+            rel,
+            tab,
+            dyn,
+            xn,
+            dx_np,
+            g_part,
+            need_dx,
+            need_g,
+            tasks,
+            seg_slot,
+            heavy,
+            seg_buf,
+        )
     if need_g:
         _sum_partials(g_part, _np(g))
     return dx, g

@@ -12,6 +12,7 @@ Backward (derivation, with v_e the edge value, r_e its relation, T = w[:, None] 
                                                            (only when the values need grad)
 No float atomics anywhere: the backward is as deterministic as the backend's forward.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -32,18 +33,29 @@ __all__ = ["propagate", "propagate_layers", "MAX_LAYERS"]
 MAX_LAYERS = 1024
 
 
-def _propagate_kernel(indptr: Tensor, indices: Tensor, values: Tensor,
-                      relation: Tensor | None, table: Tensor | None, x: Tensor,
-                      t_indptr: Tensor, t_indices: Tensor, t_values: Tensor,
-                      t_relation: Tensor | None, n_rows: int, backend: str) -> Tensor:
+def _propagate_kernel(
+    indptr: Tensor,
+    indices: Tensor,
+    values: Tensor,
+    relation: Tensor | None,
+    table: Tensor | None,
+    x: Tensor,
+    t_indptr: Tensor,
+    t_indices: Tensor,
+    t_values: Tensor,
+    t_relation: Tensor | None,
+    n_rows: int,
+    backend: str,
+) -> Tensor:
     mod = load("propagate", backend)
     if table is None:
         return mod.spmm(indptr, indices, values, x, n_rows)
     return mod.spmm_rel(indptr, indices, values, relation, table, x, n_rows)
 
 
-def _propagate_fake(indptr, indices, values, relation, table, x, t_indptr, t_indices, t_values,
-                    t_relation, n_rows, backend):
+def _propagate_fake(
+    indptr, indices, values, relation, table, x, t_indptr, t_indices, t_values, t_relation, n_rows, backend
+):
     return x.new_empty(n_rows, x.shape[1])
 
 
@@ -65,9 +77,16 @@ def _sddmm_backend(backend: str) -> str:
     return "torch"
 
 
-def _propagate_sddmm_kernel(indptr: Tensor, indices: Tensor, relation: Tensor | None,
-                            table: Tensor | None, dy: Tensor, x: Tensor, n_rows: int,
-                            backend: str) -> Tensor:
+def _propagate_sddmm_kernel(
+    indptr: Tensor,
+    indices: Tensor,
+    relation: Tensor | None,
+    table: Tensor | None,
+    dy: Tensor,
+    x: Tensor,
+    n_rows: int,
+    backend: str,
+) -> Tensor:
     return load("propagate", backend).sddmm(indptr, indices, relation, table, dy, x, n_rows)
 
 
@@ -75,14 +94,22 @@ def _propagate_sddmm_fake(indptr, indices, relation, table, dy, x, n_rows, backe
     return x.new_empty(indices.shape[0])
 
 
-_propagate_sddmm_op = define_op("propagate_sddmm", _propagate_sddmm_kernel,
-                                _propagate_sddmm_fake)
+_propagate_sddmm_op = define_op("propagate_sddmm", _propagate_sddmm_kernel, _propagate_sddmm_fake)
 
 
-def _propagate_backward_kernel(t_indptr: Tensor, t_indices: Tensor, t_values: Tensor,
-                               t_relation: Tensor | None, table: Tensor | None, dy: Tensor,
-                               x: Tensor, num_relations: int, need_dx: bool, need_g: bool,
-                               backend: str) -> tuple[Tensor, Tensor]:
+def _propagate_backward_kernel(
+    t_indptr: Tensor,
+    t_indices: Tensor,
+    t_values: Tensor,
+    t_relation: Tensor | None,
+    table: Tensor | None,
+    dy: Tensor,
+    x: Tensor,
+    num_relations: int,
+    need_dx: bool,
+    need_g: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
     mod = load("propagate", backend)
     n_cols = t_indptr.numel() - 1
     if table is None:
@@ -94,27 +121,40 @@ def _propagate_backward_kernel(t_indptr: Tensor, t_indices: Tensor, t_values: Te
         dx = mod.spmm_rel(t_indptr, t_indices, t_values, t_relation, table, dy, n_cols)
         g = None
     else:
-        dx, g = mod.spmm_rel_backward(t_indptr, t_indices, t_values, t_relation, table, dy, x,
-                                      num_relations, need_dx, need_g)
+        dx, g = mod.spmm_rel_backward(
+            t_indptr, t_indices, t_values, t_relation, table, dy, x, num_relations, need_dx, need_g
+        )
     empty = dy.new_empty(0)
     return (dx if dx is not None else empty), (g if g is not None else empty.clone())
 
 
-def _propagate_backward_fake(t_indptr, t_indices, t_values, t_relation, table, dy, x,
-                             num_relations, need_dx, need_g, backend):
+def _propagate_backward_fake(
+    t_indptr, t_indices, t_values, t_relation, table, dy, x, num_relations, need_dx, need_g, backend
+):
     d = dy.shape[1]
     dx = dy.new_empty(t_indptr.shape[0] - 1, d) if need_dx else dy.new_empty(0)
     g = dy.new_empty(num_relations, d) if (need_g and table is not None) else dy.new_empty(0)
     return dx, g
 
 
-_propagate_backward_op = define_op("propagate_backward", _propagate_backward_kernel,
-                                   _propagate_backward_fake)
+_propagate_backward_op = define_op("propagate_backward", _propagate_backward_kernel, _propagate_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
-    (indptr, indices, values, relation, table, x, t_indptr, t_indices, t_values, t_relation,
-     n_rows, backend) = inputs
+    (
+        indptr,
+        indices,
+        values,
+        relation,
+        table,
+        x,
+        t_indptr,
+        t_indices,
+        t_values,
+        t_relation,
+        n_rows,
+        backend,
+    ) = inputs
     ctx.backend = backend
     ctx.has_table = table is not None
     ctx.n_rows = n_rows
@@ -124,14 +164,21 @@ def _setup_context(ctx, inputs, output):
     keep_x = (table is not None and table.requires_grad) or need_v
     ctx.keep_x = keep_x
     ctx.num_relations = 0 if table is None else table.shape[0]
-    ctx.save_for_backward(t_indptr, t_indices, t_values, t_relation, table,
-                          x if keep_x else None, indptr if need_v else None,
-                          indices if need_v else None, relation if need_v else None)
+    ctx.save_for_backward(
+        t_indptr,
+        t_indices,
+        t_values,
+        t_relation,
+        table,
+        x if keep_x else None,
+        indptr if need_v else None,
+        indices if need_v else None,
+        relation if need_v else None,
+    )
 
 
 def _backward(ctx, dy):
-    (t_indptr, t_indices, t_values, t_relation, table, x, indptr, indices,
-     relation) = ctx.saved_tensors
+    (t_indptr, t_indices, t_values, t_relation, table, x, indptr, indices, relation) = ctx.saved_tensors
     if dy.layout != torch.strided:  # a sparse gradient (a row gather with sparse=True) only
         dy = dy.to_dense()
     dy = dy.contiguous()
@@ -145,18 +192,41 @@ def _backward(ctx, dy):
         dv = _propagate_sddmm_op(indptr, indices, relation, table, dy, x, ctx.n_rows, name)
     if need_dx or need_g:
         if t_indptr.numel() == 0:
-            raise RuntimeError("propagate: the transposed graph was not passed to the op "
-                               "although a gradient is needed; call slifmr_kernels.propagate, "
-                               "not the raw op")
-        dx, g = _propagate_backward_op(t_indptr, t_indices, t_values, t_relation, table, dy,
-                                       x if (x is not None and need_g) else dy.new_empty(0, 0),
-                                       ctx.num_relations, need_dx, need_g, ctx.backend)
-    return (None, None, dv, None, g if need_g else None, dx if need_dx else None,
-            None, None, None, None, None, None)
+            raise RuntimeError(
+                "propagate: the transposed graph was not passed to the op "
+                "although a gradient is needed; call slifmr_kernels.propagate, "
+                "not the raw op"
+            )
+        dx, g = _propagate_backward_op(
+            t_indptr,
+            t_indices,
+            t_values,
+            t_relation,
+            table,
+            dy,
+            x if (x is not None and need_g) else dy.new_empty(0, 0),
+            ctx.num_relations,
+            need_dx,
+            need_g,
+            ctx.backend,
+        )
+    return (
+        None,
+        None,
+        dv,
+        None,
+        g if need_g else None,
+        dx if need_dx else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
-_propagate_op = define_op("propagate", _propagate_kernel, _propagate_fake, _backward,
-                          _setup_context)
+_propagate_op = define_op("propagate", _propagate_kernel, _propagate_fake, _backward, _setup_context)
 
 
 def _folded_values(g: CSRGraph, w: Tensor, dtype: torch.dtype, transposed: bool = False) -> Tensor:
@@ -169,12 +239,23 @@ def _folded_values(g: CSRGraph, w: Tensor, dtype: torch.dtype, transposed: bool 
     cache = getattr(g, "_folded", None)
     # Identity (a weak reference, so a new tensor at a recycled address never matches) plus the
     # in-place version counters decide whether the cached product still holds.
-    if (cache is None or cache["w"]() is not w or cache["w_version"] != w._version
-            or cache["v"] is not g.values or cache["v_version"] != g.values._version
-            or cache["dtype"] != dtype):
+    if (
+        cache is None
+        or cache["w"]() is not w
+        or cache["w_version"] != w._version
+        or cache["v"] is not g.values
+        or cache["v_version"] != g.values._version
+        or cache["dtype"] != dtype
+    ):
         folded = g.values.to(dtype) * w.detach().to(dtype)[g.relation.long()]
-        g._folded = cache = {"w": weakref.ref(w), "w_version": w._version, "v": g.values,
-                             "v_version": g.values._version, "dtype": dtype, "values": folded}
+        g._folded = cache = {
+            "w": weakref.ref(w),
+            "w_version": w._version,
+            "v": g.values,
+            "v_version": g.values._version,
+            "dtype": dtype,
+            "values": folded,
+        }
     if transposed and "t_values" not in cache:
         cache["t_values"] = cache["values"][g.transpose().edge_perm]
     return cache["t_values" if transposed else "values"]
@@ -201,23 +282,29 @@ def _check_args(g, x, relation_emb, relation_weight, backend):
             raise InputError("relation_emb needs a graph with relation ids (g.relation is None)")
         check_float("relation_emb", relation_emb, ndim=2)
         if tuple(relation_emb.shape) != (R, x.shape[1]):
-            raise InputError(f"relation_emb must have shape (num_relations, d) = "
-                             f"({R}, {x.shape[1]}), got {tuple(relation_emb.shape)}")
+            raise InputError(
+                f"relation_emb must have shape (num_relations, d) = "
+                f"({R}, {x.shape[1]}), got {tuple(relation_emb.shape)}"
+            )
         check_finite("relation_emb", relation_emb.detach())
     if w is not None:
         check_float("relation_weight", w, ndim=1)
         if g.relation is None and relation_weight is not None:
             raise InputError("relation_weight needs a graph with relation ids (g.relation is None)")
         if g.relation is not None and w.numel() != R:
-            raise InputError(f"relation_weight must have num_relations = {R} entries, "
-                             f"got {w.numel()}")
+            raise InputError(f"relation_weight must have num_relations = {R} entries, got {w.numel()}")
         if relation_weight is not None:
             check_finite("relation_weight", w.detach())
     return resolve("propagate", backend, x.device), w, R, n_rows
 
 
-def propagate(g: CSRGraph, x: Tensor, relation_emb: Tensor | None = None,
-              relation_weight: Tensor | None = None, backend: str = "auto") -> Tensor:
+def propagate(
+    g: CSRGraph,
+    x: Tensor,
+    relation_emb: Tensor | None = None,
+    relation_weight: Tensor | None = None,
+    backend: str = "auto",
+) -> Tensor:
     """Fused heterogeneous propagation ``Y = sum_r w_r * A_r (X * E_r)`` in one CSR pass.
 
     Args:
@@ -275,8 +362,7 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Tensor | None = None,
         elif w is not None:
             # Constant relation weights fold into the edge values: plain SpMM.
             values, folded = _folded_values(g, w, x.dtype), True
-    needs_grad = torch.is_grad_enabled() and (
-        x.requires_grad or (table is not None and table.requires_grad))
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or (table is not None and table.requires_grad))
     if needs_grad:
         t = g.transpose()
         t_indptr, t_indices = t.indptr, t.indices
@@ -284,19 +370,36 @@ def propagate(g: CSRGraph, x: Tensor, relation_emb: Tensor | None = None,
             # The backward reads the transposed values as numbers only.
             t_values = values.detach()[t.edge_perm] if t is not g else values.detach()
         else:
-            t_values = (_folded_values(g, w, x.dtype, transposed=True) if folded
-                        else t.values.to(x.dtype))
+            t_values = _folded_values(g, w, x.dtype, transposed=True) if folded else t.values.to(x.dtype)
         t_relation = t.relation if table is not None else None
     else:
         t_indptr = t_indices = torch.empty(0, dtype=torch.int64, device=x.device)
         t_values, t_relation = x.new_empty(0), None
-    return _propagate_op(g.indptr, g.indices, values, relation, table, x, t_indptr, t_indices,
-                         t_values, t_relation, n_rows, name)
+    return _propagate_op(
+        g.indptr,
+        g.indices,
+        values,
+        relation,
+        table,
+        x,
+        t_indptr,
+        t_indices,
+        t_values,
+        t_relation,
+        n_rows,
+        name,
+    )
 
 
-def propagate_layers(g: CSRGraph, x: Tensor, num_layers: int, relation_emb: Tensor | None = None,
-                     relation_weight: Tensor | None = None, combine: str = "mean",
-                     backend: str = "auto") -> Tensor:
+def propagate_layers(
+    g: CSRGraph,
+    x: Tensor,
+    num_layers: int,
+    relation_emb: Tensor | None = None,
+    relation_weight: Tensor | None = None,
+    combine: str = "mean",
+    backend: str = "auto",
+) -> Tensor:
     """``num_layers`` rounds of :func:`propagate`, combined LightGCN-style.
 
     Args:
@@ -335,4 +438,3 @@ def propagate_layers(g: CSRGraph, x: Tensor, num_layers: int, relation_emb: Tens
         acc.add_(h)
     del h
     return acc.div_(num_layers + 1) if combine == "mean" else acc
-

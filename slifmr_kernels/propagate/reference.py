@@ -5,6 +5,7 @@ reference never materialises an (nnz, d) gather. Bytes moved per call (the model
 kernels are measured against): indptr 8·n_rows + indices 4·nnz + values 4·nnz (+ relation
 4·nnz) + one gathered x row 4·d per edge + y written once 4·n_rows·d.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,9 @@ def _chunks(nnz: int, d: int):
 
 
 def _rows(indptr: torch.Tensor, n_rows: int) -> torch.Tensor:
-    return torch.repeat_interleave(torch.arange(n_rows, device=indptr.device),
-                                   indptr[1:] - indptr[:-1], output_size=int(indptr[-1]))
+    return torch.repeat_interleave(
+        torch.arange(n_rows, device=indptr.device), indptr[1:] - indptr[:-1], output_size=int(indptr[-1])
+    )
 
 
 def spmm(indptr, indices, values, x, n_rows):
@@ -42,8 +44,9 @@ def spmm_rel(indptr, indices, values, relation, table, x, n_rows):
     return y
 
 
-def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, num_relations,
-                      need_dx, need_g):
+def spmm_rel_backward(
+    indptr_t, indices_t, values_t, relation_t, table, dy, x, num_relations, need_dx, need_g
+):
     """Over the transposed graph: dx = spmm_rel(A^T, dy) and g[r] = sum_{e in r} v x[j] * dy[i]."""
     n_t = indptr_t.numel() - 1
     dx = spmm_rel(indptr_t, indices_t, values_t, relation_t, table, dy, n_t) if need_dx else None

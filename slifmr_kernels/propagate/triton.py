@@ -29,6 +29,7 @@ the same fixed-tree reduction
 sums the slices over ``p`` in program order.  ``P`` is capped so the slices stay within
 ``G_BUDGET_BYTES``.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -60,16 +61,29 @@ G_BUDGET_BYTES = 64 << 20
 # ---------------------------------------------------------------------------------------------
 @triton.jit
 def _seg_kernel(
-    INDPTR, INDICES, VALUES, RELATION, TABLE, X,  # graph and dense input (X = x or dy)
+    INDPTR,
+    INDICES,
+    VALUES,
+    RELATION,
+    TABLE,
+    X,  # graph and dense input (X = x or dy)
     XG,  # backward only: the x whose rows are fixed per transposed row (g = v * XG[j] * X[i])
-    SEG_ROW, SEG_START, SEG_END, SEG_SLOT,  # segment table
+    SEG_ROW,
+    SEG_START,
+    SEG_END,
+    SEG_SLOT,  # segment table
     PROG_PTR,  # [P + 1] segment range of each program
     Y,  # [n_rows, d] output (light rows)
     HPART,  # [n_heavy_chunks, d] partial rows of heavy rows
     GPART,  # [P, R, d] private per-program partials of g
-    D, R,
-    HAS_VALUES: tl.constexpr, HAS_TABLE: tl.constexpr, WRITE_Y: tl.constexpr,
-    NEED_G: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
+    D,
+    R,
+    HAS_VALUES: tl.constexpr,
+    HAS_TABLE: tl.constexpr,
+    WRITE_Y: tl.constexpr,
+    NEED_G: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -99,8 +113,7 @@ def _seg_kernel(
             if HAS_TABLE or NEED_G:
                 rel = tl.load(RELATION + eidx, mask=emask, other=0)
             if HAS_TABLE:
-                tv = tl.load(TABLE + rel[:, None].to(tl.int64) * D + cols[None, :], mask=m2,
-                             other=0.0)
+                tv = tl.load(TABLE + rel[:, None].to(tl.int64) * D + cols[None, :], mask=m2, other=0.0)
                 acc += tl.sum(xv * tv, axis=0)
             else:
                 acc += tl.sum(xv, axis=0)
@@ -124,8 +137,7 @@ def _seg_kernel(
 
 
 @triton.jit
-def _segment_sum_kernel(PART, PTR, OUT_ROW, OUT, W, HAS_OUT_ROW: tl.constexpr,
-                        BLOCK: tl.constexpr):
+def _segment_sum_kernel(PART, PTR, OUT_ROW, OUT, W, HAS_OUT_ROW: tl.constexpr, BLOCK: tl.constexpr):
     """OUT[OUT_ROW[s] or s] = sum of the rows PTR[s] .. PTR[s + 1] - 1 of PART [C, W], in
     increasing row order (fixed order: deterministic)."""
     s = tl.program_id(0)
@@ -165,18 +177,24 @@ def _ordered_segment_sum(part, ptr, out, out_row=None):
         sub_ptr = torch.zeros(n_seg + 1, dtype=torch.int64, device=dev)
         torch.cumsum(n_sub, 0, out=sub_ptr[1:])
         total = int(sub_ptr[-1])
-        owner = torch.repeat_interleave(torch.arange(n_seg, device=dev), n_sub,
-                                        output_size=total)
+        owner = torch.repeat_interleave(torch.arange(n_seg, device=dev), n_sub, output_size=total)
         k = torch.arange(total, device=dev) - sub_ptr[:-1][owner]
         # the groups tile [ptr[0], ptr[-1]) in order: their starts plus the end form a ptr
         group_ptr = torch.cat([ptr[:-1][owner] + k * FAN_IN, ptr[-1:]])
         nxt = torch.empty((total, w), dtype=part.dtype, device=dev)
         _segment_sum_kernel[(total, triton.cdiv(w, block))](
-            part, group_ptr, group_ptr, nxt, w, HAS_OUT_ROW=False, BLOCK=block)
+            part, group_ptr, group_ptr, nxt, w, HAS_OUT_ROW=False, BLOCK=block
+        )
         part, ptr = nxt, sub_ptr
     _segment_sum_kernel[(n_seg, triton.cdiv(w, block))](
-        part, ptr, out_row if out_row is not None else ptr, out, w,
-        HAS_OUT_ROW=out_row is not None, BLOCK=block)
+        part,
+        ptr,
+        out_row if out_row is not None else ptr,
+        out,
+        w,
+        HAS_OUT_ROW=out_row is not None,
+        BLOCK=block,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,8 +216,7 @@ class _Plan:
         seg_ptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=dev)
         torch.cumsum(nseg, 0, out=seg_ptr[1:])
         n_seg = int(seg_ptr[-1]) if n_rows else 0
-        row_of = torch.repeat_interleave(torch.arange(n_rows, device=dev), nseg,
-                                         output_size=n_seg)
+        row_of = torch.repeat_interleave(torch.arange(n_rows, device=dev), nseg, output_size=n_seg)
         k_in_row = torch.arange(n_seg, device=dev) - seg_ptr[:-1][row_of]
         self.seg_row = row_of
         self.seg_start = indptr[:-1][row_of] + k_in_row * CHUNK
@@ -224,9 +241,13 @@ class _Plan:
         if p:
             cuts = torch.arange(1, p, device=dev, dtype=torch.int64) * total // p
             inner = torch.searchsorted(cum, cuts, right=True)
-            self.prog_ptr = torch.cat([
-                torch.zeros(1, dtype=torch.int64, device=dev), inner,
-                torch.full((1,), n_seg, dtype=torch.int64, device=dev)])
+            self.prog_ptr = torch.cat(
+                [
+                    torch.zeros(1, dtype=torch.int64, device=dev),
+                    inner,
+                    torch.full((1,), n_seg, dtype=torch.int64, device=dev),
+                ]
+            )
         else:
             self.prog_ptr = torch.zeros(1, dtype=torch.int64, device=dev)
 
@@ -242,8 +263,9 @@ PLAN_CACHE_SIZE = 8
 def _plan_for(indptr: torch.Tensor, n_rows: int, max_progs: int | None) -> _Plan:
     """The plan of ``indptr``, reused while the same tensor object is unchanged in place."""
     # forget graphs that died and stale versions of this one
-    _PLANS[:] = [e for e in _PLANS if e[0]() is not None
-                 and (e[0]() is not indptr or e[1] == indptr._version)]
+    _PLANS[:] = [
+        e for e in _PLANS if e[0]() is not None and (e[0]() is not indptr or e[1] == indptr._version)
+    ]
     for i, (ref, version, nr, mp, plan) in enumerate(_PLANS):
         if ref() is indptr and version == indptr._version and nr == n_rows and mp == max_progs:
             _PLANS.append(_PLANS.pop(i))
@@ -258,8 +280,20 @@ def _block_d(d: int) -> int:
     return max(16, min(128, triton.next_power_of_2(max(d, 1))))
 
 
-def _run(indptr, indices, values, relation, table, x, n_rows, *, xg=None, num_relations=0,
-         write_y=True, need_g=False):
+def _run(
+    indptr,
+    indices,
+    values,
+    relation,
+    table,
+    x,
+    n_rows,
+    *,
+    xg=None,
+    num_relations=0,
+    write_y=True,
+    need_g=False,
+):
     """Shared driver: returns (y or None, g or None)."""
     check_launchable(x)
     d = x.shape[1]
@@ -277,27 +311,42 @@ def _run(indptr, indices, values, relation, table, x, n_rows, *, xg=None, num_re
     bd = _block_d(d)
     grid = (plan.n_progs, triton.cdiv(d, bd))
     hpart = torch.empty((max(plan.n_chunks, 1), d), dtype=dt, device=dev)
-    gpart = (torch.zeros((plan.n_progs, num_relations, d), dtype=dt, device=dev)
-             if need_g else x.new_empty(1))
+    gpart = torch.zeros((plan.n_progs, num_relations, d), dtype=dt, device=dev) if need_g else x.new_empty(1)
     has_values = values is not None
     has_table = table is not None
     dummy = x.new_empty(1)
     _seg_kernel[grid](
-        indptr, indices, values if has_values else dummy,
-        relation if relation is not None else indices, table if has_table else dummy, x,
+        indptr,
+        indices,
+        values if has_values else dummy,
+        relation if relation is not None else indices,
+        table if has_table else dummy,
+        x,
         xg if need_g else dummy,
-        plan.seg_row, plan.seg_start, plan.seg_end, plan.seg_slot, plan.prog_ptr,
-        y if write_y else dummy, hpart, gpart, d, max(num_relations, 1),
-        HAS_VALUES=has_values, HAS_TABLE=has_table, WRITE_Y=write_y, NEED_G=need_g,
-        BLOCK_E=BLOCK_E, BLOCK_D=bd, num_warps=NUM_WARPS,
+        plan.seg_row,
+        plan.seg_start,
+        plan.seg_end,
+        plan.seg_slot,
+        plan.prog_ptr,
+        y if write_y else dummy,
+        hpart,
+        gpart,
+        d,
+        max(num_relations, 1),
+        HAS_VALUES=has_values,
+        HAS_TABLE=has_table,
+        WRITE_Y=write_y,
+        NEED_G=need_g,
+        BLOCK_E=BLOCK_E,
+        BLOCK_D=bd,
+        num_warps=NUM_WARPS,
     )
     if write_y and plan.heavy_row.numel():
         _ordered_segment_sum(hpart, plan.heavy_ptr, y, plan.heavy_row)
     if need_g and num_relations:
         # one segment: the P program slices, summed in program order
         whole = torch.tensor([0, plan.n_progs], dtype=torch.int64, device=dev)
-        _ordered_segment_sum(gpart.view(plan.n_progs, num_relations * d), whole,
-                             g.view(1, num_relations * d))
+        _ordered_segment_sum(gpart.view(plan.n_progs, num_relations * d), whole, g.view(1, num_relations * d))
     return y, g
 
 
@@ -325,8 +374,9 @@ def spmm_rel(indptr, indices, values, relation, table, x, n_rows):
     return y
 
 
-def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, num_relations,
-                      need_dx, need_g):
+def spmm_rel_backward(
+    indptr_t, indices_t, values_t, relation_t, table, dy, x, num_relations, need_dx, need_g
+):
     """Gradients of :func:`spmm_rel`, computed over the transposed graph A^T.
 
     indptr_t int64 [n_x + 1] (n_x = x.shape[0]); indices_t [nnz] = forward output row of each
@@ -340,15 +390,37 @@ def spmm_rel_backward(indptr_t, indices_t, values_t, relation_t, table, dy, x, n
     num_relations = int(num_relations)
     if not need_dx and not need_g:
         return None, None
-    dx, g = _run(indptr_t, indices_t, values_t, relation_t, table, dy, int(x.shape[0]),
-                 xg=x, num_relations=num_relations, write_y=bool(need_dx),
-                 need_g=bool(need_g))
+    dx, g = _run(
+        indptr_t,
+        indices_t,
+        values_t,
+        relation_t,
+        table,
+        dy,
+        int(x.shape[0]),
+        xg=x,
+        num_relations=num_relations,
+        write_y=bool(need_dx),
+        need_g=bool(need_g),
+    )
     return (dx if need_dx else None), (g if need_g else None)
 
 
 @triton.jit
-def _sddmm_kernel(ROWS, COLS, RELATION, TABLE, DY, X, OUT, NNZ, D,
-                  HAS_TABLE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr):
+def _sddmm_kernel(
+    ROWS,
+    COLS,
+    RELATION,
+    TABLE,
+    DY,
+    X,
+    OUT,
+    NNZ,
+    D,
+    HAS_TABLE: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid = tl.program_id(0)
     eidx = pid * BLOCK_E + tl.arange(0, BLOCK_E)
     emask = eidx < NNZ
@@ -360,8 +432,9 @@ def _sddmm_kernel(ROWS, COLS, RELATION, TABLE, DY, X, OUT, NNZ, D,
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
         m2 = emask[:, None] & (cols < D)[None, :]
-        p = (tl.load(DY + row[:, None] * D + cols[None, :], mask=m2, other=0.0)
-             * tl.load(X + col[:, None] * D + cols[None, :], mask=m2, other=0.0))
+        p = tl.load(DY + row[:, None] * D + cols[None, :], mask=m2, other=0.0) * tl.load(
+            X + col[:, None] * D + cols[None, :], mask=m2, other=0.0
+        )
         if HAS_TABLE:
             p = p * tl.load(TABLE + rel[:, None] * D + cols[None, :], mask=m2, other=0.0)
         acc += tl.sum(p, axis=1)
@@ -386,11 +459,23 @@ def sddmm(indptr, indices, relation, table, dy, x, n_rows):
     if d == 0:
         return out.zero_()
     n_rows = int(n_rows)
-    rows = torch.repeat_interleave(torch.arange(n_rows, device=x.device),
-                                   indptr[1:] - indptr[:-1], output_size=nnz)
+    rows = torch.repeat_interleave(
+        torch.arange(n_rows, device=x.device), indptr[1:] - indptr[:-1], output_size=nnz
+    )
     has_table = table is not None
     _sddmm_kernel[(triton.cdiv(nnz, SDDMM_BLOCK_E),)](
-        rows, indices, relation if has_table else indices, table if has_table else x,
-        dy, x, out, nnz, d, HAS_TABLE=has_table, BLOCK_E=SDDMM_BLOCK_E,
-        BLOCK_D=min(64, _block_d(d)), num_warps=NUM_WARPS)
+        rows,
+        indices,
+        relation if has_table else indices,
+        table if has_table else x,
+        dy,
+        x,
+        out,
+        nnz,
+        d,
+        HAS_TABLE=has_table,
+        BLOCK_E=SDDMM_BLOCK_E,
+        BLOCK_D=min(64, _block_d(d)),
+        num_warps=NUM_WARPS,
+    )
     return out

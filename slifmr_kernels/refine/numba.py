@@ -18,6 +18,7 @@ descending, then index ascending) of a candidate set that depends only on the sn
 seed and the iteration: hence determinism. Random numbers come from a counter-based hash of
 (seed, iteration, node, slot), never from a shared generator.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,8 +63,7 @@ def _insert(vals, idxs, flags, k, s, j):
     flags[p] = True
 
 
-@njit(fastmath={"nnan", "nsz", "reassoc", "contract"}, boundscheck=False,
-      cache=True)
+@njit(fastmath={"nnan", "nsz", "reassoc", "contract"}, boundscheck=False, cache=True)
 def _dot(x, a, b):
     d = x.shape[1]
     acc = x.dtype.type(0)
@@ -158,8 +158,7 @@ def _joined_lists(idx, flag, k, max_cand, seed, it):
 
 
 @njit(parallel=True, boundscheck=False, cache=True)
-def _join(x, k, idx, val, cptr, cidx, cnew, n_random, seed, it, idx_out, val_out, flag_out,
-          changed):
+def _join(x, k, idx, val, cptr, cidx, cnew, n_random, seed, it, idx_out, val_out, flag_out, changed):
     n = x.shape[0]
     step = (n + _N_CHUNKS - 1) // _N_CHUNKS
     max_c = 0
@@ -237,15 +236,13 @@ def refine(x, p_indptr, p_indices, k, max_iters, sample_random, max_candidates, 
     val = np.full((n, k), -np.inf, dtype=xn.dtype)
     flag = np.zeros((n, k), dtype=np.bool_)
     # int64 seeds whatever the graph's index dtype: one JIT signature less to compile.
-    _init(xn, k, seed, p_indptr.cpu().numpy(), p_indices.cpu().numpy().astype(np.int64), idx,
-          val, flag)
+    _init(xn, k, seed, p_indptr.cpu().numpy(), p_indices.cpu().numpy().astype(np.int64), idx, val, flag)
     updates = []
     idx2, val2, flag2 = np.empty_like(idx), np.empty_like(val), np.empty_like(flag)
     changed = np.zeros(_N_CHUNKS, dtype=np.int64)
     for it in range(1, max_iters + 1):
         cptr, cidx, cnew = _joined_lists(idx, flag, k, max_candidates, seed, it)
-        _join(xn, k, idx, val, cptr, cidx, cnew, sample_random, seed, it, idx2, val2, flag2,
-              changed)
+        _join(xn, k, idx, val, cptr, cidx, cnew, sample_random, seed, it, idx2, val2, flag2, changed)
         idx, idx2, val, val2, flag, flag2 = idx2, idx, val2, val, flag2, flag
         n_changed = int(changed.sum())
         updates.append(n_changed)

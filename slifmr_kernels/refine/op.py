@@ -6,6 +6,7 @@ with the new vectors and then runs NN-descent rounds (neighbour-of-neighbour can
 few random ones) until few lists change: roughly N·k·(2k)·d FLOP per round instead of N²·d.
 :func:`knn_recall` measures the result against an exact graph.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,10 +35,19 @@ def _int_arg(name: str, value, minimum: int) -> int:
     return check_int(name, value, minimum)
 
 
-def knn_refine(x: Tensor, previous_graph: CSRGraph, k: int, metric: str = "cosine",
-               max_iters: int = 10, sample_random: int = 2,
-               max_candidates: int | None = None, delta: float = 0.001,
-               seed: int | None = None, backend: str = "auto", return_stats: bool = False):
+def knn_refine(
+    x: Tensor,
+    previous_graph: CSRGraph,
+    k: int,
+    metric: str = "cosine",
+    max_iters: int = 10,
+    sample_random: int = 2,
+    max_candidates: int | None = None,
+    delta: float = 0.001,
+    seed: int | None = None,
+    backend: str = "auto",
+    return_stats: bool = False,
+):
     """Refresh a kNN graph of the rows of ``x``, seeded by ``previous_graph``.
 
     Args:
@@ -72,28 +82,27 @@ def knn_refine(x: Tensor, previous_graph: CSRGraph, k: int, metric: str = "cosin
     """
     check_float("x", x, ndim=2)
     if not isinstance(previous_graph, CSRGraph):
-        raise InputTypeError(f"previous_graph must be a CSRGraph, got "
-                             f"{type(previous_graph).__name__}")
+        raise InputTypeError(f"previous_graph must be a CSRGraph, got {type(previous_graph).__name__}")
     previous_graph.ensure_valid()
     n = x.shape[0]
     if previous_graph.shape != (n, n):
-        raise InputError(f"previous_graph must have shape (N, N) = ({n}, {n}) to match x, got "
-                         f"{previous_graph.shape}")
+        raise InputError(
+            f"previous_graph must have shape (N, N) = ({n}, {n}) to match x, got {previous_graph.shape}"
+        )
     if previous_graph.device != x.device:
         raise InputError(f"previous_graph is on {previous_graph.device} but x is on {x.device}")
     k = _int_arg("k", k, 1)
     check_choice("metric", metric, _METRICS)
     max_iters = _int_arg("max_iters", max_iters, 0)
     sample_random = _int_arg("sample_random", sample_random, 0)
-    max_candidates = k if max_candidates is None else _int_arg("max_candidates",
-                                                                max_candidates, 0)
+    max_candidates = k if max_candidates is None else _int_arg("max_candidates", max_candidates, 0)
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta >= 0:
         raise InputError(f"delta must be a number >= 0, got {delta!r}")
     seed = 0 if seed is None else seed
     if not is_int(seed):
         raise InputTypeError(f"seed must be an int or None, got {type(seed).__name__}")
     seed = int(seed)
-    if not -2**63 <= seed < 2**64:
+    if not -(2**63) <= seed < 2**64:
         raise InputError(f"seed must lie in [-2**63, 2**64), got {seed}")
     return_stats = check_bool("return_stats", return_stats)
     # A node has at most N - 1 reverse neighbours and N candidates: larger values only cost
@@ -112,8 +121,16 @@ def knn_refine(x: Tensor, previous_graph: CSRGraph, k: int, metric: str = "cosin
     if metric == "cosine":
         x = normalize_rows(x)
     idx, val, updates = load("refine", name).refine(
-        x.contiguous(), previous_graph.indptr, previous_graph.indices, kk, max_iters,
-        sample_random, max_candidates, float(delta), seed)
+        x.contiguous(),
+        previous_graph.indptr,
+        previous_graph.indices,
+        kk,
+        max_iters,
+        sample_random,
+        max_candidates,
+        float(delta),
+        seed,
+    )
     graph = topk_as_graph(idx.to(x.device), val.to(x.device), n)
     stats.update(iterations=len(updates), updates=list(updates))
     return (graph, stats) if return_stats else graph
@@ -135,8 +152,7 @@ def _as_padded(name: str, a: CSRGraph | Tensor) -> Tensor:
     raise InputTypeError(f"{name} must be a CSRGraph or an (N, k) integer tensor of neighbour ids")
 
 
-def knn_recall(approx_graph_or_idx: CSRGraph | Tensor, exact_idx: CSRGraph | Tensor
-               ) -> float:
+def knn_recall(approx_graph_or_idx: CSRGraph | Tensor, exact_idx: CSRGraph | Tensor) -> float:
     """Fraction of the exact neighbours that the approximate graph found.
 
     Args:
@@ -153,15 +169,14 @@ def knn_recall(approx_graph_or_idx: CSRGraph | Tensor, exact_idx: CSRGraph | Ten
     a = _as_padded("approx_graph_or_idx", approx_graph_or_idx)
     e = _as_padded("exact_idx", exact_idx).to(a.device)
     if a.shape[0] != e.shape[0]:
-        raise InputError(f"approx_graph_or_idx has {a.shape[0]} rows but exact_idx has "
-                         f"{e.shape[0]}")
+        raise InputError(f"approx_graph_or_idx has {a.shape[0]} rows but exact_idx has {e.shape[0]}")
     total = int((e >= 0).sum())
     if total == 0:
         return 1.0
     hits = 0
     rows = max(1, (1 << 24) // max(1, a.shape[1] * e.shape[1]))
     for r0 in range(0, e.shape[0], rows):
-        ea, aa = e[r0:r0 + rows], a[r0:r0 + rows]
+        ea, aa = e[r0 : r0 + rows], a[r0 : r0 + rows]
         match = (ea[:, :, None] == aa[:, None, :]) & (ea[:, :, None] >= 0)
         hits += int(match.any(2).sum())
     return hits / total

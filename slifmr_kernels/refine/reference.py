@@ -7,6 +7,7 @@ random ids, and the k best of them (ties by lower index) become the new list. No
 flags, so a round costs N·(k + c)²·d multiply-adds; memory stays O(block) by scoring row
 blocks.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,9 @@ def _best(x: torch.Tensor, cand: torch.Tensor, k: int, rows=None):
         kk = order.shape[1]
         top_ok = torch.gather(okb, 1, order)
         idx[r0:r1, :kk] = torch.where(top_ok, torch.gather(cb, 1, order), -1)
-        val[r0:r1, :kk] = torch.where(top_ok, torch.gather(s, 1, order),
-                                      torch.full_like(s[:, :kk], float("-inf")))
+        val[r0:r1, :kk] = torch.where(
+            top_ok, torch.gather(s, 1, order), torch.full_like(s[:, :kk], float("-inf"))
+        )
     return idx, val
 
 

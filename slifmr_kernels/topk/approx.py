@@ -15,6 +15,7 @@ graphs of a new catalog, 1M-item modality graphs), where the exact O(N² d) join
 Deterministic for a given ``seed``. Recall against the exact graph is measured by
 ``bench/compare_topk.py approx`` (docs/PERFORMANCE.md); it is not guaranteed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,6 +40,7 @@ def default_orders(n: int) -> int:
 def _block_edges(x, k, block, bits, gen):
     """(src, dst) of the exact kNN inside the blocks of one random-hyperplane order."""
     from .op import topk_similarity
+
     n, d = x.shape
     planes = torch.randn(d, bits, generator=gen, dtype=x.dtype)
     proj = x @ planes
@@ -50,7 +52,7 @@ def _block_edges(x, k, block, bits, gen):
     bounds = np.linspace(0, n, nblocks + 1).astype(np.int64)
     src, dst = [], []
     for b in range(nblocks):
-        ids = order[bounds[b]:bounds[b + 1]]
+        ids = order[bounds[b] : bounds[b + 1]]
         kk = min(k, ids.numel() - 1)
         if kk <= 0:
             continue
@@ -61,21 +63,35 @@ def _block_edges(x, k, block, bits, gen):
     return torch.cat(src), torch.cat(dst)
 
 
-def knn_graph_approx(x, k, metric="cosine", exclude_self=True, orders=None, block=1024, bits=16,
-                     max_iters=10, delta=0.001, seed=0, backend="auto"):
+def knn_graph_approx(
+    x,
+    k,
+    metric="cosine",
+    exclude_self=True,
+    orders=None,
+    block=1024,
+    bits=16,
+    max_iters=10,
+    delta=0.001,
+    seed=0,
+    backend="auto",
+):
     """Approximate kNN graph (see module doc). ``x`` (N, d) float32/float64 CPU or CUDA,
     validated by the caller (:func:`slifmr_kernels.knn_graph`). Returns the CSRGraph layout of
     the exact op (k edges per row, columns sorted, float32 values)."""
     from ..graph import CSRGraph
     from ..refine.op import knn_refine
     from .op import normalize_rows, topk_as_graph
+
     n = x.shape[0]
     xs = normalize_rows(x) if metric == "cosine" else x
     kk = min(k, max(n - 1, 0))
     if kk == 0 or n <= max(block, 2 * kk + 2):  # small: the exact op is as cheap
         from .op import topk_similarity
-        idx, val = topk_similarity(xs, min(k, n - int(exclude_self)), metric="ip",
-                                   exclude_self=exclude_self, backend=backend)
+
+        idx, val = topk_similarity(
+            xs, min(k, n - int(exclude_self)), metric="ip", exclude_self=exclude_self, backend=backend
+        )
         return topk_as_graph(idx, val, n)
     gen = torch.Generator().manual_seed(int(seed))
     orders = default_orders(n) if orders is None else orders
@@ -86,8 +102,16 @@ def knn_graph_approx(x, k, metric="cosine", exclude_self=True, orders=None, bloc
         dst.append(t)
     src, dst = torch.cat(src), torch.cat(dst)
     seedg = CSRGraph.from_edges(src, dst, shape=(n, n))
-    g = knn_refine(xs, seedg.to(x.device), kk, metric="ip", max_iters=max_iters, delta=delta,
-                   seed=int(seed), backend=backend)
+    g = knn_refine(
+        xs,
+        seedg.to(x.device),
+        kk,
+        metric="ip",
+        max_iters=max_iters,
+        delta=delta,
+        seed=int(seed),
+        backend=backend,
+    )
     if exclude_self:
         return g
     # keep each row among its neighbours: the row itself first, then its k - 1 best others

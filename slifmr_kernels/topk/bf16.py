@@ -35,6 +35,7 @@ fp32 (AVX-512 ``vdpbf16ps`` / AMX), then rounds the sum ``a_ij`` to bf16 (monoto
 Memory: the candidate lists (N x C int64 + fp32), the bf16 copies of x and y (half of the
 inputs), one fp32 + one bf16 tile per worker, and the re-rank chunk of rerank.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,15 @@ from numba import njit, prange
 from . import rerank
 from .numba import _excl_arrays, _scan_row, _sorted_exclusions
 
-__all__ = ["topk", "candidates", "error_bound", "usable", "cpu_has_bf16", "candidate_count",
-           "last_fallback_rows"]
+__all__ = [
+    "topk",
+    "candidates",
+    "error_bound",
+    "usable",
+    "cpu_has_bf16",
+    "candidate_count",
+    "last_fallback_rows",
+]
 
 #: Rows x columns of a bf16 score tile: 1024 x 2048 reached 118-175 GFLOP/s on one core for
 #: d = 64 / 384 where 512 x 1024 reached 47-168 (torch.mm call overhead dominates small tiles).
@@ -60,7 +68,7 @@ MIN_WORK = 1 << 32
 #: at d = 128 within the noise (1.06x CPU time), at d = 384 1.4x faster (docs/PERFORMANCE.md).
 MIN_D = 192
 
-_U = 2.0 ** -8  # bf16 unit roundoff (round to nearest even)
+_U = 2.0**-8  # bf16 unit roundoff (round to nearest even)
 
 
 def cpu_has_bf16() -> bool:
@@ -84,9 +92,13 @@ def usable(x: torch.Tensor, y: torch.Tensor) -> bool:
         return False
     nx, ny = x.norm(dim=1), y.norm(dim=1)
     hi = float(torch.maximum(nx.max(), ny.max()))
-    lo = float(torch.minimum(nx[nx > 0].min() if bool((nx > 0).any()) else nx.new_tensor(1.0),
-                             ny[ny > 0].min() if bool((ny > 0).any()) else ny.new_tensor(1.0)))
-    return hi <= 2.0 ** 40 and lo >= 2.0 ** -40
+    lo = float(
+        torch.minimum(
+            nx[nx > 0].min() if bool((nx > 0).any()) else nx.new_tensor(1.0),
+            ny[ny > 0].min() if bool((ny > 0).any()) else ny.new_tensor(1.0),
+        )
+    )
+    return hi <= 2.0**40 and lo >= 2.0**-40
 
 
 def enabled(x: torch.Tensor, y: torch.Tensor, k: int, check_range: bool = True) -> bool:
@@ -103,8 +115,7 @@ def enabled(x: torch.Tensor, y: torch.Tensor, k: int, check_range: bool = True) 
         if _HAS_BF16 is None:
             _HAS_BF16 = cpu_has_bf16()
         n, d = x.shape
-        if (not _HAS_BF16 or d < MIN_D or k > 256
-                or n * y.shape[0] * d < MIN_WORK):
+        if not _HAS_BF16 or d < MIN_D or k > 256 or n * y.shape[0] * d < MIN_WORK:
             return False
     return usable(x, y) if check_range else True
 
@@ -126,9 +137,9 @@ def error_bound(x: torch.Tensor, y: torch.Tensor, xb: torch.Tensor, yb: torch.Te
     ybf = yb.float()
     yrmax = (y - ybf).norm(dim=1).max().double()
     ybmax = ybf.norm(dim=1).max().double()
-    acc = 3 * d * 2.0 ** -23
+    acc = 3 * d * 2.0**-23
     eps = xr * ymax + xbn * yrmax + acc * (xbn * ybmax + x.norm(dim=1).double() * ymax)
-    eps = eps * (1 + 2.0 ** -20) + d * 2.0 ** -120
+    eps = eps * (1 + 2.0**-20) + d * 2.0**-120
     return eps.float()
 
 
@@ -137,8 +148,7 @@ _KEY_MIN = -32768
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def _select_tile(tile16, nr, nc, r0, c0, exclude_self, has_excl, buf, ptr, end, keys,
-                 vals, idxs, c):
+def _select_tile(tile16, nr, nc, r0, c0, exclude_self, has_excl, buf, ptr, end, keys, vals, idxs, c):
     """Merge a bf16 score tile (int16 bit patterns) into the rows' sorted C-lists without
     widening it: each score becomes the order-preserving int16 key ``b ^ ((b >> 15) & 0x7fff)``
     (negative bf16 values have their magnitude bits flipped), so the selection compares 32
@@ -175,12 +185,12 @@ def _keys_to_bf16(vals, idxs):
                 idxs[i, t] = -1
             else:
                 b = kk ^ ((kk >> 15) & 0x7FFF)  # the key map is an involution
-                vals[i, t] = np.array([np.uint32(b & 0xFFFF) << np.uint32(16)],
-                                      dtype=np.uint32).view(np.float32)[0]
+                vals[i, t] = np.array([np.uint32(b & 0xFFFF) << np.uint32(16)], dtype=np.uint32).view(
+                    np.float32
+                )[0]
 
 
-@njit(parallel=True, fastmath={"reassoc", "contract", "nnan", "ninf"}, boundscheck=False,
-      cache=True)
+@njit(parallel=True, fastmath={"reassoc", "contract", "nnan", "ninf"}, boundscheck=False, cache=True)
 def _rescore_kernel(x, y, cand, out):
     n, c = cand.shape
     d = x.shape[1]
@@ -204,8 +214,7 @@ def rescore(x, y, cand):
     return torch.from_numpy(out)
 
 
-def candidates(x, y, c, exclude_self, excl_indptr, excl_indices, xb=None, yb=None,
-               threads: int = 2):
+def candidates(x, y, c, exclude_self, excl_indptr, excl_indices, xb=None, yb=None, threads: int = 2):
     """The c best allowed columns per row by bf16 score (idx int64 [N, c], val fp32 [N, c]:
     the bf16-rounded scores), sorted, padded with (-1, -inf)."""
     n, m = x.shape[0], y.shape[0]
@@ -240,11 +249,24 @@ def candidates(x, y, c, exclude_self, excl_indptr, excl_indices, xb=None, yb=Non
                 for c0 in range(0, m, TC):
                     c1 = min(m, c0 + TC)
                     nc = c1 - c0
-                    t = tile.view(-1)[:nr * nc].view(nr, nc)
+                    t = tile.view(-1)[: nr * nc].view(nr, nc)
                     torch.mm(xt, yb[c0:c1].T, out=t)
-                    _select_tile(t.view(torch.int16).numpy(), nr, nc, r0, c0,
-                                 bool(exclude_self), has_excl, buf, ptr, end, keys,
-                                 out_val[r0:r1], out_idx[r0:r1], c)
+                    _select_tile(
+                        t.view(torch.int16).numpy(),
+                        nr,
+                        nc,
+                        r0,
+                        c0,
+                        bool(exclude_self),
+                        has_excl,
+                        buf,
+                        ptr,
+                        end,
+                        keys,
+                        out_val[r0:r1],
+                        out_idx[r0:r1],
+                        c,
+                    )
             except BaseException as e:  # pragma: no cover - re-raised below
                 with lock:
                     errors.append(e)
@@ -276,13 +298,15 @@ def last_fallback_rows() -> list:
     return list(_fallback_stats)
 
 
-def topk(x, y, k, exclude_self, excl_indptr, excl_indices, exact_fn=None, c=None,
-         retries: int = 1, _level: int = 0):
+def topk(
+    x, y, k, exclude_self, excl_indptr, excl_indices, exact_fn=None, c=None, retries: int = 1, _level: int = 0
+):
     """The numba backend contract (see numba.topk), exact, through bf16 candidates.
     ``x``, ``y`` float32 CPU, :func:`usable`. ``exact_fn``: the fp32 fallback (numba.topk_fp32).
     Rows whose certificate fails are retried ``retries`` times with 4x the candidates (a bf16
     pass over those rows only), then recomputed by ``exact_fn``."""
     from . import numba as nbk
+
     exact_fn = nbk.topk_fp32 if exact_fn is None else exact_fn
     if _level == 0:
         _fallback_stats.clear()
@@ -303,11 +327,23 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices, exact_fn=None, c=None
             _fallback_stats.append(0)
         _fallback_stats[_level] += x_.shape[0]
         if retries > 0 and c < m:
-            return topk(x_, y_, k_, es, ip, ind, exact_fn=exact_fn, c=4 * c,
-                        retries=retries - 1, _level=_level + 1)
+            return topk(
+                x_, y_, k_, es, ip, ind, exact_fn=exact_fn, c=4 * c, retries=retries - 1, _level=_level + 1
+            )
         return exact_fn(x_, y_, k_, es, ip, ind)
 
     eps = error_bound(x, y, xb, yb)
-    return rerank.topk_from_candidates(cand_fn, fallback, x, y, k, exclude_self, excl_indptr,
-                                       excl_indices, c=c, eps=eps, bf16_output=True,
-                                       rescore_fn=rescore)
+    return rerank.topk_from_candidates(
+        cand_fn,
+        fallback,
+        x,
+        y,
+        k,
+        exclude_self,
+        excl_indptr,
+        excl_indices,
+        c=c,
+        eps=eps,
+        bf16_output=True,
+        rescore_fn=rescore,
+    )

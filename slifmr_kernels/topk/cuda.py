@@ -4,6 +4,7 @@ Contract: docs/ARCHITECTURE.md, "topk"; the kernel is described in ``csrc/topk/t
 docs/GPU.md.  Importing this module raises ImportError with build instructions when the
 extension ``slifmr_kernels._C`` is not built.
 """
+
 from __future__ import annotations
 
 from .._cuda import load_ops, stream_of
@@ -16,21 +17,18 @@ _ops = load_ops()
 
 def topk_exact(x, y, k, exclude_self, excl_indptr, excl_indices):
     """The exact kernel: CUDA-core FMA scores in the input precision (float32/float64)."""
-    return _ops.topk(x, y, int(k), bool(exclude_self), excl_indptr, excl_indices, False,
-                     stream_of(x))
+    return _ops.topk(x, y, int(k), bool(exclude_self), excl_indptr, excl_indices, False, stream_of(x))
 
 
 def topk_candidates(x, y, c, exclude_self, excl_indptr, excl_indices):
     """The c best columns per row by TF32 tensor-core score (float32 only): candidates for
     :func:`slifmr_kernels.topk.rerank.topk_from_candidates`, not an exact answer."""
-    return _ops.topk(x, y, int(c), bool(exclude_self), excl_indptr, excl_indices, True,
-                     stream_of(x))
+    return _ops.topk(x, y, int(c), bool(exclude_self), excl_indptr, excl_indices, True, stream_of(x))
 
 
 def topk_tf32(x, y, k, exclude_self, excl_indptr, excl_indices):
     """Exact top-k through TF32 candidates + fp32 re-rank + per-row certificate (rerank.py)."""
-    return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self,
-                                excl_indptr, excl_indices)
+    return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self, excl_indptr, excl_indices)
 
 
 def topk(x, y, k, exclude_self, excl_indptr, excl_indices):

@@ -23,6 +23,7 @@ OpenBLAS for a GEMM contend for the same pool); :func:`_blas_single_thread` pins
 duration of a call. ``topk_outer`` is the other plausible CPU structure (2-thread GEMMs
 issued from Python, selection parallel in Numba); ``bench/compare_topk.py`` measures both.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,14 +46,17 @@ CHUNK = 16  # scores per chunk-max test: one AVX-512 register of fp32
 
 # ----------------------------------------------------------------------------- BLAS threads
 
+
 def _find_openblas_setters():
     """ctypes handles to ``*_set_num_threads`` / ``*_get_num_threads`` of every OpenBLAS that
     numpy and scipy ship (Numba's ``np.dot`` calls scipy's). Used when threadpoolctl is
     absent."""
     import numpy
+
     roots = [os.path.dirname(numpy.__file__) + "/../numpy.libs"]
     try:
         import scipy
+
         roots.append(os.path.dirname(scipy.__file__) + "/../scipy.libs")
     except ImportError:  # pragma: no cover - scipy is a Numba BLAS prerequisite
         pass
@@ -104,6 +108,7 @@ def _blas_single_thread():
 
 # ----------------------------------------------------------------------------- tiling
 
+
 def tile_shape(n: int, m: int, d: int, itemsize: int) -> tuple[int, int]:
     """(rows, cols) of a score tile: a function of the problem size only (determinism).
 
@@ -125,6 +130,7 @@ def tile_shape(n: int, m: int, d: int, itemsize: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- kernels
+
 
 @njit(inline="always", cache=True)
 def _better(s, j, ts, tj):
@@ -221,8 +227,9 @@ def _mask_tile(tile, nr, r0, c0, c1, exclude_self, has_excl, buf, ptr, end):
 
 
 @njit(parallel=True, boundscheck=False, cache=True)
-def _topk_fused(x, y, k, exclude_self, has_excl, excl_indptr, excl_indices, tr, tc,
-                out_idx, out_val, scaled, inv_x, inv_y):
+def _topk_fused(
+    x, y, k, exclude_self, has_excl, excl_indptr, excl_indices, tr, tc, out_idx, out_val, scaled, inv_x, inv_y
+):
     """Scores <x[i], y[j]>, times ``inv_x[i] * inv_y[j]`` when ``scaled`` (cosine from the raw
     rows: the tile is scaled after its GEMM, while it is in cache, so no normalised copy of x
     or y is ever made)."""
@@ -246,7 +253,7 @@ def _topk_fused(x, y, k, exclude_self, has_excl, excl_indptr, excl_indices, tr, 
         for c0 in range(0, m, tc):
             c1 = min(m, c0 + tc)
             nc = c1 - c0
-            tile = space[:nr * nc].reshape((nr, nc))
+            tile = space[: nr * nc].reshape((nr, nc))
             np.dot(xb, y[c0:c1].T, tile)
             if scaled:
                 for r in range(nr):
@@ -259,8 +266,7 @@ def _topk_fused(x, y, k, exclude_self, has_excl, excl_indptr, excl_indices, tr, 
 
 
 @njit(parallel=True, boundscheck=False, cache=True)
-def _select_block(tile, r0, c0, k, exclude_self, has_excl, buf, ptr, end, n_sub,
-                  out_idx, out_val):
+def _select_block(tile, r0, c0, k, exclude_self, has_excl, buf, ptr, end, n_sub, out_idx, out_val):
     """Selection over a precomputed (nr, nc) score block, rows split into n_sub fixed parts."""
     nr, nc = tile.shape
     c1 = c0 + nc
@@ -285,6 +291,7 @@ def _select_block(tile, r0, c0, k, exclude_self, has_excl, buf, ptr, end, n_sub,
 
 
 # ----------------------------------------------------------------------------- entry points
+
 
 def _prepare(x, y, k):
     n, m = x.shape[0], y.shape[0]
@@ -351,13 +358,28 @@ def topk_fp32(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=None, y_n
         scaled = x_norm is not None
         if scaled:
             inv_x = (1.0 / x_norm.detach().cpu().to(x.dtype)).contiguous().numpy()
-            inv_y = inv_x if y_norm is x_norm else (
-                1.0 / y_norm.detach().cpu().to(x.dtype)).contiguous().numpy()
+            inv_y = (
+                inv_x if y_norm is x_norm else (1.0 / y_norm.detach().cpu().to(x.dtype)).contiguous().numpy()
+            )
         else:
             inv_x = inv_y = np.empty(0, dtype=xn.dtype)
         with _blas_single_thread():
-            _topk_fused(xn, yn, k, bool(exclude_self), has_excl, ip, ind, tr, tc,
-                        out_idx, out_val, scaled, inv_x, inv_y)
+            _topk_fused(
+                xn,
+                yn,
+                k,
+                bool(exclude_self),
+                has_excl,
+                ip,
+                ind,
+                tr,
+                tc,
+                out_idx,
+                out_val,
+                scaled,
+                inv_x,
+                inv_y,
+            )
     return torch.from_numpy(out_idx), torch.from_numpy(out_val)
 
 
@@ -381,10 +403,11 @@ def topk_outer(x, y, k, exclude_self, excl_indptr, excl_indices, rows=4096, cols
             buf = ptr = end = np.empty(0, dtype=np.int64)
         for c0 in range(0, m, cols):
             c1 = min(m, c0 + cols)
-            tile = block.view(-1)[:(r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
+            tile = block.view(-1)[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
             torch.mm(xt[r0:r1], yt[c0:c1].T, out=tile)
-            _select_block(tile.numpy(), r0, c0, k, bool(exclude_self), has_excl, buf, ptr, end,
-                          n_sub, out_idx, out_val)
+            _select_block(
+                tile.numpy(), r0, c0, k, bool(exclude_self), has_excl, buf, ptr, end, n_sub, out_idx, out_val
+            )
     return torch.from_numpy(out_idx), torch.from_numpy(out_val)
 
 

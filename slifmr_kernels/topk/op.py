@@ -5,6 +5,7 @@ optionally excluding the row itself (by index) and a per-row exclusion list (a C
 sorted by score with ties broken by the lower index, in memory O(N·k + block) — never N×M.
 Not differentiable: the outputs are indices and detached scores.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,16 +35,26 @@ def check_k(k, m: int) -> int:
     """k as an int in [0, M + max(M, MAX_PAD)]."""
     k = check_int("k", k, 0)
     if k > m + max(m, MAX_PAD):
-        raise InputError(f"k = {k} exceeds the M = {m} candidates by more than max(M, "
-                         f"{MAX_PAD}): the (N, k) result would be almost all padding "
-                         f"(idx -1, val -inf); pass k <= {m + max(m, MAX_PAD)} (k = min(k, M) "
-                         f"returns every candidate)")
+        raise InputError(
+            f"k = {k} exceeds the M = {m} candidates by more than max(M, "
+            f"{MAX_PAD}): the (N, k) result would be almost all padding "
+            f"(idx -1, val -inf); pass k <= {m + max(m, MAX_PAD)} (k = min(k, M) "
+            f"returns every candidate)"
+        )
     return k
 
 
-def _topk_kernel(x: Tensor, y: Tensor, k: int, exclude_self: bool, excl_indptr: Tensor | None,
-                 excl_indices: Tensor | None, backend: str, x_norm: Tensor | None = None,
-                 y_norm: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _topk_kernel(
+    x: Tensor,
+    y: Tensor,
+    k: int,
+    exclude_self: bool,
+    excl_indptr: Tensor | None,
+    excl_indices: Tensor | None,
+    backend: str,
+    x_norm: Tensor | None = None,
+    y_norm: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """``x_norm`` / ``y_norm`` (cosine only): the rows' clamped L2 norms, x and y being the raw
     rows. A backend with ``SCALED_COSINE`` takes them as they are; any other gets the rows
     divided by them here, which is exactly what ``normalize_rows`` computes."""
@@ -51,15 +62,13 @@ def _topk_kernel(x: Tensor, y: Tensor, k: int, exclude_self: bool, excl_indptr: 
     if x_norm is None:
         return mod.topk(x, y, k, exclude_self, excl_indptr, excl_indices)
     if getattr(mod, "SCALED_COSINE", False):
-        return mod.topk(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=x_norm,
-                        y_norm=y_norm)
+        return mod.topk(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=x_norm, y_norm=y_norm)
     xs = x / x_norm[:, None]
     ys = xs if y is x else y / y_norm[:, None]
     return mod.topk(xs, ys, k, exclude_self, excl_indptr, excl_indices)
 
 
-def _topk_fake(x, y, k, exclude_self, excl_indptr, excl_indices, backend, x_norm=None,
-               y_norm=None):
+def _topk_fake(x, y, k, exclude_self, excl_indptr, excl_indices, backend, x_norm=None, y_norm=None):
     n = x.shape[0]
     return x.new_empty(n, k, dtype=torch.int64), x.new_empty(n, k)
 
@@ -70,7 +79,7 @@ _topk_op = define_op("topk", _topk_kernel, _topk_fake)
 #: Cosine scores are computed from the raw rows and their norms (no normalised copy) only
 #: while every clamped row norm is at most this: x.y then stays far from overflow (and from
 #: underflow, the norms being clamped at 1e-12 from below) in float32 as in float64.
-_SCALED_NORM_MAX = 2.0 ** 40
+_SCALED_NORM_MAX = 2.0**40
 
 
 def _scaling_norms(x: Tensor, eps: float = 1e-12) -> Tensor | None:
@@ -101,8 +110,9 @@ def _check_exclude(exclude, n: int, m: int, device) -> tuple[Tensor | None, Tens
     if exclude is None:
         return None, None
     if not isinstance(exclude, CSRGraph):
-        raise InputTypeError(f"exclude must be a CSRGraph of (row, column) pairs, got "
-                             f"{type(exclude).__name__}")
+        raise InputTypeError(
+            f"exclude must be a CSRGraph of (row, column) pairs, got {type(exclude).__name__}"
+        )
     if exclude.shape != (n, m):
         raise InputError(f"exclude must have shape (N, M) = ({n}, {m}), got {exclude.shape}")
     if exclude.device != torch.device(device):
@@ -112,9 +122,15 @@ def _check_exclude(exclude, n: int, m: int, device) -> tuple[Tensor | None, Tens
     return exclude.indptr, exclude.indices
 
 
-def topk_similarity(x: Tensor, k: int, y: Tensor | None = None, metric: str = "cosine",
-                    exclude_self: bool | None = None, exclude: CSRGraph | None = None,
-                    backend: str = "auto") -> tuple[Tensor, Tensor]:
+def topk_similarity(
+    x: Tensor,
+    k: int,
+    y: Tensor | None = None,
+    metric: str = "cosine",
+    exclude_self: bool | None = None,
+    exclude: CSRGraph | None = None,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor]:
     """The k most similar rows of ``y`` (default: ``x`` itself) for every row of ``x``.
 
     Args:
@@ -180,8 +196,11 @@ def topk_similarity(x: Tensor, k: int, y: Tensor | None = None, metric: str = "c
     name = resolve("topk", backend, x.device, order=order)
     x_norm = y_norm = None
     if metric == "cosine":
-        if (name == "numba" and not torch.compiler.is_compiling()
-                and getattr(load("topk", name), "SCALED_COSINE", False)):
+        if (
+            name == "numba"
+            and not torch.compiler.is_compiling()
+            and getattr(load("topk", name), "SCALED_COSINE", False)
+        ):
             # The kernel divides the scores by the row norms: no normalised (N, d) copy of x
             # (and y). Out-of-range norms (or, while tracing, the data-dependent test
             # itself) fall back to the copies.
@@ -195,8 +214,7 @@ def topk_similarity(x: Tensor, k: int, y: Tensor | None = None, metric: str = "c
     kk = min(k, m)
     x = x.contiguous()
     y = x if self_join else y.contiguous()
-    idx, val = _topk_op(x, y, kk, bool(exclude_self), excl_indptr, excl_indices, name,
-                        x_norm, y_norm)
+    idx, val = _topk_op(x, y, kk, bool(exclude_self), excl_indptr, excl_indices, name, x_norm, y_norm)
     if kk < k:  # more neighbours asked for than there are candidates: pad
         idx = torch.cat([idx, idx.new_full((n, k - kk), -1)], 1)
         val = torch.cat([val, val.new_full((n, k - kk), float("-inf"))], 1)
@@ -222,9 +240,16 @@ def topk_as_graph(idx: Tensor, val: Tensor, n_cols: int) -> CSRGraph:
     return CSRGraph._trusted(indptr, indices, val_s[keep].to(torch.float32), (n, n_cols))
 
 
-def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: CSRGraph | None = None,
-              backend: str = "auto", exclude_self: bool = True, method: str = "exact",
-              seed: int = 0) -> CSRGraph:
+def knn_graph(
+    x: Tensor,
+    k: int,
+    metric: str = "cosine",
+    exclude: CSRGraph | None = None,
+    backend: str = "auto",
+    exclude_self: bool = True,
+    method: str = "exact",
+    seed: int = 0,
+) -> CSRGraph:
     """k-nearest-neighbour graph of the rows of ``x`` (self excluded by default): exact, or
     approximate with ``method="approx"``.
 
@@ -270,15 +295,19 @@ def knn_graph(x: Tensor, k: int, metric: str = "cosine", exclude: CSRGraph | Non
         seed = check_int("seed", seed, 0)
         check_finite("x", x)
         from .approx import knn_graph_approx
-        return knn_graph_approx(x.detach(), k, metric=metric, exclude_self=exclude_self,
-                                seed=seed, backend=backend)
-    idx, val = topk_similarity(x, k, metric=metric, exclude_self=exclude_self, exclude=exclude,
-                               backend=backend)
+
+        return knn_graph_approx(
+            x.detach(), k, metric=metric, exclude_self=exclude_self, seed=seed, backend=backend
+        )
+    idx, val = topk_similarity(
+        x, k, metric=metric, exclude_self=exclude_self, exclude=exclude, backend=backend
+    )
     return topk_as_graph(idx, val, x.shape[0])
 
 
-def topk_scores(user_emb: Tensor, item_emb: Tensor, k: int, exclude: CSRGraph | None = None,
-                backend: str = "auto") -> tuple[Tensor, Tensor]:
+def topk_scores(
+    user_emb: Tensor, item_emb: Tensor, k: int, exclude: CSRGraph | None = None, backend: str = "auto"
+) -> tuple[Tensor, Tensor]:
     """Full-ranking recommendation: the k best items per user by inner product.
 
     Args:
@@ -299,5 +328,6 @@ def topk_scores(user_emb: Tensor, item_emb: Tensor, k: int, exclude: CSRGraph | 
     from ``torch.topk(x @ y.T, k)`` can differ from these ops exactly where scores tie —
     duplicate rows, zero rows, integer-valued embeddings.
     """
-    return topk_similarity(user_emb, k, y=item_emb, metric="ip", exclude_self=False,
-                           exclude=exclude, backend=backend)
+    return topk_similarity(
+        user_emb, k, y=item_emb, metric="ip", exclude_self=False, exclude=exclude, backend=backend
+    )

@@ -4,6 +4,7 @@ Blocked over rows of x so that memory is O(N·k + block·M), never N×M: each bl
 scored against all of y, masked, and ranked with a *stable* descending sort, so equal scores
 keep ascending column order (ties broken by the lower index, as every backend must).
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,7 +35,7 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices):
             allowed[in_range.nonzero().squeeze(1), rows[in_range]] = False
         if excl_indptr is not None:
             a, b = int(excl_indptr[r0]), int(excl_indptr[r1])
-            counts = excl_indptr[r0 + 1:r1 + 1] - excl_indptr[r0:r1]
+            counts = excl_indptr[r0 + 1 : r1 + 1] - excl_indptr[r0:r1]
             local_rows = torch.repeat_interleave(torch.arange(r1 - r0, device=x.device), counts)
             allowed[local_rows, excl_indices[a:b].long()] = False
         scores = scores.masked_fill(~allowed, float("-inf"))

@@ -25,14 +25,20 @@ sums add at most ``d 2^-23 sum |x_t y_t|`` in either pass, so with Cauchy-Schwar
 
 Memory: the candidates (N x C) plus one chunk of gathered rows (``CHUNK_ELEMS`` floats).
 """
+
 from __future__ import annotations
 
 import os
 
 import torch
 
-__all__ = ["topk_from_candidates", "candidate_count", "tf32_enabled", "last_fallback_rows",
-           "subset_exclusions"]
+__all__ = [
+    "topk_from_candidates",
+    "candidate_count",
+    "tf32_enabled",
+    "last_fallback_rows",
+    "subset_exclusions",
+]
 
 #: Floats of gathered candidate rows re-scored at once (256 MiB of float32).
 CHUNK_ELEMS = 1 << 26
@@ -66,7 +72,7 @@ def candidate_count(k: int, m: int) -> int:
 def error_bound(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """eps_i [N] (dtype of x): bound on |TF32 score - exact score| over the columns of row i."""
     d = x.shape[1]
-    rel = 2.0 ** -9 + 2.0 ** -20 + 2 * d * 2.0 ** -23
+    rel = 2.0**-9 + 2.0**-20 + 2 * d * 2.0**-23
     ymax = y.norm(dim=1).max() if y.shape[0] else y.new_zeros(())
     return rel * x.norm(dim=1) * ymax
 
@@ -91,8 +97,7 @@ def subset_exclusions(rows: torch.Tensor, excl_indptr, excl_indices, add_self: b
     out = torch.empty(int(ptr[-1]), dtype=torch.int64, device=dev)
     n_old = int(lens.sum())
     if n_old:
-        owner = torch.repeat_interleave(torch.arange(n_sub, device=dev), lens,
-                                        output_size=n_old)
+        owner = torch.repeat_interleave(torch.arange(n_sub, device=dev), lens, output_size=n_old)
         first = torch.cumsum(lens, 0) - lens
         within = torch.arange(n_old, device=dev) - first[owner]
         out[ptr[:-1][owner] + within] = excl_indices[start[owner] + within].to(torch.int64)
@@ -124,8 +129,20 @@ def _rerank_chunk(x, y, cand_i, k, rescore_fn=None):
     return idx, val
 
 
-def topk_from_candidates(candidates_fn, exact_fn, x, y, k, exclude_self, excl_indptr,
-                         excl_indices, c=None, eps=None, bf16_output=False, rescore_fn=None):
+def topk_from_candidates(
+    candidates_fn,
+    exact_fn,
+    x,
+    y,
+    k,
+    exclude_self,
+    excl_indptr,
+    excl_indices,
+    c=None,
+    eps=None,
+    bf16_output=False,
+    rescore_fn=None,
+):
     """Exact top-k (the backend contract of ``topk``) through approximate candidates.
 
     candidates_fn(x, y, c, exclude_self, excl_indptr, excl_indices) -> (idx, val): the c best
@@ -161,7 +178,7 @@ def topk_from_candidates(candidates_fn, exact_fn, x, y, k, exclude_self, excl_in
         complete = (ci[:, -1] < 0) | (c >= m)
         last = cand_v[a:b, -1]
         if bf16_output:
-            last = last + last.abs() * (2.0 ** -8 + 2.0 ** -20) + 2.0 ** -120
+            last = last + last.abs() * (2.0**-8 + 2.0**-20) + 2.0**-120
         ok[a:b] = complete | (last + eps[a:b] < vv[:, -1])
     bad = torch.nonzero(~ok).flatten()
     _last_fallback[0] = int(bad.numel())

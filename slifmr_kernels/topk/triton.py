@@ -39,6 +39,7 @@ One program owns ``BLOCK_M`` query rows and sweeps every column tile of ``y``:
 Memory: O(N * k) for the outputs plus one tile per program; the N x M score matrix is never
 materialised.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,7 +50,7 @@ from .rerank import tf32_enabled, topk_from_candidates
 __all__ = ["topk", "topk_exact", "topk_candidates", "topk_tf32"]
 
 #: Index sentinel of an empty slot: larger than any real index, so it loses every tie.
-_EMPTY = tl.constexpr(2 ** 62)
+_EMPTY = tl.constexpr(2**62)
 
 
 @triton.jit
@@ -73,11 +74,11 @@ def _worst(lv, lj, real):
 # one min (the lexicographic pair form needs two reductions and two compares for each)
 _LOW32 = tl.constexpr(0xFFFFFFFF)
 _SIGN_FREE = tl.constexpr(0x7FFFFFFF)
-_NO_KEY = tl.constexpr(-(2 ** 63))           # below every key: invalid column, no candidate
-_FULL_KEY = tl.constexpr(2 ** 63 - 1)        # above every key: disabled slot, padding row
+_NO_KEY = tl.constexpr(-(2**63))  # below every key: invalid column, no candidate
+_FULL_KEY = tl.constexpr(2**63 - 1)  # above every key: disabled slot, padding row
 #: key of empty slot 0 (slot p holds _EMPTY_KEY - p): score -inf and a column index >= 2^31,
 #: so below every real candidate, (-inf, j) included
-_EMPTY_KEY = tl.constexpr(-2139095041 * 2 ** 32 + 2 ** 31 - 1)  # ordered(-inf) << 32 | 2^31 - 1
+_EMPTY_KEY = tl.constexpr(-2139095041 * 2**32 + 2**31 - 1)  # ordered(-inf) << 32 | 2^31 - 1
 
 
 @triton.jit
@@ -114,8 +115,7 @@ def _key_index(key):
 
 
 @triton.jit
-def _excluded(EXI, ex_lo, ex_len, ex_max, cj, take, BLOCK_M: tl.constexpr,
-              BLOCK_X: tl.constexpr):
+def _excluded(EXI, ex_lo, ex_len, ex_max, cj, take, BLOCK_M: tl.constexpr, BLOCK_X: tl.constexpr):
     """Whether each row's candidate column cj is on the row's exclusion list (rows with take).
 
     Only candidates that would enter a list are checked: O(list length) per insertion, never
@@ -141,11 +141,26 @@ def _tile_dot(xa, yb, TF32: tl.constexpr):
 
 @triton.jit
 def _topk_kernel(
-    X, Y, OUT_I, OUT_V, EXP, EXI,
-    N, M, D, K,
-    EXCL_SELF: tl.constexpr, HAS_EXCL: tl.constexpr, DIAG_FIRST: tl.constexpr,
-    TF32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    KP: tl.constexpr, BLOCK_X: tl.constexpr, SINGLE_K: tl.constexpr,
+    X,
+    Y,
+    OUT_I,
+    OUT_V,
+    EXP,
+    EXI,
+    N,
+    M,
+    D,
+    K,
+    EXCL_SELF: tl.constexpr,
+    HAS_EXCL: tl.constexpr,
+    DIAG_FIRST: tl.constexpr,
+    TF32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    KP: tl.constexpr,
+    BLOCK_X: tl.constexpr,
+    SINGLE_K: tl.constexpr,
     PACKED: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -185,11 +200,11 @@ def _topk_kernel(
         # y tile is loaded while the current one is filtered (the loop's only long latency)
         kk1 = tl.arange(0, BLOCK_K)
         km1 = kk1 < D
-        xa1 = tl.load(X + rows64[:, None] * D + kk1[None, :],
-                      mask=rmask[:, None] & km1[None, :], other=0.0)
+        xa1 = tl.load(X + rows64[:, None] * D + kk1[None, :], mask=rmask[:, None] & km1[None, :], other=0.0)
         c_nx = (diag * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-        yb_nx = tl.load(Y + c_nx[:, None] * D + kk1[None, :],
-                        mask=(c_nx < M)[:, None] & km1[None, :], other=0.0)
+        yb_nx = tl.load(
+            Y + c_nx[:, None] * D + kk1[None, :], mask=(c_nx < M)[:, None] & km1[None, :], other=0.0
+        )
     for t in range(0, n_tiles):
         # the diagonal tile, then 0, 1, ... skipping it
         tt = tl.where(t == 0, diag, tl.where(t <= diag, t - 1, t))
@@ -199,19 +214,21 @@ def _topk_kernel(
         if SINGLE_K:
             s = _tile_dot(xa1, yb_nx, TF32)
             t1 = t + 1  # tile t + 1 in visiting order (past the end: all masked)
-            c_nx = (tl.where(t1 <= diag, t1 - 1, t1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(
-                tl.int64)
-            yb_nx = tl.load(Y + c_nx[:, None] * D + kk1[None, :],
-                            mask=(c_nx < M)[:, None] & km1[None, :], other=0.0)
+            c_nx = (tl.where(t1 <= diag, t1 - 1, t1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+            yb_nx = tl.load(
+                Y + c_nx[:, None] * D + kk1[None, :], mask=(c_nx < M)[:, None] & km1[None, :], other=0.0
+            )
         else:
             s = tl.zeros([BLOCK_M, BLOCK_N], dtype=X.dtype.element_ty)
             for k0 in range(0, D, BLOCK_K):
                 kk = k0 + tl.arange(0, BLOCK_K)
                 kmask = kk < D
-                xa = tl.load(X + rows64[:, None] * D + kk[None, :],
-                             mask=rmask[:, None] & kmask[None, :], other=0.0)
-                yb = tl.load(Y + cols64[:, None] * D + kk[None, :],
-                             mask=cmask[:, None] & kmask[None, :], other=0.0)
+                xa = tl.load(
+                    X + rows64[:, None] * D + kk[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0
+                )
+                yb = tl.load(
+                    Y + cols64[:, None] * D + kk[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0
+                )
                 s += _tile_dot(xa, yb, TF32)
         # Common path, one compare per score: can any score of the tile enter its row's list?
         # (Padding columns, self and excluded columns are sorted out on the rare path.)
@@ -228,13 +245,13 @@ def _topk_kernel(
                 while tl.max((ck > thr_k).to(tl.int32), axis=0) > 0:
                     take = ck > thr_k
                     if HAS_EXCL:
-                        take = take & ~_excluded(EXI, ex_lo, ex_len, ex_max, _key_index(ck), take,
-                                                 BLOCK_M, BLOCK_X)
+                        take = take & ~_excluded(
+                            EXI, ex_lo, ex_len, ex_max, _key_index(ck), take, BLOCK_M, BLOCK_X
+                        )
                     # keys are distinct, so the worst slot is the one holding the threshold
                     lk = tl.where(take[:, None] & (lk == thr_k[:, None]), ck[:, None], lk)
                     thr_k = tl.min(lk, axis=1)
-                    ck = tl.max(tl.where((key > thr_k[:, None]) & (key < ck[:, None]), key,
-                                         _NO_KEY), axis=1)
+                    ck = tl.max(tl.where((key > thr_k[:, None]) & (key < ck[:, None]), key, _NO_KEY), axis=1)
                 thr_v = tl.where(rmask, _key_score(thr_k), inf)
         else:
             if maybe > 0:
@@ -251,8 +268,7 @@ def _topk_kernel(
                     take = cj < EMPTY
                     beat = beat & (cols64[None, :] != cj[:, None])
                     if HAS_EXCL:
-                        take = take & ~_excluded(EXI, ex_lo, ex_len, ex_max, cj, take, BLOCK_M,
-                                                 BLOCK_X)
+                        take = take & ~_excluded(EXI, ex_lo, ex_len, ex_max, cj, take, BLOCK_M, BLOCK_X)
                     # replace the worst slot (the lowest slot number among equal worst entries)
                     is_worst = real & (lv == thr_v[:, None]) & (lj == thr_j[:, None])
                     pos = tl.min(tl.where(is_worst, slots[None, :], KP), axis=1)
@@ -272,7 +288,7 @@ def _topk_kernel(
             bk = tl.max(lk, axis=1)  # the best entry left; taken ones become _NO_KEY
             lk = tl.where(lk == bk[:, None], _NO_KEY, lk)
             bj = _key_index(bk)
-            empty = bj >= 2 ** 31
+            empty = bj >= 2**31
             tl.store(OUT_I + rows64 * K + p, tl.where(empty, -1, bj), mask=rmask)
             tl.store(OUT_V + rows64 * K + p, tl.where(empty, -inf, _key_score(bk)), mask=rmask)
     else:
@@ -294,8 +310,7 @@ def _config(d: int, k: int):
     # slots was the fastest of the shapes bench/gpu_check.py tried on an H200).
     block_m = 64 if kp <= 32 else (32 if kp <= 64 else 16)
     block_k = max(16, min(64, triton.next_power_of_2(max(d, 1))))
-    return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=block_k, KP=kp, BLOCK_X=32,
-                SINGLE_K=d <= block_k)
+    return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=block_k, KP=kp, BLOCK_X=32, SINGLE_K=d <= block_k)
 
 
 def _launch(x, y, k, exclude_self, excl_indptr, excl_indices, tf32):
@@ -314,14 +329,24 @@ def _launch(x, y, k, exclude_self, excl_indptr, excl_indices, tf32):
     has_excl = excl_indptr is not None
     cfg = _config(d, k)
     # packed keys need float32 scores and column ids below 2^31 (a tuning run may force pairs)
-    cfg.setdefault("PACKED", x.dtype == torch.float32 and m <= 2 ** 31)
+    cfg.setdefault("PACKED", x.dtype == torch.float32 and m <= 2**31)
     grid = (triton.cdiv(n, cfg["BLOCK_M"]),)
     _topk_kernel[grid](
-        x, y, idx, val,
-        excl_indptr if has_excl else idx, excl_indices if has_excl else idx,
-        n, m, d, k,
-        EXCL_SELF=bool(exclude_self), HAS_EXCL=has_excl,
-        DIAG_FIRST=True, TF32=bool(tf32), **cfg,
+        x,
+        y,
+        idx,
+        val,
+        excl_indptr if has_excl else idx,
+        excl_indices if has_excl else idx,
+        n,
+        m,
+        d,
+        k,
+        EXCL_SELF=bool(exclude_self),
+        HAS_EXCL=has_excl,
+        DIAG_FIRST=True,
+        TF32=bool(tf32),
+        **cfg,
     )
     return idx, val
 
@@ -339,8 +364,7 @@ def topk_candidates(x, y, c, exclude_self, excl_indptr, excl_indices):
 
 def topk_tf32(x, y, k, exclude_self, excl_indptr, excl_indices):
     """Exact top-k through TF32 candidates + fp32 re-rank + per-row certificate (rerank.py)."""
-    return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self,
-                                excl_indptr, excl_indices)
+    return topk_from_candidates(topk_candidates, topk_exact, x, y, k, exclude_self, excl_indptr, excl_indices)
 
 
 def topk(x, y, k, exclude_self, excl_indptr, excl_indices):

@@ -3,6 +3,7 @@
 z + sum alpha_k F.normalize(v_k) in float64 and its autograd gradients: clamped rows, register
 and streaming paths, aligned and misaligned rows, partial gradients, no rows, the op's
 autograd, and the binding's argument checks."""
+
 import pytest
 import torch
 
@@ -20,8 +21,8 @@ def _fuse_inputs(gen, n, V, d, dtype):
     alpha = torch.randn(V, generator=gen, dtype=torch.float64)
     if n >= 3:
         views[0, :d] = 0.0
-        tiny = views[n // 2, (V - 1) * d:]
-        views[n // 2, (V - 1) * d:] = tiny / tiny.norm() * 0.5e-12
+        tiny = views[n // 2, (V - 1) * d :]
+        views[n // 2, (V - 1) * d :] = tiny / tiny.norm() * 0.5e-12
         near = views[n - 1, :d]
         views[n - 1, :d] = near / near.norm() * 4e-12
     return z.to(dtype), alpha.to(dtype), views.to(dtype)
@@ -63,9 +64,21 @@ _FUSE_TOL = {torch.float32: 2e-6, torch.float64: 1e-13}
 #   d = 1: G = 1; d = 5: W = 1, G = 8; d = 64: W > 1, G = 16 (fp32) / 32 (fp64), NV = 1;
 #   d = 65: W = 1, NV = 4; d = 201: W = 1, NV = 8; d = 256: NV = 2 (fp32) / 4 (fp64);
 #   d = 1024: NV = 8 (fp32) / streaming (fp64); d = 301 and 1028: streaming, W = 1 / W > 1
-_FUSE_SHAPES = [(600, 1, 1), (600, 3, 1), (70, 1, 5), (70, 3, 5), (40, 1, 64), (40, 3, 64),
-                (20, 1, 65), (20, 3, 65), (20, 2, 201), (20, 2, 256), (20, 2, 1024),
-                (20, 3, 301), (20, 2, 1028)]
+_FUSE_SHAPES = [
+    (600, 1, 1),
+    (600, 3, 1),
+    (70, 1, 5),
+    (70, 3, 5),
+    (40, 1, 64),
+    (40, 3, 64),
+    (20, 1, 65),
+    (20, 3, 65),
+    (20, 2, 201),
+    (20, 2, 256),
+    (20, 2, 1024),
+    (20, 3, 301),
+    (20, 2, 1028),
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -73,6 +86,7 @@ _FUSE_SHAPES = [(600, 1, 1), (600, 3, 1), (70, 1, 5), (70, 3, 5), (40, 1, 64), (
 def test_emulated_cuda_fuse(emu_ops, dtype, n, V, d):
     *_, fc = emu_ops
     from slifmr_kernels.fuse.op import NORM_EPS
+
     gen = torch.Generator().manual_seed(1000 * d + 10 * V + (dtype == torch.float64))
     z, alpha, views = _fuse_inputs(gen, n, V, d, dtype)
     g = torch.randn(n, d, generator=gen, dtype=torch.float64).to(dtype)
@@ -103,6 +117,7 @@ def test_emulated_cuda_fuse(emu_ops, dtype, n, V, d):
 def test_emulated_cuda_fuse_partial_gradients_and_empty(emu_ops):
     *_, fc = emu_ops
     from slifmr_kernels.fuse.op import NORM_EPS
+
     gen = torch.Generator().manual_seed(41)
     n, V, d = 50, 3, 8
     z, alpha, views = _fuse_inputs(gen, n, V, d, torch.float32)
@@ -130,6 +145,7 @@ def test_emulated_cuda_fuse_misaligned_rows_same_bits(emu_ops, dtype):
     16-byte runs: the same work split and arithmetic, so the same bits."""
     *_, fc = emu_ops
     from slifmr_kernels.fuse.op import NORM_EPS
+
     gen = torch.Generator().manual_seed(42)
     n, V, d = 40, 3, 64
     z, alpha, views = _fuse_inputs(gen, n, V, d, dtype)
@@ -151,6 +167,7 @@ def test_emulated_cuda_fuse_through_the_op(emu_ops, monkeypatch):
     *_, fc = emu_ops
     from slifmr_kernels import backends
     from slifmr_kernels.fuse.op import NORM_EPS, _fuse_op
+
     monkeypatch.setitem(backends._cache, ("fuse", "cuda"), fc)
     gen = torch.Generator().manual_seed(43)
     z, alpha, views = (t.requires_grad_() for t in _fuse_inputs(gen, 30, 2, 7, torch.float64))
@@ -163,8 +180,10 @@ def test_emulated_cuda_fuse_through_the_op(emu_ops, monkeypatch):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
     # gradcheck away from the clamp (finite differences cannot cross it)
-    small = [torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_()
-             for shape in ((6, 3), (2,), (6, 6))]
+    small = [
+        torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_()
+        for shape in ((6, 3), (2,), (6, 6))
+    ]
     assert torch.autograd.gradcheck(lambda *a: _fuse_op(*a, NORM_EPS, "cuda")[0], small)
 
 

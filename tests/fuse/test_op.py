@@ -6,6 +6,7 @@ one view, d = 1 and d wider than a power of two, a single row, rows spread over 
 blocks, no views, no rows; gradients by gradcheck; the same bits on every run and thread
 count.
 """
+
 import pytest
 import torch
 
@@ -22,8 +23,8 @@ def _inputs(gen, n, V, d, dtype, device, zero_rows=True):
     views = torch.randn(n, V * d, generator=gen, dtype=torch.float64) * 3
     alpha = torch.randn(V, generator=gen, dtype=torch.float64)
     if zero_rows and n > 2:
-        views[0, :d] = 0.0                # a zero row: divided by eps, not by its norm
-        views[n // 2, (V - 1) * d:] = 0.0
+        views[0, :d] = 0.0  # a zero row: divided by eps, not by its norm
+        views[n // 2, (V - 1) * d :] = 0.0
     return [t.to(device, dtype).requires_grad_() for t in (z, alpha, views)]
 
 
@@ -43,14 +44,14 @@ def test_matches_the_plain_formula(device, backend, dtype, n, V, d, gen):
     for name, a, b in zip(("dz", "dalpha", "dviews"), got, want):
         assert a.dtype == dtype, name
         scale = max(1.0, float(b.abs().max()))
-        torch.testing.assert_close(a.double(), b, rtol=TOL[dtype]["rtol"] * 10,
-                                   atol=TOL[dtype]["atol"] * 10 * scale * n, msg=name)
+        torch.testing.assert_close(
+            a.double(), b, rtol=TOL[dtype]["rtol"] * 10, atol=TOL[dtype]["atol"] * 10 * scale * n, msg=name
+        )
 
 
 def test_gradcheck(device, backend, gen):
     z, alpha, views = _inputs(gen, 9, 3, 4, torch.float64, device, zero_rows=False)
-    assert torch.autograd.gradcheck(lambda *a: sk.fuse_views(*a, backend=backend),
-                                    (z, alpha, views))
+    assert torch.autograd.gradcheck(lambda *a: sk.fuse_views(*a, backend=backend), (z, alpha, views))
 
 
 def test_clamped_rows(device, backend, gen):
@@ -58,16 +59,18 @@ def test_clamped_rows(device, backend, gen):
     alpha / eps * g with no projection term (the denominator is constant there)."""
     d = 4
     z = torch.zeros(3, d, dtype=torch.float64, device=device)
-    views = torch.tensor([[0.0] * d + [1e-14] * d, [0.0] * d + [3.0, 0, 0, 4.0],
-                          [1.0, 0, 0, 0] + [0.0] * d], dtype=torch.float64, device=device)
+    views = torch.tensor(
+        [[0.0] * d + [1e-14] * d, [0.0] * d + [3.0, 0, 0, 4.0], [1.0, 0, 0, 0] + [0.0] * d],
+        dtype=torch.float64,
+        device=device,
+    )
     alpha = torch.tensor([2.0, 1.0], dtype=torch.float64, device=device)
     views.requires_grad_()
     out = sk.fuse_views(z, alpha, views, backend=backend)
     torch.testing.assert_close(out, _plain(z, alpha, views))
     g = torch.ones(3, d, dtype=torch.float64, device=device)
     (dv,) = torch.autograd.grad(out, (views,), g)
-    torch.testing.assert_close(dv[0, :d], torch.full((d,), 2.0 / 1e-12, dtype=torch.float64,
-                                                     device=device))
+    torch.testing.assert_close(dv[0, :d], torch.full((d,), 2.0 / 1e-12, dtype=torch.float64, device=device))
 
 
 def test_partial_gradients(device, backend, gen):
@@ -80,8 +83,7 @@ def test_partial_gradients(device, backend, gen):
     torch.testing.assert_close(dz, ref[0])
     out = sk.fuse_views(z, alpha, views.detach(), backend=backend)
     (da,) = torch.autograd.grad(out.sum(), (alpha,))
-    torch.testing.assert_close(da, torch.autograd.grad(_plain(z, alpha, views.detach()).sum(),
-                                                       (alpha,))[0])
+    torch.testing.assert_close(da, torch.autograd.grad(_plain(z, alpha, views.detach()).sum(), (alpha,))[0])
 
 
 def test_same_bits_every_run(device, backend, gen):

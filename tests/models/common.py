@@ -1,4 +1,5 @@
 """Graphs, batches and dense references that the model tests share."""
+
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -1,6 +1,7 @@
 """FREEDOM (slifmr/models/freedom.py) on the kernels against the dense model written the way its
 reference code computes it (an I x I similarity matrix, torch.topk, dense normalisation): the
 forward pass, the pruned training graph drawn per epoch, the loss and its gradients."""
+
 import numpy as np
 import torch
 
@@ -11,15 +12,24 @@ from tests.models.common import batch_of, dense_knn_graph, dense_sym, interactio
 
 def test_freedom_forward_matches_the_dense_model(peer_ds):
     torch.manual_seed(0)
-    cfg = Config(model="freedom", embed_dim=8, num_layers=2, modality_layers=1, knn_k=4,
-                 image_graph_weight=0.1, prune_ratio=0.5, backend="torch").resolved()
+    cfg = Config(
+        model="freedom",
+        embed_dim=8,
+        num_layers=2,
+        modality_layers=1,
+        knn_k=4,
+        image_graph_weight=0.1,
+        prune_ratio=0.5,
+        backend="torch",
+    ).resolved()
     model = build_model(cfg, peer_ds)
     assert isinstance(model, FREEDOM)
     g = interaction_graphs(peer_ds)
     U, I = peer_ds.num_users, peer_ds.num_items
     x = torch.cat([model.user_emb, model.item_emb]).double()
-    item_graph = 0.1 * dense_knn_graph(torch.as_tensor(peer_ds.features["image"]).double(), 4) \
-        + 0.9 * dense_knn_graph(torch.as_tensor(peer_ds.features["text"]).double(), 4)
+    item_graph = 0.1 * dense_knn_graph(
+        torch.as_tensor(peer_ds.features["image"]).double(), 4
+    ) + 0.9 * dense_knn_graph(torch.as_tensor(peer_ds.features["text"]).double(), 4)
     h = item_graph @ model.item_emb.double()
 
     def lightgcn(a):
@@ -47,8 +57,9 @@ def test_freedom_forward_matches_the_dense_model(peer_ds):
 
 
 def test_freedom_loss_and_gradients(peer_ds):
-    cfg = Config(model="freedom", embed_dim=8, knn_k=4, modality_bpr_weight=0.1, reg_weight=1e-3,
-                 backend="torch").resolved()
+    cfg = Config(
+        model="freedom", embed_dim=8, knn_k=4, modality_bpr_weight=0.1, reg_weight=1e-3, backend="torch"
+    ).resolved()
     model = build_model(cfg, peer_ds)
     model.train()
     model.begin_epoch(0, np.random.default_rng(0))

@@ -1,6 +1,7 @@
 """slifmr/models/item_graphs.py: the item-item feature graphs of FREEDOM and LATTICE against the
 dense construction of their reference code (I x I cosine matrix, torch.topk, row sums on both
 sides), modality weights, zero rows, edge-value gradients."""
+
 import pytest
 import torch
 

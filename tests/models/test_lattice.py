@@ -1,5 +1,6 @@
 """LATTICE (slifmr/models/lattice.py) on the kernels against the dense model of its reference
 code: the learned item graph mixed with the frozen feature graph, its gradients, the loss."""
+
 import torch
 import torch.nn.functional as F
 
@@ -10,8 +11,16 @@ from tests.models.common import batch_of, dense_knn_graph, interaction_graphs
 
 def _lattice(peer_ds, lam=0.7):
     torch.manual_seed(1)
-    cfg = Config(model="lattice", embed_dim=8, num_layers=1, modality_layers=2, knn_k=4,
-                 frozen_graph_weight=lam, reg_weight=1e-3, backend="torch").resolved()
+    cfg = Config(
+        model="lattice",
+        embed_dim=8,
+        num_layers=1,
+        modality_layers=2,
+        knn_k=4,
+        frozen_graph_weight=lam,
+        reg_weight=1e-3,
+        backend="torch",
+    ).resolved()
     model = build_model(cfg, peer_ds)
     assert isinstance(model, LATTICE)
     with torch.no_grad():
@@ -47,8 +56,12 @@ def test_lattice_item_view_and_gradients_match_the_dense_model(peer_ds):
     ref = _dense_lattice_item_view(model, peer_ds, 0.7)
     torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-5)
     w = torch.randn_like(ref)
-    params = [model.item_emb, model.modal_logits, model.proj["image"].linear.weight,
-              model.proj["text"].linear.bias]
+    params = [
+        model.item_emb,
+        model.modal_logits,
+        model.proj["image"].linear.weight,
+        model.proj["text"].linear.bias,
+    ]
     g_got = torch.autograd.grad((got.double() * w).sum(), params)
     g_ref = torch.autograd.grad((ref * w).sum(), params)
     for a, b in zip(g_got, g_ref):
@@ -56,8 +69,10 @@ def test_lattice_item_view_and_gradients_match_the_dense_model(peer_ds):
     # later batches: the same graph, held constant (no gradient to the projections)
     again = model.item_view()
     torch.testing.assert_close(again, got)
-    assert not again.requires_grad or torch.autograd.grad(
-        again.sum(), model.modal_logits, allow_unused=True)[0] is None
+    assert (
+        not again.requires_grad
+        or torch.autograd.grad(again.sum(), model.modal_logits, allow_unused=True)[0] is None
+    )
 
 
 def test_lattice_forward_and_loss(peer_ds):

@@ -1,5 +1,6 @@
 """LightGCN (slifmr/models/lightgcn.py): the interaction view alone, and what FREEDOM and
 LATTICE reduce to without modalities."""
+
 import pytest
 import torch
 

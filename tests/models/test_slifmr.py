@@ -1,5 +1,6 @@
 """SLIF-MR (slifmr/models/slifmr.py): the forward pass against dense formulas, any subset of
 views, gradients of every parameter, the view fusion, the modality features it projects."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,8 +15,14 @@ def test_forward_matches_dense_definition(ds):
     torch.manual_seed(0)
     cfg = Config(embed_dim=8, num_layers=2, kg_layers=2, modality_layers=1, view_weight=0.3)
     b, g = view_graphs(ds)
-    model = SLIFMR(ds.num_users, ds.num_items, cfg, num_entities=ds.num_entities,
-                   num_view_relations=b.num_view_relations, features=ds.features)
+    model = SLIFMR(
+        ds.num_users,
+        ds.num_items,
+        cfg,
+        num_entities=ds.num_entities,
+        num_view_relations=b.num_view_relations,
+        features=ds.features,
+    )
     out = model(g)
     U, I = ds.num_users, ds.num_items
     A = g.adj.to_dense().double()
@@ -43,8 +50,9 @@ def test_forward_matches_dense_definition(ds):
         hm = model.proj[m].linear(f).double()
         Am = g.modality[m].to_dense().double()
         torch.testing.assert_close(out.views[m][1].double(), (hm + Am @ hm) / 2, rtol=1e-4, atol=1e-5)
-    fused = out.cf[1] + sum(model.alpha[k] * F.normalize(out.views[n][1], dim=1)
-                               for k, n in enumerate(model.view_names))
+    fused = out.cf[1] + sum(
+        model.alpha[k] * F.normalize(out.views[n][1], dim=1) for k, n in enumerate(model.view_names)
+    )
     torch.testing.assert_close(out.item, fused)
     assert model.view_names == ["kg", "image", "text"]
 
@@ -64,8 +72,10 @@ def test_every_parameter_gets_a_gradient(ds, shared):
         assert p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("use_kg, mods", [(True, []), (False, ["image"]), (False, ["text", "image"]),
-                                          (False, []), (True, ["text"])])
+@pytest.mark.parametrize(
+    "use_kg, mods",
+    [(True, []), (False, ["image"]), (False, ["text", "image"]), (False, []), (True, ["text"])],
+)
 def test_any_subset_of_views(ds, use_kg, mods):
     cfg = Config(embed_dim=4, use_kg=use_kg, modalities=mods)
     b, g = view_graphs(ds, mods=mods, use_kg=use_kg)
@@ -78,8 +88,12 @@ def test_any_subset_of_views(ds, use_kg, mods):
 
 def test_features_must_match_items(ds):
     with pytest.raises(ValueError, match="features"):
-        SLIFMR(ds.num_users, ds.num_items, Config(modalities=["image"]),
-               features={"image": np.zeros((3, 2), np.float32)})
+        SLIFMR(
+            ds.num_users,
+            ds.num_items,
+            Config(modalities=["image"]),
+            features={"image": np.zeros((3, 2), np.float32)},
+        )
 
 
 @pytest.mark.parametrize("stacked", [False, True])

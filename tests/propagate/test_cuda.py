@@ -3,6 +3,7 @@
 dense float64 math: forward, backward over the transpose, the edge-value gradient; vectorised
 and scalar paths, > 32 lanes, heavy rows split into chunks, an empty relation, the same bits
 every run."""
+
 import pytest
 import torch
 
@@ -10,8 +11,7 @@ from tests.helpers import csr_with_degrees, dense_relations, poison, transpose_c
 
 
 def _graph(gen, n_rows, n_cols, degrees, idx_dtype, R):
-    indptr, indices, values, relation = csr_with_degrees(gen, n_rows, n_cols, degrees,
-                                                         idx_dtype, R)
+    indptr, indices, values, relation = csr_with_degrees(gen, n_rows, n_cols, degrees, idx_dtype, R)
     relation[relation == 2] = 1  # relation 2 has no edges: its g row must be zero
     return indptr, indices, values, relation
 
@@ -31,8 +31,7 @@ _DEG = [0, 3, 2600, 0, 7, 1, 0, 2, 300, 5, 0, 9]
 @pytest.mark.parametrize("idx_dtype", [torch.int32, torch.int64])
 def test_emulated_cuda_propagate(emu_ops, dtype, d, idx_dtype):
     pc, _, _ = emu_ops
-    gen = torch.Generator().manual_seed(d * 7 + (dtype == torch.float64) + 2 * (
-        idx_dtype == torch.int64))
+    gen = torch.Generator().manual_seed(d * 7 + (dtype == torch.float64) + 2 * (idx_dtype == torch.int64))
     n, m, R = len(_DEG), 23, 4
     indptr, indices, values, relation = _graph(gen, n, m, _DEG, idx_dtype, R)
     x = torch.randn(m, d, generator=gen, dtype=torch.float64)
@@ -46,26 +45,21 @@ def test_emulated_cuda_propagate(emu_ops, dtype, d, idx_dtype):
     assert y.dtype == dtype and y.shape == (n, d)
     assert _rel_err(y, a.sum(0) @ x) < tol
     poison((n, d), dtype=dtype)
-    y = pc.spmm_rel(indptr, indices, values.to(**cast), relation, table.to(**cast),
-                    x.to(**cast), n)
+    y = pc.spmm_rel(indptr, indices, values.to(**cast), relation, table.to(**cast), x.to(**cast), n)
     assert _rel_err(y, torch.einsum("rij,jd,rd->id", a, x, table)) < tol
     assert bool((y[torch.tensor(_DEG) == 0] == 0).all())
-    y2 = pc.spmm_rel(indptr, indices, values.to(**cast), relation, table.to(**cast),
-                     x.to(**cast), n)
+    y2 = pc.spmm_rel(indptr, indices, values.to(**cast), relation, table.to(**cast), x.to(**cast), n)
     assert torch.equal(y, y2)  # no atomics: the same bits every run
     # backward over the transpose
-    indptr_t, indices_t, values_t, relation_t = transpose_csr(indptr, indices, values, relation,
-                                                             n, m)
+    indptr_t, indices_t, values_t, relation_t = transpose_csr(indptr, indices, values, relation, n, m)
     t = (indptr_t, indices_t, values_t.to(**cast), relation_t)
     poison((m, d), dtype=dtype)
-    dx, g = pc.spmm_rel_backward(*t, table.to(**cast), dy.to(**cast), x.to(**cast), R,
-                                 True, True)
+    dx, g = pc.spmm_rel_backward(*t, table.to(**cast), dy.to(**cast), x.to(**cast), R, True, True)
     assert _rel_err(dx, torch.einsum("rij,id,rd->jd", a, dy, table)) < tol
     g_ref = torch.einsum("rij,jd,id->rd", a, x, dy)
     assert g.shape == (R, d) and _rel_err(g, g_ref) < tol
     assert bool((g[2] == 0).all())
-    dx2, g2 = pc.spmm_rel_backward(*t, table.to(**cast), dy.to(**cast), x.to(**cast), R,
-                                   False, True)
+    dx2, g2 = pc.spmm_rel_backward(*t, table.to(**cast), dy.to(**cast), x.to(**cast), R, False, True)
     assert dx2 is None and torch.equal(g2, g)
 
 
@@ -99,9 +93,7 @@ def test_emulated_cuda_propagate_sddmm(emu_ops, dtype, d):
     got = pc.sddmm(indptr, indices, None, None, dy.to(dtype), x.to(dtype), n)
     assert got.dtype == dtype and got.shape == (indices.numel(),)
     assert _rel_err(got, prod.sum(1)) < tol
-    got = pc.sddmm(indptr, indices.long(), relation, table.to(dtype), dy.to(dtype),
-                   x.to(dtype), n)
+    got = pc.sddmm(indptr, indices.long(), relation, table.to(dtype), dy.to(dtype), x.to(dtype), n)
     assert _rel_err(got, (prod * table[relation.long()]).sum(1)) < tol
-    again = pc.sddmm(indptr, indices.long(), relation, table.to(dtype), dy.to(dtype),
-                     x.to(dtype), n)
+    again = pc.sddmm(indptr, indices.long(), relation, table.to(dtype), dy.to(dtype), x.to(dtype), n)
     assert torch.equal(got, again)

@@ -5,6 +5,7 @@ on power-law graphs with empty rows, one huge row, isolated columns, 1 and 30 re
 int32/int64 indices, float32/float64, odd and wide d, a zero-nnz graph, bit-identical results
 across thread counts, and (through the public op) gradients against the reference's autograd.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-numba = pytest.importorskip("numba", reason="numba is not installed: the numba backend is "
-                            "optional (pip install numba)")
-nbk = pytest.importorskip("slifmr_kernels.propagate.numba",
-                          reason="slifmr_kernels.propagate.numba could not be imported")
+numba = pytest.importorskip(
+    "numba", reason="numba is not installed: the numba backend is optional (pip install numba)"
+)
+nbk = pytest.importorskip(
+    "slifmr_kernels.propagate.numba", reason="slifmr_kernels.propagate.numba could not be imported"
+)
 
 DTYPES = [torch.float32, torch.float64]
 INDEX_DTYPES = [torch.int32, torch.int64]
@@ -31,8 +34,10 @@ def seed_of(*key):
 # graph generation and dense float64 reference math
 # ---------------------------------------------------------------------------
 
-def random_graph(rng, n_rows, n_cols, nnz, num_relations=1, *, huge_row=None,
-                 empty_frac=0.2, isolated_frac=0.2):
+
+def random_graph(
+    rng, n_rows, n_cols, nnz, num_relations=1, *, huge_row=None, empty_frac=0.2, isolated_frac=0.2
+):
     """A CSR graph with power-law row degrees, empty rows and isolated columns.
 
     ``huge_row``: fraction of all edges put into one row (e.g. 0.5).
@@ -40,8 +45,7 @@ def random_graph(rng, n_rows, n_cols, nnz, num_relations=1, *, huge_row=None,
     by row (columns within a row in random order, duplicates allowed: kernels must not care).
     """
     if n_rows == 0 or n_cols == 0 or nnz == 0:
-        return (np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int64), np.zeros(0),
-                np.zeros(0, np.int32))
+        return (np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int32))
     # Power-law row weights over the non-empty rows.
     live_rows = rng.permutation(n_rows)[: max(1, int(round(n_rows * (1 - empty_frac))))]
     w = rng.pareto(1.2, live_rows.size) + 1e-3
@@ -115,13 +119,18 @@ def assert_close(got, ref, bound, dtype):
 
 
 def as_torch(indptr, indices, values, relation, dtype, index_dtype):
-    return (torch.from_numpy(indptr), torch.from_numpy(indices).to(index_dtype),
-            torch.from_numpy(values).to(dtype), torch.from_numpy(relation))
+    return (
+        torch.from_numpy(indptr),
+        torch.from_numpy(indices).to(index_dtype),
+        torch.from_numpy(values).to(dtype),
+        torch.from_numpy(relation),
+    )
 
 
 # ---------------------------------------------------------------------------
 # the task partition
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("huge", [None, 0.5])
 def test_partition_covers_every_edge_once(huge):
@@ -155,8 +164,8 @@ CASES = [
     # n_rows, n_cols, nnz, R, d, huge
     (300, 200, 5_000, 1, 7, None),
     (1000, 700, 60_000, 30, 64, 0.5),
-    (257, 1, 3_000, 3, 1, None),          # a single column
-    (1, 400, 9_000, 2, 33, None),         # a single (huge) row
+    (257, 1, 3_000, 3, 1, None),  # a single column
+    (1, 400, 9_000, 2, 33, None),  # a single (huge) row
     (2000, 1500, 150_000, 4, 5, 0.3),
 ]
 
@@ -187,8 +196,7 @@ def test_spmm_rel_matches_dense(case, index_dtype, dtype):
     table = torch.randn(R, d, dtype=dtype)
     ip, ix, v, rel = as_torch(indptr, indices, values, relation, dtype, index_dtype)
     y = nbk.spmm_rel(ip, ix, v, rel, table, x, n_rows)
-    ref, bound = dense_forward(indptr, indices, v.double().numpy(), relation, table.numpy(),
-                               x.numpy())
+    ref, bound = dense_forward(indptr, indices, v.double().numpy(), relation, table.numpy(), x.numpy())
     assert_close(y, ref, bound, dtype)
 
 
@@ -197,7 +205,7 @@ def test_empty_rows_are_zero_and_unit_values():
     indptr, indices, values, relation = random_graph(rng, 500, 80, 4000, empty_frac=0.5)
     x = torch.randn(80, 9, dtype=torch.float64)
     ip, ix, _, _ = as_torch(indptr, indices, values, relation, torch.float64, torch.int64)
-    y = nbk.spmm(ip, ix, None, x, 500)         # None: unit edge weights
+    y = nbk.spmm(ip, ix, None, x, 500)  # None: unit edge weights
     empty = np.diff(indptr) == 0
     assert empty.sum() > 100
     assert torch.all(y[torch.from_numpy(empty)] == 0)
@@ -217,8 +225,7 @@ def test_zero_nnz_and_zero_rows(dtype):
     assert torch.equal(nbk.spmm_rel(ip, ix, v, rel, table, x, 3), torch.zeros(3, 4, dtype=dtype))
     # Backward over a zero-nnz transpose (6 columns): dx = 0, g = 0.
     ipt = torch.zeros(7, dtype=torch.int64)
-    dx, g = nbk.spmm_rel_backward(ipt, ix, v, rel, table, torch.randn(3, 4, dtype=dtype), x, 2,
-                                  True, True)
+    dx, g = nbk.spmm_rel_backward(ipt, ix, v, rel, table, torch.randn(3, 4, dtype=dtype), x, 2, True, True)
     assert torch.equal(dx, torch.zeros(6, 4, dtype=dtype))
     assert torch.equal(g, torch.zeros(2, 4, dtype=dtype))
     # No output rows at all.
@@ -232,8 +239,8 @@ def test_zero_nnz_and_zero_rows(dtype):
 
 BACKWARD_CASES = [
     (400, 300, 8_000, 1, 7, None),
-    (900, 1200, 80_000, 30, 64, 0.5),      # the huge row becomes a huge column of A^T
-    (3000, 50, 60_000, 5, 3, None),        # few columns: long rows of A^T
+    (900, 1200, 80_000, 30, 64, 0.5),  # the huge row becomes a huge column of A^T
+    (3000, 50, 60_000, 5, 3, None),  # few columns: long rows of A^T
 ]
 
 
@@ -252,9 +259,10 @@ def test_backward_matches_dense(case, index_dtype, dtype):
     dy = torch.randn(n_rows, d, dtype=dtype)
     table = torch.randn(R, d, dtype=dtype)
     t_ip, t_ix, t_v, t_rel = as_torch(ipt, ixt, vt, relt, dtype, index_dtype)
-    vq = torch.from_numpy(values).to(dtype).double().numpy()    # the values the kernel saw
-    dx_ref, dxb, g_ref, gb = dense_backward(indptr, indices, vq, relation, table.numpy(),
-                                            x.numpy(), dy.numpy(), R)
+    vq = torch.from_numpy(values).to(dtype).double().numpy()  # the values the kernel saw
+    dx_ref, dxb, g_ref, gb = dense_backward(
+        indptr, indices, vq, relation, table.numpy(), x.numpy(), dy.numpy(), R
+    )
     dx, g = nbk.spmm_rel_backward(t_ip, t_ix, t_v, t_rel, table, dy, x, R, True, True)
     assert dx.dtype == dtype and g.dtype == dtype
     assert_close(dx, dx_ref, dxb, dtype)
@@ -269,13 +277,14 @@ def test_backward_matches_dense(case, index_dtype, dtype):
 # determinism across thread counts
 # ---------------------------------------------------------------------------
 
+
 def test_same_bits_with_one_and_two_threads():
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs NUMBA_NUM_THREADS >= 2 to compare thread counts")
     rng = np.random.default_rng(11)
     n, d, R = 3000, 16, 7
     indptr, indices, values, relation = random_graph(rng, n, n, 300_000, R, huge_row=0.5)
-    indices[:100_000] = 17                  # a heavy column: a split row of A^T as well
+    indices[:100_000] = 17  # a heavy column: a split row of A^T as well
     ipt, ixt, vt, relt = transpose(indptr, indices, values, relation, n)
     ip, ix, v, rel = as_torch(indptr, indices, values, relation, torch.float32, torch.int32)
     t_ip, t_ix, t_v, t_rel = as_torch(ipt, ixt, vt, relt, torch.float32, torch.int32)
@@ -284,8 +293,11 @@ def test_same_bits_with_one_and_two_threads():
     table = torch.randn(R, d)
 
     def run():
-        return (nbk.spmm(ip, ix, v, x, n), nbk.spmm_rel(ip, ix, v, rel, table, x, n),
-                *nbk.spmm_rel_backward(t_ip, t_ix, t_v, t_rel, table, dy, x, R, True, True))
+        return (
+            nbk.spmm(ip, ix, v, x, n),
+            nbk.spmm_rel(ip, ix, v, rel, table, x, n),
+            *nbk.spmm_rel_backward(t_ip, t_ix, t_v, t_rel, table, dy, x, R, True, True),
+        )
 
     old = numba.get_num_threads()
     try:
@@ -304,6 +316,7 @@ def test_same_bits_with_one_and_two_threads():
 # through the public op: forward and gradients against the torch reference backend
 # ---------------------------------------------------------------------------
 
+
 def _public_api():
     try:
         import slifmr_kernels as sk
@@ -315,10 +328,13 @@ def _public_api():
 def _csr_graph(sk, rng, n_rows, n_cols, nnz, R, index_dtype, huge=None):
     indptr, indices, values, relation = random_graph(rng, n_rows, n_cols, nnz, R, huge_row=huge)
     rows = np.repeat(np.arange(n_rows), np.diff(indptr))
-    return sk.CSRGraph.from_edges(torch.from_numpy(rows), torch.from_numpy(indices).to(index_dtype),
-                                  torch.from_numpy(values).float(),
-                                  relation=torch.from_numpy(relation) if R > 1 else None,
-                                  shape=(n_rows, n_cols))
+    return sk.CSRGraph.from_edges(
+        torch.from_numpy(rows),
+        torch.from_numpy(indices).to(index_dtype),
+        torch.from_numpy(values).float(),
+        relation=torch.from_numpy(relation) if R > 1 else None,
+        shape=(n_rows, n_cols),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -371,5 +387,5 @@ def test_op_gradcheck_float64():
     e = torch.randn(R, d, dtype=torch.float64, requires_grad=True)
     w = torch.rand(R, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, e, w: sk.propagate(g, x, relation_emb=e, relation_weight=w, backend="numba"),
-        (x, e, w))
+        lambda x, e, w: sk.propagate(g, x, relation_emb=e, relation_weight=w, backend="numba"), (x, e, w)
+    )

@@ -1,4 +1,5 @@
 """propagate on every backend this machine runs, against dense float64 math and the reference."""
+
 import pytest
 import torch
 
@@ -43,8 +44,7 @@ CASES = [
 @pytest.mark.parametrize("d", [1, 7, 64])
 def test_forward_matches_dense(device, backend, gen, case, dtype, d):
     n_rows, n_cols, nnz, rel, extra = case
-    g = random_graph(n_rows, n_cols, nnz, num_relations=rel, generator=gen, dtype=dtype,
-                     **extra).to(device)
+    g = random_graph(n_rows, n_cols, nnz, num_relations=rel, generator=gen, dtype=dtype, **extra).to(device)
     x = torch.randn(n_cols, d, generator=gen, dtype=dtype).to(device)
     y = sk.propagate(g, x, backend=backend)
     assert sk.last_backend("propagate") == backend
@@ -94,27 +94,30 @@ def test_gradients_match_reference(device, backend, gen, rel):
 
 @pytest.mark.parametrize("rel", [None, 4])
 def test_gradcheck_float64(device, backend, gen, rel):
-    g = random_graph(7, 6, 20, num_relations=rel, generator=gen, dtype=torch.float64,
-                     empty_rows=0.2).to(device)
+    g = random_graph(7, 6, 20, num_relations=rel, generator=gen, dtype=torch.float64, empty_rows=0.2).to(
+        device
+    )
     x = torch.randn(6, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     if rel:
         emb = torch.randn(rel, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
         w = torch.rand(rel, dtype=torch.float64, device=device, requires_grad=True)
-        fn = lambda x, e, w: sk.propagate(g, x, relation_emb=e, relation_weight=w,
-                                          backend=backend)
+        fn = lambda x, e, w: sk.propagate(g, x, relation_emb=e, relation_weight=w, backend=backend)
         assert torch.autograd.gradcheck(fn, (x, emb, w))
         # relation weights alone (no embeddings) are differentiable too
         assert torch.autograd.gradcheck(
-            lambda x, w: sk.propagate(g, x, relation_weight=w, backend=backend), (x, w))
+            lambda x, w: sk.propagate(g, x, relation_weight=w, backend=backend), (x, w)
+        )
     else:
         assert torch.autograd.gradcheck(lambda x: sk.propagate(g, x, backend=backend), (x,))
 
 
 def test_backward_is_deterministic(device, backend, gen):
     if device == "cuda" and backend == "torch":
-        pytest.skip("the torch reference sums with index_add_, whose CUDA kernel uses atomics "
-                    "(seen differing between runs on an H200); determinism is the kernels' "
-                    "promise, not the reference's")
+        pytest.skip(
+            "the torch reference sums with index_add_, whose CUDA kernel uses atomics "
+            "(seen differing between runs on an H200); determinism is the kernels' "
+            "promise, not the reference's"
+        )
     g = random_graph(200, 150, 3000, num_relations=5, generator=gen, heavy_row=0.4).to(device)
     x = torch.randn(150, 32, generator=gen).to(device)
     emb = torch.randn(5, 32, generator=gen).to(device)
@@ -136,13 +139,11 @@ def test_propagate_layers_is_lightgcn_mean(device, backend, gen):
     want = (x + a @ x + a @ a @ x + a @ a @ a @ x) / 4
     got = sk.propagate_layers(g, x, 3, backend=backend)
     torch.testing.assert_close(got, want)
-    torch.testing.assert_close(sk.propagate_layers(g, x, 3, combine="last", backend=backend),
-                               a @ a @ a @ x)
+    torch.testing.assert_close(sk.propagate_layers(g, x, 3, combine="last", backend=backend), a @ a @ a @ x)
     assert torch.equal(sk.propagate_layers(g, x, 0, backend=backend), x)
     small = random_graph(7, 7, 20, generator=gen, dtype=torch.float64).normalize("sym").to(device)
     xs = torch.randn(7, 2, generator=gen, dtype=torch.float64).to(device).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: sk.propagate_layers(small, t, 2, backend=backend),
-                                    (xs,))
+    assert torch.autograd.gradcheck(lambda t: sk.propagate_layers(small, t, 2, backend=backend), (xs,))
 
 
 def test_stacked_relation_weights_from_graph(device, backend, gen):
@@ -196,8 +197,20 @@ def test_opcheck(gen):
     t = g.transpose()
     x = torch.randn(10, 4, generator=gen, requires_grad=True)
     table = torch.randn(3, 4, generator=gen, requires_grad=True)
-    args = (g.indptr, g.indices, g.values, g.relation, table, x, t.indptr, t.indices, t.values,
-            t.relation, 12, "torch")
+    args = (
+        g.indptr,
+        g.indices,
+        g.values,
+        g.relation,
+        table,
+        x,
+        t.indptr,
+        t.indices,
+        t.values,
+        t.relation,
+        12,
+        "torch",
+    )
     torch.library.opcheck(_propagate_op, args)
 
 
@@ -220,8 +233,9 @@ def test_folded_relation_weights_follow_changes(device, backend, gen):
     da, db = a.to_dense().to(device), b.to_dense().to(device)
     for wa, wb in [(1.0, 2.0), (3.0, -1.0)]:  # fresh weight tensors, possibly at one address
         w = torch.tensor([wa, wb], dtype=torch.float64, device=device)
-        torch.testing.assert_close(sk.propagate(h, x, relation_weight=w, backend=backend),
-                                   wa * da @ x + wb * db @ x)
+        torch.testing.assert_close(
+            sk.propagate(h, x, relation_weight=w, backend=backend), wa * da @ x + wb * db @ x
+        )
         del w
     w = torch.tensor([1.0, 1.0], dtype=torch.float64, device=device)
     sk.propagate(h, x, relation_weight=w, backend=backend)

@@ -6,6 +6,7 @@ every code path: empty rows, isolated nodes, one heavy row split into several ch
 spread over several programs, d not a power of two and wider than one d-block, float32 and
 float64, int32 and int64 indices; and every kernel lowers to sm_90 code.
 """
+
 import pytest
 import torch
 
@@ -104,13 +105,13 @@ def test_propagate_forward(case, dtype, idx_dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", ["empty_rows_isolated_cols", "one_heavy_row", "many_programs",
-                                  "wide_d"])
+@pytest.mark.parametrize("case", ["empty_rows_isolated_cols", "one_heavy_row", "many_programs", "wide_d"])
 def test_propagate_backward(case, dtype, monkeypatch):
     gen = torch.Generator().manual_seed(seed_of(case, dtype, "bwd"))
     R = 4
     n_rows, n_cols, d, (indptr, indices, values, relation), x, dy, table = _backward_problem(
-        gen, case, R, monkeypatch)
+        gen, case, R, monkeypatch
+    )
     a = dense_relations(indptr, indices, values, relation, n_rows, n_cols, R)
     # y = sum_r A_r (x * table_r)  =>  dx = sum_r (A_r^T dy) * table_r,
     # g_r = sum_i sum_j A_r[i, j] x[j] * dy[i]
@@ -135,7 +136,8 @@ def test_propagate_g_program_cap(monkeypatch):
     gen = torch.Generator().manual_seed(5)
     R = 2
     n_rows, n_cols, d, (indptr, indices, values, relation), x, dy, table = _backward_problem(
-        gen, "many_programs", R, monkeypatch)
+        gen, "many_programs", R, monkeypatch
+    )
     t = transpose_csr(indptr, indices, values, relation, n_rows, n_cols)
     args = cast(DEVICE, torch.float64, *t, table, dy, x)
     assert tprop._Plan(args[0], n_cols).n_progs >= 8
@@ -155,7 +157,8 @@ def test_propagate_multilevel_reductions(dtype, monkeypatch):
     gen = torch.Generator().manual_seed(seed_of("multilevel", dtype))
     R = 3
     n_rows, n_cols, d, (indptr, indices, values, relation), x, dy, table = _backward_problem(
-        gen, "many_programs", R, monkeypatch)
+        gen, "many_programs", R, monkeypatch
+    )
     a = dense_relations(indptr, indices, values, relation, n_rows, n_cols, R)
     ip, ix, v, rel, tb, xx = cast(DEVICE, dtype, indptr, indices, values, relation, table, x)
     poison((n_rows, d), dtype=dtype, device=DEVICE)
@@ -191,6 +194,7 @@ def test_plan_is_reused_per_graph_and_follows_changes(monkeypatch):
     an in-place change or another n_rows plans again; dead graphs leave the cache."""
     import slifmr_kernels as sk
     from slifmr_kernels.testing import random_graph
+
     built = []
     real = tprop._Plan
     monkeypatch.setattr(tprop, "_Plan", lambda *a: built.append(1) or real(*a))
@@ -212,7 +216,7 @@ def test_plan_is_reused_per_graph_and_follows_changes(monkeypatch):
     tprop.spmm(indptr, g.indices, g.values, x, 40)
     n_before = len(built)
     row = int(torch.nonzero(indptr[1:] > indptr[:-1])[1])  # a second non-empty row
-    indptr[1:row + 1] += 1
+    indptr[1 : row + 1] += 1
     got = tprop.spmm(indptr, g.indices, g.values, x, 40)
     assert len(built) == n_before + 1
     want = sk.CSRGraph(indptr, g.indices, g.values, shape=(40, 30)).to_dense() @ x

@@ -1,4 +1,5 @@
 """knn_refine (incremental kNN refresh) and knn_recall, on every backend this machine runs."""
+
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ def clustered(n, d, gen, clusters=40, spread=0.5, dtype=torch.float32):
 def perturb(x, gen, scale=0.1):
     """x + scale * noise * |x|, noise ~ N(0, I/d): every row moves by about scale * |x|."""
     d = x.shape[1]
-    noise = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype) / d ** 0.5
+    noise = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype) / d**0.5
     return x + scale * noise * x.norm(dim=1, keepdim=True)
 
 
@@ -29,7 +30,7 @@ def check_graph(g, x, k, tol):
     rows = g.row_ids()
     assert not bool((rows == g.indices.long()).any())
     for i in range(0, n, max(1, n // 50)):
-        cols = g.indices[g.indptr[i]:g.indptr[i + 1]]
+        cols = g.indices[g.indptr[i] : g.indptr[i + 1]]
         assert bool((cols[1:] > cols[:-1]).all())
     xn = x.double() / x.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
     want = (xn[rows] * xn[g.indices.long()]).sum(1)
@@ -91,10 +92,10 @@ def test_max_iters_zero_is_the_rescored_seeds(device, backend, gen):
     g = knn_refine(x1, g0, k, max_iters=0, backend=backend)
     xn = sk.normalize_rows(x1.double().cpu())
     for i in range(0, n, 7):
-        seeds = g0.indices[g0.indptr[i]:g0.indptr[i + 1]].long().cpu()
+        seeds = g0.indices[g0.indptr[i] : g0.indptr[i + 1]].long().cpu()
         s = xn[i] @ xn[seeds].T
         want = set(seeds[s.topk(k).indices].tolist())
-        assert set(g.indices[g.indptr[i]:g.indptr[i + 1]].tolist()) == want
+        assert set(g.indices[g.indptr[i] : g.indptr[i + 1]].tolist()) == want
 
 
 def test_isolated_rows_self_loops_and_duplicates(device, backend, gen):
@@ -117,8 +118,7 @@ def test_small_catalogs(device, backend):
     empty = sk.CSRGraph.from_edges([], [], shape=(4, 4)).to(device)
     g = knn_refine(x, empty, 10, backend=backend)  # k clamped to N - 1
     assert g.nnz == 12 and bool((g.degrees() == 3).all())
-    one = knn_refine(x[:1], sk.CSRGraph.from_edges([], [], shape=(1, 1)).to(device), 3,
-                     backend=backend)
+    one = knn_refine(x[:1], sk.CSRGraph.from_edges([], [], shape=(1, 1)).to(device), 3, backend=backend)
     assert one.shape == (1, 1) and one.nnz == 0
 
 

@@ -1,6 +1,7 @@
 """sk.knn_graph(method="approx"): random-projection block seeds + NN-descent. Layout of the
 exact op, determinism, high recall on clustered data, exclude_self=False, small-N exact path,
 argument checks."""
+
 import pytest
 import torch
 
@@ -28,8 +29,7 @@ def data():
 
 
 def test_layout_recall_and_determinism(data, monkeypatch):
-    monkeypatch.setattr(approx, "knn_graph_approx",
-                        lambda *a, **kw: _orig(*a, **{**kw, "block": 256}))
+    monkeypatch.setattr(approx, "knn_graph_approx", lambda *a, **kw: _orig(*a, **{**kw, "block": 256}))
     n, k = data.shape[0], 8
     ga = sk.knn_graph(data, k, method="approx", seed=3)
     ge = sk.knn_graph(data, k)
@@ -38,7 +38,7 @@ def test_layout_recall_and_determinism(data, monkeypatch):
     rows = ga.row_ids()
     assert not bool((ga.indices.long() == rows).any())  # self excluded
     for i in range(0, n, 97):  # columns sorted per row
-        c = ga.indices[ga.indptr[i]:ga.indptr[i + 1]]
+        c = ga.indices[ga.indptr[i] : ga.indptr[i + 1]]
         assert bool((c[1:] > c[:-1]).all())
     # values are the true similarities of the returned pairs
     s = (data[rows] * data[ga.indices.long()]).sum(1)
@@ -52,12 +52,11 @@ _orig = approx.knn_graph_approx
 
 
 def test_keep_self(data, monkeypatch):
-    monkeypatch.setattr(approx, "knn_graph_approx",
-                        lambda *a, **kw: _orig(*a, **{**kw, "block": 256}))
+    monkeypatch.setattr(approx, "knn_graph_approx", lambda *a, **kw: _orig(*a, **{**kw, "block": 256}))
     n, k = data.shape[0], 6
     g = sk.knn_graph(data, k, method="approx", exclude_self=False)
     assert g.nnz == n * k
-    assert all(i in g.indices[g.indptr[i]:g.indptr[i + 1]].tolist() for i in range(0, n, 50))
+    assert all(i in g.indices[g.indptr[i] : g.indptr[i + 1]].tolist() for i in range(0, n, 50))
 
 
 def test_small_n_is_exact():

@@ -1,6 +1,7 @@
 """Exact top-k through bf16 candidates (slifmr_kernels/topk/bf16.py): the error bound holds, the
 certificate and its fallbacks make every result equal the fp32 reference, and the public ops
 give the same answers with the path forced on (``SLIFMR_TOPK_BF16=1``)."""
+
 import pytest
 import torch
 
@@ -31,8 +32,7 @@ def small_tiles(monkeypatch):
 
 def clustered(n, d, gen, clusters=8, noise=0.3):
     c = torch.randn(clusters, d, generator=gen)
-    x = c[torch.randint(0, clusters, (n,), generator=gen)] + noise * torch.randn(n, d,
-                                                                               generator=gen)
+    x = c[torch.randint(0, clusters, (n,), generator=gen)] + noise * torch.randn(n, d, generator=gen)
     return sk.normalize_rows(x)
 
 
@@ -67,11 +67,12 @@ def test_error_bound_holds(gen):
         s_t = torch.mm(xb, yb.T).double()
         exact = x.double() @ y.double().T
         eps = bf16.error_bound(x, y, xb, yb).double()
-        assert bool(((s_t - exact).abs() <= eps[:, None] + s_t.abs() * 2.0 ** -8).all())
+        assert bool(((s_t - exact).abs() <= eps[:, None] + s_t.abs() * 2.0**-8).all())
 
 
-@pytest.mark.parametrize("n,m,d,k", [(300, 300, 64, 10), (257, 411, 96, 7), (500, 500, 384, 20),
-                                     (200, 350, 33, 1)])
+@pytest.mark.parametrize(
+    "n,m,d,k", [(300, 300, 64, 10), (257, 411, 96, 7), (500, 500, 384, 20), (200, 350, 33, 1)]
+)
 def test_random_and_clustered_equal_reference(gen, small_tiles, n, m, d, k):
     x = torch.randn(n, d, generator=gen)
     y = torch.randn(m, d, generator=gen)
@@ -210,6 +211,6 @@ def test_auto_routes_large_high_d_calls_through_bf16(gen, monkeypatch):
     assert calls and sk.last_backend("topk") == "numba"
     assert_exact(idx, val, x, x, 10, exclude_self=True)
     calls.clear()
-    sk.topk_similarity(x[:, :bf16.MIN_D - 1].contiguous(), 10, metric="ip")  # d too small
+    sk.topk_similarity(x[:, : bf16.MIN_D - 1].contiguous(), 10, metric="ip")  # d too small
     sk.topk_similarity(x.double(), 10, metric="ip")  # float64: fp32 path never applies
     assert not calls

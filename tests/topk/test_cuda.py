@@ -3,6 +3,7 @@ behind the real binding and slifmr_kernels/topk/cuda.py, against the float64 ref
 self, padding, k > 32 (multi-step list shift), exclusions, every way of filling the tiles
 (resident by 16-byte or one-element asynchronous copies, sliced), and the TF32 tile path whose
 candidates the re-rank makes exact."""
+
 import pytest
 import torch
 
@@ -38,8 +39,7 @@ def test_emulated_cuda_topk_exclusions(emu_ops, ex_dtype, d):
     x = torch.randn(n, d, generator=gen, dtype=torch.float64)
     y = torch.randn(m, d, generator=gen, dtype=torch.float64)
     best = torch.topk(x @ y.T, 45, dim=1).indices  # exclude the winners: > 32 per row
-    lists = [best[i, : int(torch.randint(0, 45, (1,), generator=gen))].tolist()
-             for i in range(n)]
+    lists = [best[i, : int(torch.randint(0, 45, (1,), generator=gen))].tolist() for i in range(n)]
     lists[0] = list(range(m))  # everything excluded: all padding
     ep, ei = csr_lists(lists, ex_dtype)
     idx, val = tc.topk(x, y, k, False, ep, ei)
@@ -59,6 +59,7 @@ def test_emulated_cuda_topk_tf32_candidates_and_rerank(emu_ops, emu_probe, d):
     _, tc, _ = emu_ops
     from slifmr_kernels.testing import round_tf32
     from slifmr_kernels.topk import rerank
+
     gen = torch.Generator().manual_seed(23 + d)
     n, m = 70, 150  # two row blocks, three column tiles
     x = torch.randn(n, d, generator=gen)
@@ -100,8 +101,8 @@ def _int_rows_with_late_duplicates(gen, d, dtype):
 _TOPK_PATHS = [
     (torch.float32, 64, "resident", 16),
     (torch.float64, 64, "resident", 16),
-    (torch.float32, 6, "resident", 4),    # 24-byte rows: one element per copy
-    (torch.float64, 6, "resident", 16),   # 48-byte rows; the depth padded to 8 with zeros
+    (torch.float32, 6, "resident", 4),  # 24-byte rows: one element per copy
+    (torch.float64, 6, "resident", 16),  # 48-byte rows; the depth padded to 8 with zeros
     (torch.float32, 128, "resident", 16),  # the largest resident fp32 row
     (torch.float32, 132, "sliced", None),
     (torch.float64, 72, "sliced", None),
@@ -128,8 +129,9 @@ def test_emulated_cuda_topk_tile_paths(emu_ops, emu_probe, dtype, d, path, copy_
     assert bool((idx[:, -1] == -1).all()) and bool(torch.isneginf(val[:, -1]).all())
 
 
-@pytest.mark.parametrize("dtype,tf32", [(torch.float32, False), (torch.float64, False),
-                                        (torch.float32, True)])
+@pytest.mark.parametrize(
+    "dtype,tf32", [(torch.float32, False), (torch.float64, False), (torch.float32, True)]
+)
 def test_emulated_cuda_topk_same_bits_every_way(emu_ops, emu_probe, dtype, tf32):
     """Random data (no ties), d = 64: resident tiles by 16-byte copies, by one-element copies
     (x and y one element off a 16-byte boundary) and, on a device with 48 KB of shared
@@ -159,5 +161,9 @@ def test_emulated_cuda_topk_same_bits_every_way(emu_ops, emu_probe, dtype, tf32)
     if not tf32:
         ri, rv = topk_reference(x, y, 12, True)
         assert torch.equal(want[0], ri)
-        torch.testing.assert_close(want[1].double(), rv, rtol=1e-5 if dtype == torch.float32
-                                   else 1e-13, atol=1e-5 if dtype == torch.float32 else 1e-13)
+        torch.testing.assert_close(
+            want[1].double(),
+            rv,
+            rtol=1e-5 if dtype == torch.float32 else 1e-13,
+            atol=1e-5 if dtype == torch.float32 else 1e-13,
+        )

@@ -7,6 +7,7 @@ alternative "GEMM outside, selection inside" structure. Integer-valued inputs ma
 product exact in any summation order, so there the result must equal the reference bit for
 bit, ties included.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -40,8 +41,10 @@ def int_data(n, d, gen, dtype, lo=-3, hi=4):
 @pytest.fixture
 def tiny_tiles(monkeypatch):
     """Force small tiles so that every boundary case is hit on small inputs."""
+
     def use(tr, tc):
         monkeypatch.setattr(nbk, "tile_shape", lambda n, m, d, itemsize: (tr, tc))
+
     return use
 
 
@@ -59,7 +62,7 @@ def check_against_dense(idx, val, x, y, k, allowed, tol):
         assert got.unique().numel() == kk and bool((got >= 0).all())
         assert bool(allowed[i, got].all()), f"row {i} returned a masked candidate"
         torch.testing.assert_close(val[i, :kk].double(), s[i, got], rtol=tol, atol=tol)
-        assert bool((val[i, 1:kk] <= val[i, :kk - 1]).all())
+        assert bool((val[i, 1:kk] <= val[i, : kk - 1]).all())
         if kk:
             kth = s[i].masked_fill(~allowed[i], float("-inf")).topk(kk).values[-1]
             assert bool((s[i, got] >= kth - tol).all())
@@ -67,8 +70,9 @@ def check_against_dense(idx, val, x, y, k, allowed, tol):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tr, tc", [(8, 16), (5, 37), (16, 48), (256, 512), (512, 256)])
-@pytest.mark.parametrize("n, m, d, k", [(1, 1, 1, 1), (41, 97, 5, 1), (67, 130, 17, 64),
-                                        (23, 19, 3, 19), (90, 90, 33, 10)])
+@pytest.mark.parametrize(
+    "n, m, d, k", [(1, 1, 1, 1), (41, 97, 5, 1), (67, 130, 17, 64), (23, 19, 3, 19), (90, 90, 33, 10)]
+)
 def test_exact_ties_equal_reference(gen, tiny_tiles, dtype, tr, tc, n, m, d, k):
     """Integer inputs: many exact ties; the kernel must agree with the reference exactly."""
     tiny_tiles(tr, tc)
@@ -170,9 +174,15 @@ def test_deterministic_across_thread_counts(gen, dtype):
         numba.set_num_threads(before)
     for other in results[1:]:
         assert torch.equal(results[0][0], other[0]) and torch.equal(results[0][1], other[1])
-    check_against_dense(results[0][0][:50], results[0][1][:50], x[:50], y, k,
-                        allowed_mask(n, m, True, indptr, indices)[:50],
-                        1e-5 if dtype == torch.float32 else 1e-12)
+    check_against_dense(
+        results[0][0][:50],
+        results[0][1][:50],
+        x[:50],
+        y,
+        k,
+        allowed_mask(n, m, True, indptr, indices)[:50],
+        1e-5 if dtype == torch.float32 else 1e-12,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -187,8 +197,12 @@ def test_outer_structure_matches_fused(gen, dtype):
 
 
 def test_tile_shape_depends_on_problem_only():
-    for n, m, d, item in [(10, 10, 4, 4), (10**6, 10**6, 64, 4), (3000, 50, 384, 8),
-                          (200_000, 200_000, 2048, 4)]:
+    for n, m, d, item in [
+        (10, 10, 4, 4),
+        (10**6, 10**6, 64, 4),
+        (3000, 50, 384, 8),
+        (200_000, 200_000, 2048, 4),
+    ]:
         tr, tc = nbk.tile_shape(n, m, d, item)
         assert tr >= 1 and tc >= nbk.CHUNK and tr * tc * item <= 1 << 20
     # Large problems: the measured 512 x 256 float32 tile (512 KiB) at d = 64 and d = 384.
@@ -203,8 +217,7 @@ def test_blas_threads_restored():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     with nbk._blas_single_thread():
-        inside = [i["num_threads"] for i in threadpoolctl.threadpool_info()
-                  if i["user_api"] == "blas"]
+        inside = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
         assert all(t == 1 for t in inside)
     after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
     assert after == before
@@ -229,25 +242,24 @@ def test_op_selects_numba_and_matches_reference(gen):
     items = torch.randn(300, 16, generator=gen)
     indptr, indices = random_exclusions(120, 300, gen, max_per_row=20)
     excl = sk.CSRGraph.from_edges(
-        torch.repeat_interleave(torch.arange(120), indptr[1:] - indptr[:-1]), indices,
-        shape=(120, 300))
+        torch.repeat_interleave(torch.arange(120), indptr[1:] - indptr[:-1]), indices, shape=(120, 300)
+    )
     got = sk.topk_scores(x, items, 20, exclude=excl, backend="auto")
     assert sk.last_backend("topk") == "numba"
     idx, val = got
-    check_against_dense(idx, val, x, items, 20, allowed_mask(120, 300, False, indptr, indices),
-                        1e-4)
+    check_against_dense(idx, val, x, items, 20, allowed_mask(120, 300, False, indptr, indices), 1e-4)
     g = sk.knn_graph(x, 5, backend="numba")
     assert g.shape == (120, 120) and g.nnz == 600
     assert not bool((g.row_ids() == g.indices.long()).any())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cosine_scales_the_scores_instead_of_copying_the_rows(gen, tiny_tiles, monkeypatch,
-                                                               dtype):
+def test_cosine_scales_the_scores_instead_of_copying_the_rows(gen, tiny_tiles, monkeypatch, dtype):
     """metric="cosine" on numba: the kernel divides the scores by the row norms (no normalised
     copy: normalize_rows is never called) and returns the normalised rows' top-k, for row
     norms from 1e-3 to 1e3 and a zero row, self-join and cross join."""
     from slifmr_kernels.topk import op
+
     tiny_tiles(16, 48)
     x = torch.randn(70, 9, generator=gen, dtype=dtype)
     x = x * torch.logspace(-3, 3, 70, dtype=dtype)[:, None]
@@ -258,8 +270,7 @@ def test_cosine_scales_the_scores_instead_of_copying_the_rows(gen, tiny_tiles, m
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     for other, cand, es in ((None, unit[0], True), (y, unit[1], False)):
         idx, val = sk.topk_similarity(x, 8, y=other, backend="numba")
-        check_against_dense(idx, val, unit[0], cand, 8, allowed_mask(70, cand.shape[0], es),
-                            tol)
+        check_against_dense(idx, val, unit[0], cand, 8, allowed_mask(70, cand.shape[0], es), tol)
 
 
 def test_numpy_scan_handles_nonmultiple_chunks():

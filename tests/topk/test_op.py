@@ -1,4 +1,5 @@
 """topk_similarity / knn_graph / topk_scores on every backend, against dense float64 math."""
+
 import pytest
 import torch
 
@@ -53,15 +54,16 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n, m, d, k", [(1, 1, 1, 1), (37, 37, 5, 1), (61, 61, 17, 10),
-                                        (50, 200, 33, 64), (13, 9, 4, 20), (300, 300, 8, 7)])
+@pytest.mark.parametrize(
+    "n, m, d, k",
+    [(1, 1, 1, 1), (37, 37, 5, 1), (61, 61, 17, 10), (50, 200, 33, 64), (13, 9, 4, 20), (300, 300, 8, 7)],
+)
 @pytest.mark.parametrize("metric", ["cosine", "ip"])
 def test_self_join_matches_dense(device, backend, gen, n, m, d, k, dtype, metric):
     x = torch.randn(n, d, generator=gen, dtype=dtype).to(device)
     idx, val = sk.topk_similarity(x, k, metric=metric, backend=backend)
     assert sk.last_backend("topk") == backend
-    check_topk(idx, val, dense_scores(x, x, metric), allowed_mask(n, n, True, None), k,
-               TOL[dtype])
+    check_topk(idx, val, dense_scores(x, x, metric), allowed_mask(n, n, True, None), k, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -178,6 +180,7 @@ def test_opcheck_and_compile(gen):
     want = sk.topk_scores(x, x, 3, backend="torch")
     assert torch.equal(got[0], want[0])
 
+
 # knn_graph with exclude_self=False, the public topk_as_graph, the float32 values of knn_graph
 # for float64 input, and the tie rule documented where porters look
 @pytest.mark.parametrize("backend", ["torch", "numba"])
@@ -190,10 +193,10 @@ def test_knn_graph_keeps_self(backend):
     assert torch.equal(gr.indptr, want.indptr) and torch.equal(gr.indices, want.indices)
     assert torch.allclose(gr.values, want.values)
     # cosine: every (distinct) row is its own best neighbour, so it is in its list
-    assert all(i in gr.indices[gr.indptr[i]:gr.indptr[i + 1]].tolist() for i in range(60))
+    assert all(i in gr.indices[gr.indptr[i] : gr.indptr[i + 1]].tolist() for i in range(60))
     # the default still drops it
     gd = sk.knn_graph(x, 5, backend=backend)
-    assert not any(i in gd.indices[gd.indptr[i]:gd.indptr[i + 1]].tolist() for i in range(60))
+    assert not any(i in gd.indices[gd.indptr[i] : gd.indptr[i + 1]].tolist() for i in range(60))
 
 
 def test_knn_graph_k_clamp_with_self():

@@ -3,6 +3,7 @@ conftest) against the dense float64 reference: ties, k larger than the candidate
 lists longer than one block, int32 and int64 lists, float32 (packed keys and pair lists) and
 float64, the k-sliced path for wide rows; and the kernel lowers to sm_90 code.
 """
+
 import pytest
 import torch
 
@@ -47,8 +48,9 @@ def _check_topk(x, y, k, exclude_self=False, excl=None, dtype=torch.float64, exa
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n,m,d,k", [(37, 150, 7, 5), (20, 70, 33, 10), (65, 65, 16, 3),
-                                     (70, 200, 130, 4)])  # d > BLOCK_K: the k-sliced path
+@pytest.mark.parametrize(
+    "n,m,d,k", [(37, 150, 7, 5), (20, 70, 33, 10), (65, 65, 16, 3), (70, 200, 130, 4)]
+)  # d > BLOCK_K: the k-sliced path
 def test_topk_random(n, m, d, k, dtype):
     gen = torch.Generator().manual_seed(n * 1000 + m + d + k)
     x = torch.randn(n, d, generator=gen, dtype=torch.float64)
@@ -75,8 +77,7 @@ def test_topk_knn_self_excluded_with_duplicates(dtype):
     x = torch.randn(90, 12, generator=gen, dtype=torch.float64)
     x[40] = x[3]  # a duplicate item is a valid neighbour; only the row itself is excluded
     x = x / x.norm(dim=1, keepdim=True)
-    idx, _ = _check_topk(x, x, 6, exclude_self=True, dtype=dtype,
-                         exact_idx=dtype == torch.float64)
+    idx, _ = _check_topk(x, x, 6, exclude_self=True, dtype=dtype, exact_idx=dtype == torch.float64)
     assert not bool((idx == torch.arange(90)[:, None]).any())
     assert int(idx[3, 0]) == 40 and int(idx[40, 0]) == 3
 
@@ -102,15 +103,17 @@ def test_topk_k_at_least_candidates_and_exclusions(dtype):
     # per-row exclusion lists of varying length (row 0 excludes every column; row 5 none;
     # the list is unsorted and has a duplicate)
     lists = [list(range(m))] + [
-        torch.randperm(m, generator=gen)[: int(torch.randint(0, 8, (1,), generator=gen))]
-        .tolist() for _ in range(n - 1)]
+        torch.randperm(m, generator=gen)[: int(torch.randint(0, 8, (1,), generator=gen))].tolist()
+        for _ in range(n - 1)
+    ]
     lists[5] = []
     lists[7] = [3, 3, 9, 0]
     ep = torch.zeros(n + 1, dtype=torch.int64)
     ep[1:] = torch.cumsum(torch.tensor([len(a) for a in lists]), 0)
     ei = torch.tensor([j for a in lists for j in a], dtype=torch.int32)
-    idx, val = _check_topk(x, y, m, exclude_self=True, excl=(ep, ei), dtype=dtype,
-                           exact_idx=dtype == torch.float64)
+    idx, val = _check_topk(
+        x, y, m, exclude_self=True, excl=(ep, ei), dtype=dtype, exact_idx=dtype == torch.float64
+    )
     assert bool((idx[0] == -1).all()) and bool(torch.isneginf(val[0]).all())
     for i, a in enumerate(lists):
         got = set(idx[i][idx[i] >= 0].tolist())
@@ -142,18 +145,36 @@ def test_packed_keys_order_like_score_then_lower_index():
     """The float32 lists' int64 keys: key order = (score desc, index asc) over edge values
     (signed zeros, denormals, infinities, ties), exact round trip, NaN below everything."""
     tiny = float(torch.finfo(torch.float32).tiny)
-    vals = [float("-inf"), -3e38, -1.5, -1.0, -tiny, -tiny / 4, -0.0, 0.0, tiny / 4, tiny,
-            1e-30, 1.0, 1.0, 1.0, 2.5, 3e38, float("inf"), float("nan")]
+    vals = [
+        float("-inf"),
+        -3e38,
+        -1.5,
+        -1.0,
+        -tiny,
+        -tiny / 4,
+        -0.0,
+        0.0,
+        tiny / 4,
+        tiny,
+        1e-30,
+        1.0,
+        1.0,
+        1.0,
+        2.5,
+        3e38,
+        float("inf"),
+        float("nan"),
+    ]
     n = 32
     gen = torch.Generator().manual_seed(11)
     s = torch.tensor(vals + [0.0] * (n - len(vals)), dtype=torch.float32)
-    j = torch.randint(0, 2 ** 31 - 1, (n,), generator=gen, dtype=torch.int64)
-    j[-3:] = torch.tensor([0, 2 ** 31 - 1, 5])  # the extreme column ids
+    j = torch.randint(0, 2**31 - 1, (n,), generator=gen, dtype=torch.int64)
+    j[-3:] = torch.tensor([0, 2**31 - 1, 5])  # the extreme column ids
     key = torch.empty(n, dtype=torch.int64)
     s_out, j_out = torch.empty_like(s), torch.empty_like(j)
     _key_roundtrip_kernel[(1,)](s, j, key, s_out, j_out, BLOCK=n)
     nan = torch.isnan(s)
-    assert bool((key[nan] == -(2 ** 63)).all()) and bool((key[~nan] > -(2 ** 63)).all())
+    assert bool((key[nan] == -(2**63)).all()) and bool((key[~nan] > -(2**63)).all())
     live = (~nan).nonzero().flatten().tolist()
     assert torch.equal(s_out[~nan], s[~nan])  # -0.0 comes back as +0.0: equal as floats
     assert torch.equal(j_out[~nan], j[~nan])
