@@ -531,7 +531,8 @@ def task_approx(args):
     title = (
         f"approximate kNN graph, {name}, N = {n}, k = {k}, inner product on unit rows; "
         f"recall@{k} vs the exact graph"
-        f"{'' if samp is None else f' on {args.sample} sampled rows'}; GFLOP/s column = the exact join's 2·N²·d / time"
+        f"{'' if samp is None else f' on {args.sample} sampled rows'}; "
+        "GFLOP/s column = the exact join's 2·N²·d / time"
     )
     return title, rows, ["method", "time_s", "cpu_s", "vs ours", "peak_extra_MiB", "recall"]
 

@@ -101,7 +101,8 @@ def seed_table(rows) -> None:
         print(
             f"| {base} | {rs[0]['model']} | {len(rs)} | {ms([r['valid'] for r in rs])} | "
             f"{ms([r['recall@20'] for r in rs])} | {ms([r['ndcg@20'] for r in rs])} | "
-            f"{', '.join(str(r['best_epoch']) for r in rs)} | {statistics.mean(r['s_epoch'] for r in rs):.1f} |"
+            f"{', '.join(str(r['best_epoch']) for r in rs)} | "
+            f"{statistics.mean(r['s_epoch'] for r in rs):.1f} |"
         )
 
 

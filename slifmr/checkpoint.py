@@ -188,7 +188,7 @@ def remove_stale_temporaries(directory: str) -> list:
     """Delete ``*.tmp.<pid>`` files in ``directory`` whose writer process is gone; returns the
     names removed. A live writer's file (another process training into the same directory)
     is left alone."""
-    removed = []
+    removed: list[str] = []
     if not os.path.isdir(directory):
         return removed
     for name in sorted(os.listdir(directory)):

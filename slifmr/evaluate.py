@@ -36,7 +36,7 @@ def metrics_from_topk(
         ``"num_users"``.
     """
     n, kmax = top_items.shape
-    out = {"num_users": int(n)}
+    out: dict[str, float] = {"num_users": int(n)}
     n_rel = np.diff(truth.indptr)[users]
     if n == 0:
         for k in ks:

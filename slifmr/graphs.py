@@ -319,10 +319,12 @@ class GraphBuilder:
         if self.use_kg:
             # int32 edge arrays (entity and relation ids fit): half of int64's bytes.
             idx = np.int32 if max(self.num_entities, self.num_view_relations) < 2**31 else np.int64
+            assert ds.kg is not None  # use_kg needs ds.has_kg
             h, r, t = (ds.kg[:, c].astype(idx) for c in range(3))
             self._kg_src = np.concatenate([h, t])
             self._kg_dst = np.concatenate([t, h])
-            self._kg_rel = np.concatenate([r, r + idx(ds.num_relations)])
+            # numpy's stubs reject adding a scalar whose type is the union np.int32 | np.int64
+            self._kg_rel = np.concatenate([r, r + idx(ds.num_relations)])  # type: ignore[operator]
             del h, r, t
 
     # ------------------------------------------------------------------ pieces

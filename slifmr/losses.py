@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,7 @@ def l2_reg(*tensors: torch.Tensor) -> torch.Tensor:
     """Sum of squared entries / 2, divided by the batch size (rows of the first tensor)."""
     if not tensors:
         raise ValueError("l2_reg needs at least one tensor")
-    total = sum(t.pow(2).sum() for t in tensors)
+    total = cast(torch.Tensor, sum(t.pow(2).sum() for t in tensors))
     return 0.5 * total / max(tensors[0].shape[0], 1)
 
 

@@ -144,7 +144,7 @@ class Trainer:
         self.stopped_early = False
         self.stopped_by_callback = False
         self._tb = None  # SummaryWriter while training, if any
-        self._curves_t = None  # when curves.png was last drawn (None: not yet)
+        self._curves_t: float | None = None  # when curves.png was last drawn (None: not yet)
         # H(t-1) and the previous kNN graph: the self-loop's state, checkpointed whole
         self.selfloop = SelfLoop(
             self.builder,
@@ -291,7 +291,7 @@ class Trainer:
             return
         first = self._curves_t is None
         self._curves_t = now
-        best = self.best["epoch"] if self.best["epoch"] > 0 else None
+        best = int(self.best["epoch"]) if self.best["epoch"] > 0 else None
         if not write_curves(self.history, self._p("curves.png"), best_epoch=best) and first:
             self.log(MISSING_MATPLOTLIB)
 
@@ -464,7 +464,8 @@ class Trainer:
                 v = rec.get("valid_recall@20")
                 terms = ", ".join(f"{k} {parts[k]:.4f}" for k in self.model.loss_parts)
                 self.log(
-                    f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} ({terms})  valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
+                    f"epoch {epoch + 1:3d}  loss {parts['loss']:.4f} ({terms})  "
+                    f"valid recall@20 {'-' if v is None else f'{v:.4f}'}  "
                     f"ndcg@20 {rec.get('valid_ndcg@20', '-')}  {rec['epoch_s']:.1f}s "
                     f"(rebuild {rebuild_s:.2f}s)"
                 )

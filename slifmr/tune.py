@@ -287,7 +287,8 @@ def tune(
                         dataset(cfg),
                         trial_dir,
                         data_source=data,
-                        log=lambda s, n=n: log(f"  [trial {n}] {s}"),
+                        # mypy cannot type a lambda whose default binds the trial number
+                        log=lambda s, n=n: log(f"  [trial {n}] {s}"),  # type: ignore[misc]
                         on_evaluation=report,
                     )
                     best = trainer.train()
@@ -327,7 +328,7 @@ def _finish(study, output: str, data: str | None, dataset, log) -> dict:
         s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))
         for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     }
-    summary = {"study": os.path.join(output, "study.db"), "trials": counts, "best": None}
+    summary: dict[str, object] = {"study": os.path.join(output, "study.db"), "trials": counts, "best": None}
     if not counts["complete"]:
         log("no trial has completed yet: no best.yaml")
         write_json_atomic(summary, os.path.join(output, "best.json"))

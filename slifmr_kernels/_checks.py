@@ -8,6 +8,7 @@ boolean mask where a decreasing ``indptr`` has to be located.
 
 from __future__ import annotations
 
+import builtins
 import numbers
 from typing import NamedTuple
 
@@ -20,9 +21,11 @@ _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 class Kind(NamedTuple):
-    value: type
-    type: type
-    index: type
+    # builtins.type: the field named ``type`` shadows the builtin inside the class body
+    value: builtins.type[Exception]
+    type: builtins.type[Exception]
+    # shadows tuple.index on purpose: the checks call ``kind.index(message)``
+    index: builtins.type[Exception]  # type: ignore[assignment]
 
 
 INPUT = Kind(InputError, InputTypeError, InputIndexError)
@@ -79,8 +82,8 @@ def check_range(name: str, idx: torch.Tensor, upper: int, kind: Kind = INPUT) ->
     """Every entry of ``idx`` must lie in [0, upper): checked before any kernel reads memory."""
     if _tracing() or idx.numel() == 0:
         return
-    lo, hi = torch.aminmax(idx)
-    lo, hi = int(lo), int(hi)
+    lo_t, hi_t = torch.aminmax(idx)
+    lo, hi = int(lo_t), int(hi_t)
     if lo < 0 or hi >= upper:
         bad = lo if lo < 0 else hi
         raise kind.index(f"{name} has an entry {bad} outside [0, {upper})")
@@ -180,7 +183,7 @@ def check_shape(name: str, shape, kind: Kind = GRAPH) -> tuple[int, int]:
     return out[0], out[1]
 
 
-def alloc_error(what: str, exc: BaseException, kind: Kind = INPUT) -> InputError:
+def alloc_error(what: str, exc: BaseException, kind: Kind = INPUT) -> Exception:
     """An error for a buffer whose size the caller chose (an explicit shape) that cannot be
     allocated, instead of torch's bare allocator message."""
     return kind.value(f"{what}: cannot allocate it ({str(exc).splitlines()[0][:200]})")

@@ -1025,6 +1025,7 @@ class CSRGraph:
         if kind == "row":
             inv = torch.where(row_sum.abs() > eps, 1.0 / row_sum, torch.zeros_like(row_sum))
             return self._with_values(_normalized(vals * inv[rows], kind))
+        assert col_sum is not None  # allocated for kind == "sym", the one left
         col_sum = col_sum.index_add(0, cols, vals)
         inv_r = torch.where(row_sum > eps, row_sum.clamp_min(1e-30).rsqrt(), torch.zeros_like(row_sum))
         inv_c = torch.where(col_sum > eps, col_sum.clamp_min(1e-30).rsqrt(), torch.zeros_like(col_sum))

@@ -8,7 +8,10 @@ import pytest
 
 from slifmr.cli import _overrides, build_parser, main
 
-TINY = '{"num_users": 80, "num_items": 60, "num_clusters": 3, "mean_interactions": 8, "modalities": {"text": 6}, "kg_relations": 1}'
+TINY = (
+    '{"num_users": 80, "num_items": 60, "num_clusters": 3, "mean_interactions": 8, '
+    '"modalities": {"text": 6}, "kg_relations": 1}'
+)
 
 
 def test_train_evaluate_recommend(tmp_path, capsys):

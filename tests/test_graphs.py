@@ -1,4 +1,5 @@
-"""Graph assembly and the feedback insertion (which graph S(t) enters, with which weight), against dense formulas."""
+"""Graph assembly and the feedback insertion (which graph S(t) enters, with which weight),
+against dense formulas."""
 
 import time
 

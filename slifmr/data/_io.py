@@ -11,6 +11,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def _token_problem(tok: bytes, integer: bool) -> str | None:
         return f"expected a finite number, got {shown}"
 
 
-def _scan_for_bad_token(path: str, data: bytes, line_offset: int = 0, integer: bool = True) -> None:
+def _scan_for_bad_token(path: str, data: bytes, line_offset: int = 0, integer: bool = True) -> NoReturn:
     """Slow path: find the first token that is not a valid number and raise with its line."""
     for lineno, line in enumerate(data.split(b"\n"), start=1 + line_offset):
         for tok in line.split():

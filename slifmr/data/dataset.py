@@ -203,7 +203,7 @@ class Dataset:
             f"valid {0 if self.valid is None else self.valid.shape[0]}",
             f"test {self.test.shape[0]}",
         ]
-        if self.has_kg:
+        if self.has_kg and self.kg is not None:
             parts.append(
                 f"kg {self.kg.shape[0]} triples / {self.num_entities} entities / "
                 f"{self.num_relations} relations"

@@ -185,9 +185,9 @@ def _cluster_order(x: torch.Tensor, group: int, seed: int, iters: int = 8) -> np
         cnt = torch.bincount(a, minlength=C).to(x.dtype)
         keep = cnt > 0  # an empty cluster keeps its centroid
         c[keep] = sums[keep] / cnt[keep, None]
-    a = _assign(x, c).numpy()
+    cluster = _assign(x, c).numpy()
     crank = _inverse(np.argsort(_pc1(c).numpy(), kind="stable"))
-    return np.lexsort((coord.numpy(), crank[a])).astype(np.int64)
+    return np.lexsort((coord.numpy(), crank[cluster])).astype(np.int64)
 
 
 def _feature_matrix(ds: Dataset, dim: int, seed: int) -> torch.Tensor:

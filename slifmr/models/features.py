@@ -13,6 +13,9 @@ NORM_EPS = 1e-12
 
 
 class ModalityProjection(nn.Module):
+    feature: torch.Tensor
+    inv_norm: torch.Tensor | None
+
     """H_m = W_m F_m + b_m for one modality, (I, d) float32.
 
     Args:

@@ -103,7 +103,7 @@ class FREEDOM(Recommender):
 
     def item_view(self) -> torch.Tensor:
         """H: the item ID embeddings over the frozen item-item graph, (I, d)."""
-        h = self.item_emb
+        h: torch.Tensor = self.item_emb
         if self.item_graph is None:
             return torch.zeros_like(h)
         for _ in range(self.cfg.modality_layers):

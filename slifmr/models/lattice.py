@@ -70,14 +70,14 @@ class LATTICE(Recommender):
     def _learned_edges(self, weights: torch.Tensor) -> tuple:
         """(rows, cols, values) of the normalised learned graph, values differentiable in the
         projections and ``weights``."""
-        rows, cols, vals = [], [], []
+        row_parts, col_parts, vals = [], [], []
         for w, m in zip(weights, self.modalities):
             f = self.proj[m]()
             r, c = knn_edges(f, self.cfg.knn_k, backend=self.cfg.backend)
-            rows.append(r)
-            cols.append(c)
+            row_parts.append(r)
+            col_parts.append(c)
             vals.append(w * edge_cosine(f, r, c))
-        rows, cols = torch.cat(rows), torch.cat(cols)
+        rows, cols = torch.cat(row_parts), torch.cat(col_parts)
         return rows, cols, row_sum_normalized(rows, cols, torch.cat(vals), self.num_items)
 
     def item_view(self) -> torch.Tensor:
@@ -99,6 +99,7 @@ class LATTICE(Recommender):
             if relearn and torch.is_grad_enabled():
                 learned = propagate_edges(rows, cols, vals, h)
             else:
+                assert self._learned is not None  # built by the first training step or here
                 learned = sk.propagate(self._learned, h, backend=b)
             h = (1.0 - lam) * learned + lam * frozen
         return h

@@ -17,6 +17,8 @@ with the feedback graph S(t) inserted, come from :class:`slifmr.selfloop.SelfLoo
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 
@@ -112,7 +114,7 @@ class SLIFMR(Recommender):
 
     def feature(self, m: str) -> torch.Tensor:
         """The raw (I, d_m) float32 feature matrix of modality ``m`` (rows not normalised)."""
-        return self.proj[m].feature
+        return cast(ModalityProjection, self.proj[m]).feature
 
     def project(self, m: str) -> torch.Tensor:
         """H_m = proj_m(F_m with L2-normalised rows), (I, d) float32."""
@@ -126,6 +128,7 @@ class SLIFMR(Recommender):
         return self.entity_emb
 
     def kg_view(self, g: Graphs) -> torch.Tensor:
+        assert g.kg is not None  # the KG view exists only with a KG
         x = self.entities()
         acc = x
         for _ in range(self.cfg.kg_layers):

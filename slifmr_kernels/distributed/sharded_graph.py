@@ -44,6 +44,21 @@ class ShardedGraph:
     Build it with :meth:`from_edges` (a collective).
     """
 
+    graph: CSRGraph
+    partition: RowPartition
+    rank: int
+    world_size: int
+    group: dist.ProcessGroup | None
+    num_nodes: int
+    rows: torch.Tensor
+    ext_ids: torch.Tensor
+    own_pos: torch.Tensor
+    recv_pos: torch.Tensor
+    recv_counts: list[int]
+    send_idx: torch.Tensor
+    send_counts: list[int]
+    _transpose: ShardedGraph | None
+
     def __init__(self, **kw):
         self.__dict__.update(kw)
 
@@ -187,9 +202,9 @@ class ShardedGraph:
         dest = part.owner[dst]
         perm = torch.sort(dest, stable=True).indices
         with guard(op, "sending in-edges to their column owners", self.group):
-            sc = torch.bincount(dest, minlength=self.world_size)
-            rc = _comm.exchange_counts(sc, self.group)
-            sc, rc = sc.tolist(), rc.tolist()
+            send_counts = torch.bincount(dest, minlength=self.world_size)
+            recv_counts = _comm.exchange_counts(send_counts, self.group)
+            sc, rc = send_counts.tolist(), recv_counts.tolist()
             t_src = _comm.all_to_all_v(dst[perm], sc, rc, self.group)  # A^T row = A column
             t_dst = _comm.all_to_all_v(src[perm], sc, rc, self.group)
             t_val = _comm.all_to_all_v(g.values.cpu()[perm].contiguous(), sc, rc, self.group)

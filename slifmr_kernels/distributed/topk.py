@@ -51,7 +51,7 @@ def _merge(idx: Tensor, val: Tensor, cidx: Tensor, cval: Tensor, k: int, big: in
 def _split_exclusions(excl_rows: Tensor, excl_cols: Tensor, n_q: int, part: RowPartition):
     """Per candidate rank s: a CSRGraph (n_q, n_s) of the pairs whose column s owns, in s's
     local numbering (None where there are none)."""
-    out = [None] * part.world_size
+    out: list[CSRGraph | None] = [None] * part.world_size
     if excl_cols.numel() == 0:
         return out
     owner = part.owner[excl_cols]
@@ -113,6 +113,7 @@ def topk_similarity(
         y_local, y_partition = x_local, partition
     else:
         check_float("y_local", y_local, ndim=2)
+        assert y_local is not None  # check_float rejects anything but a tensor
         if not isinstance(y_partition, RowPartition):
             raise InputTypeError(
                 f"{op}: y_local needs y_partition, a RowPartition of the "
@@ -124,6 +125,7 @@ def topk_similarity(
                 f"{y_local.dtype}, {y_local.shape[1]} vs {x_local.dtype}, "
                 f"{x_local.shape[1]}"
             )
+    assert y_partition is not None  # set or checked above
     for name, part in (("partition", partition), ("y_partition", y_partition)):
         if part is not None and (not isinstance(part, RowPartition) or part.world_size != p):
             raise InputError(f"{op}: {name} must be a RowPartition over the group's {p} ranks")
@@ -176,6 +178,7 @@ def topk_similarity(
         rows_l.append(exclude.row_ids().cpu().to(torch.int64))
         cols_g.append(exclude.indices.cpu().to(torch.int64))
     if exclude_self:
+        assert partition is not None  # checked above
         q = partition.rows_of(rank)
         keep = q < M
         rows_l.append(torch.arange(n_q)[keep])
@@ -215,7 +218,8 @@ def topk_similarity(
             idx, val = _merge(idx, val, bi, bv, kk, M)
         with guard(op, f"ring hop {t + 1} of {p - 1}", group):
             for r in reqs:
-                r.wait()
+                if r is not None:  # None only for a rank outside the group
+                    r.wait()
         if nxt is not None:
             block = nxt
     if kk < k:

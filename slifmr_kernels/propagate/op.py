@@ -248,7 +248,7 @@ def _folded_values(g: CSRGraph, w: Tensor, dtype: torch.dtype, transposed: bool 
         or cache["dtype"] != dtype
     ):
         folded = g.values.to(dtype) * w.detach().to(dtype)[g.relation.long()]
-        g._folded = cache = {
+        g._folded = cache = {  # type: ignore[attr-defined]  # a cache carried by the graph
             "w": weakref.ref(w),
             "w_version": w._version,
             "v": g.values,

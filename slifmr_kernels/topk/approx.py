@@ -3,8 +3,8 @@
 ``sk.knn_graph(x, k, method="approx")``. For graphs with no previous graph to refine (item
 graphs of a new catalog, 1M-item modality graphs), where the exact O(N² d) join is too slow:
 
-1. **Seeds.** ``orders`` times (:data:`ORDERS`: 2): rows sorted by a random-hyperplane hash (``bits`` sign bits,
-   then the first projection), the order cut into blocks of ``block`` rows, an exact kNN
+1. **Seeds.** ``orders`` times (:data:`ORDERS`: 2): rows sorted by a random-hyperplane hash
+   (``bits`` sign bits, then the first projection), the order cut into blocks of ``block`` rows, an exact kNN
    (``topk_similarity``, the fast CPU kernel) inside every block. Rows with a small angle tend
    to share a block in at least one order; the union of the per-block lists is the seed graph.
    Cost ``orders · N · block · d`` multiply-adds.

@@ -228,7 +228,7 @@ def candidates(x, y, c, exclude_self, excl_indptr, excl_indices, xb=None, yb=Non
         tr //= 2
     tiles = list(range(0, n, tr))
     lock = threading.Lock()
-    errors = []
+    errors: list[BaseException] = []
 
     def work():
         tile = torch.empty(tr, TC, dtype=torch.bfloat16)

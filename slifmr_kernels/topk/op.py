@@ -64,7 +64,11 @@ def _topk_kernel(
     if getattr(mod, "SCALED_COSINE", False):
         return mod.topk(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=x_norm, y_norm=y_norm)
     xs = x / x_norm[:, None]
-    ys = xs if y is x else y / y_norm[:, None]
+    if y is x:
+        ys = xs
+    else:
+        assert y_norm is not None  # passed with x_norm
+        ys = y / y_norm[:, None]
     return mod.topk(xs, ys, k, exclude_self, excl_indptr, excl_indices)
 
 
