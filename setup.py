@@ -1,4 +1,5 @@
-"""Install slifmr and slifmr_kernels; build the CUDA extension only where CUDA is usable.
+"""Build the CUDA extension of slifmr_kernels only where CUDA is usable (the rest of the
+install is described by pyproject.toml).
 
 * Default: pure-Python install (torch reference + Numba CPU kernels, numba a core
   dependency; Triton kernels with the 'gpu' extra).
@@ -11,9 +12,7 @@
 import glob
 import os
 
-from setuptools import find_packages, setup
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from setuptools import setup
 
 
 def cuda_extensions():
@@ -46,48 +45,5 @@ def cuda_extensions():
 
 ext_modules, cmdclass = cuda_extensions()
 
-setup(
-    name="slifmr",
-    version="0.1.0",
-    description="Scalable sparse and top-k kernels for graph recommenders, and the SLIF-MR "
-    "multimodal recommender built on them",
-    long_description=open(os.path.join(HERE, "README.md")).read(),
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["slifmr_kernels*", "slifmr*"]),
-    python_requires=">=3.10",
-    install_requires=[
-        # 2.13.0 is the CPU build this project develops on; any 2.x >= 2.4 has the
-        # torch.library APIs the ops use.
-        "torch>=2.4,<=2.14.1",
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "tqdm>=4.60",
-        "pyyaml>=6.0",
-        # The CPU kernels: without numba, backend="auto" runs the torch reference (~3.5x
-        # slower for propagate). threadpoolctl pins BLAS to one thread inside the Numba
-        # top-k's parallel region.
-        "numba>=0.59",
-        "threadpoolctl>=3.0",
-    ],
-    extras_require={
-        # kept for old install commands: numba and threadpoolctl are core dependencies now
-        "cpu": ["numba>=0.59", "threadpoolctl>=3.0"],
-        "gpu": ["triton>=3.0"],
-        "bench": ["faiss-cpu>=1.8", "pytest-benchmark>=4.0"],
-        # slifmr tune (Optuna), TensorBoard events of every run, curves.png and result figures
-        "track": ["optuna>=3.0", "tensorboard>=2.10", "matplotlib>=3.7"],
-        "test": [
-            "pytest>=7",
-            "pytest-benchmark>=4.0",
-            "numba>=0.59",
-            "threadpoolctl>=3.0",
-            "triton>=3.0",
-            "optuna>=3.0",
-            "tensorboard>=2.10",
-            "matplotlib>=3.7",
-        ],
-    },
-    entry_points={"console_scripts": ["slifmr = slifmr.cli:main"]},
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-)
+# The project's metadata (name, version, dependencies, extras, entry point) is in pyproject.toml.
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

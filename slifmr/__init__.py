@@ -8,9 +8,8 @@ Modules follow the data flow: :mod:`slifmr.data` (layouts, synthetic) -> :mod:`s
 
 # The kernels first: they choose the OpenMP wait policy before torch starts its thread pool.
 import slifmr_kernels  # noqa: F401
+from slifmr_kernels import __version__  # one version for both packages
 
 from .config import Config, load_config  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = ["Config", "load_config", "__version__"]

@@ -31,6 +31,7 @@ import os as _os
 if _os.environ.get("SLIFMR_SET_OMP_WAIT_POLICY", "1") != "0":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from ._version import __version__ as __version__  # noqa: E402
 from .backends import available_backends, last_backend  # noqa: E402
 from .errors import (  # noqa: E402
     BackendUnavailable,
@@ -47,8 +48,6 @@ from .graph import CSRGraph, stack_relations  # noqa: E402
 from .propagate.op import propagate, propagate_layers  # noqa: E402
 from .refine.op import knn_refine  # noqa: E402
 from .topk.op import knn_graph, normalize_rows, topk_scores, topk_similarity  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CSRGraph",
