@@ -8,7 +8,9 @@ import re
 import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-DOCS = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+DOCS = ["README.md", "CHANGELOG.md"] + sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))
+)
 TOP = ("bench/", "tests/", "slifmr/", "slifmr_kernels/", "csrc/", "docs/", "tools/", "configs/", ".ci/")
 QUOTED = re.compile(r"`([^`\s]+)`")
 

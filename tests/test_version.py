@@ -34,3 +34,8 @@ def test_pyproject_reads_the_version_module():
     assert cfg["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "slifmr_kernels._version.__version__"}
     with open(os.path.join(ROOT, "setup.py")) as f:
         assert "version=" not in f.read()
+
+
+def test_changelog_has_the_version():
+    with open(os.path.join(ROOT, "CHANGELOG.md")) as f:
+        assert f"## [{__version__}]" in f.read()
