@@ -89,6 +89,13 @@ for s in 2025 2026 2027; do
   run "sub_best_s$s" "$SUB" "${BEST[@]}" --set seed=$s
   run "sub_freedom_s$s" "$SUB" "${FREEDOM[@]}" --set seed=$s
 done
+# LightGCN tuned on the cut's validation split (20 Optuna trials, configs/spaces/lightgcn.yaml)
+[[ -f runs/tune/sub-lightgcn/best.yaml ]] || python -m slifmr tune --data "$SUB" --model lightgcn \
+  --config configs/lightgcn.yaml --space configs/spaces/lightgcn.yaml --trials 20 \
+  --output runs/tune/sub-lightgcn --set progress=false
+for s in 2025 2026 2027; do
+  run "sub_lgcn_tuned_s$s" "$SUB" --config runs/tune/sub-lightgcn/best.yaml --set seed=$s
+done
 run sub_slif_s2025 "$SUB" "${EARLIER[@]}" --set seed=2025
 run sub_slif_nosc_s2025 "$SUB" "${EARLIER[@]}" --set seed=2025 --set sc_weight=0
 run sub_slif_ids_s2025 "$SUB" "${EARLIER[@]}" --set seed=2025 --set modality_input=ids
