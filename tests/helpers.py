@@ -179,3 +179,32 @@ def tiny_train_config(**overrides):
     )
     base.update(overrides)
     return Config(**base)
+
+
+#: a synthetic dataset with every view (KG, two modalities) that trains in a few seconds
+SMALL_DATA = {
+    "num_users": 120,
+    "num_items": 90,
+    "num_clusters": 4,
+    "mean_interactions": 10,
+    "modalities": {"image": 8, "text": 6},
+    "kg_relations": 2,
+}
+
+
+def small_train_config(**overrides):
+    """A Config that trains every view of SLIF-MR on SMALL_DATA in a few epochs."""
+    base = dict(
+        embed_dim=16,
+        batch_size=256,
+        epochs=3,
+        lr=0.01,
+        progress=False,
+        synthetic=SMALL_DATA,
+        seed=3,
+        knn_k=5,
+        feedback_k=5,
+        patience=0,
+    )
+    base.update(overrides)
+    return Config(**base)

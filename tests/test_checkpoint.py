@@ -27,33 +27,10 @@ from slifmr.cli import main
 from slifmr.config import Config
 from slifmr.data.prepare import prepare_data
 from slifmr.train import Trainer
+from tests.helpers import SMALL_DATA as SMALL
+from tests.helpers import small_train_config as _cfg
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SMALL = {
-    "num_users": 120,
-    "num_items": 90,
-    "num_clusters": 4,
-    "mean_interactions": 10,
-    "modalities": {"image": 8, "text": 6},
-    "kg_relations": 2,
-}
-
-
-def _cfg(**kw):
-    base = dict(
-        embed_dim=16,
-        batch_size=256,
-        epochs=3,
-        lr=0.01,
-        progress=False,
-        synthetic=SMALL,
-        seed=3,
-        knn_k=5,
-        feedback_k=5,
-        patience=0,
-    )
-    base.update(kw)
-    return Config(**base)
 
 
 @pytest.fixture(scope="module")

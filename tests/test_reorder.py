@@ -23,15 +23,8 @@ from slifmr.data.reorder import (
 )
 from slifmr.evaluate import rank_metrics
 from slifmr.train import Trainer
-
-SMALL = {
-    "num_users": 120,
-    "num_items": 90,
-    "num_clusters": 4,
-    "mean_interactions": 10,
-    "modalities": {"image": 8, "text": 6},
-    "kg_relations": 2,
-}
+from tests.helpers import SMALL_DATA as SMALL
+from tests.helpers import small_train_config
 
 
 @pytest.fixture(scope="module")
@@ -156,20 +149,7 @@ def test_apply_reorder_modes(ds):
 
 
 def _cfg(**kw):
-    base = dict(
-        embed_dim=16,
-        batch_size=256,
-        epochs=2,
-        lr=0.01,
-        progress=False,
-        synthetic=SMALL,
-        seed=3,
-        knn_k=5,
-        feedback_k=5,
-        patience=0,
-    )
-    base.update(kw)
-    return Config(**base)
+    return small_train_config(**{"epochs": 2, **kw})
 
 
 @pytest.mark.parametrize("share", [True, False])

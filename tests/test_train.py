@@ -11,38 +11,14 @@ import slifmr_kernels as sk
 from slifmr.config import Config
 from slifmr.data.prepare import prepare_data
 from slifmr.train import Trainer
-
-SMALL = {
-    "num_users": 120,
-    "num_items": 90,
-    "num_clusters": 4,
-    "mean_interactions": 10,
-    "modalities": {"image": 8, "text": 6},
-    "kg_relations": 2,
-}
+from tests.helpers import SMALL_DATA as SMALL
+from tests.helpers import small_train_config as _cfg
 
 
 @pytest.fixture(scope="module")
 def small_ds():
     cfg = Config(synthetic=SMALL, seed=3)
     return prepare_data(cfg)
-
-
-def _cfg(**kw):
-    base = dict(
-        embed_dim=16,
-        batch_size=256,
-        epochs=3,
-        lr=0.01,
-        progress=False,
-        synthetic=SMALL,
-        seed=3,
-        knn_k=5,
-        feedback_k=5,
-        patience=0,
-    )
-    base.update(kw)
-    return Config(**base)
 
 
 def test_fit_writes_outputs_and_learns(tmp_path, small_ds):
