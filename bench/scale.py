@@ -419,6 +419,7 @@ def _make_trainer(args, ds, mem: MemoryMeter, result: dict, log):
         modalities=sorted(ds.features),
         knn_exact_max=exact_max,
         lr=args.lr,
+        edge_dropout=args.edge_dropout,
     )
     out_dir = tempfile.mkdtemp(prefix="slifmr-scale-")  # config.json only; no checkpoints
     t0 = time.perf_counter()
@@ -665,6 +666,13 @@ def main(argv=None) -> dict:
         "the previous epoch's graph, or bucket_knn",
     )
     p.add_argument("--lr", type=float, default=Config.lr, help="Adam learning rate")
+    p.add_argument(
+        "--edge-dropout",
+        type=float,
+        default=0.0,
+        help="share of the user-item edges dropped per training epoch (SLIF-MR's training default "
+        "is 0.5; the runs in docs/SCALE.md predate it and used 0)",
+    )
     p.add_argument("--exact-max", type=int, default=20000, help="'auto' uses exact kNN up to this many items")
     p.add_argument(
         "--reorder",

@@ -289,10 +289,12 @@ class GraphBuilder:
             self._bip = sp.csr_matrix((U + I, U + I), dtype=np.float32)
         self.user_item = to_csr_graph(row_normalize(R), device)
         if self.edge_dropout > 0:
+            # int32 ids (float64 weights: the sample's keys, as the measured runs drew them)
             pairs = R.tocoo()
-            self._pairs = (pairs.row.astype(np.int64), pairs.col.astype(np.int64))
-            du, di = np.diff(R.indptr), np.asarray(R.getnnz(axis=0))
-            self._pair_weight = 1.0 / np.sqrt(du[pairs.row] * di[pairs.col]).astype(np.float64)
+            ids = np.int32 if max(U, I) < 2**31 else np.int64
+            self._pairs = (pairs.row.astype(ids), pairs.col.astype(ids))
+            du, di = np.diff(R.indptr).astype(np.float64), np.asarray(R.getnnz(axis=0), dtype=np.float64)
+            self._pair_weight = 1.0 / np.sqrt(du[pairs.row] * di[pairs.col])
             del pairs
         del R
 
@@ -409,8 +411,8 @@ class GraphBuilder:
         u, i = self._pairs
         keep = degree_sensitive_sample(self._pair_weight, int(round(u.size * (1.0 - self.edge_dropout))), rng)
         U, n = self.num_users, self.num_users + self.num_items
-        rows = np.concatenate([u[keep], i[keep] + U])
-        cols = np.concatenate([i[keep] + U, u[keep]])
+        uk, ik = u[keep].astype(np.int64), i[keep].astype(np.int64) + U
+        rows, cols = np.concatenate([uk, ik]), np.concatenate([ik, uk])
         bip = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n, n))
         if S is not None and "interaction" in self.feedback_in and self.gamma > 0:
             bip = bip + self._pad_items(self.gamma * S)
