@@ -124,6 +124,10 @@ run bx_best_nosc_s2025 book-crossing-kg "${BEST[@]}" --set seed=2025 --set sc_we
 run sub_d_sc01 "$SUB" "${BEST[@]}" --set seed=2025 --set sc_weight=0.1
 run sub_d_sc02 "$SUB" "${BEST[@]}" --set seed=2025 --set sc_weight=0.2
 run sub_d_w01 "$SUB" "${BEST[@]}" --set seed=2025 --set view_weight=0.1
+# modality views over the features plus the ID embeddings, and a lower rate, at the defaults
+run sub_d_both "$SUB" "${BEST[@]}" --set seed=2025 --set modality_input=both
+run ml1m_d_both ml-1m-kg-mm "${BEST[@]}" --set seed=2025 --set modality_input=both
+run ml1m_d_lr002 ml-1m-kg-mm "${BEST[@]}" --set seed=2025 --set lr=0.002
 for s in 2025 2026 2027; do
   for D in lfm:lastfm-kg bx:book-crossing-kg ml1m:ml-1m-kg-mm; do
     run "${D%%:*}_lgcn_s$s" "${D#*:}" --model lightgcn --set seed=$s
