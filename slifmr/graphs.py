@@ -207,6 +207,14 @@ class Graphs:
     train_adj: sk.CSRGraph | None = None
 
 
+def degree_weights(u: np.ndarray, i: np.ndarray, num_users: int, num_items: int) -> np.ndarray:
+    """1 / sqrt(d_u d_i) (E,) float64 of the (user, item) edges ``u``, ``i``, degrees counted
+    over those edges: the keep probabilities of :func:`degree_sensitive_sample`."""
+    du = np.bincount(u, minlength=num_users).astype(np.float64)
+    di = np.bincount(i, minlength=num_items).astype(np.float64)
+    return 1.0 / np.sqrt(du[u] * di[i])
+
+
 def degree_sensitive_sample(weights: np.ndarray, keep: int, rng: np.random.Generator) -> np.ndarray:
     """``keep`` distinct indices of ``weights`` (E,), drawn without replacement with probability
     proportional to the weights (exponential keys: the ``keep`` smallest -log(u) / w), sorted."""
@@ -293,8 +301,7 @@ class GraphBuilder:
             pairs = R.tocoo()
             ids = np.int32 if max(U, I) < 2**31 else np.int64
             self._pairs = (pairs.row.astype(ids), pairs.col.astype(ids))
-            du, di = np.diff(R.indptr).astype(np.float64), np.asarray(R.getnnz(axis=0), dtype=np.float64)
-            self._pair_weight = 1.0 / np.sqrt(du[pairs.row] * di[pairs.col])
+            self._pair_weight = degree_weights(pairs.row, pairs.col, U, I)
             del pairs
         del R
 
@@ -375,17 +382,13 @@ class GraphBuilder:
                the KG feedback relation; defaults to S.
             rng: draws the edges of ``train_adj`` (only with ``edge_dropout`` > 0).
         """
-        if S is None:
-            g = self.static_graphs()
-            if rng is not None and self.edge_dropout > 0:
-                g = dataclasses.replace(g, train_adj=self._dropped_adj(None, rng))
-            return g
-        if S.shape != (self.num_items, self.num_items):
+        if S is not None and S.shape != (self.num_items, self.num_items):
             raise ValueError(f"S must be num_items x num_items = {self.num_items}, got {S.shape}")
-        if "interaction" in self.feedback_in and self.gamma > 0:
-            adj = to_csr_graph(
-                sym_normalize(self._bip + self._pad_items(self.gamma * S)), self.device, symmetric=True
-            )
+        train_adj = self._dropped_adj(S, rng) if rng is not None and self.edge_dropout > 0 else None
+        if S is None:
+            return dataclasses.replace(self.static_graphs(), train_adj=train_adj)
+        if self._feedback_in_adj:
+            adj = to_csr_graph(sym_normalize(self._with_feedback(self._bip, S)), self.device, symmetric=True)
         else:
             adj = self._static_adj()
         modality = {}
@@ -403,8 +406,18 @@ class GraphBuilder:
                 if "kg" in self.feedback_in
                 else self._static_kg()
             )
-        train_adj = self._dropped_adj(S, rng) if rng is not None and self.edge_dropout > 0 else None
         return Graphs(adj, self.user_item, modality, kg, int(S.nnz), train_adj)
+
+    @property
+    def _feedback_in_adj(self) -> bool:
+        """Whether S(t) enters A(t) (``feedback_in`` and ``gamma``)."""
+        return "interaction" in self.feedback_in and self.gamma > 0
+
+    def _with_feedback(self, bip: sp.csr_matrix, S: sp.csr_matrix | None) -> sp.csr_matrix:
+        """[[0, R], [R^T, gamma * S]] from the bipartite part, or ``bip`` when S does not enter."""
+        if S is None or not self._feedback_in_adj:
+            return bip
+        return bip + self._pad_items(self.gamma * S)
 
     def _dropped_adj(self, S: sp.csr_matrix | None, rng: np.random.Generator) -> sk.CSRGraph:
         """sym([[0, R'], [R'^T, gamma * S]]) with R' a degree-sensitive sample of R's edges."""
@@ -414,9 +427,7 @@ class GraphBuilder:
         uk, ik = u[keep].astype(np.int64), i[keep].astype(np.int64) + U
         rows, cols = np.concatenate([uk, ik]), np.concatenate([ik, uk])
         bip = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n, n))
-        if S is not None and "interaction" in self.feedback_in and self.gamma > 0:
-            bip = bip + self._pad_items(self.gamma * S)
-        return to_csr_graph(sym_normalize(bip), self.device, symmetric=True)
+        return to_csr_graph(sym_normalize(self._with_feedback(bip, S)), self.device, symmetric=True)
 
     # ------------------------------------------------------------------ static graphs
     def _cached(self, name: str, make):

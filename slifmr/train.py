@@ -400,9 +400,9 @@ class Trainer:
         while self.epoch < cfg.epochs and not stopped:
             epoch = self.epoch
             t0 = time.perf_counter()
-            # its own stream: the batches' order and negatives stay those of a run without it
-            drop_rng = np.random.default_rng([cfg.seed, epoch, 1]) if cfg.edge_dropout > 0 else None
-            graphs, rebuild_s = self.selfloop.graphs(rng=drop_rng)
+            # edge dropout's own stream (drawn only with edge_dropout > 0): the batches' order and
+            # negatives stay those of a run without it
+            graphs, rebuild_s = self.selfloop.graphs(rng=np.random.default_rng([cfg.seed, epoch, 1]))
             t1 = time.perf_counter()
             parts = self._train_epoch(graphs, epoch)
             t2 = time.perf_counter()

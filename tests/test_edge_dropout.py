@@ -7,7 +7,7 @@ import torch
 
 from slifmr.config import Config, ConfigError, load_config
 from slifmr.data.synthetic import make_synthetic
-from slifmr.graphs import GraphBuilder, degree_sensitive_sample, feedback_knn
+from slifmr.graphs import GraphBuilder, feedback_knn
 from slifmr.models import build_model
 
 SMALL = {"num_users": 60, "num_items": 45, "num_clusters": 3, "mean_interactions": 8}
@@ -63,15 +63,6 @@ def test_train_adj_carries_the_feedback_block(ds):
     drop, full = _dense(g.train_adj), _dense(g.adj)
     assert np.array_equal(drop[U:, U:] > 0, full[U:, U:] > 0) and (drop[U:, U:] > 0).any()
     assert len(_ui_edges(drop, U)) < len(_ui_edges(full, U))
-
-
-def test_degree_sensitive_sample_prefers_heavy_edges():
-    rng = np.random.default_rng(0)
-    w = np.array([1.0, 1.0, 10.0, 10.0, 0.1])
-    counts = np.zeros(5)
-    for _ in range(400):
-        counts[degree_sensitive_sample(w, 2, rng)] += 1
-    assert counts[2] > counts[0] > counts[4] and counts[3] > counts[1]
 
 
 @pytest.mark.parametrize("model", ["lightgcn", "slifmr"])

@@ -23,7 +23,7 @@ import torch
 import slifmr_kernels as sk
 
 from ..config import Config
-from ..graphs import Graphs, degree_sensitive_sample
+from ..graphs import Graphs, degree_sensitive_sample, degree_weights
 from ..losses import bpr_loss
 from .base import Batch, ModelOutput, Recommender
 from .features import raw_feature_projections
@@ -74,10 +74,8 @@ class FREEDOM(Recommender):
                 backend=cfg.backend,
             )
         u, i = train[:, 0].astype(np.int64), train[:, 1].astype(np.int64)
-        du = np.bincount(u, minlength=self.num_users).astype(np.float64)
-        di = np.bincount(i, minlength=self.num_items).astype(np.float64)
         self._edges = (u, i)
-        self._edge_weight = 1.0 / np.sqrt(du[u] * di[i])
+        self._edge_weight = degree_weights(u, i, self.num_users, self.num_items)
         self._pruned: sk.CSRGraph | None = None
 
     def begin_epoch(self, epoch: int, rng: np.random.Generator) -> None:
