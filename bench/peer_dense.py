@@ -41,7 +41,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 
-from scale import MemoryMeter, catalog_args, make_catalog  # noqa: E402
+from scale import MemoryMeter, catalog_args, epoch_summary, make_catalog  # noqa: E402
 
 from slifmr.config import Config  # noqa: E402
 from slifmr.evaluate import metrics_from_topk  # noqa: E402
@@ -354,17 +354,7 @@ def run(args, log=print) -> dict:
         )
         log(f"  epoch {epoch + 1}: {rec['epoch_seconds']:.1f} s, refresh {rec['refresh']:.1f} s")
         epochs.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()})
-    last = epochs[-1]
-    result.update(
-        epochs=epochs,
-        epoch_seconds=last["epoch_seconds"],
-        extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
-        refresh_seconds=last["refresh"],
-        refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
-        peak_rss_gib=round(mem.peak_gib(), 3),
-        rss_by_phase=mem.records,
-        threads=torch.get_num_threads(),
-    )
+    result.update(epoch_summary(epochs, mem))
     return result
 
 

@@ -608,6 +608,23 @@ def _run_epoch(
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()}
 
 
+def epoch_summary(epochs: list, mem: MemoryMeter) -> dict:
+    """What a scale run reports after its epochs (this engine's and bench/peer_dense.py's): the
+    per-epoch records, the last epoch's seconds and refresh share, whether any epoch's steps
+    were extrapolated, the peak and per-phase RSS and the thread count."""
+    last = epochs[-1]
+    return dict(
+        epochs=epochs,
+        epoch_seconds=last["epoch_seconds"],
+        extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
+        refresh_seconds=last["refresh"],
+        refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
+        peak_rss_gib=round(mem.peak_gib(), 3),
+        rss_by_phase=mem.records,
+        threads=torch.get_num_threads(),
+    )
+
+
 def run(args, log=print) -> dict:
     """Generate, build, train ``args.epochs`` epochs; returns the result dict (see module doc)."""
     if args.threads:
@@ -632,18 +649,7 @@ def run(args, log=print) -> dict:
         for epoch in range(args.epochs):
             epochs.append(_run_epoch(epoch, trainer, clock, eval_users, steps_total, cfg.backend, mem, log))
 
-    last = epochs[-1]
-    result.update(
-        epochs=epochs,
-        epoch_seconds=last["epoch_seconds"],
-        extrapolated=any(e["steps_run"] < e["steps"] for e in epochs),
-        refresh_seconds=last["refresh"],
-        refresh_share=round(last["refresh"] / max(last["epoch_seconds"], 1e-12), 4),
-        peak_rss_gib=round(mem.peak_gib(), 3),
-        rss_by_phase=mem.records,
-        threads=torch.get_num_threads(),
-        backend=sk.last_backend(),
-    )
+    result.update(epoch_summary(epochs, mem), backend=sk.last_backend())
     return result
 
 
