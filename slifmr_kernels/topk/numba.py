@@ -39,6 +39,8 @@ import scipy.linalg.cython_blas  # noqa: F401
 import torch
 from numba import njit, prange
 
+from .op import scaled_rows
+
 __all__ = ["topk", "topk_fp32", "topk_outer", "tile_shape"]
 
 CHUNK = 16  # scores per chunk-max test: one AVX-512 register of fp32
@@ -325,8 +327,7 @@ def topk(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=None, y_norm=N
     score tile by the inverse norms; the bf16 path, which certifies its candidates from the
     rows it ranks, gets normalised copies, as the other backends do."""
     if x_norm is not None and k and bf16.enabled(x, y, int(k), check_range=False):
-        xs = x / x_norm[:, None]
-        x, y = xs, (xs if y is x else y / y_norm[:, None])
+        x, y = scaled_rows(x, y, x_norm, y_norm)
         x_norm = y_norm = None
     if x_norm is None and k and bf16.enabled(x, y, int(k)):
         return bf16.topk(x, y, k, exclude_self, excl_indptr, excl_indices, exact_fn=topk_fp32)

@@ -63,13 +63,18 @@ def _topk_kernel(
         return mod.topk(x, y, k, exclude_self, excl_indptr, excl_indices)
     if getattr(mod, "SCALED_COSINE", False):
         return mod.topk(x, y, k, exclude_self, excl_indptr, excl_indices, x_norm=x_norm, y_norm=y_norm)
+    xs, ys = scaled_rows(x, y, x_norm, y_norm)
+    return mod.topk(xs, ys, k, exclude_self, excl_indptr, excl_indices)
+
+
+def scaled_rows(x: Tensor, y: Tensor, x_norm: Tensor, y_norm: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(x / x_norm, y / y_norm) row-wise: the normalised copies a backend without
+    ``SCALED_COSINE`` ranks; one copy when ``y is x`` (its norms are then x_norm)."""
     xs = x / x_norm[:, None]
     if y is x:
-        ys = xs
-    else:
-        assert y_norm is not None  # passed with x_norm
-        ys = y / y_norm[:, None]
-    return mod.topk(xs, ys, k, exclude_self, excl_indptr, excl_indices)
+        return xs, xs
+    assert y_norm is not None  # passed with x_norm
+    return xs, y / y_norm[:, None]
 
 
 def _topk_fake(x, y, k, exclude_self, excl_indptr, excl_indices, backend, x_norm=None, y_norm=None):
