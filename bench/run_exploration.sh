@@ -34,7 +34,7 @@ mkdir -p "$OUT"
 
 # SLIF-MR with the defaults the earlier runs had (view weights learned from 0.2, no edge
 # dropout); the current defaults are BEST further down.
-EARLIER=(--model slifmr --set learn_view_weight=true --set view_weight=0.2 --set edge_dropout=0)
+EARLIER=(--model slifmr --set learn_view_weight=true --set view_weight=0.2 --set edge_dropout=0 --set neg_candidates=1)
 
 # ml-1m-kg-mm: LightGCN (both losses), SLIF-MR variants, the peers with their reference
 # settings at this protocol's batch size and rate
@@ -81,8 +81,8 @@ done
 SUB=runs/data/ml-1m-sub1k
 [[ -f $SUB/train.txt ]] || python bench/subsample_kgat.py "${SLIFMR_DATA:-../shared/data}/ml-1m-kg-mm" "$SUB" \
   --users 1000 --items 1400 --seed 0
-FIX=(--model slifmr --set learn_view_weight=false --set view_weight=0.2 --set edge_dropout=0)
-BEST=(--model slifmr --set learn_view_weight=false --set view_weight=0.05 --set edge_dropout=0.5)
+FIX=(--model slifmr --set learn_view_weight=false --set view_weight=0.2 --set edge_dropout=0 --set neg_candidates=1)
+BEST=(--model slifmr --set learn_view_weight=false --set view_weight=0.05 --set edge_dropout=0.5 --set neg_candidates=1)
 FREEDOM=(--config configs/freedom.yaml --set lr=0.005 --set batch_size=8192)
 for s in 2025 2026 2027; do
   run "sub_lgcn_s$s" "$SUB" --model lightgcn --set seed=$s

@@ -39,6 +39,10 @@ _THREADS_MAX = 1024  # num_threads: passed to torch.set_num_threads
 # SLIF-MR's share of dropped user-item edges per training epoch (``edge_dropout: auto``),
 # chosen on validation (docs/RESULTS.md); LightGCN's validation recall fell with it.
 SLIFMR_EDGE_DROPOUT = 0.5
+# SLIF-MR's uniform candidates per BPR negative, the hardest kept (``neg_candidates: auto``),
+# chosen on validation (docs/RESULTS.md); 1 (plain uniform sampling) for the other models, as
+# they are published.
+SLIFMR_NEG_CANDIDATES = 4
 
 
 class ConfigError(ValueError):
@@ -90,6 +94,8 @@ class Config:
     reg_weight: float = 1e-4
     loss: str = "bpr"  # ranking loss: "bpr" | "softmax" (sampled, cosine scores)
     num_negatives: int = 256  # softmax: uniform negatives shared by a batch's rows
+    neg_candidates: Any = "auto"  # bpr: uniform candidates per triple, the hardest kept
+    # (1: uniform); "auto": SLIFMR_NEG_CANDIDATES for slifmr, 1 for the others
     softmax_temperature: float = 0.1  # softmax: temperature of the cosine scores
     # --- optimisation
     lr: float = 5e-3  # chosen on validation (docs/RESULTS.md, "Defaults")
@@ -127,10 +133,14 @@ class Config:
         """The effective configuration: ``model: lightgcn`` turns every auxiliary view off;
         FREEDOM and LATTICE keep the modalities but have no KG view, feedback or consistency
         (FREEDOM prunes its graph by ``prune_ratio`` instead); ``edge_dropout: auto`` becomes
-        :data:`SLIFMR_EDGE_DROPOUT` for SLIF-MR and 0 for the others."""
+        :data:`SLIFMR_EDGE_DROPOUT` for SLIF-MR and 0 for the others, ``neg_candidates: auto``
+        :data:`SLIFMR_NEG_CANDIDATES` for SLIF-MR and 1 for the others."""
         cfg = self
+        slif = cfg.model == "slifmr"
         if cfg.edge_dropout == "auto":
-            cfg = dataclasses.replace(cfg, edge_dropout=SLIFMR_EDGE_DROPOUT if cfg.model == "slifmr" else 0.0)
+            cfg = dataclasses.replace(cfg, edge_dropout=SLIFMR_EDGE_DROPOUT if slif else 0.0)
+        if cfg.neg_candidates == "auto":
+            cfg = dataclasses.replace(cfg, neg_candidates=SLIFMR_NEG_CANDIDATES if slif else 1)
         if cfg.model == "lightgcn":
             return dataclasses.replace(cfg, use_kg=False, modalities=[], feedback=False, sc_weight=0.0)
         if cfg.model in ("freedom", "lattice"):
@@ -240,6 +250,19 @@ def _auto_float(lo: float, hi: float, hi_open: bool = False) -> _Rule:
     return _Rule("float", problem)
 
 
+def _auto_int(lo: int, hi: int) -> _Rule:
+    """An int in [lo, hi] or "auto": the model's own value (Config.resolved)."""
+    base = _int(lo, hi)
+
+    def problem(v):
+        if v == "auto":
+            return None
+        p = base.problem(v)
+        return None if p is None else "expected 'auto' or" + p[len("expected") :]
+
+    return _Rule("int", problem)
+
+
 def _choice(options: tuple) -> _Rule:
     listed = ", ".join(repr(o) for o in options)
     return _Rule(
@@ -337,6 +360,7 @@ _RULES: dict = {
     "reg_weight": _float(0),
     "loss": _choice(("bpr", "softmax")),
     "num_negatives": _int(1),
+    "neg_candidates": _auto_int(1, 1024),
     "softmax_temperature": _float(0, lo_open=True),
     "lr": _float(0, lo_open=True),
     "batch_size": _int(1),

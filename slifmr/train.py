@@ -191,6 +191,9 @@ class Trainer:
             users = ds.train[idx, 0]
             pos = ds.train[idx, 1]
             neg = self.sampler(users, rng)
+            if cfg.neg_candidates > 1:  # (B, M): the model keeps the hardest of each row's M
+                more = [self.sampler(users, rng) for _ in range(cfg.neg_candidates - 1)]
+                neg = np.stack([neg] + more, 1)
             parts = self._step(graphs, users, pos, neg, rng)
             for k, v in parts.items():
                 sums[k] += v

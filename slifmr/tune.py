@@ -178,6 +178,21 @@ def _comparable(cfg: Config) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in _FREE_KEYS}
 
 
+def _base_differences(stored: dict, current: dict) -> list:
+    """Keys whose values differ between a study's stored base config and this run's. A key the
+    stored one lacks counts only when this run moves it off its default: a newer slifmr may
+    have added the key (its default behaving as before), and the study then resumes."""
+    current = json.loads(json.dumps(current))
+    defaults = json.loads(json.dumps(_comparable(Config())))
+    keys = sorted(set(stored) | set(current))
+    return [
+        k
+        for k in keys
+        if stored.get(k, defaults.get(k)) != current.get(k, defaults.get(k))
+        or (k in stored and k not in current)
+    ]
+
+
 def tune(
     base: Config,
     space: dict,
@@ -220,9 +235,17 @@ def tune(
         study = optuna.create_study(
             study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True
         )
-        settings = {"space": space, "base_config": _comparable(base), "data": data}
+        base_config = _comparable(base)
+        settings = {"space": space, "base_config": base_config, "data": data}
         if study.user_attrs:
-            diff = [k for k, v in settings.items() if study.user_attrs.get(k) != json.loads(json.dumps(v))]
+            diff = [
+                k
+                for k, v in settings.items()
+                if k != "base_config" and study.user_attrs.get(k) != json.loads(json.dumps(v))
+            ]
+            keys = _base_differences(study.user_attrs.get("base_config") or {}, base_config)
+            if keys:
+                diff.append(f"base config ({', '.join(keys)})")
             if diff:
                 raise TuneError(
                     f"the study in {output} was started with a different "

@@ -177,6 +177,20 @@ def test_pruned_search_and_best_yaml_reproduces_its_trial(tmp_path, capsys):
     assert "different space" in capsys.readouterr().err
 
 
+def test_a_study_resumes_when_a_newer_version_added_a_config_key():
+    """A base config stored without a key that slifmr has since added is the same config when
+    this run leaves the key at its default; any real difference is named."""
+    from slifmr.tune import _base_differences, _comparable
+
+    current = _comparable(Config(model="lightgcn", lr=0.01))
+    stored = {k: v for k, v in current.items() if k != "neg_candidates"}
+    assert _base_differences(stored, current) == []
+    moved = _comparable(Config(model="lightgcn", lr=0.01, neg_candidates=4))
+    assert _base_differences(stored, moved) == ["neg_candidates"]
+    assert _base_differences(stored, _comparable(Config(model="lightgcn", lr=0.02))) == ["lr"]
+    assert _base_differences({**current, "gone": 1}, current) == ["gone"]
+
+
 def _wait_for(path, proc, timeout=120.0):
     t0 = time.time()
     while not os.path.exists(path):

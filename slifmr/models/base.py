@@ -53,7 +53,9 @@ class ModelOutput:
 class Batch:
     """One training batch of (user, positive item, negative item) triples.
 
-    ``users`` / ``pos`` / ``neg``: int64 (B,) tensors on the model's device; ``users_np`` /
+    ``users`` / ``pos`` / ``neg``: int64 (B,) tensors on the model's device; ``neg`` is (B, M)
+    with ``cfg.neg_candidates = M > 1`` until the ranking loss keeps the hardest of each row's
+    M candidates (:meth:`Recommender.hard_negatives`) and sets it to that (B,); ``users_np`` /
     ``pos_np``: the same ids as numpy arrays; ``rng``: the epoch's generator (losses that
     subsample the batch draw from it, so a resumed run draws the same).
     """
@@ -135,8 +137,25 @@ class Recommender(nn.Module):
         out = self.forward(g)
         return self.ranking_terms(out, batch)
 
+    def hard_negatives(self, out: ModelOutput, batch: Batch) -> None:
+        """Dynamic negative sampling: where ``batch.neg`` holds M > 1 uniform candidates per
+        triple, (B, M), keep the one the model scores highest for the row's user (the hardest,
+        under the current representations; no gradient flows through the choice) and make
+        ``batch.neg`` that (B,). Uniform negatives become easy as training goes on (most
+        unseen items already score far below the positive, their BPR gradient vanishes); the
+        hardest of a few keeps the gradient informative."""
+        if batch.neg.dim() != 2:
+            return
+        with torch.no_grad():
+            eu = out.user[batch.users]
+            scores = torch.einsum("bd,bmd->bm", eu, out.item[batch.neg])
+            pick = scores.argmax(1, keepdim=True)
+        batch.neg = batch.neg.gather(1, pick)[:, 0]
+
     def ranking_loss(self, out: ModelOutput, batch: Batch) -> torch.Tensor:
-        """The batch's ranking loss (``cfg.loss``, see the class docstring), a scalar."""
+        """The batch's ranking loss (``cfg.loss``, see the class docstring), a scalar. Resolves
+        ``batch.neg`` to one negative per triple first (:meth:`hard_negatives`)."""
+        self.hard_negatives(out, batch)
         eu = out.user[batch.users]
         if self.cfg.loss == "bpr":
             return bpr_loss((eu * out.item[batch.pos]).sum(1), (eu * out.item[batch.neg]).sum(1))
